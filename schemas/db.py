@@ -1,0 +1,105 @@
+"""Database and object-store settings of the pipeline.
+
+Connection settings come only from DataJoint's own sources (``DJ_HOST``/``DJ_PORT``/``DJ_USER``/
+``DJ_PASS``/``DJ_BACKEND``, ``datajoint.json``, ``.secrets/``); nothing here holds credentials.
+Two settings are the pipeline's own:
+
+``PIPELINE_PREFIX``
+    prefix of every schema name (``{prefix}_recordings``, ``{prefix}_models``, ...), so that several
+    users and test runs share one server. Default ``v1``.
+``PIPELINE_STORE_DIR``
+    folder of the default filesystem object store. Default ``.store/`` in the working directory's
+    project root (ignored by git). Where ``datajoint.json`` or ``DJ_STORES`` already configures a
+    store named :data:`STORE` (e.g. S3 in docker-compose), that configuration wins.
+
+Tables are created only where :func:`create_tables` is true: ``python -m populate setup`` turns it
+on; workers and notebooks never declare tables (concurrent declaration races).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import datajoint as dj
+
+from . import mariadb
+
+STORE = "pipeline"
+"""Name of the object store every store-backed attribute uses (``<npy@pipeline>``, ...)."""
+
+_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class SettingsError(RuntimeError):
+    """The pipeline's database or store settings are unusable."""
+
+
+def prefix() -> str:
+    """Schema-name prefix from ``PIPELINE_PREFIX`` (lower-case letters, digits, underscores)."""
+    value = os.environ.get("PIPELINE_PREFIX", "v1")
+    if not _PREFIX_PATTERN.match(value):
+        raise SettingsError(
+            f"PIPELINE_PREFIX={value!r} is not a valid schema prefix: use lower-case letters, digits and "
+            "underscores, starting with a letter, at most 40 characters"
+        )
+    return value
+
+
+def schema_name(stage: str) -> str:
+    return f"{prefix()}_{stage}"
+
+
+def project_root() -> Path:
+    """The repository (or working) folder the default local paths are relative to."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "schemas").is_dir():
+            return folder
+    return here
+
+
+def store_dir() -> Path:
+    return Path(os.environ.get("PIPELINE_STORE_DIR") or project_root() / ".store").resolve()
+
+
+def create_tables() -> bool:
+    """Whether importing a schema module may declare missing tables (only during ``setup``)."""
+    return bool(dj.config.database.create_tables)
+
+
+_configured = False
+
+
+def configure() -> None:
+    """Apply the pipeline's store and connection settings to ``dj.config`` (idempotent)."""
+    global _configured
+    if _configured:
+        return
+    if STORE not in dj.config.stores:
+        location = store_dir()
+        location.mkdir(parents=True, exist_ok=True)
+        dj.config.stores[STORE] = {"protocol": "file", "location": str(location)}
+    # Workers and notebooks must not race to declare tables; `setup` switches this on explicitly.
+    if "DJ_CREATE_TABLES" not in os.environ:
+        dj.config.database.create_tables = False
+    # A private loopback server has no certificates; skip the failing TLS attempt and its warning.
+    if dj.config.database.host in ("localhost", "127.0.0.1", "::1") and dj.config.database.use_tls is None:
+        dj.config.database.use_tls = False
+    mariadb.install()
+    _configured = True
+
+
+def schema(stage: str) -> dj.Schema:
+    """The DataJoint schema of one pipeline stage, e.g. ``schema("recordings")``."""
+    configure()
+    return dj.Schema(schema_name(stage), create_schema=create_tables(), create_tables=create_tables())
+
+
+def backend() -> str:
+    """``"postgresql"``, ``"mariadb"`` or ``"mysql"`` for the connected server."""
+    connection = dj.conn()
+    if connection.adapter.backend == "postgresql":
+        return "postgresql"
+    return "mariadb" if mariadb.is_mariadb(connection) else "mysql"
