@@ -1,0 +1,63 @@
+"""DataJoint 2.x tables of the pipeline, one module per stage.
+
+Importing a stage module binds its tables to ``{PIPELINE_PREFIX}_{stage}``; only
+:func:`declare_all` (run by ``python -m populate setup``) creates missing tables.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+STAGES = ("recordings", "stats")
+"""Stage modules in dependency order."""
+
+
+def declare_all() -> list[str]:
+    """Create every schema and table that does not exist yet (idempotent); return the schema names."""
+    import datajoint as dj
+
+    from . import db
+
+    db.configure()
+    previous = dj.config.database.create_tables
+    dj.config.database.create_tables = True
+    try:
+        modules = [importlib.import_module(f"{__name__}.{stage}") for stage in STAGES]
+    finally:
+        dj.config.database.create_tables = previous
+    return [module.schema.database for module in modules]
+
+
+def drop_all() -> list[str]:
+    """Drop every schema of the current prefix, downstream first; return the names dropped."""
+    import datajoint as dj
+
+    from . import db
+
+    db.configure()
+    dropped = []
+    existing = set(dj.list_schemas())
+    for stage in reversed(STAGES):
+        name = db.schema_name(stage)
+        if name in existing:
+            dj.Schema(name, create_schema=False, create_tables=False).drop(prompt=False)
+            dropped.append(name)
+    return dropped
+
+
+def computed_tables() -> list:
+    """Every auto-populated table (Imported or Computed), upstream first."""
+    import datajoint as dj
+
+    tables = []
+    for stage in STAGES:
+        module = importlib.import_module(f"{__name__}.{stage}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, (dj.Imported, dj.Computed))
+                and value.__module__ == module.__name__
+                and value not in tables
+            ):
+                tables.append(value)
+    return tables

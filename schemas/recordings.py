@@ -83,7 +83,7 @@ class Scan(dj.Manual):
     image_height: int32                 # source image height, pixels
     image_width: int32                  # source image width, pixels
     image_id_name: varchar(64)          # name of the per-trial image-id array in the source
-    behavior_dtype: varchar(16)         # numpy dtype of the source behaviour and pupil arrays
+    source_dtypes: json                 # numpy dtype of each source array, for a faithful export
     simulated: bool                     # True for data from pipeline.data.simulate
     source: varchar(1024)               # where the data came from
     """
@@ -132,7 +132,7 @@ class Scan(dj.Manual):
         # deconvolved responses of the non-withheld trials, one matrix per scan
         -> master
         ---
-        matrix: <npy@pipeline>          # (n_kept_trials, n_units) float32, rows by trial, columns by unit_index
+        matrix: <npy@pipeline>          # (n_kept_trials, n_units) float32 (source dtype), rows by trial, columns by unit_index
         """
 
     class TrialArray(dj.Part):
@@ -170,6 +170,11 @@ class GroundTruth(dj.Manual):
         orientation = null: float32     # preferred orientation, radians in [0, pi); null when orientation-free
         reliability: float32            # expected oracle correlation
         """
+
+
+_TYPED_ARRAYS = (
+    "responses", "behavior", "pupil_center", "trial_idx", "tiers", "unit_ids", "unit_area", "unit_layer", "unit_xyz"
+)
 
 
 def _scan_restriction(key) -> dict:
@@ -223,7 +228,7 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
                 image_height=int(recording.images.shape[1]),
                 image_width=int(recording.images.shape[2]),
                 image_id_name=image_id_name,
-                behavior_dtype=np.asarray(recording.behavior).dtype.str,
+                source_dtypes={name: np.asarray(getattr(recording, name)).dtype.str for name in _TYPED_ARRAYS},
                 simulated=recording.ground_truth is not None,
                 source=recording.source[:1024],
             )
@@ -264,7 +269,7 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
             for t in range(recording.n_trials)
         )
         Scan.Responses.insert1(
-            dict(key, matrix=np.ascontiguousarray(recording.responses[~withheld], dtype=np.float32))
+            dict(key, matrix=np.ascontiguousarray(recording.responses[~withheld]))
         )
         Scan.TrialArray.insert(
             dict(key, name=name, values=np.asarray(values)) for name, values in recording.extra_trial_arrays.items()
@@ -302,7 +307,8 @@ def fetch_recording(key) -> Recording:
     trials = (Scan.Trial & key).to_arrays(order_by="trial")
     withheld = trials["withheld"].astype(bool)
     matrix = (Scan.Responses & key).fetch1("matrix").load()
-    responses = np.zeros((scan["n_trials"], scan["n_units"]), np.float32)
+    dtypes = scan["source_dtypes"]
+    responses = np.zeros((scan["n_trials"], scan["n_units"]), matrix.dtype)
     responses[~withheld] = matrix
     extra = {row["name"]: np.asarray(row["values"].load()) for row in (Scan.TrialArray & key).to_dicts()}
     truth = None
@@ -323,19 +329,21 @@ def fetch_recording(key) -> Recording:
         scan_idx=key["scan_idx"],
         images=np.stack([np.asarray(row["pixels"].load()) for row in images]),
         image_ids=np.array([row["image_id"] for row in images], np.int64),
-        trial_idx=trials["trial_idx"].astype(np.int64),
+        trial_idx=trials["trial_idx"].astype(dtypes["trial_idx"]),
         trial_image_ids=trials["image_id"].astype(np.int64),
-        tiers=np.asarray(trials["tier"]).astype(str),
+        tiers=np.asarray(trials["tier"]).astype(dtypes["tiers"]),
         responses=responses,
         withheld=withheld,
         behavior=np.stack([trials["pupil_size"], trials["pupil_size_change"], trials["running_speed"]], 1).astype(
-            scan["behavior_dtype"]
+            dtypes["behavior"]
         ),
-        pupil_center=np.stack([trials["pupil_x"], trials["pupil_y"]], 1).astype(scan["behavior_dtype"]),
-        unit_ids=units["unit_id"].astype(np.int64),
-        unit_area=np.asarray(units["area"]).astype(str),
-        unit_layer=np.asarray(units["layer"]).astype(str),
-        unit_xyz=np.stack([units["cortical_x"], units["cortical_y"], units["cortical_z"]], 1).astype(np.float32),
+        pupil_center=np.stack([trials["pupil_x"], trials["pupil_y"]], 1).astype(dtypes["pupil_center"]),
+        unit_ids=units["unit_id"].astype(dtypes["unit_ids"]),
+        unit_area=np.asarray(units["area"]).astype(dtypes["unit_area"]),
+        unit_layer=np.asarray(units["layer"]).astype(dtypes["unit_layer"]),
+        unit_xyz=np.stack([units["cortical_x"], units["cortical_y"], units["cortical_z"]], 1).astype(
+            dtypes["unit_xyz"]
+        ),
         frame_rate=scan["frame_rate"],
         extra_trial_arrays=extra,
         source=scan["source"],

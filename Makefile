@@ -1,0 +1,56 @@
+# The two commands of the README:
+#   make demo   set up everything and run the whole pipeline on the embedded default data
+#   make test   set up everything and run the test suite (PostgreSQL, then MariaDB)
+# A database configured through DataJoint's DJ_HOST/DJ_PORT/DJ_USER/DJ_PASS/DJ_BACKEND is used when
+# DJ_HOST is set; otherwise a private local server is started with its data in .local/.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch 2.13.0's CPU build: GPU nodes install their CUDA build of torch before `pip install -e .`.
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: demo test install setup db-stop benchmarks clean-local
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[test,robustness]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Use the configured server, or start the private PostgreSQL one.
+WITH_DB = if [ -z "$$DJ_HOST" ]; then eval "$$(populate/deploy/local_db.sh postgresql)" || exit 1; \
+	echo "using a private PostgreSQL server on $$DJ_HOST:$$DJ_PORT (set DJ_HOST to use another)"; fi;
+
+setup: $(STAMP)
+	@$(WITH_DB) $(BIN)/python -m populate setup
+
+demo: $(STAMP)
+	@$(WITH_DB) $(BIN)/python -m populate setup && $(BIN)/python -m populate demo $(DEMO_ARGS)
+
+# The suite runs once per backend; tests that need no database run only on the first.
+test: $(STAMP)
+	@set -e; if [ -n "$$DJ_HOST" ]; then \
+		echo "== tests on the configured server $$DJ_HOST ($${DJ_BACKEND:-mysql})"; \
+		$(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else \
+		echo "== tests on PostgreSQL"; \
+		( eval "$$(populate/deploy/local_db.sh postgresql)" && $(BIN)/python -m pytest $(PYTEST_ARGS) ); \
+		echo "== database tests on MariaDB"; \
+		( eval "$$(populate/deploy/local_db.sh mariadb)" && $(BIN)/python -m pytest -m "db and not slow" $(PYTEST_ARGS) ); \
+	fi
+
+benchmarks: $(STAMP)
+	@$(WITH_DB) $(BIN)/python -m benchmarks
+
+db-stop:
+	populate/deploy/local_db.sh stop
+
+clean-local: db-stop
+	rm -rf .local .store

@@ -1,0 +1,129 @@
+"""``python -m populate``: the pipeline's command line.
+
+Every command exits 0 on success and non-zero with a one-line reason on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+log = logging.getLogger("populate")
+
+
+def _cmd_setup(args) -> None:
+    import schemas
+
+    names = schemas.declare_all()
+    print(f"declared schemas: {', '.join(names)}")
+
+
+def _cmd_simulate(args) -> None:
+    from . import ingest
+
+    key, inserted = ingest.simulate(args.preset, args.seed, args.scan)
+    state = "inserted" if inserted else "already present, nothing inserted"
+    print(f"scan {ingest.scan_name(key)} ({state})")
+
+
+def _cmd_import(args) -> None:
+    from . import ingest
+
+    for path in args.paths:
+        key, inserted = ingest.import_sensorium(path)
+        if inserted:
+            print(f"imported scan {ingest.scan_name(key)} from {path}")
+        else:
+            print(f"scan {ingest.scan_name(key)} from {path} is already in the database; nothing inserted")
+
+
+def _cmd_export(args) -> None:
+    from . import ingest
+
+    out = ingest.export_sensorium(args.scan, args.out)
+    print(f"exported scan {args.scan} to {out}")
+
+
+def _cmd_run(args) -> None:
+    from . import run
+
+    run.populate_all(tables=args.tables, progress=not args.quiet)
+
+
+def _cmd_demo(args) -> None:
+    from . import demo
+
+    demo.main(quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m populate", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("setup", _cmd_setup, "declare every schema and table (idempotent; the only command that creates tables)")
+
+    sub = command("simulate", _cmd_simulate, "simulate a V1 scan with ground truth and insert it")
+    sub.add_argument("--preset", choices=("tiny", "demo", "large"), default="demo")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--scan", help="scan key animal-session-scan (default: the preset's)")
+
+    sub = command("import", _cmd_import, "import data into the database")
+    kinds = sub.add_subparsers(dest="kind", required=True, metavar="KIND")
+    sensorium = kinds.add_parser("sensorium", help="Sensorium 2022 static dataset folder(s) or .zip file(s)")
+    sensorium.add_argument("paths", nargs="+", metavar="PATH")
+    sensorium.set_defaults(handler=_cmd_import)
+
+    sub = command("export", _cmd_export, "export data from the database")
+    kinds = sub.add_subparsers(dest="kind", required=True, metavar="KIND")
+    sensorium = kinds.add_parser("sensorium", help="write a scan in the Sensorium layout")
+    sensorium.add_argument("scan", metavar="SCAN", help="animal-session-scan, e.g. 11521-7-2")
+    sensorium.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
+    sensorium.set_defaults(handler=_cmd_export)
+
+    sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
+    sub.add_argument("--tables", nargs="*", help="only these tables (class names)")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
+    sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")
+
+    from . import operations
+
+    operations.add_commands(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("datajoint").setLevel(logging.WARNING)
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # every failure ends in one line naming it; -v shows the traceback
+        if args.verbose:
+            log.exception("failed")
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

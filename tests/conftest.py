@@ -1,0 +1,73 @@
+"""Test set-up: a private schema prefix and object store per test run, dropped afterwards.
+
+Tests that take the ``db`` fixture (directly or through another fixture) are marked ``db`` and run
+on every backend of ``make test``; the others run once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# Before anything imports `schemas`, whose modules bind to the prefix on import.
+RUN_ID = uuid.uuid4().hex[:8]
+os.environ["PIPELINE_PREFIX"] = f"test_{RUN_ID}"
+_STORE = Path(tempfile.mkdtemp(prefix=f"pipeline-store-{RUN_ID}-"))
+os.environ["PIPELINE_STORE_DIR"] = str(_STORE)
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "db" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(scope="session")
+def db():
+    """A connection to the test server with every schema declared under this run's prefix."""
+    if not os.environ.get("DJ_HOST"):
+        pytest.skip("no database configured (DJ_HOST unset); `make test` starts one")
+    import datajoint as dj
+
+    import schemas
+
+    dj.config.safemode = False
+    schemas.declare_all()
+    yield dj.conn()
+    schemas.drop_all()
+    shutil.rmtree(_STORE, ignore_errors=True)
+
+
+@pytest.fixture
+def row_counts(db):
+    """Callable returning {table: row count} over every table of this run's schemas."""
+    import datajoint as dj
+
+    from schemas import db as settings
+
+    def counts() -> dict[str, int]:
+        result = {}
+        prefix = settings.prefix() + "_"
+        for name in dj.list_schemas():
+            if not name.startswith(prefix):
+                continue
+            schema = dj.Schema(name, create_schema=False, create_tables=False)
+            for table in schema.list_tables():
+                result[f"{name}.{table}"] = len(dj.FreeTable(dj.conn(), f"{_quote(name)}.{_quote(table)}"))
+        return result
+
+    return counts
+
+
+def _quote(name: str) -> str:
+    import datajoint as dj
+
+    return dj.conn().adapter.quote_identifier(name)
