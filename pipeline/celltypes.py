@@ -1,0 +1,208 @@
+"""Functional cell types from the readout weights of a rotation-equivariant model (Ecker et al. 2019).
+
+Readout feature vectors have ``R * F`` entries in rotation-major order: entry ``c = r * F + f``
+is feature ``f`` rotated by ``2 * pi * r / R``.  A neuron's *type* is the feature carrying most of
+its weight regardless of rotation; the rotation carrying that weight is its *orientation*.
+
+Orientation convention: rotation ``r`` turns a filter by ``2 * pi * r / R``, i.e. the R rotations
+span 360 degrees.  For the static images used here orientation is 180-degree periodic (a filter
+turned by 180 degrees has the same orientation, possibly opposite polarity), so angles are reported
+modulo ``period = pi``.  They are relative to each feature's own reference orientation (unknown to
+the model), so orientations are comparable between neurons of one type only; use
+:func:`align_orientations` to compare with a known truth per type.  ``rotation_direction=-1``
+reports angles for a core that rotates clockwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+
+def _weights(feature_weights: np.ndarray, rotations: int) -> np.ndarray:
+    """(n_units, R, F) unit-length weights."""
+    w = np.asarray(feature_weights, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"feature_weights: expected (n_units, R*F), got shape {w.shape}")
+    if rotations < 1 or w.shape[1] % rotations:
+        raise ValueError(f"feature_weights: {w.shape[1]} channels are not a multiple of {rotations} rotations")
+    norm = np.linalg.norm(w, axis=1, keepdims=True)
+    if not (norm > 0).all():
+        raise ValueError(f"feature_weights: {int((norm == 0).sum())} unit(s) with all-zero weights")
+    return (w / norm).reshape(len(w), rotations, -1)
+
+
+def functional_types(
+    feature_weights: np.ndarray, rotations: int, period: float = np.pi, rotation_direction: int = 1
+) -> dict[str, np.ndarray]:
+    """Type and orientation of each unit from its readout vector.
+
+    Parameters
+    ----------
+    feature_weights : (n_units, R*F) readout feature vectors, rotation-major.
+    rotations : R.
+    period : periodicity of orientation in radians (pi; 2*pi for direction-like features).
+    rotation_direction : +1 if rotation r turns filters counter-clockwise by 2*pi*r/R, -1 otherwise.
+
+    Returns
+    -------
+    dict of per-unit arrays:
+    cell_type : (n_units,) int, argmax over features of the squared unit-length weights summed over rotations.
+    main_share : (n_units,) share of the squared weight on that feature (in (0, 1]).
+    clean : (n_units,) bool, main_share > 0.5.
+    n_features_over_5pct : (n_units,) int, features with > 5% of the squared weight.
+    feature_share : (n_units, F) share of every feature.
+    main_rotation : (n_units,) int, rotation carrying most of the main feature's weight.
+    preferred_orientation : (n_units,) radians in [0, period): circular mean over rotations of the
+        main feature's angles ``rotation_direction * 2*pi*r/R`` (mod period), weighted by squared weight.
+    orientation_selectivity : (n_units,) length of that weighted circular mean, in [0, 1].
+    """
+    w2 = _weights(feature_weights, rotations) ** 2
+    n_units = len(w2)
+    share = w2.sum(axis=1)  # (n, F), rows sum to 1
+    cell_type = share.argmax(axis=1)
+    main = w2[np.arange(n_units), :, cell_type]  # (n, R)
+    angles = rotation_direction * 2 * np.pi * np.arange(rotations) / rotations
+    # Map the period onto the circle so that angles a period apart coincide.
+    phasor = (main * np.exp(1j * angles * 2 * np.pi / period)).sum(axis=1) / main.sum(axis=1)
+    orientation = np.mod(np.angle(phasor) * period / (2 * np.pi), period)
+    main_share = share[np.arange(n_units), cell_type]
+    return dict(
+        cell_type=cell_type,
+        main_share=main_share,
+        clean=main_share > 0.5,
+        n_features_over_5pct=(share > 0.05).sum(axis=1),
+        feature_share=share,
+        main_rotation=main.argmax(axis=1),
+        preferred_orientation=orientation,
+        orientation_selectivity=np.abs(phasor),
+    )
+
+
+def rotation_aligned(feature_weights: np.ndarray, rotations: int) -> np.ndarray:
+    """(n_units, R*F) unit-length vectors with rotation blocks cyclically shifted so that each unit's
+    block of largest squared weight comes first (removes orientation, keeps type and tuning shape)."""
+    w = _weights(feature_weights, rotations)
+    first = (w**2).sum(axis=2).argmax(axis=1)
+    index = (np.arange(rotations)[None, :] + first[:, None]) % rotations  # (n, R)
+    return np.take_along_axis(w, index[:, :, None], axis=1).reshape(len(w), -1)
+
+
+def cluster_types(feature_weights: np.ndarray, rotations: int, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """(n_units,) k-means labels of the rotation-aligned readout vectors (:func:`rotation_aligned`).
+
+    The vectors keep their sign: a unit driven by the negative of a feature (opposite polarity)
+    clusters apart from one driven by the feature itself, unlike :func:`functional_types`.
+    """
+    aligned = rotation_aligned(feature_weights, rotations)
+    if not 1 <= n_clusters <= len(aligned):
+        raise ValueError(f"cluster_types: n_clusters must be in [1, {len(aligned)}], got {n_clusters}")
+    return KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(aligned)
+
+
+def adjusted_rand_index(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:
+    """Adjusted Rand index of two labelings (1 = identical up to renaming, ~0 = chance)."""
+    return float(adjusted_rand_score(np.asarray(labels_true), np.asarray(labels_pred)))
+
+
+def circular_orientation_error(pred: np.ndarray, true: np.ndarray, period: float = np.pi) -> np.ndarray:
+    """Absolute angular difference, wrapped into [0, period / 2]."""
+    d = np.mod(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64), period)
+    return np.minimum(d, period - d)
+
+
+def align_orientations(
+    pred: np.ndarray, true: np.ndarray, groups: np.ndarray, period: float = np.pi
+) -> np.ndarray:
+    """``pred`` plus, per group (e.g. cell type), the circular-mean offset to ``true``, mod period.
+
+    Model orientations are relative to each feature's unknown reference orientation; this removes
+    that one free offset per type before comparing with a ground truth.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    groups = np.asarray(groups)
+    if not pred.shape == true.shape == groups.shape:
+        raise ValueError(f"align_orientations: shapes differ: {pred.shape}, {true.shape}, {groups.shape}")
+    scale = 2 * np.pi / period
+    aligned = pred.copy()
+    for g in np.unique(groups):
+        members = groups == g
+        offset = np.angle(np.exp(1j * scale * (true[members] - pred[members])).mean()) / scale
+        aligned[members] = np.mod(pred[members] + offset, period)
+    return aligned
+
+
+@dataclasses.dataclass
+class CellTypeSummary:
+    """Cell typing of one model: ``summary`` per model, ``units`` one dict per unit (readout order)."""
+
+    summary: dict
+    units: list[dict]
+
+
+def choose_clusters(aligned: np.ndarray, max_clusters: int = 12, seed: int = 0) -> np.ndarray:
+    """k-means labels of rotation-aligned vectors, k in [2, max_clusters] chosen by silhouette score."""
+    n = len(aligned)
+    best_labels, best_score = np.zeros(n, dtype=int), -np.inf
+    for k in range(2, min(max_clusters, n - 1) + 1):
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(aligned)
+        if len(np.unique(labels)) < 2:
+            continue
+        value = silhouette_score(aligned, labels, random_state=seed)
+        if value > best_score:
+            best_labels, best_score = labels, value
+    return best_labels
+
+
+def summarize(
+    feature_weights: np.ndarray, rotations: int, truth: dict | None = None, seed: int = 0, max_clusters: int = 12
+) -> CellTypeSummary:
+    """Types, clusters and orientations of every unit, with agreement to a ground truth if given.
+
+    feature_weights : (n_units, R*F) rotation-major readout vectors.
+    truth : optional ``unit_type`` (n_units,) names and ``orientation`` (n_units,) radians (NaN for
+        orientation-free units), e.g. from the simulator.
+    The orientation error is the median circular error in degrees after removing one offset per
+    true type (each learned feature has its own reference orientation).
+    """
+    types = functional_types(feature_weights, rotations)
+    clusters = choose_clusters(rotation_aligned(feature_weights, rotations), max_clusters, seed)
+    n_features = feature_weights.shape[1] // rotations
+    summary = dict(
+        n_types=int(len(np.unique(types["cell_type"]))),
+        n_clusters=int(len(np.unique(clusters))),
+        clean_fraction=float(types["clean"].mean()),
+        type_counts=np.bincount(types["cell_type"], minlength=n_features),
+        ari_types=None,
+        ari_clusters=None,
+        orientation_error=None,
+    )
+    if truth is not None:
+        true_types = np.asarray(truth["unit_type"]).astype(str)
+        summary["ari_types"] = adjusted_rand_index(true_types, types["cell_type"])
+        summary["ari_clusters"] = adjusted_rand_index(true_types, clusters)
+        true_orientation = np.asarray(truth["orientation"], dtype=np.float64)
+        oriented = np.isfinite(true_orientation)
+        if oriented.sum() >= 2:
+            aligned = align_orientations(
+                types["preferred_orientation"][oriented], true_orientation[oriented], true_types[oriented]
+            )
+            error = circular_orientation_error(aligned, true_orientation[oriented])
+            summary["orientation_error"] = float(np.degrees(np.median(error)))
+    units = [
+        dict(
+            cell_type=int(t),
+            cluster=int(c),
+            preferred_orientation=float(o),
+            main_share=float(m),
+            clean=bool(k),
+        )
+        for t, c, o, m, k in zip(
+            types["cell_type"], clusters, types["preferred_orientation"], types["main_share"], types["clean"]
+        )
+    ]
+    return CellTypeSummary(summary=summary, units=units)
