@@ -53,6 +53,12 @@ def _cmd_run(args) -> None:
     run.populate_all(tables=args.tables, progress=not args.quiet)
 
 
+def _cmd_results(args) -> None:
+    from . import results
+
+    results.print_rows(results.REPORTS[args.what](), as_json=args.json)
+
+
 def _cmd_demo(args) -> None:
     from . import demo
 
@@ -92,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
     sub.add_argument("--tables", nargs="*", help="only these tables (class names)")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub = command("results", _cmd_results, "print results: one JSON object per row with --json")
+    from . import results
+
+    sub.add_argument("what", choices=sorted(results.REPORTS))
+    sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
     sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")

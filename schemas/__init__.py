@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES = ("recordings", "stats")
+STAGES = ("recordings", "stats", "models")
 """Stage modules in dependency order."""
 
 

@@ -1,0 +1,74 @@
+"""Shared helpers of the benchmarks: timing, a private database prefix, result files.
+
+Every benchmark reports ratios measured in one run on one machine (ours vs a bare baseline), so the
+figures are comparable across machines; absolute times are printed for context only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Shortest wall time of ``repeats`` calls, seconds (the least disturbed run)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def median_of(fn: Callable[[], object], repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def private_database(tag: str):
+    """Declare the pipeline under a throw-away schema prefix and object store; drop both afterwards."""
+    import shutil
+    import tempfile
+
+    if not os.environ.get("DJ_HOST"):
+        raise SystemExit("benchmarks need a database: run them through `make benchmarks`")
+    os.environ["PIPELINE_PREFIX"] = f"bench_{tag}_{uuid.uuid4().hex[:6]}"
+    store = Path(tempfile.mkdtemp(prefix="pipeline-bench-store-"))
+    os.environ["PIPELINE_STORE_DIR"] = str(store)
+    import datajoint as dj
+
+    import schemas
+
+    dj.config.safemode = False
+    schemas.declare_all()
+    try:
+        yield
+    finally:
+        schemas.drop_all()
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def save(name: str, figures: dict) -> Path:
+    """Write ``figures`` with the machine's description to ``benchmarks/results/{name}.json``; print them."""
+    RESULTS.mkdir(exist_ok=True)
+    record = dict(benchmark=name, machine=dict(cpu_count=os.cpu_count(), platform=platform.platform()), **figures)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, default=float))
+    print(f"== {name}")
+    for key, value in figures.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    return path

@@ -1,0 +1,278 @@
+"""Database roles scoped to the schema prefix, for MySQL/MariaDB and PostgreSQL.
+
+Three roles per prefix ``p`` (``p_admin``, ``p_worker``, ``p_member``):
+
+admin
+    schema changes: creates, alters and drops the ``p_*`` schemas and their tables; runs ``setup``.
+worker
+    reads every ``p_*`` table; inserts, updates and deletes in the computed tables (Imported,
+    Computed and their parts), their job queues (``~~name``) and ``p_operations`` (heartbeats,
+    retry counts).  Cannot change any table's structure or drop a schema.
+member
+    reads every ``p_*`` table (notebooks, analysis).
+
+MySQL/MariaDB grant on the database pattern ``p\\_%`` (so future schemas are covered) plus
+table-level grants on the existing computed and job tables (MySQL cannot pattern-match table
+names): rerun ``roles create`` after ``setup`` adds tables.  Admin and worker also get
+``PROCESS`` so the scheduler sees every worker's connection.
+
+PostgreSQL has no schema-name patterns: ``roles create`` grants on the existing ``p_*`` schemas,
+makes ``p_admin`` their owner (only owners alter or drop), and sets default privileges for
+tables ``p_admin`` creates later.  Admin login users get ``ALTER ROLE ... SET role = p_admin`` so
+the tables they declare are owned by the role, not by the person.  ``CREATE`` on the database lets
+admins create schemas; PostgreSQL cannot restrict their names to the prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+log = logging.getLogger(__name__)
+
+ROLES = ("admin", "worker", "member")
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_HOST = re.compile(r"^[A-Za-z0-9_.%:-]{1,255}$")
+
+
+class RolesError(RuntimeError):
+    """Roles or users cannot be created as asked."""
+
+
+def role_names(prefix: str) -> dict[str, str]:
+    return {role: f"{prefix}_{role}" for role in ROLES}
+
+
+def is_worker_writable(table_name: str) -> bool:
+    """Computed and Imported tables and their parts start with '_'; job queues with '~~'."""
+    return table_name.startswith("_") or table_name.startswith("~~")
+
+
+def _connection():
+    import datajoint as dj
+
+    from schemas import db
+
+    db.configure()
+    return dj.conn()
+
+
+def _prefix_schemas(connection, prefix: str) -> list[str]:
+    import datajoint as dj
+
+    return sorted(name for name in dj.list_schemas(connection) if name.startswith(prefix + "_"))
+
+
+def _tables(connection, schema: str) -> list[str]:
+    if connection.adapter.backend == "postgresql":
+        rows = connection.query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", args=(schema,)
+        ).fetchall()
+    else:
+        rows = connection.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name",
+            args=(schema,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# MySQL / MariaDB
+
+
+def _mysql_pattern(prefix: str) -> str:
+    # `_` and `%` are wildcards in database-level grants; the prefix's own underscores are literal.
+    return "`" + prefix.replace("_", "\\_") + "\\_%`"
+
+
+def mysql_plan(prefix: str, schemas: dict[str, list[str]]) -> list[str]:
+    """The statements creating the roles of ``prefix``; ``schemas`` maps each ``p_*`` schema to its tables."""
+    names = role_names(prefix)
+    admin, worker, member = (f"'{names[r]}'" for r in ROLES)
+    pattern = _mysql_pattern(prefix)
+    plan = [f"CREATE ROLE IF NOT EXISTS {role}" for role in (admin, worker, member)]
+    plan += [
+        f"GRANT ALL PRIVILEGES ON {pattern}.* TO {admin}",
+        f"GRANT SELECT ON {pattern}.* TO {worker}",
+        f"GRANT SELECT ON {pattern}.* TO {member}",
+        f"GRANT INSERT, UPDATE, DELETE ON `{prefix}_operations`.* TO {worker}",
+        f"GRANT PROCESS ON *.* TO {admin}",
+        f"GRANT PROCESS ON *.* TO {worker}",
+    ]
+    for schema, tables in sorted(schemas.items()):
+        for table in tables:
+            if is_worker_writable(table):
+                plan.append(f"GRANT INSERT, UPDATE, DELETE ON `{schema}`.`{table}` TO {worker}")
+    return plan
+
+
+def _is_mariadb(connection) -> bool:
+    from schemas import mariadb
+
+    return mariadb.is_mariadb(connection)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def _pg(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def postgresql_plan(prefix: str, schemas: dict[str, list[str]], database: str, types: dict[str, list[str]]) -> list[str]:
+    """The statements creating the roles of ``prefix`` on PostgreSQL database ``database``.
+
+    ``schemas`` maps each ``p_*`` schema to its tables, ``types`` to its enum types.
+    """
+    names = role_names(prefix)
+    admin, worker, member = (_pg(names[r]) for r in ROLES)
+    plan = [
+        f"DO $$ BEGIN CREATE ROLE {_pg(names[r])} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        for r in ROLES
+    ]
+    plan += [
+        f"GRANT CONNECT, CREATE ON DATABASE {_pg(database)} TO {admin}",
+        f"GRANT CONNECT ON DATABASE {_pg(database)} TO {worker}, {member}",
+        f"GRANT pg_read_all_stats TO {worker}, {admin}",
+    ]
+    for schema, tables in sorted(schemas.items()):
+        s = _pg(schema)
+        plan.append(f"ALTER SCHEMA {s} OWNER TO {admin}")
+        plan += [f"ALTER TABLE {s}.{_pg(t)} OWNER TO {admin}" for t in tables]
+        plan += [f"ALTER TYPE {s}.{_pg(t)} OWNER TO {admin}" for t in types.get(schema, ())]
+        plan += [
+            f"GRANT USAGE ON SCHEMA {s} TO {worker}, {member}",
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {worker}, {member}",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {s} GRANT SELECT ON TABLES TO {worker}, {member}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {worker}",
+        ]
+        if schema == f"{prefix}_operations":
+            plan += [
+                f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {worker}",
+                f"ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {s} GRANT INSERT, UPDATE, DELETE ON TABLES TO {worker}",
+            ]
+        else:
+            plan += [f"GRANT INSERT, UPDATE, DELETE ON {s}.{_pg(t)} TO {worker}" for t in tables if is_worker_writable(t)]
+    return plan
+
+
+def _pg_types(connection, schema: str) -> list[str]:
+    rows = connection.query(
+        "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = %s AND t.typtype = 'e' ORDER BY t.typname",
+        args=(schema,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def _run(connection, plan: list[str], dry_run: bool, shown: list[str] | None = None) -> list[str]:
+    shown = shown or plan
+    if dry_run:
+        return [statement + ";" for statement in shown]
+    for statement, text in zip(plan, shown):
+        log.debug("%s", text)
+        # The drivers interpolate parameters even without any: a literal % must be doubled.
+        connection.query(statement.replace("%", "%%"))
+    return [f"{len(plan)} statements executed"]
+
+
+def create(dry_run: bool = False) -> list[str]:
+    """Create the prefix's roles and grant them their privileges; return the SQL (dry run) or a summary."""
+    from schemas import db
+
+    connection = _connection()
+    prefix = db.prefix()
+    schemas = {name: _tables(connection, name) for name in _prefix_schemas(connection, prefix)}
+    if connection.adapter.backend == "postgresql":
+        database = connection.query("SELECT current_database()").fetchone()[0]
+        types = {name: _pg_types(connection, name) for name in schemas}
+        plan = postgresql_plan(prefix, schemas, database, types)
+    else:
+        plan = mysql_plan(prefix, schemas)
+    lines = _run(connection, plan, dry_run)
+    if not dry_run:
+        lines.append(f"roles {', '.join(role_names(prefix).values())} cover {len(schemas)} schema(s) of prefix {prefix}")
+    return lines
+
+
+def drop(dry_run: bool = False) -> list[str]:
+    """Drop the prefix's roles (their members lose the privileges)."""
+    from schemas import db
+
+    connection = _connection()
+    names = role_names(db.prefix())
+    if connection.adapter.backend == "postgresql":
+        plan = []
+        for name in names.values():
+            exists = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall()
+            if exists or dry_run:
+                # Objects the role owns go to the caller; then its grants go, then the role.
+                plan += [f"REASSIGN OWNED BY {_pg(name)} TO CURRENT_USER", f"DROP OWNED BY {_pg(name)}",
+                         f"DROP ROLE IF EXISTS {_pg(name)}"]
+    else:
+        plan = [f"DROP ROLE IF EXISTS '{name}'" for name in names.values()]
+    return _run(connection, plan, dry_run)
+
+
+def _check_user(name: str, host: str) -> None:
+    if not _USER.match(name):
+        raise RolesError(f"user name {name!r}: use letters, digits, '_', '.', '-' (at most 32), starting with a letter")
+    if not _HOST.match(host):
+        raise RolesError(f"--host {host!r} is not a MySQL account host (e.g. %, 10.0.%, 127.0.0.1)")
+
+
+def create_user(name: str, role: str, password: str | None = None, host: str = "%", dry_run: bool = False) -> list[str]:
+    """Create (or update) login user ``name`` holding role ``role`` of the prefix."""
+    from schemas import db
+
+    if role not in ROLES:
+        raise RolesError(f"role {role!r}: choose one of {', '.join(ROLES)}")
+    _check_user(name, host)
+    connection = _connection()
+    group = role_names(db.prefix())[role]
+    generated = password is None
+    password = password or secrets.token_urlsafe(18)
+    literal = "'" + password.replace("\\", "\\\\").replace("'", "''") + "'"
+    masked = "'********'"
+    if connection.adapter.backend == "postgresql":
+        exists = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(group,)).fetchall()
+        verb = "ALTER" if connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall() else "CREATE"
+        template = [f"{verb} ROLE {_pg(name)} LOGIN PASSWORD {{pw}}", f"GRANT {_pg(group)} TO {_pg(name)}"]
+        if role == "admin":
+            template.append(f"ALTER ROLE {_pg(name)} SET role = {_pg(group)}")
+    else:
+        exists = connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND is_role = 'Y'", args=(group,)).fetchall() \
+            if _is_mariadb(connection) else connection.query(
+                "SELECT 1 FROM mysql.user WHERE user = %s AND host = '%%'", args=(group,)).fetchall()
+        account = f"'{name}'@'{host}'"
+        default = "FOR" if _is_mariadb(connection) else "TO"
+        template = [
+            f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {{pw}}",
+            f"ALTER USER {account} IDENTIFIED BY {{pw}}",
+            f"GRANT '{group}' TO {account}",
+            f"SET DEFAULT ROLE '{group}' {default} {account}",
+        ]
+    if not exists and not dry_run:
+        raise RolesError(f"role {group} does not exist; run `python -m populate roles create` first")
+    plan = [s.format(pw=literal) for s in template]
+    shown = [s.format(pw=masked) for s in template]
+    lines = _run(connection, plan, dry_run, shown)
+    if not dry_run:
+        lines.append(f"user {name} holds role {group}" + (f"; password: {password}" if generated else ""))
+    return lines
+
+
+def drop_user(name: str, host: str = "%", dry_run: bool = False) -> list[str]:
+    _check_user(name, host)
+    connection = _connection()
+    if connection.adapter.backend == "postgresql":
+        plan = [f"DROP ROLE IF EXISTS {_pg(name)}"]
+    else:
+        plan = [f"DROP USER IF EXISTS '{name}'@'{host}'"]
+    return _run(connection, plan, dry_run)

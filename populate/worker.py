@@ -1,0 +1,503 @@
+"""A populate worker: one process computing one job at a time from DataJoint's job queues.
+
+``python -m populate worker`` runs :class:`Worker`.  It walks the computed tables upstream first,
+reserves one pending job (DataJoint's atomic ``UPDATE ... WHERE status='pending'``), runs the
+table's ``make`` in this process (no multiprocessing, so nothing forks once CUDA is up), and
+records a failing make as an ``error`` job instead of dying.  It never declares a table: a missing
+job table is an error telling the operator to run ``setup``.
+
+Liveness.  A background thread beats every ``heartbeat`` seconds into
+``{prefix}_operations.worker`` through its own connection (the main one is busy inside a make),
+with the worker's host, pid, main connection id, device and the job it holds.  The scheduler
+re-queues a reserved job only when its connection is gone from the server *and* its worker's
+heartbeat is stale (see :mod:`populate.scheduler`).
+
+Stopping.  SIGTERM or SIGINT sets a flag; if a make is running it is interrupted with
+:class:`StopRequested` at the next Python bytecode (sleeps, socket waits and most numpy/torch
+calls return promptly), the connection is closed so the server rolls back the make's
+transaction, and the job is put back to ``pending``.  The worker then exits with status 0.
+Bound: once the signal handler has run, an interval timer with SIGALRM's default action ends the
+process after ``stop_timeout`` seconds whatever it is doing; its job then stays reserved until the
+scheduler sees its connection gone and its heartbeat stale.  A native call that holds the GIL
+delays the handler itself; the container runtime's SIGKILL after its grace period covers that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import random
+import re
+import secrets
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+from . import jobs as queues
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_S = 5.0
+DEFAULT_POLL_S = 10.0
+DEFAULT_STOP_TIMEOUT_S = 10.0
+DEFAULT_BATCH = 8
+
+
+class StopRequested(SystemExit):
+    """Raised inside a running make when the worker has been told to stop."""
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot start with the settings given."""
+
+
+# ---------------------------------------------------------------------------------------------
+# device
+
+
+_DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+
+
+def device_spec(text: str) -> str:
+    """argparse type of ``--device``: ``cpu``, ``auto``, ``cuda`` or ``cuda:N``."""
+    value = text.strip().lower()
+    if not _DEVICE.match(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, auto, cuda or cuda:N")
+    return value
+
+
+def use_device(spec: str | None) -> str | None:
+    """Make ``spec`` the device of this process's makes; return the device chosen.
+
+    Exports it as ``PIPELINE_DEVICE`` (read by the pipeline's device helper) and, for a CUDA
+    device, makes it torch's current device.  ``auto`` picks ``cuda:0`` (the first visible GPU)
+    when CUDA is available, else ``cpu``.  None leaves the environment as it is.
+    """
+    if spec is None:
+        return os.environ.get("PIPELINE_DEVICE")
+    if spec == "cpu":
+        device = "cpu"
+    else:
+        import torch
+
+        available = torch.cuda.is_available()
+        if spec == "auto":
+            device = "cuda:0" if available else "cpu"
+        else:
+            index = int(spec.partition(":")[2] or 0)
+            if not available:
+                raise WorkerError(f"--device {spec}: CUDA is not available on this machine (torch finds no GPU)")
+            if index >= torch.cuda.device_count():
+                raise WorkerError(
+                    f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible "
+                    f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+                )
+            device = f"cuda:{index}"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(device.partition(":")[2]))
+    os.environ["PIPELINE_DEVICE"] = device
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# connection
+
+
+def make_resilient(connection) -> None:
+    """Keep ``connection.connection_id`` true across reconnects, and reconnect on PostgreSQL too.
+
+    DataJoint reconnects a lost MySQL connection inside ``query`` but keeps the old
+    ``connection_id``, which job reservations then record; the scheduler would take the worker
+    for dead.  On PostgreSQL a connection closed by the server is not recognised as lost at all.
+    """
+    if getattr(connection, "_worker_resilient", False):
+        return
+    reconnect = connection.connect
+
+    def connect() -> None:
+        reconnect()
+        connection.connection_id = connection.adapter.get_connection_id(connection._conn)
+
+    connection.connect = connect
+    if connection.adapter.backend == "postgresql":
+        _recognise_lost_postgresql_connections(type(connection.adapter))
+    connection._worker_resilient = True
+
+
+def _recognise_lost_postgresql_connections(adapter_class) -> None:
+    original = adapter_class.translate_error
+    if getattr(original, "_worker_fix", False):
+        return
+
+    def translate_error(self, error, query=""):
+        import psycopg2
+        from datajoint.errors import LostConnectionError
+
+        # A closed connection carries no SQLSTATE; DataJoint would pass it through unrecognised.
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not getattr(error, "pgcode", None):
+            return LostConnectionError("Server connection lost: " + " ".join(str(error).split()))
+        return original(self, error, query)
+
+    translate_error._worker_fix = True
+    adapter_class.translate_error = translate_error
+
+
+def open_connection():
+    """A new connection with the configured settings (for the heartbeat thread)."""
+    import datajoint as dj
+
+    config = dj.config
+    return dj.Connection(
+        config["database.host"], config["database.user"], config["database.password"],
+        use_tls=config["database.use_tls"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# heartbeat
+
+
+class Heartbeat(threading.Thread):
+    """Beats the worker's row in ``{prefix}_operations.worker`` from its own connection."""
+
+    def __init__(self, worker: str, interval: float, snapshot) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        from schemas import operations
+
+        self.worker = worker
+        self.interval = interval
+        self.snapshot = snapshot
+        self.table = operations.Worker
+        self._halt = threading.Event()
+        self._connection = None
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.beat()
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:
+                pass
+
+    def beat(self) -> None:
+        state = self.snapshot()
+        try:
+            if self._connection is None:
+                self._connection = open_connection()
+            q = self._connection.adapter.quote_identifier
+            columns = ("state", "job_table", "job_key", "jobs_done", "jobs_failed", "connection_id")
+            cursor = self._connection.query(
+                f"UPDATE {self.table.full_table_name} SET {q('heartbeat')}=CURRENT_TIMESTAMP(3), "
+                + ", ".join(f"{q(c)}=%s" for c in columns)
+                + f" WHERE {q('worker')}=%s",
+                args=[state[c] for c in columns] + [self.worker],
+                reconnect=False,
+            )
+            if cursor.rowcount == 0:  # the scheduler forgot us (e.g. after a long network partition)
+                names = ("worker", "host", "pid", "device", *columns)
+                self._connection.query(
+                    f"INSERT INTO {self.table.full_table_name} ({', '.join(q(n) for n in names)}) "
+                    f"VALUES ({', '.join(['%s'] * len(names))})",
+                    args=[state[n] for n in names],
+                    reconnect=False,
+                )
+        except Exception as err:  # a missed beat is harmless; the next one reconnects
+            log.warning("heartbeat failed (%s); retrying in %.0f s", " ".join(str(err).split()), self.interval)
+            try:
+                self._connection.close()
+            except Exception:
+                pass
+            self._connection = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        self.join(timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    failed: int = 0
+    handed_back: int = 0
+    reason: str = ""
+
+
+class Worker:
+    """Computes jobs of ``tables`` (auto-populated table classes, upstream first) until stopped.
+
+    ``max_jobs``: exit after this many makes (successful or not).  ``idle_exit``: exit after this
+    many seconds without work.  ``poll``: seconds between looks at empty queues (the worker
+    refreshes them itself then, adding keys whose upstream rows appeared).  ``heartbeat``:
+    seconds between beats.  ``stop_timeout``: seconds between SIGTERM and a forced exit.
+    ``batch``: pending keys fetched per look (tried in random order to spread workers out).
+    """
+
+    def __init__(
+        self,
+        tables: list,
+        *,
+        device: str | None = None,
+        max_jobs: int | None = None,
+        idle_exit: float | None = None,
+        poll: float = DEFAULT_POLL_S,
+        heartbeat: float = DEFAULT_HEARTBEAT_S,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        batch: int = DEFAULT_BATCH,
+        refresh: bool = True,
+    ) -> None:
+        if not tables:
+            raise WorkerError("no tables to work on")
+        for name, value in (("max_jobs", max_jobs), ("batch", batch)):
+            if value is not None and value < 1:
+                raise WorkerError(f"{name} must be at least 1, got {value}")
+        for name, value in (("poll", poll), ("heartbeat", heartbeat), ("stop_timeout", stop_timeout)):
+            if not value > 0:
+                raise WorkerError(f"{name} must be positive, got {value}")
+        if idle_exit is not None and idle_exit < 0:
+            raise WorkerError(f"idle_exit must not be negative, got {idle_exit}")
+        self.tables = tables
+        self.device = device
+        self.max_jobs = max_jobs
+        self.idle_exit = idle_exit
+        self.poll = poll
+        self.heartbeat_interval = heartbeat
+        self.stop_timeout = stop_timeout
+        self.batch = batch
+        self.refresh = refresh
+        self.summary = Summary()
+        self._stop = threading.Event()
+        self._in_make = False
+        self._state = dict(state="idle", job_table="", job_key="")
+        self.host = platform.node()
+        self.pid = os.getpid()
+        self.name = f"{self.host[:80]}:{self.pid}:{secrets.token_hex(3)}"
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.summary.reason = signal.Signals(signum).name
+        self._state["state"] = "stopping"
+        # The hard bound: SIGALRM's default action ends the process without needing Python.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, self.stop_timeout)
+        if self._in_make:
+            self._in_make = False
+            raise StopRequested(f"{self.summary.reason} received: worker {self.name} is stopping")
+
+    def stop(self) -> None:
+        """Ask the worker to finish after its current job (for in-process use)."""
+        self._stop.set()
+
+    # -- one job -------------------------------------------------------------------------------
+
+    def _reset_connection(self):
+        import datajoint as dj
+
+        connection = dj.conn()
+        try:
+            connection.close()  # the server rolls back whatever the interrupted make left open
+        except Exception:
+            pass
+        connection.connect()
+        connection._in_transaction = False
+        return connection
+
+    def _settle(self, jobs, key: dict) -> bool:
+        """After an interrupted make: mark the job done if its result committed; return whether it did."""
+        if key not in jobs.target:
+            return False
+        q = jobs.adapter.quote_identifier
+        where = queues._where(jobs, key) + f" AND {q('host')}=%s AND {q('pid')}=%s"
+        if jobs.connection._config.jobs.keep_completed:
+            jobs.connection.query(
+                f"UPDATE {jobs.full_table_name} SET {q('status')}='success' WHERE {where}", args=[self.host, self.pid]
+            )
+        else:
+            jobs.connection.query(f"DELETE FROM {jobs.full_table_name} WHERE {where}", args=[self.host, self.pid])
+        return True
+
+    def _hand_back(self, jobs, key: dict) -> None:
+        """Put the job this worker was running back to pending (its make was interrupted)."""
+        self._reset_connection()
+        if self._settle(jobs, key):
+            return
+        q = jobs.adapter.quote_identifier
+        cursor = jobs.connection.query(
+            f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', {q('reserved_time')}=NULL, "
+            f"{q('completed_time')}=NULL, {q('error_message')}='', {q('error_stack')}=NULL, "
+            f"{q('host')}='', {q('pid')}=0, {q('connection_id')}=0 "
+            f"WHERE {queues._where(jobs, key)} AND {q('host')}=%s AND {q('pid')}=%s AND "
+            f"({q('status')}='reserved' OR ({q('status')}='error' AND {q('error_message')} LIKE %s))",
+            args=[self.host, self.pid, StopRequested.__name__ + "%"],
+        )
+        if cursor.rowcount:
+            self.summary.handed_back += 1
+            log.info("handed %s %s back to pending", jobs.target.__class__.__name__, queues.key_json(key))
+
+    def _record_escaped(self, jobs, key: dict, error: BaseException) -> None:
+        """An exception escaped DataJoint's own handling (the connection broke while it recorded the error)."""
+        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        log.error("%s %s: %s", jobs.target.__class__.__name__, queues.key_json(key), message)
+        self._reset_connection()
+        if self._settle(jobs, key):
+            return
+        jobs.error(key, error_message=message, error_stack=traceback.format_exc())
+        self.summary.failed += 1
+
+    def _run_one(self, jobs, key: dict) -> str:
+        """Reserve and compute one job; return ``success``, ``error`` or ``skipped`` (taken by another worker)."""
+        table = jobs.target
+        name = table.__class__.__name__
+        self._state.update(state="busy", job_table=table.full_table_name, job_key=queues.key_json(key))
+        started = time.monotonic()
+        try:
+            self._in_make = True
+            result = table._populate1(key, jobs, suppress_errors=True, return_exception_objects=True)
+            self._in_make = False
+        except BaseException as error:
+            self._in_make = False
+            if self._stop.is_set() or isinstance(error, (StopRequested, KeyboardInterrupt)):
+                self._hand_back(jobs, key)
+                raise StopRequested("stopping") from None
+            self._record_escaped(jobs, key, error)
+            return "error"
+        finally:
+            self._in_make = False
+            self._state.update(state="stopping" if self._stop.is_set() else "idle", job_table="", job_key="")
+        if result is True:
+            self.summary.done += 1
+            log.info("%s %s done in %.2f s", name, queues.key_json(key), time.monotonic() - started)
+            return "success"
+        if isinstance(result, tuple):
+            self.summary.failed += 1
+            error = result[1]
+            log.error("%s %s failed: %s: %s", name, queues.key_json(key), type(error).__name__, error)
+            return "error"
+        return "skipped"
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    @property
+    def _attempted(self) -> int:
+        return self.summary.done + self.summary.failed
+
+    def _pending(self, jobs) -> list[dict]:
+        q = jobs.adapter.quote_identifier
+        keys = (jobs & f"{q('status')}='pending'" & f"{q('scheduled_time')} <= CURRENT_TIMESTAMP(3)").keys(
+            order_by="priority ASC, scheduled_time ASC", limit=self.batch
+        )
+        random.shuffle(keys)
+        return keys
+
+    def _round(self) -> bool:
+        """Work on the most upstream table that has pending jobs; return whether any was found."""
+        for jobs in self._queues:
+            keys = self._pending(jobs)
+            if not keys:
+                continue
+            for key in keys:
+                if self._stop.is_set() or (self.max_jobs and self._attempted >= self.max_jobs):
+                    break
+                self._run_one(jobs, key)
+            return True
+        return False
+
+    def _refresh(self) -> int:
+        added = 0
+        for jobs in self._queues:
+            if self._stop.is_set():
+                break
+            added += jobs.refresh(delay=-1)["added"]
+        return added
+
+    def _snapshot(self) -> dict:
+        import datajoint as dj
+
+        return dict(
+            self._state, worker=self.name, host=self.host, pid=self.pid, device=self.device or "",
+            jobs_done=self.summary.done, jobs_failed=self.summary.failed,
+            connection_id=dj.conn().connection_id,
+        )
+
+    def _register(self) -> None:
+        from schemas import operations
+
+        row = self._snapshot()
+        operations.Worker.insert1({k: row[k] for k in ("worker", "host", "pid", "device", "connection_id", "state")})
+
+    def _unregister(self) -> None:
+        from schemas import operations
+
+        try:
+            (operations.Worker & dict(worker=self.name)).delete_quick()
+        except Exception as err:
+            log.warning("could not remove this worker's heartbeat row (%s); the scheduler will", err)
+
+    def run(self) -> Summary:
+        """Work until stopped, out of jobs (``max_jobs``) or idle (``idle_exit``); return the tally."""
+        import datajoint as dj
+
+        connection = dj.conn()
+        make_resilient(connection)
+        self._queues = [queues.queue(table) for table in self.tables]
+        self.device = use_device(self.device)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        heartbeat = None
+        try:
+            self._register()
+            heartbeat = Heartbeat(self.name, self.heartbeat_interval, self._snapshot)
+            heartbeat.start()
+            log.info(
+                "worker %s on %s (device %s): %s", self.name, connection.conn_info["host"], self.device or "default",
+                ", ".join(t.__name__ for t in self.tables),
+            )
+            self._loop()
+        except StopRequested:
+            pass
+        finally:
+            self._stop.set()
+            if heartbeat is not None:
+                heartbeat.stop()
+            self._unregister()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        log.info(
+            "worker %s exits (%s): %d done, %d failed, %d handed back", self.name, self.summary.reason or "stopped",
+            self.summary.done, self.summary.failed, self.summary.handed_back,
+        )
+        return self.summary
+
+    def _loop(self) -> None:
+        idle_since = time.monotonic()
+        last_refresh = float("-inf")
+        while not self._stop.is_set():
+            if self.max_jobs and self._attempted >= self.max_jobs:
+                self.summary.reason = f"{self.max_jobs} job(s) done"
+                return
+            if self._round():
+                idle_since = time.monotonic()
+                continue
+            now = time.monotonic()
+            if self.refresh and now - last_refresh >= self.poll:
+                last_refresh = now
+                if self._refresh():
+                    continue
+            if self.idle_exit is not None and now - idle_since >= self.idle_exit:
+                self.summary.reason = f"idle for {self.idle_exit:g} s"
+                return
+            wait = self.poll if self.idle_exit is None else min(self.poll, max(self.idle_exit - (now - idle_since), 0.01))
+            self._stop.wait(wait)
+

@@ -1,0 +1,319 @@
+"""Predictive models of V1: configs, trained models, ensembles and functional cell types."""
+
+from __future__ import annotations
+
+import datajoint as dj
+import numpy as np
+
+import pipeline
+from pipeline import celltypes, experiment
+from pipeline.data.dataset import ScanTensors
+from pipeline.data.dataset_config import DatasetConfig as DatasetSettings
+from pipeline.models.encoder import ModelConfig as ModelSettings
+from pipeline.training import TrainerConfig as TrainerSettings
+
+from . import db
+from .configs import ConfigTable
+from .recordings import GroundTruth, Scan, fetch_recording
+from .stats import Normalization, Reliability
+
+schema = db.schema("models")
+
+
+@schema
+class ModelConfig(ConfigTable, dj.Lookup):
+    definition = """
+    # an encoding model: core, readout, shifter, modulator
+    model_hash: char(32)                # canonical hash of the full config
+    ---
+    config_name = '': varchar(64)       # optional label
+    core_kind: varchar(16)              # 'cnn' or 'rotation'
+    feature_maps: int32                 # channels per core layer (features x rotations)
+    config: json
+    """
+    config_class = ModelSettings
+    hash_attribute = "model_hash"
+
+    @classmethod
+    def describe(cls, config: ModelSettings) -> dict:
+        core = config.core
+        rotations = core.rotations if core.kind == "rotation" else 1
+        return dict(core_kind=core.kind, feature_maps=core.features * rotations)
+
+
+@schema
+class DatasetConfig(ConfigTable, dj.Lookup):
+    definition = """
+    # the data a model is fitted to
+    dataset_hash: char(32)
+    ---
+    config_name = '': varchar(64)
+    -> Scan
+    config: json
+    """
+    config_class = DatasetSettings
+    hash_attribute = "dataset_hash"
+
+    @classmethod
+    def describe(cls, config: DatasetSettings) -> dict:
+        key = config.scan_key
+        if not (Scan & key):
+            raise LookupError(f"dataset config names scan {config.scan}, which is not in the database")
+        return key
+
+
+@schema
+class TrainerConfig(ConfigTable, dj.Lookup):
+    definition = """
+    # optimisation settings (the seed comes from Seed)
+    trainer_hash: char(32)
+    ---
+    config_name = '': varchar(64)
+    config: json
+    """
+    config_class = TrainerSettings
+    hash_attribute = "trainer_hash"
+
+    @classmethod
+    def validated(cls, config=None, **values):
+        config = super().validated(config, **values)
+        if config.seed != TrainerSettings().seed:
+            raise ValueError("trainer config key 'seed' is not allowed: seeds come from the Seed table")
+        return config
+
+
+@schema
+class Seed(dj.Lookup):
+    definition = """
+    seed: int32
+    """
+    contents = [(0,), (1,), (2,)]
+
+
+@schema
+class TrainingTask(dj.Manual):
+    definition = """
+    # a model to train: which model, data, trainer and seed
+    -> ModelConfig
+    -> DatasetConfig
+    -> TrainerConfig
+    -> Seed
+    """
+
+    @classmethod
+    def add(cls, model: dict, dataset: dict, trainer: dict | None = None, seeds=(0,), name: str = "") -> list[dict]:
+        """Insert configs as needed and one task per seed; returns the task keys."""
+        keys = []
+        base = {
+            **ModelConfig.add(model, name=name),
+            **DatasetConfig.add(dataset),
+            **TrainerConfig.add(trainer or {}),
+        }
+        for seed in seeds:
+            Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
+            key = dict(base, seed=int(seed))
+            cls.insert1(key, skip_duplicates=True)
+            keys.append(key)
+        return keys
+
+
+def load_scan_tensors(scan_key, image_shape) -> ScanTensors:
+    """One scan's trials in model units, normalised with its stored statistics."""
+    return ScanTensors.from_recording(fetch_recording(scan_key), Normalization.load(scan_key), tuple(image_shape))
+
+
+@schema
+class TrainedModel(dj.Computed):
+    definition = """
+    # a fitted encoding model, its weights and its scores
+    -> TrainingTask
+    ---
+    n_units: int32
+    image_height: int32                 # model input, pixels
+    image_width: int32
+    weights: <blob@pipeline>            # state dict as numpy arrays
+    val_correlation: float64            # best mean single-trial correlation on the validation tier
+    test_correlation: float64           # mean over units, image-averaged prediction vs repeat-averaged response
+    test_single_trial: float64          # mean over units, single test trials
+    test_feve: float64                  # mean fraction of explainable variance explained
+    oracle_ceiling: float64             # mean oracle correlation of the scan's units
+    iterations: int32
+    best_iteration: int32
+    train_seconds: float64
+    device: varchar(32)
+    code_version: varchar(64)
+    history: <blob>                     # validation curve, one dict per evaluation
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> Scan.Unit
+        ---
+        test_correlation: float64
+        test_single_trial: float64
+        test_feve: float64
+        """
+
+    def make_fetch(self, key):
+        # Small, hashable inputs: DataJoint fetches twice and compares.  The response matrix's store
+        # path stands for the data, so a re-imported scan is noticed.
+        dataset = DatasetConfig.load(key)
+        return (
+            (ModelConfig & key).fetch1("config"),
+            dataset.to_dict(),
+            (TrainerConfig & key).fetch1("config"),
+            (Scan.Responses & dataset.scan_key).fetch1("matrix").path,
+        )
+
+    def make_compute(self, key, model_config, dataset_config, trainer_config, data_version):
+        dataset = DatasetSettings.from_dict(dataset_config)
+        data = load_scan_tensors(dataset.scan_key, dataset.image_shape)
+        result = experiment.run(
+            ModelSettings.from_dict(model_config),
+            TrainerSettings.from_dict(trainer_config),
+            data,
+            seed=key["seed"],
+        )
+        return (
+            dict(
+                n_units=data.n_units,
+                image_shape=data.image_shape,
+                weights=experiment.state_to_arrays(result.fit.state_dict),
+                val_correlation=result.fit.best_correlation,
+                iterations=result.fit.iterations,
+                best_iteration=result.fit.best_iteration,
+                history=result.fit.history,
+                seconds=result.seconds,
+                device=result.device,
+            ),
+            dataclass_arrays(result.test),
+        )
+
+    def make_insert(self, key, fitted, test):
+        dataset = DatasetConfig.load(key)
+        oracle = (Reliability & dataset.scan_key).fetch1("mean_oracle")
+        self.insert1(
+            dict(
+                key,
+                n_units=fitted["n_units"],
+                image_height=fitted["image_shape"][0],
+                image_width=fitted["image_shape"][1],
+                weights=fitted["weights"],
+                val_correlation=fitted["val_correlation"],
+                test_correlation=float(np.mean(test["correlation"])),
+                test_single_trial=float(np.mean(test["single_trial"])),
+                test_feve=float(np.mean(test["feve"])),
+                oracle_ceiling=float(oracle),
+                iterations=fitted["iterations"],
+                best_iteration=fitted["best_iteration"],
+                train_seconds=fitted["seconds"],
+                device=fitted["device"],
+                code_version=pipeline.code_version(),
+                history=fitted["history"],
+            )
+        )
+        unit_ids = (Scan.Unit & dataset.scan_key).to_arrays("unit_id", order_by="unit_index")
+        self.Unit.insert(
+            dict(key, **dataset.scan_key, unit_id=int(u), test_correlation=float(c), test_single_trial=float(s),
+                 test_feve=float(f))
+            for u, c, s, f in zip(unit_ids, test["correlation"], test["single_trial"], test["feve"])
+        )
+
+    @classmethod
+    def load_model(cls, key, device=None):
+        """The fitted encoder of one trained model, in eval mode on ``device`` (no training data read)."""
+        row = (cls & key).fetch1()
+        return experiment.load_encoder(
+            ModelConfig.load(row),
+            row["n_units"],
+            (row["image_height"], row["image_width"]),
+            row["weights"],
+            device=device,
+        )
+
+
+def dataclass_arrays(scores) -> dict[str, np.ndarray]:
+    return {name: np.asarray(value) for name, value in vars(scores).items()}
+
+
+@schema
+class Ensemble(dj.Manual):
+    definition = """
+    # a named set of trained models whose averaged predictions are the denoised responses
+    ensemble_name: varchar(64)
+    ---
+    description = '': varchar(255)
+    -> DatasetConfig                    # every member is fitted to this data
+    """
+
+    class Member(dj.Part):
+        definition = """
+        -> master
+        -> TrainedModel
+        """
+
+    @classmethod
+    def create(cls, name: str, models, description: str = "") -> dict:
+        """Group trained models (keys or a query) into an ensemble; they must share one dataset."""
+        members = (TrainedModel & models).keys()
+        if not members:
+            raise ValueError(f"ensemble {name!r}: no trained model matches")
+        datasets = {m["dataset_hash"] for m in members}
+        if len(datasets) != 1:
+            raise ValueError(f"ensemble {name!r}: members are fitted to {len(datasets)} datasets; one is required")
+        key = dict(ensemble_name=name)
+        with dj.conn().transaction:
+            cls.insert1(dict(key, description=description, dataset_hash=datasets.pop()))
+            cls.Member.insert(dict(key, **m) for m in members)
+        return key
+
+
+@schema
+class CellTypes(dj.Computed):
+    definition = """
+    # orientation-free functional types from a rotation-equivariant model's readout
+    -> TrainedModel
+    ---
+    n_types: int32                      # features that are the main feature of some unit
+    n_clusters: int32                   # clusters of rotation-aligned readout vectors
+    clean_fraction: float64             # units whose main feature carries > 50 percent of the weight
+    type_counts: <blob>                 # (features,) units per type
+    ari_types = null: float64           # adjusted Rand index vs simulated ground truth (argmax types)
+    ari_clusters = null: float64        # same, for the clusters
+    orientation_error = null: float64   # median circular error vs ground truth, degrees
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> Scan.Unit
+        ---
+        cell_type: int32                # main feature (argmax over features of squared weights)
+        cluster: int32                  # cluster of the rotation-aligned readout vector
+        preferred_orientation: float64  # radians in [0, pi)
+        main_share: float64             # weight share of the main feature
+        clean: bool                     # main_share > 0.5
+        """
+
+    @property
+    def key_source(self):
+        return TrainedModel & (ModelConfig & "core_kind = 'rotation'")
+
+    def make(self, key):
+        model_config = ModelConfig.load(key)
+        dataset = DatasetConfig.load(key)
+        scan = dataset.scan_key
+        weights = TrainedModel.load_model(key, device="cpu").feature_weights()
+        truth_query = GroundTruth.Unit * Scan.Unit & scan
+        truth = None
+        if truth_query:
+            types, orientation = truth_query.to_arrays("unit_type", "orientation", order_by="unit_index")
+            truth = dict(unit_type=types.astype(str), orientation=np.array(
+                [np.nan if o is None else o for o in orientation], np.float64))
+        result = celltypes.summarize(weights, model_config.core.rotations, truth=truth, seed=key["seed"])
+        self.insert1(dict(key, **result.summary))
+        unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
+        self.Unit.insert(
+            dict(key, **scan, unit_id=int(u), **row) for u, row in zip(unit_ids, result.units)
+        )

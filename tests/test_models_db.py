@@ -1,0 +1,142 @@
+"""Model configs, TrainedModel, load_model, cell types and results on a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from populate.cli import main
+from tests.conftest import REPO
+
+SCAN = "2-1-1"
+SCAN_KEY = dict(animal_id=2, session=1, scan_idx=1)
+QUICK_TRAINER = dict(max_iterations=30, eval_every=10, patience=2, batch_size=64)
+
+
+def tiny_model(kind: str) -> dict:
+    core = dict(kind=kind, layers=2, kernel_sizes=(5, 3), features=2 if kind == "rotation" else 16)
+    return dict(core=core)
+
+
+@pytest.fixture(scope="module")
+def trained(db):
+    """A tiny simulated scan with one CNN and one rotation-equivariant model trained on it."""
+    from populate import ingest, run
+    from schemas.models import TrainingTask
+
+    ingest.simulate("tiny", seed=1, scan=SCAN)
+    tasks = {}
+    for kind in ("cnn", "rotation"):
+        tasks[kind] = TrainingTask.add(model=tiny_model(kind), dataset=dict(scan=SCAN, image_shape=(18, 32)),
+                                       trainer=QUICK_TRAINER, seeds=(0,), name=f"test-{kind}")[0]
+    run.populate_all(progress=False)
+    return tasks
+
+
+def test_equivalent_config_spellings_are_one_entry(db, row_counts):
+    from schemas.models import ModelConfig
+
+    a = ModelConfig.add(dict(core=dict(kind="cnn", features=8, kernel_sizes=[5, 3], layers=2,
+                                       gamma_laplace=0.02), readout=dict(gamma_readout=0.5)))
+    before = row_counts()
+    spellings = [
+        dict(readout=dict(gamma_readout=np.float32(0.5)), core=dict(layers=2.0, kernel_sizes=(5, 3),
+             features=np.int64(8), kind="cnn", gamma_laplace=0.02)),
+        dict(core=dict(gamma_laplace=np.float64(0.02), kind="cnn", features=8.0, layers=np.int32(2),
+                       kernel_sizes=np.array([5, 3])), readout=dict(gamma_readout=0.5)),
+    ]
+    for config in spellings:
+        assert ModelConfig.add(config) == a
+    assert row_counts() == before
+
+
+def test_unknown_or_mistyped_config_key_is_refused(db, row_counts):
+    from pipeline.config import ConfigError
+    from schemas.models import ModelConfig, TrainerConfig
+
+    before = row_counts()
+    with pytest.raises(ConfigError, match="kernel_size"):
+        ModelConfig.add(dict(core=dict(kind="cnn", kernel_size=(5, 3))))
+    with pytest.raises(ConfigError, match="readout"):
+        ModelConfig.add(dict(readuot=dict(kind="gaussian")))
+    with pytest.raises(ConfigError, match="lr"):
+        TrainerConfig.add(dict(lr="fast"))
+    with pytest.raises(ValueError, match="seed"):
+        TrainerConfig.add(dict(seed=3))
+    assert row_counts() == before
+
+
+def test_trained_models_store_scores_and_units(trained):
+    from schemas.models import TrainedModel
+    from schemas.recordings import Scan
+
+    for kind, key in trained.items():
+        row = (TrainedModel & key).fetch1()
+        assert -1 <= row["test_correlation"] <= 1
+        assert row["n_units"] == len(Scan.Unit & SCAN_KEY)
+        per_unit = (TrainedModel.Unit & key).to_arrays("test_correlation")
+        assert len(per_unit) == row["n_units"]
+        assert np.isclose(per_unit.mean(), row["test_correlation"])
+        assert row["code_version"].startswith("0.1.0")
+
+
+def test_rotation_model_has_fewer_parameters_for_the_same_feature_maps(trained):
+    from schemas.models import ModelConfig, TrainedModel
+
+    sizes = {}
+    for kind, key in trained.items():
+        assert (ModelConfig & key).fetch1("feature_maps") == 16
+        model = TrainedModel.load_model(key, device="cpu")
+        sizes[kind] = sum(p.numel() for p in model.core.parameters())
+    assert sizes["rotation"] < sizes["cnn"] / 3
+
+
+def test_load_model_in_a_fresh_process_reproduces_the_test_score(trained):
+    """A notebook-like process rebuilds the model from the database alone and scores it again."""
+    from schemas.models import TrainedModel
+
+    key = trained["rotation"]
+    script = f"""
+import json, numpy as np
+from pipeline.experiment import score
+from schemas.models import TrainedModel, load_scan_tensors
+key = json.loads({json.dumps(json.dumps(key))})
+model = TrainedModel.load_model(key, device="cpu")
+data = load_scan_tensors({SCAN_KEY!r}, (18, 32))
+print(json.dumps(float(np.mean(score(model, data).correlation))))
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) == (TrainedModel & key).fetch1("test_correlation")
+
+
+def test_cell_types_for_rotation_models_only(trained):
+    from schemas.models import CellTypes, TrainedModel
+
+    assert len(CellTypes & trained["rotation"]) == 1
+    assert len(CellTypes & trained["cnn"]) == 0
+    row = (CellTypes & trained["rotation"]).fetch1()
+    units = (CellTypes.Unit & trained["rotation"]).to_arrays()
+    assert len(units) == (TrainedModel & trained["rotation"]).fetch1("n_units")
+    assert np.bincount(units["cell_type"], minlength=2).tolist() == list(row["type_counts"])
+    assert ((units["preferred_orientation"] >= 0) & (units["preferred_orientation"] < np.pi)).all()
+    assert row["ari_types"] is not None  # simulated scan: agreement with ground truth is recorded
+
+
+def test_results_json(trained, capsys):
+    assert main(["results", "models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    mine = [r for r in rows if r["key"]["model_hash"] in {k["model_hash"] for k in trained.values()}]
+    assert {r["core"] for r in mine} == {"cnn", "rotation"}
+    for r in mine:
+        assert set(r) >= {"key", "core", "feature_maps", "seed", "test_correlation", "feve", "oracle"}
+    assert main(["results", "celltypes", "--json"]) == 0
+    units = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert units and all(u["true_type"] is not None for u in units if u["scan"] == SCAN)
