@@ -372,11 +372,13 @@ def minimal_perturbations(
             with torch.no_grad():
                 fooled = (model(adversarial).argmax(1) != y).cpu().numpy()
             delta = (adversarial - x).flatten(1).double().cpu()
-            l2[index] = np.where(fooled, delta.norm(dim=1).numpy(), np.nan)
-            linf[index] = np.where(fooled, delta.abs().amax(dim=1).numpy(), np.nan)
-            start_l2[index] = (start - x).flatten(1).double().norm(dim=1).cpu().numpy()
-            success[index.numpy()] = fooled
-            adversarials[index.numpy()[fooled]] = adversarial.cpu().numpy()[fooled]
+            # numpy indices: a one-element tensor would index like a scalar
+            rows = index.numpy()
+            l2[rows] = np.where(fooled, delta.norm(dim=1).numpy(), np.nan)
+            linf[rows] = np.where(fooled, delta.abs().amax(dim=1).numpy(), np.nan)
+            start_l2[rows] = (start - x).flatten(1).double().norm(dim=1).cpu().numpy()
+            success[rows] = fooled
+            adversarials[rows[fooled]] = adversarial.cpu().numpy()[fooled]
     correct = correct.numpy()
 
     def median(values: np.ndarray) -> float:

@@ -40,6 +40,14 @@ def _cmd_import(args) -> None:
             print(f"scan {ingest.scan_name(key)} from {path} is already in the database; nothing inserted")
 
 
+def _cmd_import_cifar(args) -> None:
+    from . import ingest
+
+    key, inserted = ingest.import_cifar10(args.path, args.name)
+    state = "imported" if inserted else "already in the database; nothing inserted"
+    print(f"classification set {key['classification_set']} from {args.path}: {state}")
+
+
 def _cmd_export(args) -> None:
     from . import ingest
 
@@ -87,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     sensorium = kinds.add_parser("sensorium", help="Sensorium 2022 static dataset folder(s) or .zip file(s)")
     sensorium.add_argument("paths", nargs="+", metavar="PATH")
     sensorium.set_defaults(handler=_cmd_import)
+    cifar = kinds.add_parser("cifar10", help="CIFAR-10 'cifar-10-batches-py' folder, converted to grayscale")
+    cifar.add_argument("path", metavar="PATH")
+    cifar.add_argument("--name", default="cifar10", help="name of the classification set (default cifar10)")
+    cifar.set_defaults(handler=_cmd_import_cifar)
 
     sub = command("export", _cmd_export, "export data from the database")
     kinds = sub.add_subparsers(dest="kind", required=True, metavar="KIND")

@@ -40,21 +40,58 @@ def dataset_config(quick: bool) -> dict:
     return dict(scan=SCAN, image_shape=(18, 32))
 
 
-def main(quick: bool = False, seeds=(0,)) -> None:
-    from schemas.models import TrainingTask
+CLASSIFIER_CONTROLS = ("none", "neural", "shuffled")
+
+
+def classifier_config(control: str, quick: bool) -> dict:
+    schedule = dict(width=4, epochs=2, max_steps_per_epoch=8) if quick else \
+        dict(width=16, epochs=4, max_steps_per_epoch=120, decay_every=2)
+    return dict(control=control, alpha=0.0 if control == "none" else 20.0, **schedule)
+
+
+def evaluation_config(quick: bool) -> dict:
+    if quick:
+        return dict(noise_images=100, attack_images=10, attack_steps=200, pgd_steps=5)
+    return dict(noise_images=1000, attack_images=100, attack_steps=2000, pgd_steps=10)
+
+
+def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1)) -> None:
+    from schemas.classifiers import ClassifierTask, EvaluationConfig
+    from schemas.models import Ensemble, TrainedModel, TrainingTask
+    from schemas.similarity import ImageSet, SimilarityTask
 
     start = time.monotonic()
     preset = "tiny" if quick else "demo"
     key, inserted = ingest.simulate(preset, seed=0, scan=SCAN)
     print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if inserted else 'already present'})")
+    photos, inserted = ingest.photo_classes(*((30, 10) if quick else (400, 100)), name="photos")
+    print(f"[data] classification set 'photos' from shipped photographs "
+          f"({'inserted' if inserted else 'already present'})")
 
+    tasks = []
     for name, model in model_configs(quick).items():
-        TrainingTask.add(model=model, dataset=dataset_config(quick), trainer=trainer_config(quick), seeds=seeds,
-                         name=f"demo-{name}")
+        tasks += TrainingTask.add(model=model, dataset=dataset_config(quick), trainer=trainer_config(quick),
+                                  seeds=seeds, name=f"demo-{name}")
+    _populate(["Reliability", "Normalization", "TrainedModel", "CellTypes"])
 
-    added = run.populate_all(progress=True)
-    print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
+    if not (Ensemble & dict(ensemble_name="demo")):
+        Ensemble.create("demo", tasks, description="every demo model of scan " + SCAN)
+    if not (ImageSet & dict(image_set="demo")):
+        ImageSet.from_scans("demo", [key], description="stimuli of scan " + SCAN)
+    SimilarityTask.add("demo-neural", dict(method="model"), image_set="demo", ensembles=["demo"])
+    _populate(["PredictedResponses", "Similarity"])
+
+    for control in CLASSIFIER_CONTROLS:
+        ClassifierTask.add(classifier_config(control, quick), classification_set="photos",
+                           neural="demo-neural", seeds=classifier_seeds, name=f"demo-{control}")
+    EvaluationConfig.add(evaluation_config(quick), name="demo")
+    _populate(["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"])
     summary(time.monotonic() - start)
+
+
+def _populate(tables: list[str]) -> None:
+    added = run.populate_all(tables=tables, progress=True)
+    print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
 
 
 def summary(seconds: float) -> None:
@@ -74,6 +111,8 @@ def summary(seconds: float) -> None:
         as_json=False,
     )
     _print_celltypes()
+    _print_similarity()
+    _print_classifiers()
     print()
     print(f"demo finished in {seconds / 60:.1f} min")
 
@@ -94,3 +133,24 @@ def _print_celltypes() -> None:
               f"{row['n_clusters']} clusters, clean {fmt(row['clean_fraction'])}; agreement with simulated "
               f"types: ARI {fmt(row['ari_types'])} (argmax types), {fmt(row['ari_clusters'])} (clusters); "
               f"median orientation error {fmt(row['orientation_error'], '.1f')} deg")
+
+
+def _print_similarity() -> None:
+    from schemas.similarity import Similarity
+
+    print()
+    print("== Neural similarity")
+    for row in Similarity.to_dicts():
+        agreement = row["oracle_agreement"]
+        single = row["single_trial_agreement"]
+        extra = "" if agreement is None else (
+            f"; on repeated images r = {agreement:.2f} with repeat-averaged similarity "
+            f"(single trials: r = {single:.2f})")
+        print(f"{row['similarity_name']}: {row['n_images']} images, {row['n_images'] * (row['n_images'] - 1) // 2} "
+              f"pairs, {row['n_scans']} scan(s){extra}")
+
+
+def _print_classifiers() -> None:
+    print()
+    print("== Classifiers (photos set): clean accuracy, accuracy under Gaussian noise, adversarial robustness")
+    results.print_rows(results.classifier_summary(), as_json=False)

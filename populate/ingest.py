@@ -63,3 +63,23 @@ def export_sensorium(scan: str, out: str | Path) -> Path:
     if not recordings.scan_exists(key):
         raise LookupError(f"scan {scan} is not in the database")
     return write_sensorium(recordings.fetch_recording(key), out)
+
+
+def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]:
+    """Import a ``cifar-10-batches-py`` folder as grayscale; returns (key, inserted)."""
+    from pipeline.data.cifar import read_cifar10
+
+    from schemas.classifiers import ClassificationSet
+
+    return ClassificationSet.add(name, read_cifar10(path))
+
+
+def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, name: str = "photos"):
+    """Insert the embedded photograph classification set; returns (key, inserted)."""
+    from pipeline.data.photo_classes import photo_classification_set
+
+    from schemas.classifiers import ClassificationSet
+
+    if ClassificationSet & dict(classification_set=name):
+        return dict(classification_set=name), False
+    return ClassificationSet.add(name, photo_classification_set(n_train_per_class, n_test_per_class, seed))

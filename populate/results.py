@@ -72,7 +72,69 @@ def celltypes() -> list[dict]:
     return rows
 
 
-REPORTS = {"models": models, "celltypes": celltypes}
+def classifiers() -> list[dict]:
+    """One row per trained classifier: control, alpha, clean and noisy accuracy, adversarial medians."""
+    from schemas.classifiers import (AdversarialEvaluation, ClassifierConfig, NoiseEvaluation,
+                                     TrainedClassifier)
+
+    noise = {}
+    for row in NoiseEvaluation.Level.to_dicts(order_by=["noise_type", "strength"]):
+        key = tuple(row[k] for k in TrainedClassifier.primary_key)
+        noise.setdefault(key, {}).setdefault(row["noise_type"], []).append(
+            dict(strength=row["strength"], accuracy=row["accuracy"]))
+    adversarial = {tuple(r[k] for k in TrainedClassifier.primary_key): r for r in AdversarialEvaluation.to_dicts()}
+    rows = []
+    query = TrainedClassifier * ClassifierConfig.proj("control", "alpha", "width")
+    for row in query.to_dicts(order_by=["control", "seed"]):
+        key = tuple(row[k] for k in TrainedClassifier.primary_key)
+        attack = adversarial.get(key, {})
+        rows.append(dict(
+            key={k: row[k] for k in TrainedClassifier.primary_key},
+            control=row["control"],
+            alpha=row["alpha"],
+            width=row["width"],
+            seed=row["seed"],
+            clean_accuracy=row["clean_accuracy"],
+            noise=noise.get(key, {}),
+            median_l2=attack.get("median_l2"),
+            median_linf=attack.get("median_linf"),
+            pgd=attack.get("pgd"),
+            similarity_fidelity=row["similarity_fidelity"],
+        ))
+    return rows
+
+
+def classifier_summary() -> list[dict]:
+    """Per control (mean ± SEM over seeds): clean accuracy, Gaussian-noise accuracies, median perturbation."""
+    import numpy as np
+
+    groups: dict[str, list[dict]] = {}
+    for row in classifiers():
+        groups.setdefault(row["control"], []).append(row)
+
+    def mean_sem(values) -> str:
+        values = np.array([v for v in values if v is not None], dtype=float)
+        if not len(values):
+            return "n/a"
+        sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+        return f"{values.mean():.3f}±{sem:.3f}"
+
+    table = []
+    for control, rows in groups.items():
+        line = dict(control=control, seeds=len(rows), clean=mean_sem(r["clean_accuracy"] for r in rows))
+        levels = rows[0]["noise"].get("gaussian", [])
+        for i, level in enumerate(levels):
+            if i % 2 == 1 or level["strength"] == 0:
+                continue  # every other strength keeps the table readable
+            line[f"gauss {level['strength']:.2f}"] = mean_sem(r["noise"]["gaussian"][i]["accuracy"] for r in rows)
+        line["median L2"] = mean_sem(r["median_l2"] for r in rows)
+        line["median Linf"] = mean_sem(r["median_linf"] for r in rows)
+        line["S fidelity"] = mean_sem(r["similarity_fidelity"] for r in rows)
+        table.append(line)
+    return table
+
+
+REPORTS = {"models": models, "celltypes": celltypes, "classifiers": classifiers}
 
 
 def print_rows(rows: Iterable[dict], as_json: bool) -> None:

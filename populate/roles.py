@@ -144,8 +144,11 @@ def postgresql_plan(prefix: str, schemas: dict[str, list[str]], database: str, t
         plan += [f"ALTER TYPE {s}.{_pg(t)} OWNER TO {admin}" for t in types.get(schema, ())]
         plan += [
             f"GRANT USAGE ON SCHEMA {s} TO {worker}, {member}",
-            f"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {worker}, {member}",
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {s} GRANT SELECT ON TABLES TO {worker}, {member}",
+            # REFERENCES too: DataJoint reads primary keys from information_schema.table_constraints,
+            # which hides a table from a user holding nothing but SELECT on it.
+            f"GRANT SELECT, REFERENCES ON ALL TABLES IN SCHEMA {s} TO {worker}, {member}",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {s} GRANT SELECT, REFERENCES ON TABLES "
+            f"TO {worker}, {member}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {worker}",
         ]
         if schema == f"{prefix}_operations":
@@ -198,7 +201,29 @@ def create(dry_run: bool = False) -> list[str]:
     lines = _run(connection, plan, dry_run)
     if not dry_run:
         lines.append(f"roles {', '.join(role_names(prefix).values())} cover {len(schemas)} schema(s) of prefix {prefix}")
+    lines += [f"warning: {w}" for w in public_grants(connection, prefix)]
     return lines
+
+
+def public_grants(connection, prefix: str) -> list[str]:
+    """Database-level grants to every user (anonymous or PUBLIC) that cover the prefix's schemas.
+
+    MariaDB's default install grants all privileges on ``test`` and ``test\\_%`` to everyone, so
+    with a ``test_...`` prefix any user may write; the roles then restrict nothing.
+    """
+    if connection.adapter.backend == "postgresql":
+        return []
+    try:
+        rows = connection.query(
+            "SELECT Db, User FROM mysql.db WHERE User IN ('', 'PUBLIC') AND %s LIKE Db", args=(f"{prefix}_x",)
+        ).fetchall()
+    except Exception:  # mysql.db is not readable without privileges; nothing to say then
+        return []
+    return [
+        f"database pattern {db!r} is granted to {'PUBLIC' if user else 'anonymous users'}: every user may write "
+        f"schemas of prefix {prefix}; remove that grant (mariadb-install-db --skip-test-db) or use another prefix"
+        for db, user in rows
+    ]
 
 
 def drop(dry_run: bool = False) -> list[str]:

@@ -110,6 +110,8 @@ def use_device(spec: str | None) -> str | None:
 def make_resilient(connection) -> None:
     """Keep ``connection.connection_id`` true across reconnects, and reconnect on PostgreSQL too.
 
+    Also caches the connection's user name, which DataJoint queries for every reservation.
+
     DataJoint reconnects a lost MySQL connection inside ``query`` but keeps the old
     ``connection_id``, which job reservations then record; the scheduler would take the worker
     for dead.  On PostgreSQL a connection closed by the server is not recognised as lost at all.
@@ -123,6 +125,9 @@ def make_resilient(connection) -> None:
         connection.connection_id = connection.adapter.get_connection_id(connection._conn)
 
     connection.connect = connect
+    # Every reservation records the user; it cannot change over the connection's life, so ask once.
+    user = connection.get_user()
+    connection.get_user = lambda: user
     if connection.adapter.backend == "postgresql":
         _recognise_lost_postgresql_connections(type(connection.adapter))
     connection._worker_resilient = True

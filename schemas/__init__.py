@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES = ("recordings", "stats", "models")
+STAGES = ("recordings", "stats", "models", "similarity", "classifiers")
 """Stage modules in dependency order."""
 
 

@@ -135,7 +135,7 @@ class TrainedModel(dj.Computed):
     val_correlation: float64            # best mean single-trial correlation on the validation tier
     test_correlation: float64           # mean over units, image-averaged prediction vs repeat-averaged response
     test_single_trial: float64          # mean over units, single test trials
-    test_feve: float64                  # mean fraction of explainable variance explained
+    test_feve = null: float64           # mean fraction of explainable variance explained (units that have some)
     oracle_ceiling: float64             # mean oracle correlation of the scan's units
     iterations: int32
     best_iteration: int32
@@ -150,9 +150,9 @@ class TrainedModel(dj.Computed):
         -> master
         -> Scan.Unit
         ---
-        test_correlation: float64
-        test_single_trial: float64
-        test_feve: float64
+        test_correlation = null: float64  # null where undefined (a unit silent on the test images)
+        test_single_trial = null: float64
+        test_feve = null: float64       # null where the unit has no explainable variance
         """
 
     def make_fetch(self, key):
@@ -201,9 +201,9 @@ class TrainedModel(dj.Computed):
                 image_width=fitted["image_shape"][1],
                 weights=fitted["weights"],
                 val_correlation=fitted["val_correlation"],
-                test_correlation=float(np.mean(test["correlation"])),
-                test_single_trial=float(np.mean(test["single_trial"])),
-                test_feve=float(np.mean(test["feve"])),
+                test_correlation=float(np.nanmean(test["correlation"])),
+                test_single_trial=float(np.nanmean(test["single_trial"])),
+                test_feve=_finite(np.nanmean(test["feve"])) if np.isfinite(test["feve"]).any() else None,
                 oracle_ceiling=float(oracle),
                 iterations=fitted["iterations"],
                 best_iteration=fitted["best_iteration"],
@@ -215,8 +215,8 @@ class TrainedModel(dj.Computed):
         )
         unit_ids = (Scan.Unit & dataset.scan_key).to_arrays("unit_id", order_by="unit_index")
         self.Unit.insert(
-            dict(key, **dataset.scan_key, unit_id=int(u), test_correlation=float(c), test_single_trial=float(s),
-                 test_feve=float(f))
+            dict(key, **dataset.scan_key, unit_id=int(u), test_correlation=_finite(c), test_single_trial=_finite(s),
+                 test_feve=_finite(f))
             for u, c, s, f in zip(unit_ids, test["correlation"], test["single_trial"], test["feve"])
         )
 
@@ -231,6 +231,11 @@ class TrainedModel(dj.Computed):
             row["weights"],
             device=device,
         )
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def dataclass_arrays(scores) -> dict[str, np.ndarray]:
@@ -256,7 +261,7 @@ class Ensemble(dj.Manual):
     @classmethod
     def create(cls, name: str, models, description: str = "") -> dict:
         """Group trained models (keys or a query) into an ensemble; they must share one dataset."""
-        members = (TrainedModel & models).keys()
+        members = (TrainedModel.proj() & models).keys()
         if not members:
             raise ValueError(f"ensemble {name!r}: no trained model matches")
         datasets = {m["dataset_hash"] for m in members}

@@ -1,0 +1,390 @@
+"""The pipeline from a notebook: results as pandas DataFrames, fitted networks as torch modules.
+
+Connection settings are DataJoint's own (``DJ_HOST``, ``DJ_USER``, ``DJ_PASS``, ``DJ_BACKEND``, ...);
+``PIPELINE_PREFIX`` picks the schemas and ``PIPELINE_STORE_DIR`` the object store (see
+:mod:`schemas.db`).  Nothing here declares tables or writes to the database.
+
+Every table-reading function returns a DataFrame with one row per entry and the primary key as
+ordinary columns (plus a ``scan`` column ``"animal-session-scan"`` where a scan is involved), so
+rows can be filtered with pandas and passed back as keys::
+
+    from populate import api
+    scores = api.unit_scores()
+    model = api.load_predictor(api.models().iloc[0])
+
+A stage whose schema is not declared on the server (or whose module does not exist yet) raises
+:class:`StageNotComputed`; :func:`stage_available` asks first.  Declared but empty tables give empty
+DataFrames.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+STAGES = ("recordings", "stats", "models", "similarity", "classifiers")
+"""The pipeline's stage modules (``schemas.<stage>``), upstream first."""
+
+SCAN_KEY = ("animal_id", "session", "scan_idx")
+
+
+class StageNotComputed(LookupError):
+    """A stage's schema is not declared on the server, or its module is not part of this version."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Connection and stages
+# --------------------------------------------------------------------------------------------------
+
+
+def connect() -> dict[str, str]:
+    """Connect with the environment's settings; returns where: host, backend, schema prefix, store."""
+    import datajoint as dj
+
+    from schemas import db
+
+    db.configure()
+    dj.conn()
+    store = dj.config.stores.get(db.STORE, {})
+    return dict(
+        host=f"{dj.config.database.host}:{dj.config.database.port}",
+        backend=db.backend(),
+        user=str(dj.config.database.user),
+        prefix=db.prefix(),
+        store=str(store.get("location", store)),
+    )
+
+
+def stage(name: str):
+    """The ``schemas.<name>`` module; :class:`StageNotComputed` when it cannot be used yet."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    import datajoint as dj
+
+    try:
+        return importlib.import_module(f"schemas.{name}")
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("schemas"):
+            raise StageNotComputed(f"stage {name!r} is not part of this version of the pipeline") from err
+        raise
+    except dj.DataJointError as err:
+        # importing binds the tables; an undeclared schema refuses (workers never create tables)
+        raise StageNotComputed(
+            f"stage {name!r} is not set up on this server ({' '.join(str(err).split())}); "
+            "run `python -m populate setup`"
+        ) from err
+
+
+def stage_available(name: str) -> bool:
+    """Whether ``name``'s tables can be read (declared on the server); they may still be empty."""
+    try:
+        stage(name)
+    except StageNotComputed:
+        return False
+    return True
+
+
+def scan_name(row: Mapping[str, Any]) -> str:
+    return "-".join(str(int(row[k])) for k in SCAN_KEY)
+
+
+def parse_scan(scan: str | Mapping[str, Any]) -> dict[str, int]:
+    """``"1-1-1"`` or any mapping holding the scan key -> ``{"animal_id": 1, "session": 1, "scan_idx": 1}``."""
+    if isinstance(scan, str):
+        from .ingest import parse_scan as parse
+
+        return parse(scan)
+    missing = [k for k in SCAN_KEY if k not in scan]
+    if missing:
+        raise ValueError(f"scan key lacks {missing}: give 'animal-session-scan' or a mapping with {list(SCAN_KEY)}")
+    return {k: int(scan[k]) for k in SCAN_KEY}
+
+
+def _frame(query, order_by=None) -> pd.DataFrame:
+    """The query's rows with the primary key as columns, and a ``scan`` column when it has one."""
+    frame = query.to_pandas(order_by=order_by)
+    if frame.index.names != [None]:
+        frame = frame.reset_index()
+    if set(SCAN_KEY) <= set(frame.columns):
+        frame.insert(0, "scan", [scan_name(r) for r in frame[list(SCAN_KEY)].to_dict("records")])
+    return frame
+
+
+def _key(table, key) -> dict:
+    """The primary key of the one entry of ``table`` that ``key`` (dict, DataFrame row, query) selects."""
+    if isinstance(key, pd.Series):
+        key = key.to_dict()
+    if isinstance(key, Mapping):
+        key = {k: _plain(v) for k, v in key.items() if k in table.primary_key}
+    keys = (table & key).keys()
+    if len(keys) != 1:
+        raise LookupError(f"{table.__name__}: {len(keys)} entries match {key!r}; exactly one is needed")
+    return keys[0]
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _restrict(query, restriction):
+    """``query & restriction``; a DataFrame row restricts by its primary-key values only (its scores
+    are floats, not selection criteria)."""
+    if restriction is None:
+        return query
+    if isinstance(restriction, pd.Series):
+        restriction = {k: _plain(v) for k, v in restriction.items() if k in query.primary_key}
+    elif isinstance(restriction, Mapping):
+        restriction = {k: _plain(v) for k, v in restriction.items()}
+    return query & restriction
+
+
+# --------------------------------------------------------------------------------------------------
+# Recordings
+# --------------------------------------------------------------------------------------------------
+
+
+def scans() -> pd.DataFrame:
+    """One row per scan: area, layers, depth range [um], trials, units, and (when computed) its mean
+    oracle correlation and explainable variance."""
+    recordings = stage("recordings")
+    frame = _frame(recordings.Scan.proj(
+        "area", "layers", "depth_min", "depth_max", "n_trials", "n_units", "n_withheld", "image_height",
+        "image_width", "simulated", "source"), order_by=list(SCAN_KEY))
+    summary = _frame(stage("stats").Reliability)
+    if summary.empty:
+        return frame.assign(n_repeated_images=pd.NA, mean_repeats=np.nan, mean_oracle=np.nan,
+                            mean_explainable_variance=np.nan)
+    return frame.merge(summary.drop(columns="scan"), on=list(SCAN_KEY), how="left")
+
+
+def reliability(scan: str | Mapping | None = None) -> pd.DataFrame:
+    """Per unit: oracle correlation, explainable variance and signal-to-noise ratio, with area, layer
+    and cortical position (x, y, z in um); all scans, or one."""
+    recordings, stats = stage("recordings"), stage("stats")
+    query = stats.Reliability.Unit * recordings.Scan.Unit
+    if scan is not None:
+        query = query & parse_scan(scan)
+    return _frame(query, order_by=[*SCAN_KEY, "unit_index"])
+
+
+def scan_tensors(scan: str | Mapping = "1-1-1", image_shape: tuple[int, int] = (36, 64)):
+    """One scan's trials in model units (:class:`pipeline.data.dataset.ScanTensors`): images
+    (n, 1, h, w), responses (n, n_units), behaviour, tiers, image ids."""
+    models = stage("models")
+    return models.load_scan_tensors(parse_scan(scan), tuple(image_shape))
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictive models and cell types
+# --------------------------------------------------------------------------------------------------
+
+_MODEL_COLUMNS = ("config_name", "core_kind", "feature_maps")
+
+
+def models(restriction=None) -> pd.DataFrame:
+    """One row per trained model: key, name, core kind, feature maps, seed, scan and mean scores
+    (test correlation, single-trial correlation, FEVE, oracle ceiling, validation correlation)."""
+    m = stage("models")
+    query = m.TrainedModel.proj(
+        "n_units", "test_correlation", "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation",
+        "iterations", "train_seconds", "device",
+    ) * m.ModelConfig.proj(*_MODEL_COLUMNS) * m.DatasetConfig.proj(*SCAN_KEY)
+    return _frame(_restrict(query, restriction), order_by=["core_kind", "model_hash", "seed"])
+
+
+def load_predictor(key, device=None):
+    """The fitted encoder (``torch.nn.Module`` in eval mode) of one trained model.
+
+    key : a key dict, a row of :func:`models`, or a query selecting exactly one model.
+    Call it as ``model(images)`` with images (B, 1, h, w) in model units (see :func:`scan_tensors`);
+    it returns rates (B, n_units) in model units (multiply by ``response_std`` for original units).
+    """
+    m = stage("models")
+    return m.TrainedModel.load_model(_key(m.TrainedModel, key), device=device)
+
+
+def unit_scores(restriction=None) -> pd.DataFrame:
+    """Per unit and trained model: test correlation, single-trial correlation and FEVE, with the unit's
+    area, layer, cortical position (um), oracle correlation and explainable variance, and the model's
+    core kind and name."""
+    recordings, stats, m = stage("recordings"), stage("stats"), stage("models")
+    query = (
+        m.TrainedModel.Unit
+        * recordings.Scan.Unit.proj("unit_index", "area", "layer", "cortical_x", "cortical_y", "cortical_z")
+        * stats.Reliability.Unit.proj("oracle", "explainable_variance", "snr")
+        * m.ModelConfig.proj(*_MODEL_COLUMNS)
+    )
+    return _frame(_restrict(query, restriction), order_by=["model_hash", "seed", *SCAN_KEY, "unit_index"])
+
+
+def cell_types(restriction=None) -> pd.DataFrame:
+    """Per unit of every rotation-equivariant model: learned type, cluster, preferred orientation
+    (radians and degrees), weight share of the main feature; with the simulated type and orientation
+    (``true_type``, ``true_orientation``) where the scan has ground truth (else missing)."""
+    recordings, m = stage("recordings"), stage("models")
+    query = _restrict(m.CellTypes.Unit * m.ModelConfig.proj("config_name"), restriction)
+    truth = recordings.GroundTruth.Unit.proj(true_type="unit_type", true_orientation="orientation")
+    frame = _frame(query.join(truth, left=True), order_by=["model_hash", "seed", *SCAN_KEY, "unit_id"])
+    frame["preferred_orientation_deg"] = np.degrees(frame["preferred_orientation"].astype(float))
+    return frame
+
+
+def cell_type_filters(key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each type's layer-1 filter of a rotation-equivariant model, turned to the type's preferred
+    orientation.
+
+    Returns ``filters`` (features, k, k) (first input channel), ``orientation_deg`` (features,) the
+    rotation shown, in degrees (the circular mean over the type's units, rounded to the core's
+    rotation grid; 0 for unused types), and ``counts`` (features,) units per type.
+    """
+    m = stage("models")
+    key = _key(m.TrainedModel, key)
+    if (m.ModelConfig & key).fetch1("core_kind") != "rotation":
+        raise ValueError(f"model {key['model_hash'][:8]} has no rotation-equivariant core: no cell types")
+    model = m.TrainedModel.load_model(key, device="cpu")
+    core = model.core
+    weight = core.convs[0].weight.detach().cpu().numpy()  # (R * F, C_in, k, k), rotation-major
+    rotations, features = core.rotations, core.features
+    per_rotation = weight[:, 0].reshape(rotations, features, *weight.shape[-2:])
+    types, orientation = (m.CellTypes.Unit & key).to_arrays("cell_type", "preferred_orientation")
+    counts = np.bincount(types.astype(int), minlength=features)
+    step = 2 * np.pi / rotations
+    shown = np.zeros(features, dtype=int)
+    for f in np.flatnonzero(counts):
+        # orientations are pi-periodic: average on the doubled circle, then pick the nearest rotation
+        mean = np.mod(np.angle(np.exp(2j * orientation[types == f]).mean()) / 2, np.pi)
+        shown[f] = int(np.round(mean / step)) % rotations
+    filters = per_rotation[shown, np.arange(features)]
+    return filters, np.degrees(shown * step), counts
+
+
+# --------------------------------------------------------------------------------------------------
+# Neural similarity
+# --------------------------------------------------------------------------------------------------
+
+
+def similarities(restriction=None) -> pd.DataFrame:
+    """One row per computed similarity matrix: name, method, image set, images, scans, and agreement
+    with repeat-averaged similarity on repeated images (model-based and single-trial)."""
+    s = stage("similarity")
+    query = s.Similarity.proj(..., "-matrix") * s.SimilarityTask * s.SimilarityConfig.proj("method")
+    return _frame(_restrict(query, restriction), order_by="similarity_name")
+
+
+def similarity_matrix(name: str, images: int | None = 64) -> np.ndarray:
+    """The first ``images`` rows and columns (all when None) of a stored similarity matrix."""
+    s = stage("similarity")
+    store = s.Similarity.open(s.SimilarityTask & dict(similarity_name=name))
+    n = store.n if images is None else min(images, store.n)
+    return np.asarray(store.submatrix(np.arange(n)), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Classifiers and robustness
+# --------------------------------------------------------------------------------------------------
+
+_CLASSIFIER_COLUMNS = ("config_name", "control", "alpha", "width")
+
+
+def classifiers(restriction=None) -> pd.DataFrame:
+    """One row per trained classifier: control, alpha, width, seed, clean and validation accuracy,
+    similarity fidelity (r of S_model with the neural similarity), training time."""
+    c = stage("classifiers")
+    query = c.TrainedClassifier.proj(
+        "clean_accuracy", "validation_accuracy", "similarity_fidelity", "steps", "train_seconds", "device",
+    ) * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    return _frame(_restrict(query, restriction), order_by=["control", "alpha", "seed"])
+
+
+def load_classifier(key, device=None):
+    """The trained ResNet (``torch.nn.Module`` in eval mode) of one classifier.
+
+    key : a key dict, a row of :func:`classifiers`, or a query selecting exactly one classifier.
+    Inputs are (B, 1, 32, 32) grey images in [0, 1]; outputs are class logits (B, n_classes).
+    """
+    c = stage("classifiers")
+    return c.TrainedClassifier.load_model(_key(c.TrainedClassifier, key), device=device)
+
+
+def classifier_robustness(restriction=None) -> pd.DataFrame:
+    """Long form: one row per classifier x noise type x strength with its control, alpha, seed and
+    accuracy (fraction correct); strengths are on [0, 1] images."""
+    c = stage("classifiers")
+    query = c.NoiseEvaluation.Level * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    return _frame(_restrict(query, restriction), order_by=["noise_type", "control", "alpha", "seed", "strength"])
+
+
+def adversarial(restriction=None) -> pd.DataFrame:
+    """Long form: one row per classifier x attacked image with its control, alpha, seed and minimal
+    adversarial perturbation (``l2``, ``linf``; missing where the attack found none)."""
+    c = stage("classifiers")
+    query = c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    return _frame(_restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
+
+
+def classifier_similarity_pairs(key, n_pairs: int = 500, seed: int = 0, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """S_model and S_neural over ``n_pairs`` random stimulus pairs for one trained classifier.
+
+    The values :attr:`TrainedClassifier.similarity_fidelity` correlates: the network in eval mode,
+    its regularizer's layer weights, features centred by their exact means over the stimulus images.
+    Returns two (n_pairs,) arrays of cosines.
+    """
+    import torch
+
+    from pipeline.classifier import train
+
+    c = stage("classifiers")
+    key = _key(c.TrainedClassifier, key)
+    model = load_classifier(key, device=device)
+    config = c.ClassifierConfig.load(key)
+    regularizer = train.build_regularizer(model, config)
+    state = (c.TrainedClassifier & key).fetch1("regularizer")
+    regularizer.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    regularizer.to(next(model.parameters()).device).eval()
+    stimuli = c._stimulus_images(key["similarity_name"])
+    reference = c.Similarity.open(c.SimilarityTask & key)
+    lookup = train.pair_lookup(reference, len(stimuli))
+    for name, mean in train.stimulus_channel_means(model, stimuli, regularizer.layers).items():
+        regularizer.running_mean(name).copy_(mean)
+    i, j = train.sample_pairs(np.random.default_rng(seed), len(stimuli), n_pairs)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        _, features = model(stimuli[np.concatenate([i, j])].to(device), return_features=regularizer.layers)
+        s_model, _ = regularizer.similarities({k: v[:n_pairs] for k, v in features.items()},
+                                              {k: v[n_pairs:] for k, v in features.items()})
+    return s_model.double().cpu().numpy(), np.asarray(lookup(i, j), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline progress
+# --------------------------------------------------------------------------------------------------
+
+
+def progress() -> pd.DataFrame:
+    """One row per computed table of the declared stages, upstream first: keys ``done``, ``pending``
+    (not computed yet, including running) and ``error`` (failed in the job queue)."""
+    import datajoint as dj
+
+    from .jobs import QueueError, queue
+
+    rows = []
+    for name in STAGES:
+        if not stage_available(name):
+            continue
+        module = stage(name)
+        for table in vars(module).values():
+            if not (isinstance(table, type) and issubclass(table, (dj.Imported, dj.Computed))
+                    and table.__module__ == module.__name__):
+                continue
+            remaining, total = table().progress()
+            try:
+                errors = len(queue(table).errors)
+            except QueueError:
+                errors = 0
+            errors = min(errors, remaining)
+            rows.append(dict(stage=name, table=table.__name__, done=total - remaining,
+                             pending=remaining - errors, error=errors, keys=total))
+    return pd.DataFrame(rows, columns=["stage", "table", "done", "pending", "error", "keys"])

@@ -1,0 +1,272 @@
+"""Denoised responses to stimulus images and the representational similarity of image pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import datajoint as dj
+import numpy as np
+
+from pipeline import denoise
+from pipeline import similarity as sim
+from pipeline.config import Config, ConfigError
+
+from . import db
+from .configs import ConfigTable
+from .models import DatasetConfig, Ensemble, TrainedModel, load_scan_tensors
+from .recordings import Scan, StimulusImage
+from .stats import Normalization, Reliability
+
+schema = db.schema("similarity")
+
+
+@schema
+class ImageSet(dj.Manual):
+    definition = """
+    # an ordered set of stimulus images (the rows of similarity matrices)
+    image_set: varchar(32)
+    ---
+    description = '': varchar(255)
+    n_images: int32
+    """
+
+    class Member(dj.Part):
+        definition = """
+        -> master
+        image_index: int32              # row of this image in matrices over the set
+        ---
+        -> StimulusImage
+        """
+
+    @classmethod
+    def from_scans(cls, name: str, scans: list[dict], description: str = "") -> dict:
+        """The images shown in every one of ``scans`` (ordered by image id in the first scan)."""
+        if not scans:
+            raise ValueError(f"image set {name!r}: no scans given")
+        hashes = None
+        for scan in scans:
+            rows = (Scan.Image & scan).to_dicts(order_by="image_id")
+            if not rows:
+                raise LookupError(f"image set {name!r}: scan {scan} has no images")
+            ordered = [r["image_hash"] for r in rows]
+            hashes = ordered if hashes is None else [h for h in hashes if h in set(ordered)]
+        key = dict(image_set=name)
+        with dj.conn().transaction:
+            cls.insert1(dict(key, description=description, n_images=len(hashes)))
+            cls.Member.insert(dict(key, image_index=i, image_hash=h) for i, h in enumerate(hashes))
+        return key
+
+    @staticmethod
+    def images(key) -> np.ndarray:
+        """(n_images, H, W) grey-level images of the set, in row order."""
+        rows = (ImageSet.Member * StimulusImage & key).to_dicts(order_by="image_index")
+        return np.stack([np.asarray(r["pixels"].load()) for r in rows])
+
+
+@schema
+class PredictedResponses(dj.Computed):
+    definition = """
+    # an ensemble's denoised responses to an image set (behaviour and eye position at their means)
+    -> Ensemble
+    -> ImageSet
+    ---
+    responses: <npy@pipeline>           # (n_images, n_units) float32, original response units
+    unit_correlation: <blob>            # (n_units,) the ensemble's test correlation, by unit_index
+    """
+
+    @property
+    def key_source(self):
+        # only the ensemble x image-set pairs some similarity task asks for
+        return (Ensemble.proj() * ImageSet.proj()) & (SimilarityTask * SimilarityTask.Ensemble).proj("image_set")
+
+    def make(self, key):
+        members = (Ensemble.Member & key).keys()
+        dataset = DatasetConfig.load((Ensemble & key).fetch1())
+        scan = dataset.scan_key
+        models = [TrainedModel.load_model(m) for m in members]
+        stats = Normalization.load(scan)
+        inputs = denoise.model_inputs(ImageSet.images(key), stats, dataset.image_shape)
+        predictions = denoise.ensemble_predict(models, inputs) * stats.response_std
+        correlation = denoise.ensemble_test_correlation(models, load_scan_tensors(scan, dataset.image_shape))
+        self.insert1(dict(key, responses=predictions.astype(np.float32), unit_correlation=correlation))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilaritySettings(Config):
+    """How a similarity matrix over an image set is made.
+
+    method : "model" (denoised: ensemble predictions, Li et al.), "single_trial" (the raw-data
+        control: one random trial per image and scan) or "pixel" (cosine of centred pixel vectors).
+    scale_units : weight units by signal-to-noise x prediction correlation ("model" and
+        "single_trial"; single-trial uses the same weights as the model it is compared with).
+    dtype : storage precision of the matrix.
+    block_rows : rows computed and stored per block (bounds memory: block_rows x n_images).
+    seed : draws the single trials.
+    """
+
+    method: Literal["model", "single_trial", "pixel"] = "model"
+    scale_units: bool = True
+    dtype: Literal["float16", "float32"] = "float16"
+    block_rows: int = 1024
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.block_rows < 1:
+            raise ConfigError(f"block_rows must be >= 1, got {self.block_rows}")
+
+
+@schema
+class SimilarityConfig(ConfigTable, dj.Lookup):
+    definition = """
+    similarity_hash: char(32)
+    ---
+    config_name = '': varchar(64)
+    method: varchar(16)
+    config: json
+    """
+    config_class = SimilaritySettings
+    hash_attribute = "similarity_hash"
+
+    @classmethod
+    def describe(cls, config: SimilaritySettings) -> dict:
+        return dict(method=config.method)
+
+
+@schema
+class SimilarityTask(dj.Manual):
+    definition = """
+    # a similarity matrix to compute: method, image set and the scans (ensembles) it averages over
+    similarity_name: varchar(64)
+    ---
+    -> SimilarityConfig
+    -> ImageSet
+    """
+
+    class Ensemble(dj.Part):
+        definition = """
+        -> master
+        -> Ensemble
+        """
+
+    @classmethod
+    def add(cls, name: str, config: dict, image_set: str, ensembles: list[str] = ()) -> dict:
+        settings = SimilarityConfig.validated(config)
+        if settings.method != "pixel" and not ensembles:
+            raise ValueError(f"similarity {name!r}: method {settings.method!r} needs at least one ensemble")
+        key = dict(similarity_name=name)
+        if cls & key:
+            return key
+        with dj.conn().transaction:
+            cls.insert1(dict(key, **SimilarityConfig.add(settings), image_set=image_set))
+            cls.Ensemble.insert(dict(key, ensemble_name=e) for e in ensembles)
+        return key
+
+
+def _ensemble_scan(ensemble_key) -> dict:
+    return DatasetConfig.load((Ensemble & ensemble_key).fetch1()).scan_key
+
+
+def _unit_scales(task_key, ensembles) -> list[np.ndarray]:
+    scales = []
+    for ensemble in ensembles:
+        scan = _ensemble_scan(ensemble)
+        snr = (Reliability.Unit * Scan.Unit & scan).to_arrays("snr", order_by="unit_index")
+        correlation = (PredictedResponses & ensemble & task_key).fetch1("unit_correlation")
+        scales.append(denoise.unit_scale(snr, correlation))
+    return scales
+
+
+def _scan_trials(scan, image_hashes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-withheld responses of a scan, each trial's image row in the set, and the set's rows shown."""
+    rows, image_ids = (Scan.Trial & scan & dict(withheld=False)).to_arrays("response_row", "image_id",
+                                                                           order_by="trial")
+    to_hash = dict(zip(*(Scan.Image & scan).to_arrays("image_id", "image_hash")))
+    index = {h: i for i, h in enumerate(image_hashes)}
+    trial_rows = np.array([index.get(to_hash[i], -1) for i in image_ids])
+    matrix = (Scan.Responses & scan).fetch1("matrix").load(mmap_mode="r")
+    keep = trial_rows >= 0
+    return np.asarray(matrix[rows[keep].astype(np.int64)]), trial_rows[keep], image_ids[keep]
+
+
+@schema
+class Similarity(dj.Computed):
+    definition = """
+    # representational similarity of every pair of images in a set, averaged over scans
+    -> SimilarityTask
+    ---
+    n_images: int32
+    n_scans: int32
+    matrix: <object@pipeline>           # row-block store, read with pipeline.similarity.SimilarityStore
+    oracle_agreement = null: float64    # r with repeat-averaged similarity on repeated test images
+    single_trial_agreement = null: float64  # the same r for single-trial similarity (the paper's 0.39)
+    """
+
+    @property
+    def key_source(self):
+        # every ensemble of a task must have its predictions first
+        ready = SimilarityTask - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set")))
+        return ready
+
+    def make(self, key):
+        task = (SimilarityTask & key).fetch1()
+        settings = SimilarityConfig.load(task)
+        ensembles = (SimilarityTask.Ensemble & key).keys()
+        image_hashes = (ImageSet.Member & task).to_arrays("image_hash", order_by="image_index")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "similarity"
+            write = dict(block_rows=settings.block_rows, dtype=np.dtype(settings.dtype), progress=True)
+            agreement = dict(oracle_agreement=None, single_trial_agreement=None)
+            if settings.method == "pixel":
+                store = sim.pixel_similarity(ImageSet.images(task).astype(np.float32), out, **write)
+            else:
+                scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)
+                if settings.method == "model":
+                    vectors = [
+                        sim.population_vectors((PredictedResponses & e & task).fetch1("responses").load(), s)
+                        for e, s in zip(ensembles, scales)
+                    ]
+                    store = sim.write_similarity(vectors, out, **write)
+                    agreement = self._oracle_agreement(task, ensembles, scales, image_hashes)
+                else:
+                    scans = [_scan_trials(_ensemble_scan(e), image_hashes)[:2] for e in ensembles]
+                    store = sim.single_trial_similarity(scans, np.arange(len(image_hashes)), out,
+                                                        unit_scales=scales, seed=settings.seed, **write)
+            self.insert1(dict(key, n_images=store.n, n_scans=len(ensembles) or 1, matrix=str(out), **agreement))
+
+    @staticmethod
+    def _oracle_agreement(task, ensembles, scales, image_hashes) -> dict:
+        """Model vs single-trial similarity against repeat-averaged similarity on the repeated images."""
+        candidates, singles, references, used_scales = [], [], [], []
+        for ensemble, scale in zip(ensembles, scales):
+            responses, rows, _ = _scan_trials(_ensemble_scan(ensemble), image_hashes)
+            counts = np.bincount(rows, minlength=len(image_hashes))
+            repeated = np.flatnonzero(counts >= 3)
+            if len(repeated) < 3:
+                return dict(oracle_agreement=None, single_trial_agreement=None)
+            predicted = (PredictedResponses & ensemble & task).fetch1("responses").load()
+            # reference: mean of all repeats but the first; single trial: the first, left out
+            first = np.array([np.flatnonzero(rows == r)[0] for r in repeated])
+            rest = np.stack([responses[np.flatnonzero(rows == r)[1:]].mean(axis=0) for r in repeated])
+            candidates.append(predicted[repeated])
+            singles.append(responses[first])
+            references.append(rest)
+            used_scales.append(scale)
+        return dict(
+            oracle_agreement=sim.oracle_similarity_agreement(candidates, references, used_scales),
+            single_trial_agreement=sim.oracle_similarity_agreement(singles, references, used_scales),
+        )
+
+    @classmethod
+    def open(cls, key) -> sim.SimilarityStore:
+        """The stored matrix, memory-mapped from the object store (downloaded first if remote)."""
+        ref = (cls & key).fetch1("matrix")
+        path = Path(ref.full_path)
+        if not path.exists():
+            cache = Path(tempfile.gettempdir()) / "pipeline-similarity" / ref.path
+            if not (cache / "manifest.json").exists():
+                ref.download(cache)
+            path = cache
+        return sim.SimilarityStore(path)
