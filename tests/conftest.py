@@ -46,6 +46,32 @@ def db():
     shutil.rmtree(_STORE, ignore_errors=True)
 
 
+SCAN = "2-1-1"
+SCAN_KEY = dict(animal_id=2, session=1, scan_idx=1)
+QUICK_TRAINER = dict(max_iterations=30, eval_every=10, patience=2, batch_size=64)
+
+
+def tiny_model(kind: str) -> dict:
+    """A small core of 16 feature maps: 2 features x 8 rotations, or 16 CNN channels."""
+    core = dict(kind=kind, layers=2, kernel_sizes=(5, 3), features=2 if kind == "rotation" else 16)
+    return dict(core=core)
+
+
+@pytest.fixture(scope="session")
+def trained_models(db):
+    """A tiny simulated scan (2-1-1) with one CNN and one rotation-equivariant model trained on it."""
+    from populate import ingest, run
+    from schemas.models import TrainingTask
+
+    ingest.simulate("tiny", seed=1, scan=SCAN)
+    tasks = {}
+    for kind in ("cnn", "rotation"):
+        tasks[kind] = TrainingTask.add(model=tiny_model(kind), dataset=dict(scan=SCAN, image_shape=(18, 32)),
+                                       trainer=QUICK_TRAINER, seeds=(0,), name=f"test-{kind}")[0]
+    run.populate_all(tables=["Reliability", "Normalization", "TrainedModel", "CellTypes"], progress=False)
+    return tasks
+
+
 @pytest.fixture
 def row_counts(db):
     """Callable returning {table: row count} over every table of this run's schemas."""

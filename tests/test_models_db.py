@@ -13,29 +13,12 @@ import pytest
 from populate.cli import main
 from tests.conftest import REPO
 
-SCAN = "2-1-1"
-SCAN_KEY = dict(animal_id=2, session=1, scan_idx=1)
-QUICK_TRAINER = dict(max_iterations=30, eval_every=10, patience=2, batch_size=64)
-
-
-def tiny_model(kind: str) -> dict:
-    core = dict(kind=kind, layers=2, kernel_sizes=(5, 3), features=2 if kind == "rotation" else 16)
-    return dict(core=core)
+from tests.conftest import SCAN, SCAN_KEY
 
 
 @pytest.fixture(scope="module")
-def trained(db):
-    """A tiny simulated scan with one CNN and one rotation-equivariant model trained on it."""
-    from populate import ingest, run
-    from schemas.models import TrainingTask
-
-    ingest.simulate("tiny", seed=1, scan=SCAN)
-    tasks = {}
-    for kind in ("cnn", "rotation"):
-        tasks[kind] = TrainingTask.add(model=tiny_model(kind), dataset=dict(scan=SCAN, image_shape=(18, 32)),
-                                       trainer=QUICK_TRAINER, seeds=(0,), name=f"test-{kind}")[0]
-    run.populate_all(progress=False)
-    return tasks
+def trained(trained_models):
+    return trained_models
 
 
 def test_equivalent_config_spellings_are_one_entry(db, row_counts):
