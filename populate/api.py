@@ -106,7 +106,9 @@ def parse_scan(scan: str | Mapping[str, Any]) -> dict[str, int]:
 def _frame(query, order_by=None) -> pd.DataFrame:
     """The query's rows with the primary key as columns, and a ``scan`` column when it has one."""
     frame = query.to_pandas(order_by=order_by)
-    if frame.index.names != [None]:
+    if frame.empty:  # keep the columns, so that empty results can still be filtered and merged
+        frame = pd.DataFrame(columns=list(query.heading.names))
+    elif frame.index.names != [None]:
         frame = frame.reset_index()
     if set(SCAN_KEY) <= set(frame.columns):
         frame.insert(0, "scan", [scan_name(r) for r in frame[list(SCAN_KEY)].to_dict("records")])
@@ -185,11 +187,12 @@ _MODEL_COLUMNS = ("config_name", "core_kind", "feature_maps")
 
 
 def models(restriction=None) -> pd.DataFrame:
-    """One row per trained model: key, name, core kind, feature maps, seed, scan and mean scores
-    (test correlation, single-trial correlation, FEVE, oracle ceiling, validation correlation)."""
+    """One row per trained model: key, name, core kind, feature maps, seed, scan, input size
+    (``image_height``, ``image_width`` pixels) and mean scores (test correlation, single-trial
+    correlation, FEVE, oracle ceiling, validation correlation)."""
     m = stage("models")
     query = m.TrainedModel.proj(
-        "n_units", "test_correlation", "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation",
+        "n_units", "image_height", "image_width", "test_correlation", "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation",
         "iterations", "train_seconds", "device",
     ) * m.ModelConfig.proj(*_MODEL_COLUMNS) * m.DatasetConfig.proj(*SCAN_KEY)
     return _frame(_restrict(query, restriction), order_by=["core_kind", "model_hash", "seed"])

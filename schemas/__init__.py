@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES = ("recordings", "stats", "models", "similarity", "classifiers")
+STAGES = ("recordings", "stats", "models", "similarity", "classifiers", "operations")
 """Stage modules in dependency order."""
 
 
@@ -23,6 +23,10 @@ def declare_all() -> list[str]:
     dj.config.database.create_tables = True
     try:
         modules = [importlib.import_module(f"{__name__}.{stage}") for stage in STAGES]
+        # Job queues too: DataJoint would otherwise declare them on first use, racing across workers.
+        from .operations import declare_job_tables
+
+        declare_job_tables(computed_tables())
     finally:
         dj.config.database.create_tables = previous
     return [module.schema.database for module in modules]
