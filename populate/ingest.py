@@ -29,6 +29,8 @@ def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, boo
 
     from schemas import recordings
 
+    if scan is not None and recordings.scan_exists(parse_scan(scan)):
+        return parse_scan(scan), False
     recording = run_simulation(preset, seed=seed)
     if scan is not None:
         key = parse_scan(scan)
