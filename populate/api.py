@@ -65,10 +65,12 @@ def stage(name: str):
     import datajoint as dj
 
     try:
-        return importlib.import_module(f"schemas.{name}")
+        module = importlib.import_module(f"schemas.{name}")
     except ModuleNotFoundError as err:
         if err.name and err.name.startswith("schemas"):
             raise StageNotComputed(f"stage {name!r} is not part of this version of the pipeline") from err
+        raise
+    except (dj.errors.LostConnectionError, dj.errors.AccessError):
         raise
     except dj.DataJointError as err:
         # importing binds the tables; an undeclared schema refuses (workers never create tables)
@@ -76,6 +78,15 @@ def stage(name: str):
             f"stage {name!r} is not set up on this server ({' '.join(str(err).split())}); "
             "run `python -m populate setup`"
         ) from err
+    missing = [
+        table.__name__ for table in vars(module).values()
+        if isinstance(table, type) and issubclass(table, dj.Table) and table.__module__ == module.__name__
+        and not table().is_declared
+    ]
+    if missing:
+        raise StageNotComputed(f"stage {name!r}: table(s) {', '.join(missing)} are not declared on this server "
+                               "(a newer pipeline version); run `python -m populate setup`")
+    return module
 
 
 def stage_available(name: str) -> bool:
@@ -259,7 +270,8 @@ def cell_type_filters(key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for f in np.flatnonzero(counts):
         # orientations are pi-periodic: average on the doubled circle, then pick the nearest rotation
         mean = np.mod(np.angle(np.exp(2j * orientation[types == f]).mean()) / 2, np.pi)
-        shown[f] = int(np.round(mean / step)) % rotations
+        nearest = int(np.round(mean / step))
+        shown[f] = 0 if nearest * step >= np.pi - 1e-9 else nearest  # a half turn is the same orientation
     filters = per_rotation[shown, np.arange(features)]
     return filters, np.degrees(shown * step), counts
 
@@ -328,12 +340,15 @@ def adversarial(restriction=None) -> pd.DataFrame:
     return _frame(_restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
 
 
-def classifier_similarity_pairs(key, n_pairs: int = 500, seed: int = 0, device=None) -> tuple[np.ndarray, np.ndarray]:
+def classifier_similarity_pairs(
+    key, n_pairs: int = 2000, seed: int | None = None, device=None
+) -> tuple[np.ndarray, np.ndarray]:
     """S_model and S_neural over ``n_pairs`` random stimulus pairs for one trained classifier.
 
-    The values :attr:`TrainedClassifier.similarity_fidelity` correlates: the network in eval mode,
-    its regularizer's layer weights, features centred by their exact means over the stimulus images.
-    Returns two (n_pairs,) arrays of cosines.
+    Computed as for ``TrainedClassifier.similarity_fidelity``: the network in eval mode, its
+    regularizer's layer weights, features centred by their exact means over the stimulus images.
+    With the defaults (2000 pairs drawn with the classifier's seed) these are the very pairs that
+    ``similarity_fidelity`` correlates.  Returns two (n_pairs,) arrays of cosines.
     """
     import torch
 
@@ -352,6 +367,7 @@ def classifier_similarity_pairs(key, n_pairs: int = 500, seed: int = 0, device=N
     lookup = train.pair_lookup(reference, len(stimuli))
     for name, mean in train.stimulus_channel_means(model, stimuli, regularizer.layers).items():
         regularizer.running_mean(name).copy_(mean)
+    seed = key["seed"] if seed is None else seed
     i, j = train.sample_pairs(np.random.default_rng(seed), len(stimuli), n_pairs)
     device = next(model.parameters()).device
     with torch.no_grad():

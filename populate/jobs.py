@@ -51,22 +51,14 @@ def transient_reason(message: str) -> str | None:
 # tables and their queues
 
 
-def _module_tables(module) -> list:
-    import datajoint as dj
-
-    return [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, (dj.Imported, dj.Computed)) and value.__module__ == module.__name__
-    ]
-
-
 def select_tables(names: list[str] | None = None, modules: list[str] | None = None) -> list:
     """Auto-populated table classes, upstream first.
 
     ``modules`` (dotted module names) replaces the pipeline's stage modules, for extensions and
     tests; ``names`` (class names) restricts the selection.
     """
+    import schemas
+
     if modules:
         tables = []
         for name in modules:
@@ -74,13 +66,11 @@ def select_tables(names: list[str] | None = None, modules: list[str] | None = No
                 module = importlib.import_module(name)
             except ImportError as err:
                 raise QueueError(f"--schema-module {name}: cannot import it ({err})") from err
-            found = _module_tables(module)
+            found = schemas.module_tables(module)
             if not found:
                 raise QueueError(f"--schema-module {name} defines no Computed or Imported table")
             tables += [t for t in found if t not in tables]
     else:
-        import schemas
-
         tables = schemas.computed_tables()
     if not names:
         return tables

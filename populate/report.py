@@ -29,7 +29,6 @@ MAX_TABLE_ROWS = 50
 MAX_CELLTYPE_MODELS = 3
 MAX_MATRICES = 3
 MATRIX_IMAGES = 64
-CLASSIFIER_PAIRS = 500
 
 
 class NotComputed(Exception):
@@ -47,7 +46,7 @@ class Panel:
         import matplotlib.pyplot as plt
 
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
         self.blocks.append(
@@ -227,14 +226,15 @@ def classifiers(panel: Panel) -> None:
         return
     row = regularized.iloc[0]
     try:
-        s_model, s_neural = api.classifier_similarity_pairs(row, n_pairs=CLASSIFIER_PAIRS, device="cpu")
+        s_model, s_neural = api.classifier_similarity_pairs(row, device="cpu")
     except Exception as err:  # an optional panel: say why it is missing, keep the section
         log.warning("S_model vs S_neural skipped: %s", err)
         panel.note(f"S_model vs S_neural could not be computed: {' '.join(str(err).split())}")
         return
     panel.figure(figures.similarity_scatter(s_neural, s_model, "S_neural", "S_model (classifier)"),
                  f"Classifier {row['config_name'] or row['control']} (seed {row['seed']}): its representational "
-                 f"similarity against the neural target over {CLASSIFIER_PAIRS} random stimulus pairs.")
+                 f"similarity against the neural target over {len(s_model)} random stimulus pairs (the pairs of its "
+                 f"similarity fidelity, r = {row['similarity_fidelity']:.2f}).")
 
 
 def pipeline_progress(panel: Panel) -> None:

@@ -49,19 +49,19 @@ def drop_all() -> list[str]:
     return dropped
 
 
-def computed_tables() -> list:
-    """Every auto-populated table (Imported or Computed), upstream first."""
+def module_tables(module) -> list:
+    """The auto-populated tables (Imported or Computed) a module defines, in definition order."""
     import datajoint as dj
 
-    tables = []
-    for stage in STAGES:
-        module = importlib.import_module(f"{__name__}.{stage}")
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, (dj.Imported, dj.Computed))
-                and value.__module__ == module.__name__
-                and value not in tables
-            ):
-                tables.append(value)
-    return tables
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, (dj.Imported, dj.Computed))
+        and value.__module__ == module.__name__
+    ]
+
+
+def computed_tables() -> list:
+    """Every auto-populated table of the pipeline, upstream first."""
+    return [table for stage in STAGES for table in module_tables(importlib.import_module(f"{__name__}.{stage}"))]
