@@ -67,6 +67,12 @@ def _cmd_results(args) -> None:
     results.print_rows(results.REPORTS[args.what](), as_json=args.json)
 
 
+def _cmd_report(args) -> None:
+    from . import report
+
+    print(f"report written to {report.write_report(args.out)}")
+
+
 def _cmd_demo(args) -> None:
     from . import demo
 
@@ -116,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_argument("what", choices=sorted(results.REPORTS))
     sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    sub = command("report", _cmd_report, "write one self-contained HTML report of every stage")
+    sub.add_argument("--out", default="report.html", help="output .html file (default report.html)")
 
     sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")

@@ -56,7 +56,7 @@ def evaluation_config(quick: bool) -> dict:
     return dict(noise_images=1000, attack_images=100, attack_steps=2000, pgd_steps=10)
 
 
-def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1)) -> None:
+def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
     from schemas.classifiers import ClassifierTask, EvaluationConfig
     from schemas.models import Ensemble, TrainedModel, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
@@ -88,6 +88,10 @@ def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1)) -> None:
     EvaluationConfig.add(evaluation_config(quick), name="demo")
     _populate(["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"])
     summary(time.monotonic() - start)
+    from .report import write_report
+
+    path = write_report(report_path)
+    print(f"report of every stage: {path}")
 
 
 def _populate(tables: list[str]) -> None:

@@ -1,0 +1,374 @@
+"""Figures of every pipeline stage, from plain arrays and pandas DataFrames (no database).
+
+Each function returns a :class:`matplotlib.figure.Figure` with labelled axes (units in brackets
+where a quantity has units); nothing is shown or saved here.  The Agg backend is selected on import
+so that figures render on machines without a display (servers, workers, tests).
+
+Correlations, FEVE and accuracies are unitless fractions; perturbation sizes are in the classifier's
+pixel scale ([0, 1] images); orientations in degrees.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+PROGRESS_STATES = ("done", "pending", "error")
+PROGRESS_COLORS = {"done": "tab:green", "pending": "tab:gray", "error": "tab:red"}
+
+
+def _array(name: str, values, ndim: int = 1) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {array.shape}")
+    return array
+
+
+def _require_columns(name: str, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: the table lacks column(s) {missing}; it has {list(frame.columns)}")
+
+
+def _identity_line(ax, x: np.ndarray, y: np.ndarray) -> None:
+    finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)]])
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="k", lw=0.8, ls="--", label="identity")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3 or np.std(x[keep]) == 0 or np.std(y[keep]) == 0:
+        return float("nan")
+    return float(np.corrcoef(x[keep], y[keep])[0, 1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictive models
+# --------------------------------------------------------------------------------------------------
+
+
+def oracle_vs_correlation(
+    oracle: np.ndarray, correlation: np.ndarray, groups: Sequence[str] | None = None
+) -> Figure:
+    """Per-unit model test correlation against the unit's oracle correlation (its ceiling).
+
+    oracle, correlation : (n,) per unit (one point per unit and model).
+    groups : optional (n,) label per point (e.g. core kind), one colour each.
+    Points under the identity line are below the noise ceiling.
+    """
+    oracle = _array("oracle", oracle)
+    correlation = _array("correlation", correlation)
+    if oracle.shape != correlation.shape:
+        raise ValueError(f"oracle_vs_correlation: shapes differ: {oracle.shape} vs {correlation.shape}")
+    labels = np.full(len(oracle), "units", dtype=object) if groups is None else np.asarray(groups, dtype=object)
+    if labels.shape != oracle.shape:
+        raise ValueError(f"oracle_vs_correlation: groups has shape {labels.shape}, expected {oracle.shape}")
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    for label in dict.fromkeys(labels):
+        members = labels == label
+        ax.scatter(oracle[members], correlation[members], s=10, alpha=0.6,
+                   label=f"{label} (mean {np.nanmean(correlation[members]):.2f})")
+    _identity_line(ax, oracle, correlation)
+    ax.set_xlabel("oracle correlation (leave-one-out, repeats)")
+    ax.set_ylabel("model test correlation")
+    ax.set_title("Per-unit performance vs noise ceiling")
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def score_histograms(
+    values: Mapping[str, np.ndarray], xlabel: str, title: str, bins: int = 30, lower: float | None = None
+) -> Figure:
+    """Overlaid histograms of a per-unit score, one per label (e.g. per model or per scan).
+
+    values : {label: (n_units,) scores}; non-finite values are left out (and counted in the legend).
+    lower : values below it are drawn in the lowest bin (and counted in the legend), so that a few
+        extreme units (FEVE of unreliable units can be far below 0) do not squash the histogram.
+    """
+    if not values:
+        raise ValueError(f"score_histograms ({title}): nothing to plot")
+    arrays = {label: _array(f"{title}[{label!r}]", v) for label, v in values.items()}
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
+    lo, hi = (min(finite.min(), 0.0), max(finite.max(), 1.0)) if finite.size else (0.0, 1.0)
+    if lower is not None:
+        lo = max(lo, lower)
+    edges = np.linspace(lo, hi, bins + 1)
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for label, array in arrays.items():
+        kept = array[np.isfinite(array)]
+        notes = f", {len(array) - len(kept)} undefined" if len(kept) < len(array) else ""
+        below = int((kept < lo).sum())
+        notes += f", {below} < {lo:g} in the first bin" if below else ""
+        median = f"{np.median(kept):.2f}" if kept.size else "n/a"
+        ax.hist(np.clip(kept, lo, hi), bins=edges, alpha=0.5, label=f"{label} (median {median}, n={len(kept)}{notes})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("units")
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: labels can be long
+    return fig
+
+
+def feve_distributions(feve: Mapping[str, np.ndarray], bins: int = 30) -> Figure:
+    """Histograms of per-unit FEVE (fraction of explainable variance explained), one per model label.
+
+    feve : {label (e.g. 'rotation', 'cnn'): (n_units,) FEVE}.
+    """
+    return score_histograms(feve, "FEVE (fraction of explainable variance explained)", "FEVE per unit", bins,
+                            lower=-1.0)
+
+
+def oracle_distributions(oracle: Mapping[str, np.ndarray], bins: int = 30) -> Figure:
+    """Histograms of per-unit oracle correlation (leave-one-out over repeats), one per scan."""
+    return score_histograms(oracle, "oracle correlation (leave-one-out, repeats)", "Response reliability per unit",
+                            bins)
+
+
+def unit_comparison(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str,
+                    quantity: str = "test correlation") -> Figure:
+    """Per-unit scatter of one score under two models (e.g. rotation vs CNN), with the identity line.
+
+    a, b : (n_units,) the score of the same units, in the same order.
+    """
+    a = _array(label_a, a)
+    b = _array(label_b, b)
+    if a.shape != b.shape:
+        raise ValueError(f"unit_comparison: {label_a} has shape {a.shape}, {label_b} has {b.shape}")
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    above = np.mean(b > a) if len(a) else float("nan")
+    ax.scatter(a, b, s=10, alpha=0.6, label=f"units (n={len(a)}, {100 * above:.0f}% above identity)")
+    _identity_line(ax, a, b)
+    ax.set_xlabel(f"{label_a} {quantity}")
+    ax.set_ylabel(f"{label_b} {quantity}")
+    ax.set_title(f"Per-unit {quantity}")
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Cell types
+# --------------------------------------------------------------------------------------------------
+
+
+def cell_type_gallery(
+    filters: np.ndarray, counts: np.ndarray, orientation_deg: np.ndarray | None = None
+) -> Figure:
+    """The used functional types: each type's first-layer filter, with units per type.
+
+    filters : (n_types, k, k) one image per type (e.g. the rotation core's layer-1 filter of the
+        type's feature, turned to the type's typical preferred orientation).
+    counts : (n_types,) units of each type; types with no unit are left out of the gallery row but
+        kept in the bar chart.
+    orientation_deg : optional (n_types,) orientation at which each filter is shown, degrees.
+    """
+    filters = _array("filters", filters, ndim=3)
+    counts = np.asarray(counts)
+    if counts.shape != (len(filters),):
+        raise ValueError(f"cell_type_gallery: counts has shape {counts.shape}, expected ({len(filters)},)")
+    used = np.flatnonzero(counts > 0)
+    if not used.size:
+        raise ValueError("cell_type_gallery: no type has any unit")
+    columns = max(len(used), 2)
+    fig = plt.figure(figsize=(max(6.0, 1.3 * columns), 5), layout="constrained")
+    grid = fig.add_gridspec(2, columns, height_ratios=[1, 1.3])
+    for slot, t in enumerate(used):
+        ax = fig.add_subplot(grid[0, slot])
+        image = filters[t]
+        limit = np.abs(image).max() or 1.0
+        ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        title = f"type {t}\nn={int(counts[t])}"
+        if orientation_deg is not None:
+            title += f", {float(orientation_deg[t]):.0f}°"
+        ax.set_title(title, fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.add_subplot(grid[1, :])
+    bar.bar(np.arange(len(counts)), counts, color=["tab:blue" if c > 0 else "lightgray" for c in counts])
+    bar.set_xticks(np.arange(len(counts)))
+    bar.set_xlabel("functional type (main feature of the readout)")
+    bar.set_ylabel("units")
+    fig.suptitle("Cell types: layer-1 filter of each used type (blue: excitatory, red: inhibitory weights)",
+                 fontsize="medium")
+    return fig
+
+
+def cell_type_confusion(true_types: Sequence, learned_types: Sequence) -> Figure:
+    """Confusion matrix of simulated (true) types against learned types, counts of units.
+
+    true_types, learned_types : (n_units,) labels of the same units.
+    """
+    true_types = np.asarray(true_types).astype(str)
+    learned_types = np.asarray(learned_types)
+    if true_types.shape != learned_types.shape or true_types.ndim != 1:
+        raise ValueError(f"cell_type_confusion: shapes differ: {true_types.shape} vs {learned_types.shape}")
+    rows = sorted(set(true_types))
+    cols = sorted(set(learned_types.tolist()))
+    table = pd.crosstab(pd.Categorical(true_types, rows), pd.Categorical(learned_types, cols), dropna=False)
+    matrix = table.to_numpy()
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols) + 2, 1.2 + 0.5 * len(rows) + 1), layout="constrained")
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black", fontsize="small")
+    ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(np.arange(len(rows)), rows)
+    ax.set_xlabel("learned type")
+    ax.set_ylabel("simulated (true) type")
+    ax.set_title("Agreement with ground truth")
+    fig.colorbar(image, ax=ax, label="units")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Neural similarity
+# --------------------------------------------------------------------------------------------------
+
+
+def similarity_matrix(matrix: np.ndarray, title: str = "Representational similarity") -> Figure:
+    """A (n, n) similarity matrix (cosines in [-1, 1]) as an image; rows and columns are images."""
+    matrix = _array("matrix", matrix, ndim=2)
+    if matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"similarity_matrix: expected a square matrix, got {matrix.shape}")
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), layout="constrained")
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xlabel("stimulus image")
+    ax.set_ylabel("stimulus image")
+    ax.set_title(f"{title} ({matrix.shape[0]} images)")
+    fig.colorbar(image, ax=ax, label="similarity (cosine)")
+    return fig
+
+
+def similarity_scatter(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, hexbin_above: int = 2000) -> Figure:
+    """Pairwise similarities of two sources over the same image pairs (e.g. S_model vs S_neural).
+
+    x, y : (n_pairs,) cosines.  More than ``hexbin_above`` pairs are drawn as a hexbin density.
+    The Pearson correlation is printed in the title.
+    """
+    x = _array(xlabel, x)
+    y = _array(ylabel, y)
+    if x.shape != y.shape:
+        raise ValueError(f"similarity_scatter: shapes differ: {x.shape} vs {y.shape}")
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    if len(x) > hexbin_above:
+        image = ax.hexbin(x, y, gridsize=50, bins="log", cmap="viridis", mincnt=1)
+        fig.colorbar(image, ax=ax, label="image pairs")
+    else:
+        ax.scatter(x, y, s=6, alpha=0.5)
+    ax.set_xlabel(f"{xlabel} (cosine)")
+    ax.set_ylabel(f"{ylabel} (cosine)")
+    ax.set_title(f"r = {_pearson(x, y):.2f} over {len(x)} image pairs")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Classifiers and robustness
+# --------------------------------------------------------------------------------------------------
+
+
+def _mean_sem(values: pd.Series) -> tuple[float, float]:
+    values = values.to_numpy(dtype=np.float64)
+    sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    return float(values.mean()), float(sem)
+
+
+def noise_curves(levels: pd.DataFrame, group: str = "control") -> Figure:
+    """Accuracy against noise strength, one panel per noise type and one curve per ``group``.
+
+    levels : long form, one row per classifier and level, with columns ``noise_type``, ``strength``
+        (noise scale on [0, 1] images), ``accuracy`` (fraction correct), ``seed`` and ``group``
+        (default ``control``: the regularization target).  Curves are the mean over seeds with a
+        band of +- one standard error of the mean.
+    """
+    _require_columns("noise_curves", levels, ["noise_type", "strength", "accuracy", "seed", group])
+    if levels.empty:
+        raise ValueError("noise_curves: no rows")
+    kinds = sorted(levels["noise_type"].unique())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 4), layout="constrained", squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rows = levels[levels["noise_type"] == kind]
+        for label, curve in rows.groupby(group, sort=True):
+            stats = curve.groupby("strength")["accuracy"].apply(_mean_sem)
+            strength = stats.index.to_numpy(dtype=np.float64)
+            mean = np.array([m for m, _ in stats])
+            sem = np.array([s for _, s in stats])
+            n_seeds = curve["seed"].nunique()
+            (line,) = ax.plot(strength, mean, marker="o", ms=3, label=f"{label} ({n_seeds} seed{'s' * (n_seeds > 1)})")
+            ax.fill_between(strength, mean - sem, mean + sem, color=line.get_color(), alpha=0.25)
+        ax.set_xlabel(f"{kind} noise strength (pixel scale, images in [0, 1])")
+        ax.set_ylabel("accuracy (fraction correct)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{kind} noise")
+        ax.legend(fontsize="small", title=group)
+    fig.suptitle("Robustness to noise (mean ± SEM over seeds)", fontsize="medium")
+    return fig
+
+
+def perturbation_distributions(images: pd.DataFrame, norm: str = "l2", group: str = "control") -> Figure:
+    """Distribution of per-image minimal adversarial perturbations, one box per ``group``.
+
+    images : one row per attacked image, columns ``group`` (default ``control``) and ``norm``
+        (``l2`` or ``linf``: size of the smallest perturbation found, pixel scale of [0, 1] images).
+    Larger perturbations mean a more robust classifier; the median is printed per box.
+    """
+    _require_columns("perturbation_distributions", images, [group, norm])
+    if images.empty:
+        raise ValueError("perturbation_distributions: no rows")
+    labels, samples = [], []
+    for label, rows in images.groupby(group, sort=True):
+        values = rows[norm].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size:
+            labels.append(str(label))
+            samples.append(values)
+    if not samples:
+        raise ValueError(f"perturbation_distributions: no finite {norm} values")
+    fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(labels), 4), layout="constrained")
+    ax.boxplot(samples, tick_labels=labels, showfliers=True)
+    for position, values in enumerate(samples, start=1):
+        ax.text(position, np.median(values), f" {np.median(values):.3g}", va="bottom", fontsize="small")
+    name = {"l2": "L2", "linf": "L∞"}.get(norm, norm)
+    ax.set_xlabel(group)
+    ax.set_ylabel(f"minimal perturbation, {name} norm (pixel scale [0, 1])")
+    ax.set_title(f"Adversarial robustness ({name}), per image")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline progress
+# --------------------------------------------------------------------------------------------------
+
+
+def populate_progress(progress: pd.DataFrame) -> Figure:
+    """Stacked horizontal bars of done / pending / error keys per computed table.
+
+    progress : one row per table, columns ``table`` and ``done``, ``pending``, ``error`` (key counts).
+    """
+    _require_columns("populate_progress", progress, ["table", *PROGRESS_STATES])
+    if progress.empty:
+        raise ValueError("populate_progress: no tables")
+    names = progress["table"].astype(str).tolist()
+    position = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.45 * len(names)), layout="constrained")
+    left = np.zeros(len(names))
+    for state in PROGRESS_STATES:
+        values = progress[state].to_numpy(dtype=np.float64)
+        ax.barh(position, values, left=left, color=PROGRESS_COLORS[state], label=state)
+        left += values
+    ax.set_yticks(position, names)
+    ax.invert_yaxis()  # upstream tables on top
+    ax.set_xlabel("keys (jobs)")
+    ax.set_title("Populate progress per table")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
