@@ -361,20 +361,10 @@ def classifier_similarity_pairs(
     regularizer = train.build_regularizer(model, config)
     state = (c.TrainedClassifier & key).fetch1("regularizer")
     regularizer.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    regularizer.to(next(model.parameters()).device).eval()
     stimuli = c._stimulus_images(key["similarity_name"])
     reference = c.Similarity.open(c.SimilarityTask & key)
-    lookup = train.pair_lookup(reference, len(stimuli))
-    for name, mean in train.stimulus_channel_means(model, stimuli, regularizer.layers).items():
-        regularizer.running_mean(name).copy_(mean)
-    seed = key["seed"] if seed is None else seed
-    i, j = train.sample_pairs(np.random.default_rng(seed), len(stimuli), n_pairs)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        _, features = model(stimuli[np.concatenate([i, j])].to(device), return_features=regularizer.layers)
-        s_model, _ = regularizer.similarities({k: v[:n_pairs] for k, v in features.items()},
-                                              {k: v[n_pairs:] for k, v in features.items()})
-    return s_model.double().cpu().numpy(), np.asarray(lookup(i, j), dtype=np.float64)
+    return train.similarity_pairs(model, regularizer, stimuli, reference, n_pairs=n_pairs,
+                                  seed=key["seed"] if seed is None else seed, device=device)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -402,7 +402,7 @@ def stimulus_channel_means(
 
 
 @torch.no_grad()
-def similarity_fidelity(
+def similarity_pairs(
     model: ResNet18,
     regularizer: SimilarityRegularizer,
     stimulus_images: Any,
@@ -412,8 +412,8 @@ def similarity_fidelity(
     device: str | torch.device | None = None,
     batch_pairs: int = 128,
     recentre: bool = True,
-) -> float:
-    """Pearson correlation between S_model and S_neural over ``n_pairs`` random pairs of stimuli.
+) -> tuple[np.ndarray, np.ndarray]:
+    """S_model and S_neural, each (n_pairs,), over ``n_pairs`` random pairs of stimuli.
 
     The network runs in eval mode; S_model uses the regularizer's layer weights (uniform for the
     baseline, whose regularizer is never trained).  Centring: with ``recentre=True`` (default) every
@@ -440,5 +440,11 @@ def similarity_fidelity(
         s, _ = reg.similarities({k: v[:p] for k, v in features.items()}, {k: v[p:] for k, v in features.items()})
         s_model.append(s.double().cpu().numpy())
     model.train(was_training)
-    s_neural = np.asarray(lookup(i, j), dtype=np.float64)
-    return float(np.corrcoef(np.concatenate(s_model), s_neural)[0, 1])
+    return np.concatenate(s_model), np.asarray(lookup(i, j), dtype=np.float64)
+
+
+def similarity_fidelity(model: ResNet18, regularizer: SimilarityRegularizer, stimulus_images: Any, similarity: Any,
+                        **kwargs) -> float:
+    """Pearson correlation between S_model and S_neural over the pairs of :func:`similarity_pairs`."""
+    s_model, s_neural = similarity_pairs(model, regularizer, stimulus_images, similarity, **kwargs)
+    return float(np.corrcoef(s_model, s_neural)[0, 1])
