@@ -1,7 +1,7 @@
 """Operating the pipeline at scale: workers, the scheduler, job status, roles and store hygiene.
 
 Adds the sub-commands ``worker``, ``scheduler``, ``status``, ``retry``, ``ignore``, ``roles`` and
-``gc`` to ``python -m populate`` (see ``docs/running_at_scale.md``).
+``gc`` to ``python -m populate`` (see "Running at scale" in the README).
 """
 
 from __future__ import annotations
