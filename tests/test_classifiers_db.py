@@ -100,9 +100,11 @@ def classifiers(similarity):
 
     ingest.photo_classes(12, 4, name="photos-test")
     tasks = {}
-    for control in ("none", "neural", "shuffled"):
+    targets = {"single_trial": "test-single", "pixel": "test-pixel"}
+    for control in ("none", "neural", "shuffled", "single_trial", "pixel"):
         config = dict(TINY_CLASSIFIER, control=control, alpha=0.0 if control == "none" else 20.0)
-        tasks[control] = ClassifierTask.add(config, "photos-test", neural=similarity, seeds=(0,))[0]
+        tasks[control] = ClassifierTask.add(config, "photos-test", neural=similarity, seeds=(0,),
+                                            target=targets.get(control))[0]
     EvaluationConfig.add(TINY_EVALUATION)
     run.populate_all(tables=["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"], progress=False)
     return tasks
@@ -139,11 +141,19 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
 
     assert main(["results", "classifiers", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {r["control"] for r in rows} >= {"none", "neural", "shuffled"}
+    assert {r["control"] for r in rows} >= {"none", "neural", "shuffled", "single_trial", "pixel"}
     for r in rows:
         assert {"key", "control", "alpha", "clean_accuracy", "noise", "median_l2", "median_linf",
                 "similarity_fidelity"} <= set(r)
         assert set(r["noise"]) == set(NOISE_KINDS)
+
+
+def test_each_control_trains_towards_its_own_target(classifiers):
+    from schemas.classifiers import ClassifierTask
+
+    targets = {c: (ClassifierTask & k).fetch1("target_name") for c, k in classifiers.items()}
+    assert targets == {"none": None, "neural": "test-neural", "shuffled": "test-neural",
+                       "single_trial": "test-single", "pixel": "test-pixel"}
 
 
 def test_loaded_classifier_reproduces_clean_accuracy(classifiers):

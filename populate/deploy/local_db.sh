@@ -40,10 +40,10 @@ start_postgresql() {
     mkdir -p "$data"
     if [[ ! -f "$data/PG_VERSION" ]]; then
       say "initialising a private PostgreSQL cluster in $data"
-      [[ ${#as[@]} -eq 0 ]] || chown -R postgres "$data"
+      [[ ${#as[@]} -eq 0 ]] || chown -R postgres "$data/"
       "${as[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
     fi
-    [[ ${#as[@]} -eq 0 ]] || chown -R postgres "$data"
+    [[ ${#as[@]} -eq 0 ]] || chown -R postgres "$data/"
     say "starting a private PostgreSQL server on 127.0.0.1:$port (data in .local/postgresql)"
     "${as[@]}" "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
       -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >&2
