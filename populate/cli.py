@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from typing import Callable
 
 log = logging.getLogger("populate")
@@ -135,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_datajoint() -> None:
+    """Route DataJoint's messages through our log format, warnings and errors only.
+
+    Importing datajoint installs its own handler at INFO (every line would print twice) and warns
+    about a missing ``datajoint.json`` although the pipeline is configured through the environment.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No datajoint.json found")
+        import datajoint  # noqa: F401
+
+    dj_log = logging.getLogger("datajoint")
+    dj_log.handlers.clear()
+    dj_log.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("datajoint").setLevel(logging.WARNING)
+    _quiet_datajoint()
     try:
         args.handler(args)
     except KeyboardInterrupt:

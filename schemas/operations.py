@@ -11,6 +11,8 @@ creates them during ``setup`` so that workers never declare anything.
 
 from __future__ import annotations
 
+import logging
+
 import datajoint as dj
 
 from . import db
@@ -66,9 +68,26 @@ def declare_job_tables(tables=None) -> list[str]:
 
         tables = computed_tables()
     created = []
-    for table in tables:
-        jobs = Job(table())
-        if not jobs.is_declared:
-            jobs.declare()
-            created.append(jobs.full_table_name)
+    quiet = _NativeTypeWarnings()
+    logging.getLogger("datajoint").addFilter(quiet)
+    try:
+        for table in tables:
+            jobs = Job(table())
+            if not jobs.is_declared:
+                jobs.declare()
+                created.append(jobs.full_table_name)
+    finally:
+        logging.getLogger("datajoint").removeFilter(quiet)
     return created
+
+
+class _NativeTypeWarnings(logging.Filter):
+    """Drops DataJoint's "Native type ... is used" warnings while it declares job queues.
+
+    On PostgreSQL, DataJoint 2.3 copies a job queue's key from the parent's declared SQL type
+    (``integer``) rather than its core type (``int32``) and then warns about its own choice, once
+    per key attribute and table: noise a user can do nothing about.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Native type" not in record.getMessage()
