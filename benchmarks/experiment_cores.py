@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
         for name, config in configs.items():
             result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
             row = dict(core=name, seed=seed, test_correlation=float(np.nanmean(result.test.correlation)),
-                       feve=float(np.nanmean(result.test.feve)), iterations=result.fit.iterations,
+                       feve=result.test.mean_feve, iterations=result.fit.iterations,
                        seconds=result.seconds,
                        parameters=sum(p.numel() for p in result.model.core.parameters()))
             if name == "rotation":

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, stats
 from .data.dataset import ScanTensors
 from .models.encoder import ModelConfig, build_encoder
 from .training import FitResult, TrainerConfig, fit, predict
@@ -40,11 +40,18 @@ class TestScores:
         repeat-averaged responses.
     single_trial : (n_units,) Pearson correlation over single test trials.
     feve : (n_units,) fraction of explainable variance explained.
+    explainable : (n_units,) fraction of explainable variance of the test responses.
     """
 
     correlation: np.ndarray
     single_trial: np.ndarray
     feve: np.ndarray
+    explainable: np.ndarray
+
+    @property
+    def mean_feve(self) -> float:
+        """FEVE over the units with enough explainable variance (see :func:`metrics.population_feve`)."""
+        return metrics.population_feve(self.feve, self.explainable)
 
 
 @dataclasses.dataclass
@@ -69,6 +76,7 @@ def score(model: torch.nn.Module, data: ScanTensors, device: torch.device | str 
         correlation=metrics.test_correlation(pred, target, test.image_ids),
         single_trial=metrics.single_trial_correlation(pred, target),
         feve=metrics.feve(pred, target, test.image_ids),
+        explainable=stats.explainable_variance(target, test.image_ids),
     )
 
 

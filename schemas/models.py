@@ -6,7 +6,7 @@ import datajoint as dj
 import numpy as np
 
 import pipeline
-from pipeline import celltypes, experiment
+from pipeline import celltypes, experiment, metrics
 from pipeline.data.dataset import ScanTensors
 from pipeline.data.dataset_config import DatasetConfig as DatasetSettings
 from pipeline.models.encoder import ModelConfig as ModelSettings
@@ -135,7 +135,7 @@ class TrainedModel(dj.Computed):
     val_correlation: float64            # best mean single-trial correlation on the validation tier
     test_correlation: float64           # mean over units, image-averaged prediction vs repeat-averaged response
     test_single_trial: float64          # mean over units, single test trials
-    test_feve = null: float64           # mean fraction of explainable variance explained (units that have some)
+    test_feve = null: float64           # mean FEVE of the units with >= 15% explainable variance
     oracle_ceiling: float64             # mean oracle correlation of the scan's units
     iterations: int32
     best_iteration: int32
@@ -203,7 +203,7 @@ class TrainedModel(dj.Computed):
                 val_correlation=fitted["val_correlation"],
                 test_correlation=float(np.nanmean(test["correlation"])),
                 test_single_trial=float(np.nanmean(test["single_trial"])),
-                test_feve=_finite(np.nanmean(test["feve"])) if np.isfinite(test["feve"]).any() else None,
+                test_feve=_finite(metrics.population_feve(test["feve"], test["explainable"])),
                 oracle_ceiling=float(oracle),
                 iterations=fitted["iterations"],
                 best_iteration=fitted["best_iteration"],

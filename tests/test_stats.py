@@ -176,3 +176,21 @@ def test_feve_matches_loop_and_bounds():
     assert np.all(np.abs(metrics.feve(rates[ids], noisy, ids) - 1) < 0.05)
     assert np.all(metrics.feve(np.broadcast_to(noisy.mean(0), noisy.shape), noisy, ids) <= 1e-12)
     assert np.all(metrics.feve(np.full_like(noisy, 3.0), noisy, ids) <= 0)
+
+
+def test_population_feve_leaves_out_units_without_explainable_variance():
+    rng = np.random.default_rng(3)
+    n_images, repeats = 40, 10
+    ids = np.repeat(np.arange(n_images), repeats)
+    rates = rng.gamma(2.0, 1.0, size=(n_images, 3))
+    rates[:, 2] = 1.0 + 0.1 * rates[:, 2]  # a unit whose responses are mostly noise
+    noisy = rates[ids] + rng.normal(0, 0.5, size=(len(ids), 3))
+    pred = rates[ids] + rng.normal(0, 0.3, size=(len(ids), 3))
+    per_unit = metrics.feve(pred, noisy, ids)
+    explainable = stats.explainable_variance(noisy, ids)
+    assert explainable[2] < metrics.MIN_EXPLAINABLE_FRACTION <= explainable[:2].min()
+    assert per_unit[2] < per_unit[:2].min()  # the near-zero denominator drags it far down
+    assert metrics.population_feve(per_unit, explainable) == pytest.approx(per_unit[:2].mean())
+    assert np.isnan(metrics.population_feve(per_unit, np.zeros(3)))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.population_feve(per_unit, explainable[:2])
