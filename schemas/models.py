@@ -135,7 +135,7 @@ class TrainedModel(dj.Computed):
     val_correlation: float64            # best mean single-trial correlation on the validation tier
     test_correlation: float64           # mean over units, image-averaged prediction vs repeat-averaged response
     test_single_trial: float64          # mean over units, single test trials
-    test_feve = null: float64           # mean FEVE of the units with >= 15% explainable variance
+    test_feve = null: float64           # mean FEVE over units with at least 15 percent explainable variance
     oracle_ceiling: float64             # mean oracle correlation of the scan's units
     iterations: int32
     best_iteration: int32
