@@ -24,6 +24,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--features", type=int, default=4)
     parser.add_argument("--rotations", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-shape", type=int, nargs=2, default=[18, 32])
     args = parser.parse_args(argv)
 
@@ -44,7 +45,7 @@ def main(argv=None) -> dict:
                                    kernel_sizes=kernels)),
         "cnn": dict(core=dict(kind="cnn", features=args.features * args.rotations, kernel_sizes=kernels)),
     }
-    trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=128)
+    trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
     per_seed = []
     for seed in args.seeds:
         for name, config in configs.items():
