@@ -91,6 +91,12 @@ def configure() -> None:
     _configured = True
 
 
+def is_local_store(name: str | None) -> bool:
+    """Whether the DataJoint store ``name`` is a filesystem folder (files can be memory-mapped in place)."""
+    spec = dj.config.stores.get(name or STORE) or {}
+    return spec.get("protocol") == "file"
+
+
 def schema(stage: str) -> dj.Schema:
     """The DataJoint schema of one pipeline stage, e.g. ``schema("recordings")``."""
     configure()

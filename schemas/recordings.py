@@ -147,10 +147,14 @@ class Scan(dj.Manual):
     def responses(self, key: dict | None = None, mmap: bool = False) -> np.ndarray:
         """(n_kept_trials, n_units) float32 response matrix of one scan."""
         ref = ((Scan.Responses & self) & (key or {})).fetch1("matrix")
-        mapped = ref.load(mmap_mode="r")
-        # One copy out of the page cache: a plain load() reads the file into a buffer and then
-        # parses a second copy out of it, about 3x slower for a Sensorium-sized scan.
-        return mapped if mmap else np.array(mapped)
+        if mmap:
+            return ref.load(mmap_mode="r")
+        if db.is_local_store(ref.store):
+            # One copy out of the page cache: load() reads the file into a buffer and then parses a
+            # second copy out of it, about 3x slower for a Sensorium-sized scan.  Remote stores keep
+            # load(): DataJoint's memory map of a remote file is a local cache it never refreshes.
+            return np.array(ref.load(mmap_mode="r"))
+        return ref.load()
 
 
 @schema
