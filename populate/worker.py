@@ -1,10 +1,20 @@
 """A populate worker: one process computing one job at a time from DataJoint's job queues.
 
 ``python -m populate worker`` runs :class:`Worker`.  It walks the computed tables upstream first,
-reserves one pending job (DataJoint's atomic ``UPDATE ... WHERE status='pending'``), runs the
-table's ``make`` in this process (no multiprocessing, so nothing forks once CUDA is up), and
-records a failing make as an ``error`` job instead of dying.  It never declares a table: a missing
-job table is an error telling the operator to run ``setup``.
+reserves pending jobs (an atomic ``UPDATE ... WHERE status='pending'``, as DataJoint's
+``Job.reserve``), runs the table's ``make`` in this process (no multiprocessing, so nothing forks
+once CUDA is up), one job at a time, and records a failing make as an ``error`` job instead of
+dying.  It never declares a table: a missing job table is an error telling the operator to run
+``setup``.
+
+Reserving ahead.  A job is reserved alone unless the table's last make took under
+``PREFETCH_HORIZON_S``; then the worker reserves about that much work in one statement and
+completes the finished jobs in one more.  For a trivial make, a statement per job for each of
+reservation and completion costs as much as the make itself; for a training job it is noise, and
+reserving ahead would only keep work from idle workers.  Reserved-ahead jobs that a stopping
+worker has not started go back to pending; those of a killed worker are re-queued by the
+scheduler like its running job, and a job whose result committed before the kill is completed by
+whichever worker takes it next (the make is skipped, its key being in the table).
 
 Liveness.  A background thread beats every ``heartbeat`` seconds into
 ``{prefix}_operations.worker`` through its own connection (the main one is busy inside a make),
@@ -45,6 +55,7 @@ DEFAULT_HEARTBEAT_S = 5.0
 DEFAULT_POLL_S = 10.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 DEFAULT_BATCH = 8
+PREFETCH_HORIZON_S = 1.0
 
 
 class StopRequested(SystemExit):
@@ -279,6 +290,8 @@ class Worker:
         self.batch = batch
         self.refresh = refresh
         self.summary = Summary()
+        self._done: list[tuple[dict, float]] = []  # computed, job row not yet completed
+        self._make_seconds: dict[str, float] = {}  # last successful make's duration, per table
         self._stop = threading.Event()
         self._in_make = False
         self._state = dict(state="idle", job_table="", job_key="")
@@ -362,14 +375,18 @@ class Worker:
         self.summary.failed += 1
 
     def _run_one(self, jobs, key: dict) -> str:
-        """Reserve and compute one job; return ``success``, ``error`` or ``skipped`` (taken by another worker)."""
+        """Compute one job this worker holds; return ``success``, ``error`` or ``skipped`` (already computed).
+
+        The make runs in DataJoint's direct mode (its transaction, its ``key in table`` check);
+        the reservation and completion around it are this worker's (see :meth:`_claim`).
+        """
         table = jobs.target
         name = table.__class__.__name__
         self._state.update(state="busy", job_table=table.full_table_name, job_key=queues.key_json(key))
         started = time.monotonic()
         try:
             self._in_make = True
-            result = table._populate1(key, jobs, suppress_errors=True, return_exception_objects=True)
+            result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True)
             self._in_make = False
         except BaseException as error:
             self._in_make = False
@@ -381,16 +398,100 @@ class Worker:
         finally:
             self._in_make = False
             self._state.update(state="stopping" if self._stop.is_set() else "idle", job_table="", job_key="")
+        seconds = time.monotonic() - started
+        if isinstance(result, tuple):
+            error = result[1]
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            log.error("%s %s failed: %s", name, queues.key_json(key), message)
+            try:
+                jobs.error(key, error_message=message, error_stack="".join(traceback.format_exception(error)))
+            except Exception as escaped:  # the connection broke again while recording
+                self._record_escaped(jobs, key, escaped)
+                return "error"
+            self.summary.failed += 1
+            return "error"
+        self._done.append((key, seconds))
         if result is True:
             self.summary.done += 1
-            log.info("%s %s done in %.2f s", name, queues.key_json(key), time.monotonic() - started)
+            self._make_seconds[table.full_table_name] = seconds
+            log.info("%s %s done in %.2f s", name, queues.key_json(key), seconds)
             return "success"
-        if isinstance(result, tuple):
-            self.summary.failed += 1
-            error = result[1]
-            log.error("%s %s failed: %s: %s", name, queues.key_json(key), type(error).__name__, error)
-            return "error"
         return "skipped"
+
+    # -- reservations --------------------------------------------------------------------------
+
+    def _prefetch(self, jobs) -> int:
+        """How many jobs to reserve at once: about ``PREFETCH_HORIZON_S`` of work, at most ``batch``.
+
+        A job whose make takes longer than the horizon (any model training) is reserved alone, so a
+        worker never sits on work another worker could start; only fast makes are reserved ahead,
+        where one statement per job for reservation and one for completion would cost as much as
+        the makes themselves.
+        """
+        last = self._make_seconds.get(jobs.target.full_table_name)
+        if last is None:
+            return 1
+        return max(1, min(self.batch, int(PREFETCH_HORIZON_S / max(last, 1e-6))))
+
+    def _claim(self, jobs, keys: list[dict]) -> list[dict]:
+        """Reserve those of ``keys`` still pending and due, in one statement; return the ones now held.
+
+        Atomic like DataJoint's ``Job.reserve`` (``UPDATE ... WHERE status='pending'``): of two
+        workers claiming the same key, exactly one changes the row.  Records the same columns.
+        """
+        from datajoint.condition import make_condition
+        from datajoint.jobs import _get_job_version
+
+        q = jobs.adapter.quote_identifier
+        connection = jobs.connection
+        pks = [{k: key[k] for k in jobs.primary_key} for key in keys]
+        mine = [self.host, self.pid, connection.connection_id]
+        cursor = connection.query(
+            f"UPDATE {jobs.full_table_name} SET {q('status')}='reserved', {q('host')}=%s, {q('pid')}=%s, "
+            f"{q('connection_id')}=%s, {q('user')}=%s, {q('version')}=%s, {q('reserved_time')}=CURRENT_TIMESTAMP(3) "
+            f"WHERE ({make_condition(jobs, pks, set())}) AND {q('status')}='pending' "
+            f"AND {q('scheduled_time')} <= CURRENT_TIMESTAMP(3)",
+            args=[*mine, connection.get_user(), _get_job_version(connection._config)],
+        )
+        if cursor.rowcount == len(pks):
+            return pks
+        if cursor.rowcount == 0:
+            return []
+        # Some were taken by others meanwhile: ask which are ours.
+        columns = ", ".join(q(k) for k in jobs.primary_key)
+        rows = connection.query(
+            f"SELECT {columns} FROM {jobs.full_table_name} WHERE ({make_condition(jobs, pks, set())}) "
+            f"AND {q('status')}='reserved' AND {q('host')}=%s AND {q('pid')}=%s AND {q('connection_id')}=%s",
+            args=mine,
+        ).fetchall()
+        held = {tuple(map(str, row)) for row in rows}
+        return [pk for pk in pks if tuple(str(pk[k]) for k in jobs.primary_key) in held]
+
+    def _finish(self, jobs, unstarted: list[dict]) -> None:
+        """Complete the computed jobs in one statement and hand unstarted reservations back to pending."""
+        from datajoint.condition import make_condition
+
+        q = jobs.adapter.quote_identifier
+        connection = jobs.connection
+        mine = [self.host, self.pid]
+        mine_sql = f"{q('host')}=%s AND {q('pid')}=%s"
+        done, self._done = self._done, []
+        if done:
+            if connection._config.jobs.keep_completed:
+                for key, seconds in done:
+                    jobs.complete(key, duration=seconds)
+            else:
+                condition = make_condition(jobs, [key for key, _ in done], set())
+                connection.query(f"DELETE FROM {jobs.full_table_name} WHERE ({condition}) AND {mine_sql}", args=mine)
+        if unstarted:
+            condition = make_condition(jobs, unstarted, set())
+            cursor = connection.query(
+                f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', {q('reserved_time')}=NULL, "
+                f"{q('host')}='', {q('pid')}=0, {q('connection_id')}=0 "
+                f"WHERE ({condition}) AND {q('status')}='reserved' AND {mine_sql}",
+                args=mine,
+            )
+            self.summary.handed_back += cursor.rowcount
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -412,12 +513,25 @@ class Worker:
             keys = self._pending(jobs)
             if not keys:
                 continue
-            for key in keys:
-                if self._stop.is_set() or (self.max_jobs and self._attempted >= self.max_jobs):
-                    break
-                self._run_one(jobs, key)
+            while keys and not self._stopping():
+                n = self._prefetch(jobs)
+                if self.max_jobs:
+                    n = min(n, self.max_jobs - self._attempted)
+                claimed, keys = self._claim(jobs, keys[:n]), keys[n:]
+                started = 0
+                try:
+                    for key in claimed:
+                        if self._stopping():
+                            break
+                        started += 1
+                        self._run_one(jobs, key)
+                finally:
+                    self._finish(jobs, claimed[started:])
             return True
         return False
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or bool(self.max_jobs and self._attempted >= self.max_jobs)
 
     def _refresh(self) -> int:
         added = 0
