@@ -417,3 +417,22 @@ def test_compose_file_describes_the_deployment():
     assert ":" in services["minio"]["image"] and not services["minio"]["image"].endswith(":latest")
     stores = json.loads(services["worker"]["environment"]["DJ_STORES"])
     assert stores["pipeline"]["protocol"] == "s3"
+
+
+def test_claim_returns_only_the_keys_this_worker_reserved(fresh):
+    from populate import jobs as queues
+    from populate.worker import Worker
+
+    wt = fresh
+    wt.Item.insert(dict(item=i, value=float(i)) for i in range(4))
+    jobs = queues.queue(wt.Square)
+    jobs.refresh(delay=-1)
+    assert jobs.reserve(dict(item=2))
+    q = jobs.adapter.quote_identifier
+    jobs.connection.query(f"UPDATE {jobs.full_table_name} SET {q('pid')}={q('pid')}+1")  # another worker's
+    worker = Worker([wt.Square])
+    held = worker._claim(jobs, [dict(item=i) for i in (1, 2, 3)])
+    assert held == [dict(item=1), dict(item=3)]
+    assert worker._claim(jobs, [dict(item=1)]) == [], "a reserved key cannot be claimed twice"
+    worker._finish(jobs, held)
+    assert sorted(r["status"] for r in jobs.to_dicts()) == ["pending", "pending", "pending", "reserved"]
