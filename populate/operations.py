@@ -179,7 +179,7 @@ def add_commands(command) -> None:
     sub.add_argument("--stop-timeout", type=_positive(float), default=DEFAULT_STOP_TIMEOUT_S, metavar="SECONDS",
                      help=f"after SIGTERM, exit by force after this long (default {DEFAULT_STOP_TIMEOUT_S:g})")
     sub.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH, metavar="N",
-                     help=f"pending keys fetched per look (default {DEFAULT_BATCH})")
+                     help=f"pending keys fetched per look, and the most reserved ahead when makes are fast (default {DEFAULT_BATCH})")
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
     _schema_module_option(sub)
 

@@ -254,7 +254,8 @@ class Worker:
     many seconds without work.  ``poll``: seconds between looks at empty queues (the worker
     refreshes them itself then, adding keys whose upstream rows appeared).  ``heartbeat``:
     seconds between beats.  ``stop_timeout``: seconds between SIGTERM and a forced exit.
-    ``batch``: pending keys fetched per look (tried in random order to spread workers out).
+    ``batch``: pending keys fetched per look (tried in random order to spread workers out), and the
+    most reserved at once (see *Reserving ahead* above).
     """
 
     def __init__(
