@@ -17,6 +17,17 @@ import torch
 from benchmarks.common import save
 
 
+def type_confusion(unit_type, feature_weights, rotations: int) -> dict[str, list[int]]:
+    """Simulated type -> number of its units assigned to each learned feature (paper's argmax rule)."""
+    from pipeline import celltypes
+
+    assigned = celltypes.functional_types(feature_weights, rotations)["cell_type"]
+    n_features = feature_weights.shape[1] // rotations
+    unit_type = np.asarray(unit_type).astype(str)
+    return {name: np.bincount(assigned[unit_type == name], minlength=n_features).tolist()
+            for name in sorted(set(unit_type))}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo")
@@ -26,6 +37,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-shape", type=int, nargs=2, default=[18, 32])
+    parser.add_argument("--gamma-readout", type=float, default=None,
+                        help="L1 weight of the readouts (default: the ReadoutConfig default, the paper's 0.017)")
+    parser.add_argument("--tag", default="", help="suffix of the results file (variants keep the main figures)")
+    parser.add_argument("--cores", nargs="+", default=["rotation", "cnn"], choices=["rotation", "cnn"])
     args = parser.parse_args(argv)
 
     from pipeline import celltypes, experiment, stats
@@ -45,6 +60,10 @@ def main(argv=None) -> dict:
                                    kernel_sizes=kernels)),
         "cnn": dict(core=dict(kind="cnn", features=args.features * args.rotations, kernel_sizes=kernels)),
     }
+    configs = {name: configs[name] for name in args.cores}
+    if args.gamma_readout is not None:
+        for config in configs.values():
+            config["readout"] = dict(gamma_readout=args.gamma_readout)
     trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
     per_seed = []
     for seed in args.seeds:
@@ -59,7 +78,8 @@ def main(argv=None) -> dict:
                                               truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
                                               seed=seed).summary
                 row.update(ari_types=summary["ari_types"], ari_clusters=summary["ari_clusters"],
-                           n_clusters=summary["n_clusters"], orientation_error_deg=summary["orientation_error"])
+                           n_clusters=summary["n_clusters"], orientation_error_deg=summary["orientation_error"],
+                           confusion=type_confusion(truth.unit_type, result.model.feature_weights(), args.rotations))
             per_seed.append(row)
             print(row, flush=True)
 
@@ -68,22 +88,25 @@ def main(argv=None) -> dict:
         return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
     figures = dict(preset=args.preset, seeds=args.seeds, feature_maps=args.features * args.rotations,
+                   features=args.features, gamma_readout=args.gamma_readout, iterations=args.iterations,
                    mean_oracle=float(np.nanmean(oracle)), torch_threads=torch.get_num_threads())
     for core in configs:
         for field in ("test_correlation", "feve"):
             mean, sd = spread(core, field)
             figures[f"{core}_{field}_mean"], figures[f"{core}_{field}_sd"] = mean, sd
     for field in ("ari_types", "ari_clusters", "orientation_error_deg"):
-        mean, sd = spread("rotation", field)
-        figures[f"rotation_{field}_mean"], figures[f"rotation_{field}_sd"] = mean, sd
-    wins = [
-        next(r for r in per_seed if r["core"] == "rotation" and r["seed"] == s)["test_correlation"]
-        > next(r for r in per_seed if r["core"] == "cnn" and r["seed"] == s)["test_correlation"]
-        for s in args.seeds
-    ]
-    figures["rotation_beats_cnn_seeds"] = f"{sum(wins)}/{len(wins)}"
+        if "rotation" in configs:
+            mean, sd = spread("rotation", field)
+            figures[f"rotation_{field}_mean"], figures[f"rotation_{field}_sd"] = mean, sd
+    if set(configs) == {"rotation", "cnn"}:
+        wins = [
+            next(r for r in per_seed if r["core"] == "rotation" and r["seed"] == s)["test_correlation"]
+            > next(r for r in per_seed if r["core"] == "cnn" and r["seed"] == s)["test_correlation"]
+            for s in args.seeds
+        ]
+        figures["rotation_beats_cnn_seeds"] = f"{sum(wins)}/{len(wins)}"
     figures["per_seed"] = per_seed
-    save("experiment_cores", figures)
+    save("experiment_cores" + (f"-{args.tag}" if args.tag else ""), figures)
     return figures
 
 
