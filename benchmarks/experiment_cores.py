@@ -24,7 +24,7 @@ def type_confusion(unit_type, feature_weights, rotations: int) -> dict[str, list
     assigned = celltypes.functional_types(feature_weights, rotations)["cell_type"]
     n_features = feature_weights.shape[1] // rotations
     unit_type = np.asarray(unit_type).astype(str)
-    return {name: np.bincount(assigned[unit_type == name], minlength=n_features).tolist()
+    return {str(name): np.bincount(assigned[unit_type == name], minlength=n_features).tolist()
             for name in sorted(set(unit_type))}
 
 
