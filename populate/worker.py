@@ -7,9 +7,10 @@ once CUDA is up), one job at a time, and records a failing make as an ``error`` 
 dying.  It never declares a table: a missing job table is an error telling the operator to run
 ``setup``.
 
-Reserving ahead.  A job is reserved alone unless the table's last make took under
+Reserving ahead.  A job is reserved alone unless the table's recent makes all took under
 ``PREFETCH_HORIZON_S``; then the worker reserves about that much work in one statement and
-completes the finished jobs in one more.  For a trivial make, a statement per job for each of
+completes the finished jobs in one more.  A make that turns out slow sends the jobs reserved
+behind it back to pending at once.  For a trivial make, a statement per job for each of
 reservation and completion costs as much as the make itself; for a training job it is noise, and
 reserving ahead would only keep work from idle workers.  Reserved-ahead jobs that a stopping
 worker has not started go back to pending; those of a killed worker are re-queued by the
@@ -35,6 +36,7 @@ delays the handler itself; the container runtime's SIGKILL after its grace perio
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import platform
@@ -292,7 +294,7 @@ class Worker:
         self.refresh = refresh
         self.summary = Summary()
         self._done: list[tuple[dict, float]] = []  # computed, job row not yet completed
-        self._make_seconds: dict[str, float] = {}  # last successful make's duration, per table
+        self._make_seconds: dict[str, collections.deque] = {}  # recent makes' durations, per table
         self._stop = threading.Event()
         self._in_make = False
         self._state = dict(state="idle", job_table="", job_key="")
@@ -400,6 +402,7 @@ class Worker:
             self._in_make = False
             self._state.update(state="stopping" if self._stop.is_set() else "idle", job_table="", job_key="")
         seconds = time.monotonic() - started
+        self._make_seconds.setdefault(table.full_table_name, collections.deque(maxlen=self.batch)).append(seconds)
         if isinstance(result, tuple):
             error = result[1]
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -414,7 +417,6 @@ class Worker:
         self._done.append((key, seconds))
         if result is True:
             self.summary.done += 1
-            self._make_seconds[table.full_table_name] = seconds
             log.info("%s %s done in %.2f s", name, queues.key_json(key), seconds)
             return "success"
         return "skipped"
@@ -424,15 +426,20 @@ class Worker:
     def _prefetch(self, jobs) -> int:
         """How many jobs to reserve at once: about ``PREFETCH_HORIZON_S`` of work, at most ``batch``.
 
-        A job whose make takes longer than the horizon (any model training) is reserved alone, so a
-        worker never sits on work another worker could start; only fast makes are reserved ahead,
-        where one statement per job for reservation and one for completion would cost as much as
-        the makes themselves.
+        Judged by the slowest of the table's recent makes: a table whose makes take longer than
+        the horizon (any model training) has its jobs reserved one at a time, so a worker never
+        sits on work another worker could start.  Only fast makes are reserved ahead, where one
+        statement per job for reservation and one for completion would cost as much as the makes.
         """
-        last = self._make_seconds.get(jobs.target.full_table_name)
-        if last is None:
+        recent = self._make_seconds.get(jobs.target.full_table_name)
+        if not recent:
             return 1
-        return max(1, min(self.batch, int(PREFETCH_HORIZON_S / max(last, 1e-6))))
+        return max(1, min(self.batch, int(PREFETCH_HORIZON_S / max(max(recent), 1e-6))))
+
+    def _slow(self, jobs) -> bool:
+        """Whether the table's last make took longer than the horizon."""
+        recent = self._make_seconds.get(jobs.target.full_table_name)
+        return bool(recent) and recent[-1] > PREFETCH_HORIZON_S
 
     def _claim(self, jobs, keys: list[dict]) -> list[dict]:
         """Reserve those of ``keys`` still pending and due, in one statement; return the ones now held.
@@ -446,11 +453,12 @@ class Worker:
         q = jobs.adapter.quote_identifier
         connection = jobs.connection
         pks = [{k: key[k] for k in jobs.primary_key} for key in keys]
+        these = make_condition(jobs, pks, set())
         mine = [self.host, self.pid, connection.connection_id]
         cursor = connection.query(
             f"UPDATE {jobs.full_table_name} SET {q('status')}='reserved', {q('host')}=%s, {q('pid')}=%s, "
             f"{q('connection_id')}=%s, {q('user')}=%s, {q('version')}=%s, {q('reserved_time')}=CURRENT_TIMESTAMP(3) "
-            f"WHERE ({make_condition(jobs, pks, set())}) AND {q('status')}='pending' "
+            f"WHERE ({these}) AND {q('status')}='pending' "
             f"AND {q('scheduled_time')} <= CURRENT_TIMESTAMP(3)",
             args=[*mine, connection.get_user(), _get_job_version(connection._config)],
         )
@@ -461,7 +469,7 @@ class Worker:
         # Some were taken by others meanwhile: ask which are ours.
         columns = ", ".join(q(k) for k in jobs.primary_key)
         rows = connection.query(
-            f"SELECT {columns} FROM {jobs.full_table_name} WHERE ({make_condition(jobs, pks, set())}) "
+            f"SELECT {columns} FROM {jobs.full_table_name} WHERE ({these}) "
             f"AND {q('status')}='reserved' AND {q('host')}=%s AND {q('pid')}=%s AND {q('connection_id')}=%s",
             args=mine,
         ).fetchall()
@@ -526,6 +534,8 @@ class Worker:
                             break
                         started += 1
                         self._run_one(jobs, key)
+                        if self._slow(jobs):
+                            break  # the jobs reserved behind a slow make go back to other workers
                 finally:
                     self._finish(jobs, claimed[started:])
             return True

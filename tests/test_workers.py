@@ -201,12 +201,12 @@ def test_killed_worker_leaves_no_partial_rows_and_its_job_is_requeued(fresh, tmp
     assert [pid for t, i, pid in makes(tmp_path) if t == "Square"] == [reserved["pid"], other.pid]
 
 
-def _reserving_ahead(tmp_path, wt, n: int = 300) -> tuple[subprocess.Popen, int]:
+def _reserving_ahead(tmp_path, wt, n: int = 300) -> subprocess.Popen:
     """A worker on ``n`` fast Square makes, caught while it holds several reservations."""
     wt.Item.insert(dict(item=i, value=float(i), seconds=0.005) for i in range(n))
     worker = start_worker(tmp_path, "--tables", "Square")
-    held = wait_for(lambda: len(wt.Square.jobs & "status='reserved'") > 1, what="jobs reserved ahead")
-    return worker, held
+    wait_for(lambda: len(wt.Square.jobs & "status='reserved'") > 1, what="jobs reserved ahead")
+    return worker
 
 
 def _complete_once(wt, tmp_path, n: int) -> None:
@@ -220,7 +220,7 @@ def _complete_once(wt, tmp_path, n: int) -> None:
 
 def test_jobs_reserved_ahead_by_a_killed_worker_are_requeued_and_done_once(fresh, tmp_path):
     wt, n = fresh, 300
-    worker, _ = _reserving_ahead(tmp_path, wt, n)
+    worker = _reserving_ahead(tmp_path, wt, n)
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
     stranded = len(wt.Square.jobs & "status='reserved'")
@@ -237,7 +237,7 @@ def test_jobs_reserved_ahead_by_a_killed_worker_are_requeued_and_done_once(fresh
 
 def test_sigterm_hands_jobs_reserved_ahead_back(fresh, tmp_path):
     wt, n = fresh, 300
-    worker, _ = _reserving_ahead(tmp_path, wt, n)
+    worker = _reserving_ahead(tmp_path, wt, n)
     worker.send_signal(signal.SIGTERM)
     worker.wait(10)
     assert worker.returncode == 0
@@ -436,3 +436,23 @@ def test_claim_returns_only_the_keys_this_worker_reserved(fresh):
     assert worker._claim(jobs, [dict(item=1)]) == [], "a reserved key cannot be claimed twice"
     worker._finish(jobs, held)
     assert sorted(r["status"] for r in jobs.to_dicts()) == ["pending", "pending", "pending", "reserved"]
+
+
+def test_a_slow_make_sends_the_jobs_reserved_behind_it_back(fresh, monkeypatch):
+    import collections
+
+    from populate import jobs as queues
+    from populate import worker as workers
+
+    wt = fresh
+    wt.Item.insert(dict(item=i, value=float(i), seconds=1.2 if i == 0 else 0.0) for i in range(10))
+    jobs = queues.queue(wt.Square)
+    jobs.refresh(delay=-1)
+    q = jobs.adapter.quote_identifier
+    jobs.connection.query(f"UPDATE {jobs.full_table_name} SET {q('priority')}=0 WHERE {q('item')}=0")
+    monkeypatch.setattr(workers.random, "shuffle", lambda keys: None)  # the slow key is claimed first
+    worker = workers.Worker([wt.Square], max_jobs=10, refresh=False, batch=8)
+    worker._make_seconds[wt.Square.full_table_name] = collections.deque([0.01])  # looked fast so far
+    summary = worker.run()
+    assert (summary.done, summary.handed_back) == (10, 7), summary
+    assert len(wt.Square()) == 10 and len(wt.Square.jobs) == 0
