@@ -339,15 +339,31 @@ class Worker:
         """After an interrupted make: mark the job done if its result committed; return whether it did."""
         if key not in jobs.target:
             return False
-        q = jobs.adapter.quote_identifier
-        where = queues._where(jobs, key) + f" AND {q('host')}=%s AND {q('pid')}=%s"
-        if jobs.connection._config.jobs.keep_completed:
-            jobs.connection.query(
-                f"UPDATE {jobs.full_table_name} SET {q('status')}='success' WHERE {where}", args=[self.host, self.pid]
-            )
-        else:
-            jobs.connection.query(f"DELETE FROM {jobs.full_table_name} WHERE {where}", args=[self.host, self.pid])
+        self._complete(jobs, [(key, None)])
         return True
+
+    def _complete(self, jobs, done: list[tuple[dict, float | None]]) -> None:
+        """Mark computed jobs (key, make seconds or None) done, if this worker still holds them.
+
+        Deleted in one statement, or kept as ``success`` with their durations when
+        ``jobs.keep_completed`` is set (as DataJoint's ``Job.complete`` does).
+        """
+        from datajoint.condition import make_condition
+
+        q = jobs.adapter.quote_identifier
+        mine = f"{q('host')}=%s AND {q('pid')}=%s"
+        if not jobs.connection._config.jobs.keep_completed:
+            condition = make_condition(jobs, [key for key, _ in done], set())
+            jobs.connection.query(f"DELETE FROM {jobs.full_table_name} WHERE ({condition}) AND {mine}",
+                                  args=[self.host, self.pid])
+            return
+        for key, seconds in done:
+            jobs.connection.query(
+                f"UPDATE {jobs.full_table_name} SET {q('status')}='success', "
+                f"{q('completed_time')}=CURRENT_TIMESTAMP(3), {q('duration')}=%s "
+                f"WHERE {queues._where(jobs, key)} AND {mine}",
+                args=[seconds, self.host, self.pid],
+            )
 
     def _hand_back(self, jobs, key: dict) -> None:
         """Put the job this worker was running back to pending (its make was interrupted)."""
@@ -477,28 +493,20 @@ class Worker:
         return [pk for pk in pks if tuple(str(pk[k]) for k in jobs.primary_key) in held]
 
     def _finish(self, jobs, unstarted: list[dict]) -> None:
-        """Complete the computed jobs in one statement and hand unstarted reservations back to pending."""
+        """Complete the computed jobs and hand unstarted reservations back to pending."""
         from datajoint.condition import make_condition
 
-        q = jobs.adapter.quote_identifier
-        connection = jobs.connection
-        mine = [self.host, self.pid]
-        mine_sql = f"{q('host')}=%s AND {q('pid')}=%s"
         done, self._done = self._done, []
         if done:
-            if connection._config.jobs.keep_completed:
-                for key, seconds in done:
-                    jobs.complete(key, duration=seconds)
-            else:
-                condition = make_condition(jobs, [key for key, _ in done], set())
-                connection.query(f"DELETE FROM {jobs.full_table_name} WHERE ({condition}) AND {mine_sql}", args=mine)
+            self._complete(jobs, done)
         if unstarted:
-            condition = make_condition(jobs, unstarted, set())
-            cursor = connection.query(
+            q = jobs.adapter.quote_identifier
+            cursor = jobs.connection.query(
                 f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', {q('reserved_time')}=NULL, "
                 f"{q('host')}='', {q('pid')}=0, {q('connection_id')}=0 "
-                f"WHERE ({condition}) AND {q('status')}='reserved' AND {mine_sql}",
-                args=mine,
+                f"WHERE ({make_condition(jobs, unstarted, set())}) AND {q('status')}='reserved' "
+                f"AND {q('host')}=%s AND {q('pid')}=%s",
+                args=[self.host, self.pid],
             )
             self.summary.handed_back += cursor.rowcount
 

@@ -456,3 +456,19 @@ def test_a_slow_make_sends_the_jobs_reserved_behind_it_back(fresh, monkeypatch):
     summary = worker.run()
     assert (summary.done, summary.handed_back) == (10, 7), summary
     assert len(wt.Square()) == 10 and len(wt.Square.jobs) == 0
+
+
+def test_completed_jobs_are_kept_as_success_when_configured(fresh, monkeypatch):
+    import datajoint as dj
+
+    from populate.worker import Worker
+
+    wt = fresh
+    wt.Item.insert(dict(item=i, value=float(i)) for i in range(12))
+    wt.Square.jobs.refresh(delay=-1)
+    monkeypatch.setattr(dj.config.jobs, "keep_completed", True)
+    summary = Worker([wt.Square], max_jobs=12, refresh=False).run()
+    assert summary.done == 12 and len(wt.Square()) == 12
+    rows = wt.Square.jobs.to_dicts()
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"success"}
+    assert all(r["completed_time"] is not None and r["duration"] is not None for r in rows)
