@@ -3,7 +3,9 @@
 Same data, same number of feature maps, same trainer budget. Reports per seed and as mean ± sd:
 test correlation (repeat-averaged), FEVE against the simulator's noise ceiling, and for the
 rotation-equivariant models the agreement of the recovered cell types with the simulated ones
-(adjusted Rand index) and the circular error of preferred orientations. A long run:
+(adjusted Rand index; the paper's argmax types, the rotation-invariant clusters of each model, and
+the consensus of all seeds' clusters as ``EnsembleCellTypes`` computes it) and the circular error of
+preferred orientations. A long run:
 ``python -m benchmarks.experiment_cores`` (about 5 minutes per model on 2 CPU cores).
 """
 
@@ -17,14 +19,10 @@ import torch
 from benchmarks.common import save
 
 
-def type_confusion(unit_type, feature_weights, rotations: int) -> dict[str, list[int]]:
-    """Simulated type -> number of its units assigned to each learned feature (paper's argmax rule)."""
-    from pipeline import celltypes
-
-    assigned = celltypes.functional_types(feature_weights, rotations)["cell_type"]
-    n_features = feature_weights.shape[1] // rotations
-    unit_type = np.asarray(unit_type).astype(str)
-    return {str(name): np.bincount(assigned[unit_type == name], minlength=n_features).tolist()
+def confusion(unit_type, labels, n_groups: int) -> dict[str, list[int]]:
+    """Simulated type -> number of its units in each recovered group (feature or cluster)."""
+    unit_type, labels = np.asarray(unit_type).astype(str), np.asarray(labels)
+    return {str(name): np.bincount(labels[unit_type == name], minlength=n_groups).tolist()
             for name in sorted(set(unit_type))}
 
 
@@ -65,7 +63,7 @@ def main(argv=None) -> dict:
         for config in configs.values():
             config["readout"] = dict(gamma_readout=args.gamma_readout)
     trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
-    per_seed = []
+    per_seed, clusters = [], []
     for seed in args.seeds:
         for name, config in configs.items():
             result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
@@ -74,12 +72,16 @@ def main(argv=None) -> dict:
                        seconds=result.seconds,
                        parameters=sum(p.numel() for p in result.model.core.parameters()))
             if name == "rotation":
-                summary = celltypes.summarize(result.model.feature_weights(), args.rotations,
-                                              truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
-                                              seed=seed).summary
+                typed = celltypes.summarize(result.model.feature_weights(), args.rotations,
+                                            truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
+                                            seed=seed, n_clusters=args.features)
+                clusters.append(np.array([u["cluster"] for u in typed.units]))
+                summary = typed.summary
                 row.update(ari_types=summary["ari_types"], ari_clusters=summary["ari_clusters"],
                            n_clusters=summary["n_clusters"], orientation_error_deg=summary["orientation_error"],
-                           confusion=type_confusion(truth.unit_type, result.model.feature_weights(), args.rotations))
+                           type_confusion=confusion(truth.unit_type, [u["cell_type"] for u in typed.units],
+                                                    args.features),
+                           cluster_confusion=confusion(truth.unit_type, clusters[-1], args.features))
             per_seed.append(row)
             print(row, flush=True)
 
@@ -98,6 +100,11 @@ def main(argv=None) -> dict:
         if "rotation" in configs:
             mean, sd = spread("rotation", field)
             figures[f"rotation_{field}_mean"], figures[f"rotation_{field}_sd"] = mean, sd
+    if len(clusters) > 1:
+        # The pipeline's EnsembleCellTypes: consensus of the rotation models' clusters.
+        consensus = celltypes.consensus_types(clusters, args.features)
+        figures["rotation_ensemble_ari_clusters"] = celltypes.adjusted_rand_index(truth.unit_type, consensus)
+        figures["rotation_ensemble_confusion"] = confusion(truth.unit_type, consensus, args.features)
     if set(configs) == {"rotation", "cnn"}:
         wins = [
             next(r for r in per_seed if r["core"] == "rotation" and r["seed"] == s)["test_correlation"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from sklearn.cluster import KMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 
@@ -82,25 +82,96 @@ def functional_types(
     )
 
 
-def rotation_aligned(feature_weights: np.ndarray, rotations: int) -> np.ndarray:
-    """(n_units, R*F) unit-length vectors with rotation blocks cyclically shifted so that each unit's
-    block of largest squared weight comes first (removes orientation, keeps type and tuning shape)."""
-    w = _weights(feature_weights, rotations)
-    first = (w**2).sum(axis=2).argmax(axis=1)
-    index = (np.arange(rotations)[None, :] + first[:, None]) % rotations  # (n, R)
-    return np.take_along_axis(w, index[:, :, None], axis=1).reshape(len(w), -1)
+def _spectra(vectors: np.ndarray, rotations: int) -> np.ndarray:
+    """(n, R*F) rotation-major vectors -> (n, R//2 + 1, F) Fourier coefficients over rotations."""
+    return np.fft.rfft(vectors.reshape(len(vectors), rotations, -1), axis=1)
+
+
+def _rotated(spectra: np.ndarray, shifts: np.ndarray, rotations: int) -> np.ndarray:
+    """(n, R*F) vectors turned back by ``shifts`` (n,) rotation steps, fractional steps by band-limited
+    (Fourier) interpolation of each feature's rotation profile."""
+    k = np.arange(spectra.shape[1])
+    phase = np.exp(2j * np.pi * k[None, :] * shifts[:, None] / rotations)[:, :, None]
+    return np.fft.irfft(spectra * phase, n=rotations, axis=1).reshape(len(spectra), -1)
+
+
+def rotation_invariant_kmeans(
+    vectors: np.ndarray, rotations: int, n_clusters: int, steps: int = 8, n_init: int = 5, seed: int = 0,
+    max_iter: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means whose distance is the minimum over rotations (Ustyuzhaninov et al. 2020).
+
+    vectors : (n, R*F) rotation-major vectors (e.g. unit-length readouts).
+    steps : rotation shifts tried per rotation step (8: the R rotations are searched in steps of
+        1/8, i.e. 5.6 degrees for R = 8); a unit whose orientation lies between two rotations of the
+        core is aligned by interpolation instead of being split between neighbouring shifts.
+
+    Returns ``labels`` (n,) and ``shifts`` (n,), the rotation (in rotation steps, [0, R)) that
+    aligns each unit with its cluster centre.  Restarts ``n_init`` times, keeps the lowest inertia.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    n = len(x)
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"rotation_invariant_kmeans: n_clusters must be in [1, {n}], got {n_clusters}")
+    spectra = _spectra(x, rotations)
+    squared = (x**2).sum(axis=1)
+    samples = rotations * steps
+    # Start from each unit's strongest rotation block turned to rotation 0.
+    start = (x.reshape(n, rotations, -1) ** 2).sum(axis=2).argmax(axis=1).astype(float)
+    start_aligned = _rotated(spectra, start, rotations)
+    best = None
+    for restart in range(n_init):
+        centres = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed + restart).fit(start_aligned).cluster_centers_
+        labels = None
+        for _ in range(max_iter):
+            # <x turned back by s, c> for all s on the fine grid, via the cross-power spectrum.
+            cross = np.einsum("nkf,jkf->njk", spectra, np.conj(_spectra(centres, rotations)))
+            if rotations % 2 == 0:
+                cross[:, :, -1] *= 0.5  # the R-point Nyquist term counts once, not as a +-k pair
+            overlap = np.fft.irfft(cross, n=samples, axis=2) * samples / rotations  # (n, clusters, samples)
+            distance = squared[:, None, None] + (centres**2).sum(axis=1)[None, :, None] - 2 * overlap
+            flat = distance.reshape(n, -1).argmin(axis=1)
+            new_labels, shifts = flat // samples, (flat % samples) / steps
+            aligned = _rotated(spectra, shifts, rotations)
+            if labels is not None and np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+            centres = np.stack([aligned[labels == j].mean(axis=0) if (labels == j).any() else centres[j]
+                                for j in range(n_clusters)])
+        inertia = float(((aligned - centres[labels]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, labels, shifts)
+    return best[1], best[2]
 
 
 def cluster_types(feature_weights: np.ndarray, rotations: int, n_clusters: int, seed: int = 0) -> np.ndarray:
-    """(n_units,) k-means labels of the rotation-aligned readout vectors (:func:`rotation_aligned`).
+    """(n_units,) labels of :func:`rotation_invariant_kmeans` on the unit-length readout vectors.
 
     The vectors keep their sign: a unit driven by the negative of a feature (opposite polarity)
     clusters apart from one driven by the feature itself, unlike :func:`functional_types`.
     """
-    aligned = rotation_aligned(feature_weights, rotations)
-    if not 1 <= n_clusters <= len(aligned):
-        raise ValueError(f"cluster_types: n_clusters must be in [1, {len(aligned)}], got {n_clusters}")
-    return KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(aligned)
+    unit_length = _weights(feature_weights, rotations).reshape(len(feature_weights), -1)
+    return rotation_invariant_kmeans(unit_length, rotations, n_clusters, seed=seed)[0]
+
+
+def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> np.ndarray:
+    """(n_units,) consensus of several clusterings of the same units (e.g. one per model of an ensemble).
+
+    Two units are as similar as the fraction of labelings that put them together (co-association);
+    the consensus is the average-linkage clustering of that similarity into ``n_clusters`` groups.
+    Models trained from different seeds split the types differently; what they agree on is kept.
+    """
+    labelings = [np.asarray(labels) for labels in labelings]
+    if not labelings or len({len(labels) for labels in labelings}) != 1:
+        raise ValueError(f"consensus_types: expected labelings of equal length, got {[len(x) for x in labelings]}")
+    n = len(labelings[0])
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"consensus_types: n_clusters must be in [1, {n}], got {n_clusters}")
+    together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
+    if n_clusters == 1:
+        return np.zeros(n, dtype=int)
+    clustering = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed", linkage="average")
+    return clustering.fit_predict(1.0 - together)
 
 
 def adjusted_rand_index(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:
@@ -144,33 +215,45 @@ class CellTypeSummary:
     units: list[dict]
 
 
-def choose_clusters(aligned: np.ndarray, max_clusters: int = 12, seed: int = 0) -> np.ndarray:
-    """k-means labels of rotation-aligned vectors, k in [2, max_clusters] chosen by silhouette score."""
-    n = len(aligned)
+def choose_clusters(descriptors: np.ndarray, rotations: int, max_clusters: int = 12, seed: int = 0) -> np.ndarray:
+    """:func:`rotation_invariant_kmeans` labels, k in [2, max_clusters] chosen by the silhouette score
+    of the rotation-aligned descriptors."""
+    n = len(descriptors)
+    spectra = _spectra(np.asarray(descriptors, dtype=np.float64), rotations)
     best_labels, best_score = np.zeros(n, dtype=int), -np.inf
     for k in range(2, min(max_clusters, n - 1) + 1):
-        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(aligned)
+        labels, shifts = rotation_invariant_kmeans(descriptors, rotations, k, seed=seed)
         if len(np.unique(labels)) < 2:
             continue
-        value = silhouette_score(aligned, labels, random_state=seed)
+        value = silhouette_score(_rotated(spectra, shifts, rotations), labels, random_state=seed)
         if value > best_score:
             best_labels, best_score = labels, value
     return best_labels
 
 
 def summarize(
-    feature_weights: np.ndarray, rotations: int, truth: dict | None = None, seed: int = 0, max_clusters: int = 12
+    feature_weights: np.ndarray,
+    rotations: int,
+    truth: dict | None = None,
+    seed: int = 0,
+    max_clusters: int = 12,
+    n_clusters: int | None = None,
 ) -> CellTypeSummary:
     """Types, clusters and orientations of every unit, with agreement to a ground truth if given.
 
     feature_weights : (n_units, R*F) rotation-major readout vectors.
     truth : optional ``unit_type`` (n_units,) names and ``orientation`` (n_units,) radians (NaN for
         orientation-free units), e.g. from the simulator.
+    n_clusters : number of clusters; None chooses it in [2, max_clusters] by silhouette score.
     The orientation error is the median circular error in degrees after removing one offset per
     true type (each learned feature has its own reference orientation).
     """
     types = functional_types(feature_weights, rotations)
-    clusters = choose_clusters(rotation_aligned(feature_weights, rotations), max_clusters, seed)
+    descriptors = _weights(feature_weights, rotations).reshape(len(feature_weights), -1)
+    if n_clusters is None:
+        clusters = choose_clusters(descriptors, rotations, max_clusters, seed)
+    else:
+        clusters = rotation_invariant_kmeans(descriptors, rotations, n_clusters, seed=seed)[0]
     n_features = feature_weights.shape[1] // rotations
     summary = dict(
         n_types=int(len(np.unique(types["cell_type"]))),

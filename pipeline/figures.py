@@ -204,10 +204,11 @@ def cell_type_gallery(
     return fig
 
 
-def cell_type_confusion(true_types: Sequence, learned_types: Sequence) -> Figure:
+def cell_type_confusion(true_types: Sequence, learned_types: Sequence, learned_label: str = "learned type") -> Figure:
     """Confusion matrix of simulated (true) types against learned types, counts of units.
 
     true_types, learned_types : (n_units,) labels of the same units.
+    learned_label : x-axis label (e.g. "cluster" for clusters instead of argmax types).
     """
     true_types = np.asarray(true_types).astype(str)
     learned_types = np.asarray(learned_types)
@@ -224,7 +225,7 @@ def cell_type_confusion(true_types: Sequence, learned_types: Sequence) -> Figure
                 color="white" if value > matrix.max() / 2 else "black", fontsize="small")
     ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols])
     ax.set_yticks(np.arange(len(rows)), rows)
-    ax.set_xlabel("learned type")
+    ax.set_xlabel(learned_label)
     ax.set_ylabel("simulated (true) type")
     ax.set_title("Agreement with ground truth")
     fig.colorbar(image, ax=ax, label="units")

@@ -307,18 +307,76 @@ class CellTypes(dj.Computed):
 
     def make(self, key):
         model_config = ModelConfig.load(key)
-        dataset = DatasetConfig.load(key)
-        scan = dataset.scan_key
+        scan = DatasetConfig.load(key).scan_key
         weights = TrainedModel.load_model(key, device="cpu").feature_weights()
-        truth_query = GroundTruth.Unit * Scan.Unit & scan
-        truth = None
-        if truth_query:
-            types, orientation = truth_query.to_arrays("unit_type", "orientation", order_by="unit_index")
-            truth = dict(unit_type=types.astype(str), orientation=np.array(
-                [np.nan if o is None else o for o in orientation], np.float64))
-        result = celltypes.summarize(weights, model_config.core.rotations, truth=truth, seed=key["seed"])
+        # As many clusters as the model has features: the argmax types and the clusters are then two
+        # partitions of the same size, comparable unit by unit.
+        result = celltypes.summarize(weights, model_config.core.rotations, truth=_ground_truth(scan), seed=key["seed"],
+                                     n_clusters=model_config.core.features)
         self.insert1(dict(key, **result.summary))
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
         self.Unit.insert(
             dict(key, **scan, unit_id=int(u), **row) for u, row in zip(unit_ids, result.units)
         )
+
+
+@schema
+class EnsembleCellTypes(dj.Computed):
+    definition = """
+    # consensus of the cell-type clusters of an ensemble's rotation-equivariant models
+    -> Ensemble
+    ---
+    n_models: int32                     # members whose clusters were combined
+    n_clusters: int32
+    ari_clusters = null: float64        # adjusted Rand index vs simulated ground truth
+    """
+
+    class Unit(dj.Part):
+        definition = """
+        -> master
+        -> Scan.Unit
+        ---
+        cell_type: int32                # consensus cluster
+        agreement: float64              # mean fraction of members that group the unit with the rest of its cluster
+        """
+
+    @property
+    def key_source(self):
+        # Ensembles all of whose members have cell types (rotation-equivariant models, typed).
+        return Ensemble - (Ensemble.Member - CellTypes.proj())
+
+    def make(self, key):
+        scan = DatasetConfig.load(key).scan_key
+        members = (Ensemble.Member & key).keys()
+        n_clusters = {int((CellTypes & m).fetch1("n_clusters")) for m in members}
+        if len(n_clusters) != 1:
+            raise ValueError(f"ensemble {key['ensemble_name']!r}: members have {sorted(n_clusters)} clusters; "
+                             "a consensus needs models with the same number of features")
+        unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
+        labelings = []
+        for member in members:
+            cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
+            labelings.append(np.array([cluster_of[u] for u in unit_ids]))
+        consensus = celltypes.consensus_types(labelings, n_clusters.pop())
+        together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
+        same = consensus[:, None] == consensus[None, :]
+        agreement = (together * same).sum(axis=1) / same.sum(axis=1)
+        truth = _ground_truth(scan)
+        self.insert1(dict(
+            key, n_models=len(members), n_clusters=int(len(np.unique(consensus))),
+            ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus)))
+        self.Unit.insert(
+            dict(key, **scan, unit_id=int(u), cell_type=int(c), agreement=float(a))
+            for u, c, a in zip(unit_ids, consensus, agreement)
+        )
+
+
+def _ground_truth(scan: dict) -> dict | None:
+    """The simulator's ``unit_type`` and ``orientation`` (NaN where none) in unit order, or None for a
+    recorded scan."""
+    query = GroundTruth.Unit * Scan.Unit & scan
+    if not query:
+        return None
+    types, orientation = query.to_arrays("unit_type", "orientation", order_by="unit_index")
+    return dict(unit_type=types.astype(str),
+                orientation=np.array([np.nan if o is None else o for o in orientation], np.float64))

@@ -74,14 +74,56 @@ def test_clustering_rotation_aligned_vectors_recovers_types():
     assert celltypes.adjusted_rand_index(types, unaligned) < 0.5  # alignment is what makes it work
 
 
-def test_alignment_removes_rotation():
+def rotation_profiles(rng, n_units, templates, concentration=2.0):
+    """Units whose readout over rotations is one of ``templates`` (F, F) feature mixtures times a von
+    Mises bump centred at a continuous angle (mostly between the R rotations of the core)."""
+    types = rng.integers(0, len(templates), n_units)
+    angle = rng.uniform(0, 2 * np.pi, n_units)
+    rotations = 2 * np.pi * np.arange(R) / R
+    bump = np.exp(concentration * np.cos(rotations[None, :] - angle[:, None]))  # (n, R)
+    w = bump[:, :, None] * templates[types][:, None, :] + rng.normal(0, 0.02, (n_units, R, F))
+    return w.reshape(n_units, R * F), types, angle
+
+
+def test_rotation_invariant_kmeans_aligns_between_rotations():
     rng = np.random.default_rng(3)
-    w = rng.normal(size=(1, R, F))
-    w[0, 0] *= 5  # a clear strongest rotation block
-    aligned = celltypes.rotation_aligned(w.reshape(1, -1), rotations=R)
-    for shift in range(R):
-        rotated = np.roll(w, shift, axis=1).reshape(1, -1)
-        np.testing.assert_allclose(celltypes.rotation_aligned(rotated, rotations=R), aligned)
+    templates = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 0, 1, 0], [0, 0, 0.6, -0.8]])
+    w, types, angle = rotation_profiles(rng, 160, templates)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    labels, shifts = celltypes.rotation_invariant_kmeans(w, R, n_clusters=F, seed=0)
+    assert celltypes.adjusted_rand_index(types, labels) == 1.0
+    # The shift that aligns a unit with its cluster is its angle, up to one offset per cluster.
+    def median_error(labels, shifts):
+        shift_angle = 2 * np.pi * shifts / R
+        aligned = celltypes.align_orientations(shift_angle, angle, labels, period=2 * np.pi)
+        return np.degrees(np.median(celltypes.circular_orientation_error(aligned, angle, period=2 * np.pi)))
+
+    assert median_error(labels, shifts) < 6  # the search grid is 45 / 8 = 5.6 degrees
+    # Integer rotation shifts only (steps=1) cannot place units that lie between rotations.
+    coarse, coarse_shifts = celltypes.rotation_invariant_kmeans(w, R, n_clusters=F, steps=1, seed=0)
+    assert median_error(coarse, coarse_shifts) > 2 * median_error(labels, shifts)
+
+
+def test_rotation_invariant_kmeans_is_rotation_invariant():
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(40, R, F))
+    labels, _ = celltypes.rotation_invariant_kmeans(w.reshape(40, -1), R, n_clusters=3, seed=0)
+    turned = np.stack([np.roll(u, s, axis=0) for u, s in zip(w, rng.integers(0, R, 40))])
+    labels_turned, _ = celltypes.rotation_invariant_kmeans(turned.reshape(40, -1), R, n_clusters=3, seed=0)
+    assert celltypes.adjusted_rand_index(labels, labels_turned) == 1.0
+
+
+def test_consensus_keeps_what_labelings_agree_on():
+    rng = np.random.default_rng(6)
+    truth = rng.integers(0, 4, 90)
+    split = np.where((truth == 0) & (np.arange(90) % 2 == 0), 4, truth)  # type 0 split in two
+    merged = np.where(truth == 3, 2, truth)  # types 2 and 3 merged
+    renamed = np.array([7, 5, 9, 1])[truth]
+    consensus = celltypes.consensus_types([split, merged, renamed], n_clusters=4)
+    assert celltypes.adjusted_rand_index(truth, consensus) == 1.0
+    assert celltypes.adjusted_rand_index(truth, split) < 1.0 and celltypes.adjusted_rand_index(truth, merged) < 1.0
+    with pytest.raises(ValueError, match="equal length"):
+        celltypes.consensus_types([truth, truth[:-1]], n_clusters=4)
 
 
 def test_align_orientations_removes_a_per_type_offset():

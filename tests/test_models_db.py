@@ -13,7 +13,7 @@ import pytest
 from populate.cli import main
 from tests.conftest import REPO
 
-from tests.conftest import SCAN, SCAN_KEY
+from tests.conftest import QUICK_TRAINER, SCAN, SCAN_KEY, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,27 @@ def test_cell_types_for_rotation_models_only(trained):
     assert np.bincount(units["cell_type"], minlength=2).tolist() == list(row["type_counts"])
     assert ((units["preferred_orientation"] >= 0) & (units["preferred_orientation"] < np.pi)).all()
     assert row["ari_types"] is not None  # simulated scan: agreement with ground truth is recorded
+
+
+def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
+    from pipeline import celltypes
+    from populate import run
+    from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainingTask
+
+    second = TrainingTask.add(model=tiny_model("rotation"), dataset=dict(scan=SCAN, image_shape=(18, 32)),
+                              trainer=QUICK_TRAINER, seeds=(1,), name="test-rotation-seed1")[0]
+    run.populate_all(tables=["TrainedModel", "CellTypes"], progress=False)
+    Ensemble.create("test-types", [trained["rotation"], second])
+    Ensemble.create("test-mixed", [trained["rotation"], trained["cnn"]])
+    run.populate_all(tables=["EnsembleCellTypes"], progress=False)
+    assert not EnsembleCellTypes & dict(ensemble_name="test-mixed")  # a CNN member has no cell types
+    row = (EnsembleCellTypes & dict(ensemble_name="test-types")).fetch1()
+    assert row["n_models"] == 2 and row["ari_clusters"] is not None
+    consensus, agreement = (EnsembleCellTypes.Unit & row).to_arrays("cell_type", "agreement", order_by="unit_id")
+    labelings = [(CellTypes.Unit & m).to_arrays("cluster", order_by="unit_id") for m in (trained["rotation"], second)]
+    assert celltypes.adjusted_rand_index(celltypes.consensus_types(labelings, row["n_clusters"]), consensus) == 1.0
+    assert len(consensus) == (CellTypes.Unit & second).to_arrays("cluster").size
+    assert ((agreement > 0) & (agreement <= 1)).all()
 
 
 def test_results_json(trained, capsys):
