@@ -39,6 +39,8 @@ def main(argv=None) -> dict:
                         help="L1 weight of the readouts (default: the ReadoutConfig default, the paper's 0.017)")
     parser.add_argument("--tag", default="", help="suffix of the results file (variants keep the main figures)")
     parser.add_argument("--cores", nargs="+", default=["rotation", "cnn"], choices=["rotation", "cnn"])
+    parser.add_argument("--noise-free", action="store_true",
+                        help="fit the simulator's noise-free rates instead of the noisy responses (a ceiling)")
     args = parser.parse_args(argv)
 
     from pipeline import celltypes, experiment, stats
@@ -48,6 +50,10 @@ def main(argv=None) -> dict:
     from pipeline.training import TrainerConfig
 
     recording = simulate(args.preset, seed=0)
+    if args.noise_free:
+        position = {int(i): k for k, i in enumerate(recording.image_ids)}
+        rates = recording.ground_truth.rates[[position[int(i)] for i in recording.trial_image_ids]]
+        recording.responses = np.where(recording.withheld[:, None], 0, rates).astype(np.float32)
     data = ScanTensors.from_recording(recording, stats.normalization_stats(recording), tuple(args.image_shape))
     truth = recording.ground_truth
     test = (recording.tiers == "test") & ~recording.withheld
@@ -89,7 +95,8 @@ def main(argv=None) -> dict:
         values = np.array([r[field] for r in per_seed if r["core"] == core and r.get(field) is not None], float)
         return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
-    figures = dict(preset=args.preset, seeds=args.seeds, feature_maps=args.features * args.rotations,
+    figures = dict(preset=args.preset, noise_free=args.noise_free, seeds=args.seeds,
+                   feature_maps=args.features * args.rotations,
                    features=args.features, gamma_readout=args.gamma_readout, iterations=args.iterations,
                    mean_oracle=float(np.nanmean(oracle)), torch_threads=torch.get_num_threads())
     for core in configs:
