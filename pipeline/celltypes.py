@@ -4,6 +4,12 @@ Readout feature vectors have ``R * F`` entries in rotation-major order: entry ``
 is feature ``f`` rotated by ``2 * pi * r / R``.  A neuron's *type* is the feature carrying most of
 its weight regardless of rotation; the rotation carrying that weight is its *orientation*.
 
+The argmax sums each feature over rotations, so it cannot tell a feature read at one orientation
+from the same feature read at two opposite ones, nor one feature from another that the core makes
+anti-correlated.  :func:`cluster_types` groups whole readout vectors instead, compared at their best
+rotation (Ustyuzhaninov et al. 2020), and :func:`consensus_types` combines the clusterings of
+several models.
+
 Orientation convention: rotation ``r`` turns a filter by ``2 * pi * r / R``, i.e. the R rotations
 span 360 degrees.  For the static images used here orientation is 180-degree periodic (a filter
 turned by 180 degrees has the same orientation, possibly opposite polarity), so angles are reported
