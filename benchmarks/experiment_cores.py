@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
             figures[f"rotation_{field}_mean"], figures[f"rotation_{field}_sd"] = mean, sd
     if len(clusters) > 1:
         # The pipeline's EnsembleCellTypes: consensus of the rotation models' clusters.
-        consensus = celltypes.consensus_types(clusters, args.features)
+        consensus, _ = celltypes.consensus_types(clusters, args.features)
         figures["rotation_ensemble_ari_clusters"] = celltypes.adjusted_rand_index(truth.unit_type, consensus)
         figures["rotation_ensemble_confusion"] = confusion(truth.unit_type, consensus, args.features)
     if set(configs) == {"rotation", "cnn"}:

@@ -127,7 +127,8 @@ def rotation_invariant_kmeans(
     start_aligned = _rotated(spectra, start, rotations)
     best = None
     for restart in range(n_init):
-        centres = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed + restart).fit(start_aligned).cluster_centers_
+        kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed + restart)
+        centres = kmeans.fit(start_aligned).cluster_centers_
         labels = None
         for _ in range(max_iter):
             # <x turned back by s, c> for all s on the fine grid, via the cross-power spectrum.
@@ -160,12 +161,15 @@ def cluster_types(feature_weights: np.ndarray, rotations: int, n_clusters: int, 
     return rotation_invariant_kmeans(unit_length, rotations, n_clusters, seed=seed)[0]
 
 
-def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> np.ndarray:
-    """(n_units,) consensus of several clusterings of the same units (e.g. one per model of an ensemble).
+def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Consensus of several clusterings of the same units (e.g. one per model of an ensemble).
 
     Two units are as similar as the fraction of labelings that put them together (co-association);
     the consensus is the average-linkage clustering of that similarity into ``n_clusters`` groups.
     Models trained from different seeds split the types differently; what they agree on is kept.
+
+    Returns ``labels`` (n_units,) and ``agreement`` (n_units,) in (0, 1], the mean co-association
+    of each unit with the members of its consensus cluster (itself included).
     """
     labelings = [np.asarray(labels) for labels in labelings]
     if not labelings or len({len(labels) for labels in labelings}) != 1:
@@ -175,9 +179,12 @@ def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> np.ndarray:
         raise ValueError(f"consensus_types: n_clusters must be in [1, {n}], got {n_clusters}")
     together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
     if n_clusters == 1:
-        return np.zeros(n, dtype=int)
-    clustering = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed", linkage="average")
-    return clustering.fit_predict(1.0 - together)
+        labels = np.zeros(n, dtype=int)
+    else:
+        clustering = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed", linkage="average")
+        labels = clustering.fit_predict(1.0 - together)
+    same = labels[:, None] == labels[None, :]
+    return labels, (together * same).sum(axis=1) / same.sum(axis=1)
 
 
 def adjusted_rand_index(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:

@@ -163,7 +163,8 @@ def cell_types(panel: Panel) -> None:
         if truth.any():
             panel.figure(figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cell_type"]),
                          f"{label}: simulated type against learned type (units).")
-            panel.figure(figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cluster"], "cluster"),
+            clusters = figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cluster"], "cluster")
+            panel.figure(clusters,
                          f"{label}: simulated type against rotation-invariant cluster (units).")
         else:
             panel.note(f"{label}: no ground truth (not a simulated scan), so no agreement matrix.")

@@ -348,19 +348,16 @@ class EnsembleCellTypes(dj.Computed):
     def make(self, key):
         scan = DatasetConfig.load(key).scan_key
         members = (Ensemble.Member & key).keys()
-        n_clusters = {int((CellTypes & m).fetch1("n_clusters")) for m in members}
+        n_clusters = {ModelConfig.load(m).core.features for m in members}  # CellTypes' k for each member
         if len(n_clusters) != 1:
-            raise ValueError(f"ensemble {key['ensemble_name']!r}: members have {sorted(n_clusters)} clusters; "
+            raise ValueError(f"ensemble {key['ensemble_name']!r}: members have {sorted(n_clusters)} features; "
                              "a consensus needs models with the same number of features")
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
         labelings = []
         for member in members:
             cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
             labelings.append(np.array([cluster_of[u] for u in unit_ids]))
-        consensus = celltypes.consensus_types(labelings, n_clusters.pop())
-        together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
-        same = consensus[:, None] == consensus[None, :]
-        agreement = (together * same).sum(axis=1) / same.sum(axis=1)
+        consensus, agreement = celltypes.consensus_types(labelings, n_clusters.pop())
         truth = _ground_truth(scan)
         self.insert1(dict(
             key, n_models=len(members), n_clusters=int(len(np.unique(consensus))),

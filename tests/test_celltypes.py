@@ -119,8 +119,11 @@ def test_consensus_keeps_what_labelings_agree_on():
     split = np.where((truth == 0) & (np.arange(90) % 2 == 0), 4, truth)  # type 0 split in two
     merged = np.where(truth == 3, 2, truth)  # types 2 and 3 merged
     renamed = np.array([7, 5, 9, 1])[truth]
-    consensus = celltypes.consensus_types([split, merged, renamed], n_clusters=4)
+    consensus, agreement = celltypes.consensus_types([split, merged, renamed], n_clusters=4)
     assert celltypes.adjusted_rand_index(truth, consensus) == 1.0
+    # Only type 0 is ever split, in one labeling of three; merging other types keeps each together.
+    np.testing.assert_allclose(agreement[truth != 0], 1.0)
+    assert ((agreement[truth == 0] > 0.5) & (agreement[truth == 0] < 1.0)).all()
     assert celltypes.adjusted_rand_index(truth, split) < 1.0 and celltypes.adjusted_rand_index(truth, merged) < 1.0
     with pytest.raises(ValueError, match="equal length"):
         celltypes.consensus_types([truth, truth[:-1]], n_clusters=4)
