@@ -262,11 +262,11 @@ def summarize(
     true type (each learned feature has its own reference orientation).
     """
     types = functional_types(feature_weights, rotations)
-    descriptors = _weights(feature_weights, rotations).reshape(len(feature_weights), -1)
     if n_clusters is None:
-        clusters = choose_clusters(descriptors, rotations, max_clusters, seed)
+        unit_length = _weights(feature_weights, rotations).reshape(len(feature_weights), -1)
+        clusters = choose_clusters(unit_length, rotations, max_clusters, seed)
     else:
-        clusters = rotation_invariant_kmeans(descriptors, rotations, n_clusters, seed=seed)[0]
+        clusters = cluster_types(feature_weights, rotations, n_clusters, seed)
     n_features = feature_weights.shape[1] // rotations
     summary = dict(
         n_types=int(len(np.unique(types["cell_type"]))),

@@ -129,6 +129,19 @@ def test_consensus_keeps_what_labelings_agree_on():
         celltypes.consensus_types([truth, truth[:-1]], n_clusters=4)
 
 
+def test_summary_chooses_the_number_of_clusters_and_scores_against_truth():
+    rng = np.random.default_rng(7)
+    templates = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    w, types, angle = rotation_profiles(rng, 90, templates, concentration=4.0)
+    names = np.array(["simple", "complex", "texture"])[types]
+    truth = dict(unit_type=names, orientation=np.mod(angle, np.pi))
+    chosen = celltypes.summarize(w, R, truth=truth, max_clusters=6).summary  # k by silhouette
+    assert chosen["n_clusters"] == 3 and chosen["ari_clusters"] == 1.0 and chosen["ari_types"] == 1.0
+    fixed = celltypes.summarize(w, R, truth=truth, n_clusters=F).summary
+    assert fixed["n_clusters"] == F and fixed["ari_clusters"] < 1.0  # one true type is split
+    assert fixed["orientation_error"] < 10  # degrees; the units' angles are continuous
+
+
 def test_align_orientations_removes_a_per_type_offset():
     rng = np.random.default_rng(4)
     true = rng.uniform(0, np.pi, 60)
