@@ -5,7 +5,8 @@ test correlation (repeat-averaged), FEVE against the simulator's noise ceiling, 
 rotation-equivariant models the agreement of the recovered cell types with the simulated ones
 (adjusted Rand index; the paper's argmax types, the rotation-invariant clusters of each model, and
 the consensus of all seeds' clusters as ``EnsembleCellTypes`` computes it) and the circular error of
-preferred orientations. A long run:
+preferred orientations. How the consensus improves with the number of models is drawn in
+``benchmarks/results/experiment_cores[-tag]-consensus.png``. A long run:
 ``python -m benchmarks.experiment_cores`` (about 5 minutes per model on 2 CPU cores).
 """
 
@@ -16,7 +17,7 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.common import save
+from benchmarks.common import RESULTS, save
 
 
 def confusion(unit_type, labels, n_groups: int) -> dict[str, list[int]]:
@@ -44,6 +45,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from pipeline import celltypes, experiment, stats
+    from pipeline import figures as figures_module
     from pipeline.data.dataset import ScanTensors
     from pipeline.data.simulate import simulate
     from pipeline.models.encoder import ModelConfig
@@ -112,6 +114,14 @@ def main(argv=None) -> dict:
         consensus, _ = celltypes.consensus_types(clusters, args.features)
         figures["rotation_ensemble_ari_clusters"] = celltypes.adjusted_rand_index(truth.unit_type, consensus)
         figures["rotation_ensemble_confusion"] = confusion(truth.unit_type, consensus, args.features)
+        # Every subset size: how many models a consensus needs (the single models are size 1).
+        curve = celltypes.consensus_by_ensemble_size(clusters, args.features, truth.unit_type)
+        figures["rotation_consensus_by_size"] = [
+            {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items() if k != "ari"} for row in curve]
+        figure_path = RESULTS / f"experiment_cores{'-' + args.tag if args.tag else ''}-consensus.png"
+        RESULTS.mkdir(exist_ok=True)
+        figures_module.consensus_curve(curve).savefig(figure_path, dpi=120)
+        figures["rotation_consensus_figure"] = figure_path.name
     if set(configs) == {"rotation", "cnn"}:
         wins = [
             next(r for r in per_seed if r["core"] == "rotation" and r["seed"] == s)["test_correlation"]

@@ -22,6 +22,8 @@ reports angles for a core that rotates clockwise.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans
@@ -185,6 +187,37 @@ def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> tuple[np.nd
         labels = clustering.fit_predict(1.0 - together)
     same = labels[:, None] == labels[None, :]
     return labels, (together * same).sum(axis=1) / same.sum(axis=1)
+
+
+def consensus_by_ensemble_size(
+    labelings: list[np.ndarray], n_clusters: int, truth: np.ndarray, max_subsets: int = 50, seed: int = 0
+) -> list[dict]:
+    """How the agreement of :func:`consensus_types` with a ground truth grows with the number of models.
+
+    For every ensemble size m in [1, len(labelings)], up to ``max_subsets`` distinct subsets of m
+    labelings (all of them when there are fewer, drawn at random otherwise) are combined, and each
+    consensus is scored by :func:`adjusted_rand_index` against ``truth`` (n_units,).
+
+    Returns one dict per size: ``models``, ``subsets``, ``mean``, ``sd``, ``min``, ``max`` of the ARI
+    and ``ari`` (the values, one per subset).
+    """
+    labelings = [np.asarray(labels) for labels in labelings]
+    n = len(labelings)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in range(1, n + 1):
+        if math.comb(n, size) <= max_subsets:
+            subsets = [list(c) for c in itertools.combinations(range(n), size)]
+        else:
+            drawn: set[tuple[int, ...]] = set()
+            while len(drawn) < max_subsets:
+                drawn.add(tuple(sorted(rng.choice(n, size, replace=False).tolist())))
+            subsets = [list(c) for c in sorted(drawn)]
+        ari = np.array([adjusted_rand_index(truth, consensus_types([labelings[i] for i in s], n_clusters)[0])
+                        for s in subsets])
+        rows.append(dict(models=size, subsets=len(subsets), mean=float(ari.mean()), sd=float(ari.std()),
+                         min=float(ari.min()), max=float(ari.max()), ari=ari.tolist()))
+    return rows
 
 
 def adjusted_rand_index(labels_true: np.ndarray, labels_pred: np.ndarray) -> float:

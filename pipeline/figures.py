@@ -232,6 +232,32 @@ def cell_type_confusion(true_types: Sequence, learned_types: Sequence, learned_l
     return fig
 
 
+def consensus_curve(rows: Sequence[Mapping], goal: float | None = 0.8) -> Figure:
+    """Agreement of the consensus cell types with the ground truth against the number of models.
+
+    rows : one mapping per ensemble size with ``models`` and ``ari`` (the ARI of every subset of that
+        size), as :func:`pipeline.celltypes.consensus_by_ensemble_size` returns them.
+    goal : a horizontal reference line (None: none).
+    """
+    if not rows:
+        raise ValueError("consensus_curve: no rows")
+    sizes = np.array([int(r["models"]) for r in rows])
+    values = [np.asarray(r["ari"], dtype=float) for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    for size, ari in zip(sizes, values):
+        jitter = np.random.default_rng(size).uniform(-0.15, 0.15, len(ari))
+        ax.scatter(size + jitter, ari, s=8, color="0.6", alpha=0.6, linewidths=0)
+    ax.plot(sizes, [v.mean() for v in values], "o-", color="C0", label="mean over subsets")
+    if goal is not None:
+        ax.axhline(goal, color="C3", linestyle="--", linewidth=1, label=f"goal {goal:g}")
+    ax.set_xticks(sizes)
+    ax.set_xlabel("models in the ensemble")
+    ax.set_ylabel("ARI with simulated types")
+    ax.set_title("Consensus cell types vs ensemble size")
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------------------------------
 # Neural similarity
 # --------------------------------------------------------------------------------------------------

@@ -129,6 +129,25 @@ def test_consensus_keeps_what_labelings_agree_on():
         celltypes.consensus_types([truth, truth[:-1]], n_clusters=4)
 
 
+def test_consensus_by_ensemble_size_scores_every_subset():
+    rng = np.random.default_rng(8)
+    truth = np.repeat(np.arange(4), 30)
+    # Each model relabels a random 40% of the units: single models are poor, their consensus is not.
+    labelings = [np.where(rng.random(120) < 0.4, rng.integers(0, 4, 120), truth) for _ in range(6)]
+    rows = celltypes.consensus_by_ensemble_size(labelings, 4, truth, max_subsets=10, seed=0)
+    assert [r["models"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["subsets"] for r in rows] == [6, 10, 10, 10, 6, 1]  # all subsets when at most 10
+    single = sorted(celltypes.adjusted_rand_index(truth, labels) for labels in labelings)
+    np.testing.assert_allclose(sorted(rows[0]["ari"]), single)
+    everything = celltypes.adjusted_rand_index(truth, celltypes.consensus_types(labelings, 4)[0])
+    assert rows[-1]["ari"] == [everything] and rows[-1]["sd"] == 0.0
+    assert rows[-1]["mean"] > rows[0]["max"]  # the point of an ensemble
+    assert all(r["min"] <= r["mean"] <= r["max"] and len(r["ari"]) == r["subsets"] for r in rows)
+    # Drawn subsets are distinct.
+    again = celltypes.consensus_by_ensemble_size(labelings, 4, truth, max_subsets=10, seed=0)
+    assert [r["ari"] for r in again] == [r["ari"] for r in rows]
+
+
 def test_summary_chooses_the_number_of_clusters_and_scores_against_truth():
     rng = np.random.default_rng(7)
     templates = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])

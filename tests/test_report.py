@@ -90,6 +90,21 @@ def test_confusion_matrix_counts_units():
     assert sum(shown.values()) == len(true)
 
 
+def test_consensus_curve_draws_every_subset_and_the_means():
+    from pipeline import figures
+
+    rows = [dict(models=1, ari=[0.5, 0.7, 0.6]), dict(models=2, ari=[0.8, 0.7]), dict(models=3, ari=[0.9])]
+    ax = figures.consensus_curve(rows, goal=0.8).axes[0]
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert sorted(points[:, 1]) == sorted(v for r in rows for v in r["ari"])
+    assert (np.abs(points[:, 0] - np.repeat([1, 2, 3], [3, 2, 1])) <= 0.15).all()
+    mean_line, goal_line = ax.get_lines()
+    np.testing.assert_allclose(mean_line.get_ydata(), [0.6, 0.75, 0.9])
+    assert list(goal_line.get_ydata()) == [0.8, 0.8]
+    with pytest.raises(ValueError, match="no rows"):
+        figures.consensus_curve([])
+
+
 def test_progress_bars_stack_done_pending_error():
     from pipeline import figures
 
