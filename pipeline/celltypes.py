@@ -202,6 +202,10 @@ def consensus_by_ensemble_size(
     and ``ari`` (the values, one per subset).
     """
     labelings = [np.asarray(labels) for labels in labelings]
+    truth = np.asarray(truth)
+    if not labelings or any(labels.shape != truth.shape for labels in labelings):
+        raise ValueError(f"consensus_by_ensemble_size: expected labelings shaped like truth {truth.shape}, "
+                         f"got {[labels.shape for labels in labelings]}")
     n = len(labelings)
     rng = np.random.default_rng(seed)
     rows = []

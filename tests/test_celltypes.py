@@ -143,9 +143,13 @@ def test_consensus_by_ensemble_size_scores_every_subset():
     assert rows[-1]["ari"] == [everything] and rows[-1]["sd"] == 0.0
     assert rows[-1]["mean"] > rows[0]["max"]  # the point of an ensemble
     assert all(r["min"] <= r["mean"] <= r["max"] and len(r["ari"]) == r["subsets"] for r in rows)
-    # Drawn subsets are distinct.
+    # The same seed draws the same subsets.
     again = celltypes.consensus_by_ensemble_size(labelings, 4, truth, max_subsets=10, seed=0)
     assert [r["ari"] for r in again] == [r["ari"] for r in rows]
+    with pytest.raises(ValueError, match="shaped like truth"):
+        celltypes.consensus_by_ensemble_size([truth[:-1]], 4, truth)
+    with pytest.raises(ValueError, match="shaped like truth"):
+        celltypes.consensus_by_ensemble_size([], 4, truth)
 
 
 def test_summary_chooses_the_number_of_clusters_and_scores_against_truth():
