@@ -7,7 +7,7 @@ rotation-equivariant models the agreement of the recovered cell types with the s
 the consensus of all seeds' clusters as ``EnsembleCellTypes`` computes it) and the circular error of
 preferred orientations. How the consensus improves with the number of models is drawn in
 ``benchmarks/results/experiment_cores[-tag]-consensus.png``. A long run:
-``python -m benchmarks.experiment_cores`` (about 5 minutes per model on 2 CPU cores).
+``python -m benchmarks.experiment_cores`` (about 3 minutes per demo-size model on 2 CPU cores).
 """
 
 from __future__ import annotations
