@@ -34,9 +34,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	@$(WITH_DB) $(BIN)/python -m populate setup && $(BIN)/python -m populate demo $(DEMO_ARGS)
 
-# The suite runs once per backend; tests that need no database run only on the first.
+# The suite runs once per backend; tests that need no database run only on the first.  Then the
+# torch-kernel tests (marker `kernels`) run again under the next lower CPU instruction set, so that
+# kernels only an older CPU takes run here too (tests/isa.py).
 test: $(STAMP)
-	@set -e; if [ -n "$$DJ_HOST" ]; then \
+	@set -e; populate/deploy/test_tools.sh; \
+	if [ -n "$$DJ_HOST" ]; then \
 		echo "== tests on the configured server $$DJ_HOST ($${DJ_BACKEND:-mysql})"; \
 		$(BIN)/python -m pytest $(PYTEST_ARGS); \
 	else \
@@ -44,6 +47,13 @@ test: $(STAMP)
 		( eval "$$(populate/deploy/local_db.sh postgresql)" && $(BIN)/python -m pytest $(PYTEST_ARGS) ); \
 		echo "== database tests on MariaDB"; \
 		( eval "$$(populate/deploy/local_db.sh mariadb)" && $(BIN)/python -m pytest -m "db and not slow" $(PYTEST_ARGS) ); \
+	fi; \
+	lower=$$($(BIN)/python -m tests.isa lower); \
+	if [ -n "$$lower" ]; then \
+		echo "== torch kernel tests again under $$lower"; \
+		env $$lower $(BIN)/python -m pytest -m "kernels and not slow" $(PYTEST_ARGS); \
+	else \
+		echo "== no instruction set below this CPU's for the kernel pass: $$($(BIN)/python -m tests.isa describe)"; \
 	fi
 
 benchmarks: $(STAMP)

@@ -6,7 +6,6 @@ This is what ``TrainedModel.make`` runs; benchmarks compare it with a bare PyTor
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import numpy as np
@@ -14,22 +13,10 @@ import torch
 
 from . import metrics, stats
 from .data.dataset import ScanTensors
+from .device import resolve_device
 from .models.encoder import ModelConfig, build_encoder
 from .training import FitResult, TrainerConfig, fit, predict
 
-DEVICE_VARIABLE = "PIPELINE_DEVICE"
-"""Environment variable naming the device a worker computes on (``cpu``, ``cuda:0``, ``auto``)."""
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device``, else ``$PIPELINE_DEVICE``, else CUDA when available, else the CPU."""
-    name = str(device) if device is not None else os.environ.get(DEVICE_VARIABLE, "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(name)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name} requested but CUDA is not available on this machine")
-    return resolved
 
 
 @dataclasses.dataclass

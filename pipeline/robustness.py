@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from pipeline.device import resolve_device
+
 NOISE_KINDS = ("gaussian", "uniform", "salt_pepper")
 
 # The paper gives no numeric levels; these span clean accuracy down to near chance for a standard
@@ -34,13 +36,6 @@ NOISE_LEVELS: dict[str, tuple[float, ...]] = {
     "uniform": (0.0, 0.02, 0.04, 0.06, 0.09, 0.12, 0.17, 0.22, 0.28, 0.35, 0.43, 0.5),
     "salt_pepper": (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.14, 0.18, 0.24, 0.3),
 }
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> cuda when available, else cpu."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @contextlib.contextmanager

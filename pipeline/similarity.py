@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.device import resolve_device
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -146,10 +148,6 @@ def single_trial_vectors(
 # --------------------------------------------------------------------------------------------------
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _check_scans(vectors_per_scan: Sequence[np.ndarray]) -> list[np.ndarray]:
     if isinstance(vectors_per_scan, np.ndarray):
         raise SimilarityError("vectors_per_scan must be a list of (N, d_k) arrays, one per scan")
@@ -207,7 +205,7 @@ def write_similarity(
         raise SimilarityError(f"{out_dir} is not empty; refusing to overwrite a similarity store")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    device = torch.device(device) if device is not None else _default_device()
+    device = resolve_device(device)
     n, k_scans = scans[0].shape[0], len(scans)
     n_blocks = -(-n // block_rows)
     # Z Z^T with Z = [X_1..X_K]/sqrt(K) is accumulated as (sum_k X_k[rows] X_k^T) / K, so the

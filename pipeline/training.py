@@ -18,13 +18,9 @@ from tqdm.auto import tqdm
 
 from pipeline.config import Config, ConfigError
 from pipeline.data.dataset import ScanTensors
+from pipeline.device import resolve_device
 from pipeline.metrics import single_trial_correlation
 from pipeline.models.losses import get_loss
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +133,7 @@ def fit(
     The model ends in eval mode holding the best state.  Deterministic for a given seed and
     initial model on the CPU.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     train, validation = data.split("train"), data.split("validation")
     if len(train) == 0:
         raise ValueError("fit: the data has no (non-withheld) training trials")

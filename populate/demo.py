@@ -6,7 +6,9 @@ regular CNN with the same number of feature maps, fitted to the same data with t
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import time
 
 from . import ingest, results, run
@@ -98,8 +100,17 @@ def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1), report_path: 
     print(f"report of every stage: {path}")
 
 
+# A stage that hangs (e.g. a CPU kernel deadlock) ends the demo with every thread's stack instead of
+# running forever; each stage takes minutes on two cores.
+STAGE_TIMEOUT_S = float(os.environ.get("PIPELINE_STAGE_TIMEOUT", 1800))
+
+
 def _populate(tables: list[str]) -> None:
-    added = run.populate_all(tables=tables, progress=True)
+    faulthandler.dump_traceback_later(STAGE_TIMEOUT_S, exit=True)
+    try:
+        added = run.populate_all(tables=tables, progress=True)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
 
 

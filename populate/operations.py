@@ -63,7 +63,7 @@ def _cmd_worker(args) -> None:
     worker = Worker(
         _tables(args, args.tables), device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
         poll=args.poll, heartbeat=args.heartbeat, stop_timeout=args.stop_timeout, batch=args.batch,
-        refresh=not args.no_refresh,
+        refresh=not args.no_refresh, threads=args.threads,
     )
     summary = worker.run()
     print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
@@ -170,6 +170,8 @@ def add_commands(command) -> None:
     sub.add_argument("--tables", nargs="+", metavar="T", help="only these tables (class names)")
     sub.add_argument("--device", type=device_spec, help="cpu, auto, cuda or cuda:N for the makes "
                      "(exported as PIPELINE_DEVICE; default: leave it as set)")
+    sub.add_argument("--threads", type=_positive(int), metavar="N", help="torch threads for the makes (default: "
+                     "$PIPELINE_THREADS, else the CPUs this process may use: affinity mask and cgroup quota)")
     sub.add_argument("--max-jobs", type=_positive(int), metavar="N", help="exit after N makes")
     sub.add_argument("--idle-exit", type=_non_negative(float), metavar="SECONDS", help="exit after this long without work")
     sub.add_argument("--poll", type=_positive(float), default=DEFAULT_POLL_S, metavar="SECONDS",

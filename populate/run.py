@@ -10,8 +10,11 @@ log = logging.getLogger(__name__)
 
 def populate_all(tables: list[str] | None = None, progress: bool = True) -> dict[str, int]:
     """Populate each table fully; errors propagate. Returns the number of rows added per table."""
+    from pipeline.device import configure_threads
+
     from .jobs import select_tables
 
+    configure_threads()
     added = {}
     for table in select_tables(tables):
         before = len(table())

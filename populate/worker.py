@@ -86,34 +86,32 @@ def device_spec(text: str) -> str:
 def use_device(spec: str | None) -> str | None:
     """Make ``spec`` the device of this process's makes; return the device chosen.
 
-    Exports it as ``PIPELINE_DEVICE`` (read by the pipeline's device helper) and, for a CUDA
-    device, makes it torch's current device.  ``auto`` picks ``cuda:0`` (the first visible GPU)
-    when CUDA is available, else ``cpu``.  None leaves the environment as it is.
+    Exports it as ``PIPELINE_DEVICE``, which :func:`pipeline.device.resolve_device` reads in every
+    make, and, for a CUDA device, makes it torch's current device.  ``auto`` picks ``cuda:0`` (the
+    first visible GPU) when CUDA is available, else ``cpu``.  None leaves the environment as it is.
     """
+    from pipeline.device import DEVICE_VARIABLE, resolve_device
+
     if spec is None:
-        return os.environ.get("PIPELINE_DEVICE")
-    if spec == "cpu":
-        device = "cpu"
-    else:
+        return os.environ.get(DEVICE_VARIABLE)
+    try:
+        device = resolve_device(spec)
+    except RuntimeError as error:
+        raise WorkerError(f"--device {spec}: {error}") from None
+    name = "cpu"
+    if device.type == "cuda":
         import torch
 
-        available = torch.cuda.is_available()
-        if spec == "auto":
-            device = "cuda:0" if available else "cpu"
-        else:
-            index = int(spec.partition(":")[2] or 0)
-            if not available:
-                raise WorkerError(f"--device {spec}: CUDA is not available on this machine (torch finds no GPU)")
-            if index >= torch.cuda.device_count():
-                raise WorkerError(
-                    f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible "
-                    f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
-                )
-            device = f"cuda:{index}"
-        if device.startswith("cuda"):
-            torch.cuda.set_device(int(device.partition(":")[2]))
-    os.environ["PIPELINE_DEVICE"] = device
-    return device
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise WorkerError(
+                f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+            )
+        torch.cuda.set_device(index)
+        name = f"cuda:{index}"
+    os.environ[DEVICE_VARIABLE] = name
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +270,7 @@ class Worker:
         stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
         batch: int = DEFAULT_BATCH,
         refresh: bool = True,
+        threads: int | None = None,
     ) -> None:
         if not tables:
             raise WorkerError("no tables to work on")
@@ -285,6 +284,7 @@ class Worker:
             raise WorkerError(f"idle_exit must not be negative, got {idle_exit}")
         self.tables = tables
         self.device = device
+        self.threads = threads
         self.max_jobs = max_jobs
         self.idle_exit = idle_exit
         self.poll = poll
@@ -591,6 +591,9 @@ class Worker:
         make_resilient(connection)
         self._queues = [queues.queue(table) for table in self.tables]
         self.device = use_device(self.device)
+        from pipeline.device import configure_threads
+
+        self.threads = configure_threads(self.threads)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         heartbeat = None
         try:
@@ -598,7 +601,8 @@ class Worker:
             heartbeat = Heartbeat(self.name, self.heartbeat_interval, self._snapshot)
             heartbeat.start()
             log.info(
-                "worker %s on %s (device %s): %s", self.name, connection.conn_info["host"], self.device or "default",
+                "worker %s on %s (device %s, %d threads): %s", self.name, connection.conn_info["host"],
+                self.device or "default", self.threads,
                 ", ".join(t.__name__ for t in self.tables),
             )
             self._loop()

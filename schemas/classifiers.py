@@ -16,7 +16,7 @@ from pipeline import similarity as sim
 from pipeline.classifier import train as classifier
 from pipeline.config import Config, ConfigError
 from pipeline.data.cifar import ClassificationSet as Images
-from pipeline.experiment import resolve_device
+from pipeline.device import resolve_device
 
 from . import db
 from .configs import ConfigTable
@@ -261,6 +261,7 @@ class NoiseEvaluation(dj.Computed):
     -> EvaluationConfig
     ---
     n_images: int32
+    device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
     """
 
     class Level(dj.Part):
@@ -277,7 +278,7 @@ class NoiseEvaluation(dj.Computed):
         _, images, labels = _test_subset(key, settings.noise_images, settings.seed)
         model = TrainedClassifier.load_model(key)
         rows = robustness.noise_accuracy(model, images, labels, seed=settings.seed, progress=True)
-        self.insert1(dict(key, n_images=len(labels)))
+        self.insert1(dict(key, n_images=len(labels), device=str(resolve_device())))
         self.Level.insert(dict(key, noise_type=r["kind"], strength=float(r["strength"]),
                                accuracy=float(r["accuracy"])) for r in rows)
 
@@ -293,6 +294,7 @@ class AdversarialEvaluation(dj.Computed):
     median_l2 = null: float64           # median minimal L2 perturbation (failures count as infinite: null
     median_linf = null: float64         #   when over half fail); L_inf of the same adversarials
     pgd: json                           # [{norm, eps, accuracy}]
+    device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
     """
 
     class Image(dj.Part):
@@ -324,7 +326,8 @@ class AdversarialEvaluation(dj.Computed):
             for i in attacked
         ]
         return dict(n_images=len(attacked), median_l2=_finite(found["median_l2"]),
-                    median_linf=_finite(found["median_linf"]), pgd=pgd), per_image
+                    median_linf=_finite(found["median_linf"]), pgd=pgd,
+                    device=str(resolve_device())), per_image
 
     def make_insert(self, key, summary, per_image):
         self.insert1(dict(key, **summary))

@@ -13,6 +13,7 @@ import numpy as np
 from pipeline import denoise
 from pipeline import similarity as sim
 from pipeline.config import Config, ConfigError
+from pipeline.device import resolve_device
 
 from . import db
 from .configs import ConfigTable
@@ -75,6 +76,7 @@ class PredictedResponses(dj.Computed):
     ---
     responses: <npy@pipeline>           # (n_images, n_units) float32, original response units
     unit_correlation: <blob>            # (n_units,) the ensemble's test correlation, by unit_index
+    device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
     """
 
     @property
@@ -91,7 +93,8 @@ class PredictedResponses(dj.Computed):
         inputs = denoise.model_inputs(ImageSet.images(key), stats, dataset.image_shape)
         predictions = denoise.ensemble_predict(models, inputs) * stats.response_std
         correlation = denoise.ensemble_test_correlation(models, load_scan_tensors(scan, dataset.image_shape))
-        self.insert1(dict(key, responses=predictions.astype(np.float32), unit_correlation=correlation))
+        self.insert1(dict(key, responses=predictions.astype(np.float32), unit_correlation=correlation,
+                          device=str(resolve_device())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +205,7 @@ class Similarity(dj.Computed):
     matrix: <object@pipeline>           # row-block store, read with pipeline.similarity.SimilarityStore
     oracle_agreement = null: float64    # r with repeat-averaged similarity on repeated test images
     single_trial_agreement = null: float64  # the same r for single-trial similarity (the paper's 0.39)
+    device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
     """
 
     @property
@@ -234,7 +238,8 @@ class Similarity(dj.Computed):
                     scans = [_scan_trials(_ensemble_scan(e), image_hashes)[:2] for e in ensembles]
                     store = sim.single_trial_similarity(scans, np.arange(len(image_hashes)), out,
                                                         unit_scales=scales, seed=settings.seed, **write)
-            self.insert1(dict(key, n_images=store.n, n_scans=len(ensembles) or 1, matrix=str(out), **agreement))
+            self.insert1(dict(key, n_images=store.n, n_scans=len(ensembles) or 1, matrix=str(out),
+                             device=str(resolve_device()), **agreement))
 
     @staticmethod
     def _oracle_agreement(task, ensembles, scales, image_hashes) -> dict:

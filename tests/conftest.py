@@ -24,6 +24,12 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_report_header(config):
+    from tests.isa import describe
+
+    return describe()
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "db" in getattr(item, "fixturenames", ()):
@@ -34,7 +40,10 @@ def pytest_collection_modifyitems(config, items):
 def db():
     """A connection to the test server with every schema declared under this run's prefix."""
     if not os.environ.get("DJ_HOST"):
-        pytest.skip("no database configured (DJ_HOST unset); `make test` starts one")
+        message = "no database configured (DJ_HOST unset); `make test` starts one"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": under CI a database test must run, not skip")
+        pytest.skip(message)
     import datajoint as dj
 
     import schemas

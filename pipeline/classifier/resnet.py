@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.layout import standard_layout
+
 FEATURE_LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -105,7 +107,7 @@ class ResNet18(nn.Module):
             if unknown:
                 raise ValueError(f"unknown feature layer(s) {sorted(unknown)}; valid: {list(FEATURE_LAYERS)}")
         features = {}
-        h = (x - self.input_mean) / self.input_std
+        h = (standard_layout(x) - self.input_mean) / self.input_std
         for name in FEATURE_LAYERS:
             h = getattr(self, name)(h)
             if name in wanted:

@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 from pipeline.classifier.regularizer import SimilarityRegularizer
 from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
 from pipeline.config import Config, ConfigError
+from pipeline.device import resolve_device
+from pipeline.layout import standard_layout
 
 PairLookup = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -118,12 +120,6 @@ class ClassifierFit:
     n_steps: int
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def build_classifier(config: ClassifierConfig, in_channels: int = 1) -> ResNet18:
     """ResNet18 of ``config``, initialised from ``config.seed``."""
     with torch.random.fork_rng(devices=[]):
@@ -172,7 +168,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
     batch = torch.arange(b, device=images.device)[:, None, None]
     # (B, H, W, C) after advanced indexing on dims 0, 2, 3
     crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return crops.permute(0, 3, 1, 2).contiguous()
+    return standard_layout(crops.permute(0, 3, 1, 2))
 
 
 def pair_lookup(similarity: Any, n_stimuli: int) -> PairLookup:
@@ -272,7 +268,7 @@ def fit_classifier(
     are drawn from generators seeded by it (the network's initialisation is the caller's; use
     :func:`build_classifier`).
     """
-    device = pick_device(device)
+    device = resolve_device(device)
     x_all = _check_images("train_images", train_images, model.in_channels)
     y_all = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     if y_all.shape != (len(x_all),):
@@ -422,7 +418,7 @@ def similarity_pairs(
     norm makes different); with ``recentre=False`` the regularizer's running means are used, except
     for a regularizer that was never updated.  Works on a copy; the inputs are not changed.
     """
-    device = pick_device(device)
+    device = resolve_device(device)
     stimuli = _check_images("stimulus_images", stimulus_images, model.in_channels)
     lookup = pair_lookup(similarity, len(stimuli))
     was_training = model.training

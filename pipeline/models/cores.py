@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pipeline.config import Config, ConfigError
+from pipeline.layout import standard_layout
 from pipeline.models.hermite import HermiteConv2d
 from pipeline.models.regularizers import filter_regularizer
 
@@ -216,7 +217,7 @@ class Core(nn.Module):
                 f"core expects images of shape (B, {self.config.input_channels}, H, W), got {tuple(images.shape)}"
             )
         outputs: list[torch.Tensor] = []
-        x = images
+        x = standard_layout(images)
         for layer, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if layer:
                 x = self._concatenate(outputs[-self._sources(layer) :])
