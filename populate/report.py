@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import api
+from . import api, experiments
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def predictive_models(panel: Panel) -> None:
     panel.table(models[["scan", "config_name", "core_kind", "feature_maps", "seed", "test_correlation",
                         "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation", "train_seconds"]],
                 "Trained models (test tier; correlations averaged over units)")
+    panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
     scores = api.unit_scores()
     if scores.empty:
         panel.note("Per-unit scores need the scan's reliability (stats stage).")
@@ -152,6 +153,7 @@ def cell_types(panel: Panel) -> None:
         units=("unit_id", "size"), types_used=("cell_type", "nunique"), clusters=("cluster", "nunique"),
         clean_fraction=("clean", "mean"))
     panel.table(summary.drop(columns=["dataset_hash", "trainer_hash"]), "Cell types per rotation-equivariant model")
+    panel.note("Cell types, " + experiments.quote(experiments.CELL_TYPES) + ".")
     for _, model in summary.head(MAX_CELLTYPE_MODELS).iterrows():
         label = f"{model['config_name']} (seed {model['seed']}, {model['model_hash'][:6]})"
         filters, orientation, counts = api.cell_type_filters(model)
