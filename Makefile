@@ -36,6 +36,7 @@ demo: $(STAMP)
 
 # The suite runs once per backend; tests that need no database run only on the first.
 test: $(STAMP)
+	@populate/deploy/ensure_program.sh dot graphviz
 	@set -e; if [ -n "$$DJ_HOST" ]; then \
 		echo "== tests on the configured server $$DJ_HOST ($${DJ_BACKEND:-mysql})"; \
 		$(BIN)/python -m pytest $(PYTEST_ARGS); \
