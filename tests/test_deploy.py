@@ -325,3 +325,76 @@ def test_dockerfile_install_steps_resolve_in_a_fresh_venv(tmp_path):
     assert installed["torch"].split("+")[0] == wanted
     for name in ("v1pipeline", "datajoint", "foolbox", "s3fs", "jupyterlab", "cryptography", "pymysql"):
         assert name in installed, name
+
+
+# --------------------------------------------------------------------------------------------------
+# The stack's set-up script, on the test server
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # about 3 minutes: a full `setup` and the role grants in fresh processes
+def test_stack_setup_creates_the_role_logins_and_the_tables(db, tmp_path):
+    """populate/deploy/stack_setup.sh as the compose `setup` service runs it, with its secrets in a
+    folder: afterwards the worker login writes computed tables only and the member login reads only."""
+    import secrets as tokens
+
+    import datajoint as dj
+
+    from tests.conftest import RUN_ID
+
+    # not "test_...": MariaDB's default install lets everyone write test\_% databases
+    prefix = f"stack{RUN_ID}"
+    users = {"admin": f"s{RUN_ID}adm", "worker": f"s{RUN_ID}wrk", "member": f"s{RUN_ID}mem"}
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "db_root_password").write_text(os.environ.get("DJ_PASS", "") + "\n")
+    passwords = {role: tokens.token_urlsafe(12) for role in users}
+    for role, password in passwords.items():
+        (folder / f"{role}_password").write_text(password + "\n")
+    host = "127.0.0.1" if db.adapter.backend == "mysql" and dj.config["database.host"] in ("127.0.0.1", "localhost") else "%"
+    env = {k: v for k, v in os.environ.items() if k not in ("DJ_PASS", "DJ_USER")}
+    env.update(PIPELINE_PREFIX=prefix, SECRETS_DIR=str(folder), DB_ROOT_USER=os.environ.get("DJ_USER", "root"),
+               DB_ADMIN_USER=users["admin"], DB_WORKER_USER=users["worker"], DB_MEMBER_USER=users["member"],
+               DB_LOGIN_HOST=host, DJ_CREATE_TABLES="false",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    root = dict(env, DJ_USER=env["DB_ROOT_USER"], DJ_PASS=os.environ.get("DJ_PASS", ""))
+
+    def python(code: str, login: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=login, capture_output=True, text=True,
+                              timeout=300)
+
+    try:
+        result = subprocess.run(["sh", str(REPO / "populate" / "deploy" / "stack_setup.sh")], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert "roles, logins" in result.stdout
+        assert not any(p in result.stdout + result.stderr for p in passwords.values()), "a password was printed"
+        probe = """
+import datajoint as dj, schemas.recordings as r, schemas.operations as o
+print("scans", len(r.Scan()))
+try:
+    r.Animal.insert1(dict(animal_id=99, species="mouse"), ignore_extra_fields=True)
+    print("manual insert: allowed")
+except Exception as err:
+    print("manual insert: refused", type(err).__name__)
+try:
+    o.Worker.delete_quick()
+    print("operations write: allowed")
+except Exception as err:
+    print("operations write: refused", type(err).__name__)
+"""
+        outputs = {}
+        for role in ("worker", "member"):
+            out = python(probe, dict(env, DJ_USER=users[role], DJ_PASS=passwords[role]))
+            assert out.returncode == 0 and "scans 0" in out.stdout, out.stderr[-2000:]
+            outputs[role] = out.stdout
+        assert "manual insert: refused" in outputs["worker"] and "operations write: allowed" in outputs["worker"]
+        assert "manual insert: refused" in outputs["member"] and "operations write: refused" in outputs["member"]
+    finally:
+        python("import schemas; schemas.drop_all()", root)
+        for role, name in users.items():
+            subprocess.run([sys.executable, "-m", "populate", "roles", "drop-user", name, "--host", host], cwd=REPO,
+                           env=root, capture_output=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "populate", "roles", "drop"], cwd=REPO, env=root, capture_output=True,
+                       timeout=120)

@@ -12,14 +12,14 @@
 set -eu
 
 secret() { cat "${SECRETS_DIR:-/run/secrets}/$1"; }
-as_root() { DJ_USER=root DJ_PASS="$(secret db_root_password)" "$@"; }
+as_root() { DJ_USER="${DB_ROOT_USER:-root}" DJ_PASS="$(secret db_root_password)" "$@"; }
 
 as_root python -m populate roles create
 for pair in "admin:$DB_ADMIN_USER" "worker:$DB_WORKER_USER" "member:$DB_MEMBER_USER"; do
   role=${pair%%:*}
   user=${pair#*:}
   LOGIN_PASSWORD="$(secret "${role}_password")" as_root \
-    python -m populate roles user "$user" --role "$role" --password-env LOGIN_PASSWORD
+    python -m populate roles user "$user" --role "$role" --password-env LOGIN_PASSWORD --host "${DB_LOGIN_HOST:-%}"
 done
 
 DJ_USER="$DB_ADMIN_USER" DJ_PASS="$(secret admin_password)" DJ_CREATE_TABLES=true python -m populate setup
