@@ -14,8 +14,13 @@ NOTEBOOK = REPO / "notebooks" / "getting_started.ipynb"
 @pytest.fixture(scope="module")
 def demo_quick(db, tmp_path_factory):
     """The database `python -m populate demo --quick` leaves: every stage, at toy sizes (one classifier
-    seed, to stay within the suite's time)."""
+    seed, to stay within the suite's time).  It runs on PostgreSQL, the first backend of `make test`:
+    a second demo on MariaDB would add minutes; the report tests read the same API on both."""
     from populate import demo
+    from schemas import db as settings
+
+    if settings.backend() != "postgresql":
+        pytest.skip("the demo --quick database is built once per suite, on PostgreSQL (suite time)")
 
     demo.main(quick=True, classifier_seeds=(0,), report_path=str(tmp_path_factory.mktemp("demo") / "report.html"))
 
