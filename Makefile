@@ -38,8 +38,9 @@ demo: $(STAMP)
 # torch-kernel tests (marker `kernels`) run again under the next lower CPU instruction set, so that
 # kernels only an older CPU takes run here too (tests/isa.py).
 test: $(STAMP)
-	@set -e; populate/deploy/test_tools.sh; \
-	if [ -n "$$DJ_HOST" ]; then \
+	@populate/deploy/ensure_program.sh dot graphviz
+	@populate/deploy/ensure_program.sh chromium chromium
+	@set -e; if [ -n "$$DJ_HOST" ]; then \
 		echo "== tests on the configured server $$DJ_HOST ($${DJ_BACKEND:-mysql})"; \
 		$(BIN)/python -m pytest $(PYTEST_ARGS); \
 	else \

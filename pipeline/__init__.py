@@ -6,6 +6,7 @@ Nothing here imports DataJoint; the tables in ``schemas/`` call into this packag
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def code_version() -> str:
             capture_output=True, text=True, timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return __version__
+        commit = dirty = ""
     if not commit:
-        return __version__
+        # an installed copy without .git (the Docker image): the commit its build recorded
+        baked = os.environ.get("PIPELINE_GIT_COMMIT", "").strip()
+        return f"{__version__}+{baked}" if baked else __version__
     return f"{__version__}+{commit}{'.dirty' if dirty else ''}"

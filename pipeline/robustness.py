@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from pipeline.progress import progress_bar
 
 from pipeline.device import resolve_device
 
@@ -140,7 +141,7 @@ def noise_accuracy(
             levels = strengths.get(kind, ())
         else:
             levels = strengths
-        for strength in tqdm(levels, desc=f"noise {kind}", disable=not progress):
+        for strength in progress_bar(levels, desc=f"noise {kind}", enabled=progress):
             generator = torch.Generator().manual_seed(noise_seed(seed, kind))
             noisy = add_noise(images.cpu(), kind, float(strength), generator)
             correct = (predict(model, noisy, device, batch_size) == labels).double().mean().item()
@@ -242,7 +243,7 @@ def pgd_attack(
     generator = torch.Generator().manual_seed(seed)
     adversarials, robust = [], []
     with _evaluating(model):
-        for i in tqdm(range(0, len(images), batch_size), desc=f"PGD {norm}", disable=not progress):
+        for i in progress_bar(range(0, len(images), batch_size), desc=f"PGD {norm}", enabled=progress):
             x = images[i : i + batch_size].to(device)
             y = labels[i : i + batch_size].to(device, torch.int64)
             adversarial, ok = _pgd_batch(model, x, y, norm, eps, steps, step_size, random_start, generator)
@@ -358,7 +359,7 @@ def minimal_perturbations(
     with _evaluating(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         fmodel = foolbox.PyTorchModel(model.to(device), bounds=(0, 1), device=device)
-        for i in tqdm(range(0, len(attacked), batch_size), desc="Boundary attack", disable=not progress):
+        for i in progress_bar(range(0, len(attacked), batch_size), desc="Boundary attack", enabled=progress):
             index = attacked[i : i + batch_size]
             x = images[index].to(device)
             y = labels[index].to(device)

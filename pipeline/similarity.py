@@ -34,7 +34,8 @@ from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from pipeline.progress import progress_bar
 
 from pipeline.device import resolve_device
 
@@ -217,7 +218,7 @@ def write_similarity(
     work = torch.from_numpy(host) if on_cpu else torch.empty(host.shape, dtype=torch.float32, device=device)
 
     with torch.no_grad():
-        for b in tqdm(range(n_blocks), desc="similarity blocks", disable=not progress):
+        for b in progress_bar(range(n_blocks), desc="similarity blocks", enabled=progress):
             lo, hi = b * block_rows, min((b + 1) * block_rows, n)
             out = work[: hi - lo]
             torch.matmul(scans_t[0][lo:hi], scans_t[0].T, out=out)

@@ -14,13 +14,13 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from pipeline.config import Config, ConfigError
 from pipeline.data.dataset import ScanTensors
 from pipeline.device import resolve_device
 from pipeline.metrics import single_trial_correlation
 from pipeline.models.losses import get_loss
+from pipeline.progress import progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +160,7 @@ def fit(
     stalls = decays = iteration = 0
     running, steps = 0.0, 0
     stop_reason = "max_iterations"
-    bar = tqdm(total=config.max_iterations, disable=not progress, desc="fit", leave=False)
+    bar = progress_bar(total=config.max_iterations, enabled=progress, desc="fit", leave=False)
     model.train()
     while iteration < config.max_iterations and stop_reason == "max_iterations":
         for batch in train.batches(batch_size, shuffle=True, generator=order):

@@ -220,6 +220,39 @@ def load_predictor(key, device=None):
     return m.TrainedModel.load_model(_key(m.TrainedModel, key), device=device)
 
 
+def _curves(query, order_by, label, columns) -> pd.DataFrame:
+    """Long form of the ``history`` blobs of ``query``: one row per entry and stored evaluation, the
+    entry's other attributes repeated, a ``run`` label per entry, and the history's scalar ``columns``."""
+    rows = []
+    for entry in query.to_dicts(order_by=order_by):
+        history = entry.pop("history") or []
+        for point in history:
+            rows.append({**entry, "run": label(entry), **{c: point.get(c) for c in columns}})
+    names = [n for n in query.heading.names if n != "history"]
+    frame = pd.DataFrame(rows, columns=[*names, "run", *columns])
+    for column in columns:  # None (e.g. no training loss before the first step) becomes NaN
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    if set(SCAN_KEY) <= set(frame.columns):
+        frame.insert(0, "scan", [scan_name(r) for r in frame[list(SCAN_KEY)].to_dict("records")])
+    return frame
+
+
+PREDICTOR_CURVE = ("iteration", "lr", "train_loss", "val_loss", "val_correlation")
+
+
+def training_curves(restriction=None) -> pd.DataFrame:
+    """The stored validation history of every trained model, long form: one row per model and
+    evaluation with the model key, name, core kind, seed, scan, ``run`` (a label per model) and
+    ``iteration``, ``lr``, ``train_loss`` (mean since the previous evaluation, regularizers included;
+    NaN at iteration 0), ``val_loss`` and ``val_correlation``."""
+    m = stage("models")
+    query = _restrict(m.TrainedModel.proj("history") * m.ModelConfig.proj(*_MODEL_COLUMNS)
+                      * m.DatasetConfig.proj(*SCAN_KEY), restriction)
+    return _curves(query, ["core_kind", "model_hash", "seed"],
+                   lambda r: f"{r['config_name'] or r['core_kind']} seed {r['seed']} ({r['model_hash'][:6]})",
+                   PREDICTOR_CURVE)
+
+
 def unit_scores(restriction=None) -> pd.DataFrame:
     """Per unit and trained model: test correlation, single-trial correlation and FEVE, with the unit's
     area, layer, cortical position (um), oracle correlation and explainable variance, and the model's
@@ -322,6 +355,22 @@ def load_classifier(key, device=None):
     """
     c = stage("classifiers")
     return c.TrainedClassifier.load_model(_key(c.TrainedClassifier, key), device=device)
+
+
+CLASSIFIER_CURVE = ("epoch", "lr", "steps", "train_loss", "train_accuracy", "similarity_loss",
+                    "validation_accuracy", "seconds")
+
+
+def classifier_curves(restriction=None) -> pd.DataFrame:
+    """The stored per-epoch history of every trained classifier, long form: one row per classifier and
+    epoch with its key, control, alpha, width, seed, ``run`` (a label per classifier) and ``epoch``,
+    ``lr``, ``steps``, ``train_loss`` (cross-entropy), ``train_accuracy``, ``similarity_loss``
+    (unweighted regularizer loss; NaN for the baseline), ``validation_accuracy`` and ``seconds``."""
+    c = stage("classifiers")
+    query = _restrict(c.TrainedClassifier.proj("history") * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS),
+                      restriction)
+    return _curves(query, ["control", "alpha", "seed"],
+                   lambda r: f"{r['control']} alpha {r['alpha']:g} seed {r['seed']}", CLASSIFIER_CURVE)
 
 
 def classifier_robustness(restriction=None) -> pd.DataFrame:

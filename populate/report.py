@@ -113,6 +113,15 @@ def predictive_models(panel: Panel) -> None:
                         "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation", "train_seconds"]],
                 "Trained models (test tier; correlations averaged over units)")
     panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
+    curves = api.training_curves()
+    if not curves.empty:
+        panel.figure(figures.training_curves(curves, "iteration", ["val_correlation", "train_loss"],
+                                             dict(iteration="iteration (optimizer steps)",
+                                                  val_correlation="validation correlation",
+                                                  train_loss="training loss (with regularizers)"),
+                                             "Predictive models: training curves"),
+                     "Validation correlation and training loss of every model at each evaluation; the stored "
+                     "weights are those of the best validation score.")
     scores = api.unit_scores()
     if scores.empty:
         panel.note("Per-unit scores need the scan's reliability (stats stage).")
@@ -213,6 +222,13 @@ def classifiers(panel: Panel) -> None:
         raise NotComputed("no trained classifiers yet: add ClassifierTasks and run `python -m populate run`")
     panel.table(trained[["control", "alpha", "width", "seed", "clean_accuracy", "validation_accuracy",
                          "similarity_fidelity", "train_seconds"]], "Trained classifiers")
+    curves = api.classifier_curves()
+    if not curves.empty:
+        panel.figure(figures.training_curves(curves, "epoch", ["train_loss", "validation_accuracy"],
+                                             dict(train_loss="training loss (cross-entropy)",
+                                                  validation_accuracy="validation accuracy (fraction correct)"),
+                                             "Classifiers: training curves"),
+                     "Training loss and held-out accuracy of every classifier after each epoch.")
     levels = api.classifier_robustness()
     if levels.empty:
         panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")
@@ -223,6 +239,10 @@ def classifiers(panel: Panel) -> None:
         panel.note("Adversarial robustness is not evaluated yet (AdversarialEvaluation).")
     else:
         for norm in ("l2", "linf"):
+            if not np.isfinite(images[norm].to_numpy(dtype=np.float64)).any():
+                panel.note(f"The attacks found no adversarial example within their budget ({norm}): "
+                           "no perturbation sizes to show.")
+                continue
             panel.figure(figures.perturbation_distributions(images, norm=norm),
                          f"Minimal adversarial perturbation per image ({norm}), per control.")
     regularized = trained[trained["control"] == "neural"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+from pipeline.progress import on_terminal
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ def populate_all(tables: list[str] | None = None, progress: bool = True) -> dict
     for table in select_tables(tables):
         before = len(table())
         start = time.monotonic()
-        table.populate(display_progress=progress)
+        table.populate(display_progress=progress and on_terminal())
         added[table.__name__] = len(table()) - before
         log.info("%s: %d new rows in %.1f s", table.__name__, added[table.__name__], time.monotonic() - start)
     return added

@@ -88,7 +88,7 @@ class ClassifierConfig(ConfigTable, dj.Lookup):
         return config
 
     @classmethod
-    def describe(cls, config) -> dict:
+    def config_attributes(cls, config) -> dict:
         return dict(control=config.control, alpha=config.alpha, width=config.width)
 
 

@@ -27,8 +27,12 @@ class ConfigTable:
         return cls.config_class.from_dict({**base, **values})
 
     @classmethod
-    def describe(cls, config: Config) -> dict[str, Any]:
-        """Further secondary attributes derived from the config (for queries); none by default."""
+    def config_attributes(cls, config: Config) -> dict[str, Any]:
+        """Further secondary attributes derived from the config (for queries); none by default.
+
+        Not named ``describe``: that is DataJoint's own table method (the table definition), which
+        ``dj.Diagram`` and users call.
+        """
         return {}
 
     @classmethod
@@ -37,7 +41,7 @@ class ConfigTable:
         config = cls.validated(config, **values)
         key = {cls.hash_attribute: config.hash}
         if not (cls() & key):
-            cls().insert1(dict(key, config_name=name, config=config.to_dict(), **cls.describe(config)))
+            cls().insert1(dict(key, config_name=name, config=config.to_dict(), **cls.config_attributes(config)))
         return key
 
     @classmethod

@@ -35,7 +35,7 @@ class ModelConfig(ConfigTable, dj.Lookup):
     hash_attribute = "model_hash"
 
     @classmethod
-    def describe(cls, config: ModelSettings) -> dict:
+    def config_attributes(cls, config: ModelSettings) -> dict:
         core = config.core
         rotations = core.rotations if core.kind == "rotation" else 1
         return dict(core_kind=core.kind, feature_maps=core.features * rotations)
@@ -55,7 +55,7 @@ class DatasetConfig(ConfigTable, dj.Lookup):
     hash_attribute = "dataset_hash"
 
     @classmethod
-    def describe(cls, config: DatasetSettings) -> dict:
+    def config_attributes(cls, config: DatasetSettings) -> dict:
         key = config.scan_key
         if not (Scan & key):
             raise LookupError(f"dataset config names scan {config.scan}, which is not in the database")

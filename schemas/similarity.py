@@ -134,7 +134,7 @@ class SimilarityConfig(ConfigTable, dj.Lookup):
     hash_attribute = "similarity_hash"
 
     @classmethod
-    def describe(cls, config: SimilaritySettings) -> dict:
+    def config_attributes(cls, config: SimilaritySettings) -> dict:
         return dict(method=config.method)
 
 

@@ -245,10 +245,11 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
         section = found[section_id]
         assert section["data-status"] == "computed", section_id
         assert int(section["data-figures"]) == len(section["images"]) >= 1
-    # one oracle-vs-correlation, one FEVE histogram and one rotation-vs-CNN scatter per scan with both kinds
+    # training curves, one oracle-vs-correlation, one FEVE histogram and one rotation-vs-CNN scatter
+    # per scan with both kinds
     models = api.models()
     both = sum(set(rows["core_kind"]) >= {"cnn", "rotation"} for _, rows in models.groupby("scan"))
-    assert int(found["predictive-models"]["data-figures"]) == 2 + both
+    assert int(found["predictive-models"]["data-figures"]) == 3 + both
     # a gallery and (simulated scans) two agreement matrices (types, clusters) per rotation model,
     # up to the shown maximum
     from populate.report import MAX_CELLTYPE_MODELS
@@ -281,10 +282,10 @@ def test_api_tables_agree_with_the_stored_scores(report_file):
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Path of a headless-capable Chromium (`make test` installs it: populate/deploy/test_tools.sh)."""
+    """Path of a headless-capable Chromium (`make test` installs it: populate/deploy/ensure_program.sh)."""
     path = shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium")
     if not path:
-        message = "chromium is not installed; populate/deploy/test_tools.sh installs it"
+        message = "chromium is not installed; `make test` installs it (populate/deploy/ensure_program.sh)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

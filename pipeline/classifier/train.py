@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from pipeline.classifier.regularizer import SimilarityRegularizer
 from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
 from pipeline.config import Config, ConfigError
 from pipeline.device import resolve_device
 from pipeline.layout import standard_layout
+from pipeline.progress import progress_bar
 
 PairLookup = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -318,7 +318,7 @@ def fit_classifier(
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
 
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="classifier", disable=not progress)
+    bar = progress_bar(total=config.epochs * steps_per_epoch, desc="classifier", enabled=progress)
     for epoch in range(config.epochs):
         lr = learning_rate(config, epoch)
         for group in optimizer.param_groups:

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .recording import TIERS, Recording, RecordingError
 
 IMAGE_ID_NAMES = ("frame_image_id", "colorframeprojector_image_id", "image_id")
@@ -397,7 +397,7 @@ class _Reader:
 
     def arrays(self, kind: str, n_trials: int) -> Iterator[tuple[int, str, np.ndarray]]:
         """(i, relative path, array) of each trial file of ``data/<kind>`` (checked by :meth:`trial_files`)."""
-        for i in tqdm(range(n_trials), desc=f"reading {kind}", disable=not self.progress, leave=False):
+        for i in progress_bar(range(n_trials), desc=f"reading {kind}", enabled=self.progress, leave=False):
             rel = f"data/{kind}/{i}.npy"
             yield i, rel, self.parse(self.tree.read(rel), rel)
 
@@ -665,7 +665,7 @@ def _write(recording: Recording, root: Path, progress: bool) -> None:
 
     for kind in _TRIAL_DATA:
         (root / "data" / kind).mkdir(parents=True)
-    for i in tqdm(range(n_trials), desc="writing trials", disable=not progress, leave=False):
+    for i in progress_bar(range(n_trials), desc="writing trials", enabled=progress, leave=False):
         np.save(root / f"data/images/{i}.npy", recording.images[trial_slots[i]][None], allow_pickle=False)
         np.save(root / f"data/responses/{i}.npy", recording.responses[i], allow_pickle=False)
         np.save(root / f"data/behavior/{i}.npy", recording.behavior[i], allow_pickle=False)

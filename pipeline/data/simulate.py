@@ -54,9 +54,9 @@ import logging
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import Config, ConfigError
+from ..progress import progress_bar
 from .images import sample_patches
 from .recording import GroundTruth, Recording
 
@@ -312,7 +312,7 @@ class SimulatedPopulation:
             per_unit = len(cell_type.subunits) * (2 if cell_type.quadrature else 1)
             step = max(1, filters_per_block // per_unit)
             blocks += [(cell_type, units[i : i + step]) for i in range(0, len(units), step)]
-        for cell_type, units in tqdm(blocks, desc="unit drives", disable=not progress):
+        for cell_type, units in progress_bar(blocks, desc="unit drives", enabled=progress):
             filters = subunit_filters(
                 cell_type,
                 self.rf_x[units],

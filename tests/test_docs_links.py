@@ -1,0 +1,60 @@
+"""The documentation holds together: every relative link of README.md and docs/ resolves (files and
+#anchors), and the README stays short."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+_LINK = re.compile(r"(?<!\!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    text = _FENCE.sub("", path.read_text())
+    result = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        result.add(slug)
+    return result
+
+
+def links(path: Path) -> list[str]:
+    text = _FENCE.sub("", path.read_text())
+    text = re.sub(r"`[^`\n]*`", "", text)  # inline code is not a link
+    return [a or b for a, b in _LINK.findall(text)]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(document):
+    broken = []
+    for target in links(document):
+        if re.match(r"^[a-z]+:", target):  # http(s), mailto: not checked here
+            continue
+        file, _, anchor = target.partition("#")
+        resolved = (document.parent / file).resolve() if file else document
+        if not resolved.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
+            broken.append(f"{target} (no heading #{anchor})")
+    assert not broken, f"{document.relative_to(REPO)}: {broken}"
+
+
+def test_the_link_check_finds_broken_links(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\n[ok](#title) [bad](#nope) [gone](missing.md) `[code](x.md)`\n")
+    assert links(page) == ["#title", "#nope", "missing.md"]
+    assert anchors(page) == {"title"}
+
+
+def test_readme_is_short_and_links_each_reader_onwards():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) < 12 * 1024
+    for doc in ("docs/results.md", "docs/benchmarks.md", "docs/design.md", "docs/running_at_scale.md", "docs/api.md"):
+        assert f"]({doc})" in readme, doc
