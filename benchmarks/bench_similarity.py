@@ -81,8 +81,8 @@ def peak_memory(n: int, d: int) -> dict:
 def step_time(width: int, steps: int) -> dict:
     """Seconds per classification step of a baseline and a regularized (alpha 20) ResNet18 of ``width``.
 
-    A regularized step adds the paper's similarity step: 16 pairs (32 stimulus images) forward and
-    backward through the same network, with their own update.  Best of two runs each.
+    A regularized step adds the paper's similarity term: 16 pairs (32 stimulus images) forward and
+    backward through the same network, in the same single update.  Best of two runs each.
     """
     from pipeline.classifier.train import ClassifierConfig, build_classifier, fit_classifier
 

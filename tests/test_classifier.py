@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+
 import numpy as np
 import pytest
 import torch
@@ -11,13 +12,16 @@ from pipeline.classifier.regularizer import SimilarityRegularizer, fisher_z_loss
 from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
 from pipeline.classifier.train import (
     ClassifierConfig,
+    PairBatch,
     augment,
     build_classifier,
+    build_regularizer,
     fit_classifier,
     learning_rate,
     restore,
     sample_pairs,
     similarity_fidelity,
+    training_step,
 )
 from pipeline.config import ConfigError
 from pipeline.similarity import population_vectors, write_similarity
@@ -317,3 +321,51 @@ def test_regularization_moves_model_similarity_towards_neural(toy, tmp_path):
     # has to clear half the smallest measured mean.
     gain = np.mean([results[s, "regularized"][0] - results[s, "baseline"][0] for s in (0, 1)])
     assert gain > 0.08
+
+
+# --------------------------------------------------------------------------------------------------
+# Matched optimisation: the arms differ by the similarity term only
+# --------------------------------------------------------------------------------------------------
+
+
+def test_regularized_path_with_alpha_zero_gives_the_baselines_weights(toy):
+    """One update per iteration on the summed loss: with alpha 0 the similarity path changes nothing."""
+    x, y, stimuli, vectors = toy
+    s_neural = torch.as_tensor(vectors @ vectors.T, dtype=torch.float32)
+    config = _toy_config(alpha=0.0, control="none")  # training_step takes the similarity path when given pairs
+    arms = {}
+    for arm in ("baseline", "regularized"):
+        model = build_classifier(config)
+        regularizer = build_regularizer(model, config)
+        optimizer = torch.optim.SGD([
+            {"params": list(model.parameters()), "weight_decay": config.weight_decay},
+            {"params": list(regularizer.parameters()), "weight_decay": 0.0},
+        ], lr=config.lr, momentum=config.momentum)
+        model.train()
+        rng = np.random.default_rng(0)
+        for step in range(12):
+            index = torch.as_tensor(rng.choice(len(x), 16, replace=False))
+            i, j = sample_pairs(rng, len(stimuli), 8)
+            pairs = PairBatch(torch.as_tensor(stimuli)[torch.as_tensor(np.concatenate([i, j]))],
+                              s_neural[torch.as_tensor(i), torch.as_tensor(j)])
+            training_step(model, regularizer, optimizer, torch.as_tensor(x)[index], torch.as_tensor(y)[index],
+                          pairs if arm == "regularized" else None, config)
+        arms[arm] = model.state_dict()
+    for name, value in arms["baseline"].items():
+        if name.endswith("num_batches_tracked"):
+            continue  # counts the stimulus batches too; unused with a fixed momentum
+        torch.testing.assert_close(arms["regularized"][name], value, rtol=0, atol=0, msg=name)
+
+
+def test_tiny_alpha_stays_next_to_the_baseline(toy):
+    """With alpha 1e-9 a regularized run ends where the baseline of its seed ends (a second update per
+    iteration used to put it about 50 % of the weight norm away)."""
+    x, y, stimuli, vectors = toy
+    fits = {}
+    for arm, changes in {"baseline": dict(alpha=0.0, control="none"), "regularized": dict(alpha=1e-9)}.items():
+        config = _toy_config(epochs=1, max_steps_per_epoch=12, **changes)
+        fits[arm] = fit_classifier(build_classifier(config), x, y, stimuli, vectors @ vectors.T, config,
+                                   device="cpu", progress=False)
+    base, reg = (torch.cat([v.flatten() for k, v in fits[a].state_dict.items() if v.is_floating_point()
+                            and "running" not in k]) for a in ("baseline", "regularized"))
+    assert float((reg - base).norm() / base.norm()) < 1e-4

@@ -1,16 +1,18 @@
 """Training image classifiers with and without neural-similarity regularization (Li et al. 2019).
 
-Each training step is a *classification step* (cross-entropy on an augmented batch of training
-images, SGD update) followed, when ``alpha > 0``, by a *similarity step*: ``pair_batch`` random
-pairs of distinct stimulus images go through the same network in one batch of ``2 * pair_batch``
-images, and ``alpha * regularizer_loss`` gets its own SGD update (the paper alternates batches; the
-two losses are not summed into one update).  Both steps share one SGD optimiser (momentum, weight
-decay on the network but not on the layer-weight logits ``gamma``) and the step schedule
+The loss is the paper's ``L = cross-entropy + alpha * similarity loss``.  Each iteration puts an
+augmented batch of training images through the network and, when ``alpha > 0``, a batch of
+``pair_batch`` random pairs of distinct stimulus images (``2 * pair_batch`` images), then takes
+**one** SGD update on the summed loss (:func:`training_step`).  So every arm, baseline included,
+gets the same number of updates, with momentum and weight decay applied once per iteration, and the
+arms differ only by the similarity term: with ``alpha = 0`` the regularized path reproduces the
+baseline's weights.  One SGD optimiser (momentum, weight decay on the network but not on the
+layer-weight logits ``gamma``) and the step schedule
 ``lr(epoch) = lr * lr_decay ** ((epoch % reset_every) // decay_every)``.
 
-Batch norm during similarity steps: the stimulus batch is normalised with its own batch statistics
-(train mode); by default (``pair_bn_update=False``) it does not update the running statistics, so
-the statistics used at test time describe the classification images only.
+Batch norm: the running statistics, which test-time evaluation uses, come from the classification
+batches in every arm.  The stimulus batch is normalised with its own batch statistics (train mode)
+and by default (``pair_bn_update=False``) leaves the running statistics alone.
 
 ``control`` only labels what the caller passes as ``similarity`` (neural, shuffled, single-trial
 or pixel similarity); training is identical for all of them.  ``alpha == 0`` (control ``"none"``)
@@ -53,7 +55,7 @@ class ClassifierConfig(Config):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64  # classification images per step
-    pair_batch: int = 16  # stimulus-image pairs per similarity step
+    pair_batch: int = 16  # stimulus-image pairs per training step
     epochs: int = 40
     lr_decay: float = 0.3
     decay_every: int = 4  # epochs
@@ -331,29 +333,19 @@ def fit_classifier(
             x, y = x_train[idx], y_train[idx]
             if config.augment:
                 x = augment(x, augment_gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ce_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-
+            pairs = None
             if config.regularized:
                 i, j = sample_pairs(pair_rng, len(stimuli), config.pair_batch)
-                target = torch.as_tensor(np.asarray(lookup(i, j), dtype=np.float32), device=device)
-                pair_images = stimuli[torch.as_tensor(np.concatenate([i, j]), device=device)]
-                with frozen_batchnorm_statistics(model, frozen=not config.pair_bn_update):
-                    _, features = model(pair_images, return_features=config.layers)
-                p = config.pair_batch
-                sim_loss = regularizer(
-                    {k: v[:p] for k, v in features.items()}, {k: v[p:] for k, v in features.items()}, target
+                pairs = PairBatch(
+                    images=stimuli[torch.as_tensor(np.concatenate([i, j]), device=device)],
+                    target=torch.as_tensor(np.asarray(lookup(i, j), dtype=np.float32), device=device),
                 )
-                optimizer.zero_grad(set_to_none=True)
-                (config.alpha * sim_loss).backward()
-                optimizer.step()
-                sim_sum += float(sim_loss.detach())
+            logits, ce, sim = training_step(model, regularizer, optimizer, x, y, pairs, config)
+            ce_sum += ce * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if sim is not None:
+                sim_sum += sim
             bar.update()
         val_acc = accuracy(model, x_val, y_val) if n_val else None
         history.append(
@@ -380,6 +372,57 @@ def fit_classifier(
         layer_weights=regularizer.layer_weights(),
         n_steps=config.epochs * steps_per_epoch,
     )
+
+
+@dataclasses.dataclass
+class PairBatch:
+    """Stimulus pairs of one training step.
+
+    images : (2P, C, H, W) in [0, 1]; image k and image P + k form pair k.
+    target : (P,) the target (neural) similarity of each pair.
+    """
+
+    images: torch.Tensor
+    target: torch.Tensor
+
+
+def training_step(
+    model: ResNet18,
+    regularizer: SimilarityRegularizer,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    pairs: PairBatch | None,
+    config: ClassifierConfig,
+) -> tuple[torch.Tensor, float, float | None]:
+    """One optimizer update on ``cross-entropy + alpha * similarity loss`` (the baseline: ``pairs`` None).
+
+    Every arm takes exactly one update per iteration, so weight decay and momentum act once per
+    iteration in all of them; the arms differ only by the similarity term, and with ``alpha = 0``
+    the regularized path gives the baseline's weights.  Batch norm: the running statistics come
+    from the classification batches in every arm; the stimulus pairs are normalised with their
+    own batch statistics and leave the running ones alone (unless ``config.pair_bn_update``).
+
+    Returns the logits (B, n_classes, detached), the cross-entropy and the unweighted similarity
+    loss (None for the baseline).
+    """
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    similarity_loss = None
+    total = loss
+    if pairs is not None:
+        with frozen_batchnorm_statistics(model, frozen=not config.pair_bn_update):
+            _, features = model(pairs.images, return_features=config.layers)
+        p = len(pairs.target)
+        similarity_loss = regularizer(
+            {k: v[:p] for k, v in features.items()}, {k: v[p:] for k, v in features.items()}, pairs.target
+        )
+        total = loss + config.alpha * similarity_loss
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return (logits.detach(), float(loss.detach()),
+            None if similarity_loss is None else float(similarity_loss.detach()))
 
 
 @torch.no_grad()
