@@ -85,3 +85,51 @@ def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, 
     if ClassificationSet & dict(classification_set=name):
         return dict(classification_set=name), False
     return ClassificationSet.add(name, photo_classification_set(n_train_per_class, n_test_per_class, seed))
+
+
+def _insert_extracted(traces, schedule, scan: str, extraction: dict | None, source_kind: str, source: str,
+                      um_per_pixel: float, depth_um: float, area: str, layer: str) -> tuple[dict, bool]:
+    """Extract a scan from traces + schedule and insert it with its extraction and ROIs."""
+    from pipeline.data.extraction import extract
+    from pipeline.data.suite2p import content_hash
+
+    from schemas import recordings
+
+    key = parse_scan(scan)
+    config = recordings.ExtractionConfig.validated(extraction or {})
+    source_hash = content_hash(traces)
+    same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
+    if same:
+        return _scan_key(same.to_dicts()[0]), False
+    if recordings.scan_exists(key):
+        raise recordings.DuplicateScanError(
+            f"scan {scan} is already in the database with other data; give another --scan for this extraction")
+    recording, footprints = extract(traces, schedule, config, key, um_per_pixel=um_per_pixel,
+                                    plane_depths_um=(depth_um,), area=area, layer=layer, source=source)
+
+    def then(scan_key: dict) -> None:  # inside the scan's transaction: all rows or none
+        config_key = recordings.ExtractionConfig.add(config)
+        recordings.Extraction.inserter(footprints, recording.unit_ids, config_key, source_kind, source_hash,
+                                       traces.n_frames, len(traces.footprints), um_per_pixel)(scan_key)
+
+    return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
+
+
+def _scan_key(row) -> dict[str, int]:
+    return {k: int(row[k]) for k in ("animal_id", "session", "scan_idx")}
+
+
+def import_suite2p(folder: str | Path, stimuli: str | Path, images: str | Path, scan: str,
+                   behavior: str | Path | None = None, extraction: dict | None = None, um_per_pixel: float = 1.0,
+                   depth_um: float = 0.0, area: str = "unknown", layer: str = "unknown") -> tuple[dict, bool]:
+    """Import a suite2p output folder with its stimulus table as scan ``scan``; returns (key, inserted).
+
+    The same folder under the same extraction config is imported once (a second call returns the
+    existing scan); another extraction config makes another scan.
+    """
+    from pipeline.data.suite2p import read_schedule, read_suite2p
+
+    traces = read_suite2p(folder)
+    schedule = read_schedule(stimuli, images, behavior)
+    return _insert_extracted(traces, schedule, scan, extraction, "suite2p", f"suite2p:{Path(folder).name}",
+                             um_per_pixel, depth_um, area, layer)
