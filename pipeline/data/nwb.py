@@ -40,6 +40,9 @@ from .recording import Recording, RecordingError
 IMAGE_ID_COLUMNS = ("image_id", "frame_image_id", "image_index", "stimulus_id", "frame")
 """Trial-table columns naming the image of each trial, in order of preference."""
 
+_PIXEL_MASK = np.dtype([("x", np.uint32), ("y", np.uint32), ("weight", np.float32)])
+"""NWB's pixel-mask element: column, row, weight."""
+
 _FIXED_COLUMNS = {"start_time", "stop_time", "image_id", "tier", "trial_idx", "file_index", "withheld", "id"}
 
 
@@ -170,10 +173,18 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
                         "iscell": ("classifier probability of being a cell", footprints.iscell)})
     # Column-wise, so that a scan without footprints (e.g. Sensorium) gets empty pixel masks: the ROI
     # table needs a mask column to be readable, and no pixels are invented.
-    masks = [[] if footprints is None else [tuple(p) for p in np.asarray(footprints.pixels[u]).tolist()]
-             for u in range(recording.n_units)]
+    pixels = [np.zeros((0, 3), np.float32) if footprints is None else np.asarray(footprints.pixels[u], np.float32)
+              for u in range(recording.n_units)]
+    masks = np.zeros(sum(len(p) for p in pixels), _PIXEL_MASK)
+    if len(masks):
+        stacked = np.concatenate(pixels)
+        masks["x"], masks["y"], masks["weight"] = stacked[:, 1], stacked[:, 0], stacked[:, 2]
     segmentation_plane.id.extend(list(range(recording.n_units)))
-    segmentation_plane.add_column("pixel_mask", "ROI footprint: (x, y, weight) per pixel", data=masks, index=True)
+    if len(masks):
+        segmentation_plane.add_column("pixel_mask", "ROI footprint: (x, y, weight) per pixel", data=masks,
+                                      index=np.cumsum([len(p) for p in pixels]).tolist())
+    else:  # hdmf takes empty ragged cells only as nested lists
+        segmentation_plane.add_column("pixel_mask", "ROI footprint: none known", data=[[] for _ in pixels], index=True)
     for name, (description, values) in columns.items():
         values = np.asarray(values)
         segmentation_plane.add_column(name, description, data=values.tolist() if values.dtype.kind in "UO" else values)
@@ -413,8 +424,12 @@ def _segmentation(ophys, path: Path, series) -> tuple[object, Footprints]:
     pixels = []
     if "pixel_mask" in columns:
         for r in range(n):
-            mask = np.array([tuple(p) for p in table["pixel_mask"][r]], np.float64).reshape(-1, 3)
-            pixels.append(mask.astype(np.float32))
+            mask = table["pixel_mask"][r]
+            if isinstance(mask, np.ndarray) and mask.dtype.names:
+                x, y, w = (np.asarray(mask[name], np.float64) for name in mask.dtype.names[:3])
+            else:
+                x, y, w = np.array([tuple(p) for p in mask], np.float64).reshape(-1, 3).T
+            pixels.append(np.column_stack([y, x, w]).astype(np.float32))
     elif "image_mask" in columns:
         for r in range(n):
             image = np.asarray(table["image_mask"][r])
