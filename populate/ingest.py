@@ -97,15 +97,16 @@ def _insert_extracted(traces, schedule, scan: str, extraction: dict | None, sour
 
     key = parse_scan(scan)
     config = recordings.ExtractionConfig.validated(extraction or {})
-    source_hash = content_hash(traces)
+    # every check runs first: bad input is refused even where the same traces are already imported
+    recording, footprints = extract(traces, schedule, config, key, um_per_pixel=um_per_pixel,
+                                    plane_depths_um=(depth_um,), area=area, layer=layer, source=source)
+    source_hash = content_hash(traces, schedule)
     same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
     if same:
         return _scan_key(same.to_dicts()[0]), False
     if recordings.scan_exists(key):
         raise recordings.DuplicateScanError(
             f"scan {scan} is already in the database with other data; give another --scan for this extraction")
-    recording, footprints = extract(traces, schedule, config, key, um_per_pixel=um_per_pixel,
-                                    plane_depths_um=(depth_um,), area=area, layer=layer, source=source)
 
     def then(scan_key: dict) -> None:  # inside the scan's transaction: all rows or none
         config_key = recordings.ExtractionConfig.add(config)

@@ -168,8 +168,9 @@ def read_suite2p(folder: str | Path) -> Traces:
     )
 
 
-def content_hash(traces: Traces) -> str:
-    """md5 of the traces and footprints: identifies the extracted movie, whatever folder it sits in."""
+def content_hash(traces: Traces, schedule: Schedule | None = None) -> str:
+    """md5 of the traces, footprints and stimulus schedule: identifies the imaging session, whatever
+    folder it sits in."""
     import hashlib
 
     digest = hashlib.md5()
@@ -178,6 +179,12 @@ def content_hash(traces: Traces) -> str:
             digest.update(np.ascontiguousarray(array).tobytes())
     for pixels in traces.footprints.pixels:
         digest.update(np.ascontiguousarray(pixels).tobytes())
+    if schedule is not None:
+        for array in (schedule.onset_frame, schedule.image_id, schedule.trial_idx, schedule.images, schedule.image_ids,
+                      *(schedule.behavior[name] for name in sorted(schedule.behavior))):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update("\0".join(map(str, schedule.tier)).encode())
+        digest.update(" ".join(sorted(schedule.behavior)).encode())
     return digest.hexdigest()
 
 
