@@ -72,11 +72,15 @@ def test_round_trip_of_a_simulated_scan_is_exact(db, tmp_path):
     from populate import ingest
     from schemas import recordings
 
+    from populate import cli
+
     key, _ = ingest.simulate("tiny", seed=5, scan="41-1-1")
-    out = ingest.export_nwb("41-1-1", tmp_path / "sim.nwb")
+    out = tmp_path / "sim.nwb"
+    assert cli.main(["export", "nwb", "41-1-1", str(out)]) == 0
     assert serious_findings(out) == []
-    back, inserted = ingest.import_nwb(out, scan="41-1-2")
-    assert inserted and not (recordings.Extraction & back)
+    assert cli.main(["import", "nwb", str(out), "--scan", "41-1-2"]) == 0
+    back = dict(animal_id=41, session=1, scan_idx=2)
+    assert not (recordings.Extraction & back)
     original, copy = recordings.fetch_recording(key), recordings.fetch_recording(back)
     assert_same_scan(original, copy)
     assert copy.ground_truth is None  # the simulator's truth is not part of the recording

@@ -183,3 +183,19 @@ def test_real_suite2p_on_a_simulated_movie(tmp_path):
     truth = sim.recording.responses[np.argsort(sim.onset_frames, kind="stable")]
     r = [np.corrcoef(recording.responses[:, match[u]], truth[:, u])[0, 1] for u in np.flatnonzero(match >= 0)]
     assert np.median(r) > 0.8, np.round(r, 2)
+
+
+def test_simulate_movie_command_writes_the_lab_files(tmp_path, capsys):
+    pytest.importorskip("tifffile")
+    import tifffile
+
+    from populate import cli
+
+    out = tmp_path / "movie"
+    assert cli.main(["simulate", "--movie", str(out), "--seed", "2"]) == 0
+    movie = tifffile.imread(out / "movie.tif")
+    schedule = read_schedule(out / "stimuli.csv", out / "images.npz", out / "behavior.npz")
+    truth = np.load(out / "truth.npz")
+    assert movie.dtype == np.uint16 and movie.shape == (len(schedule.behavior["pupil_size"]), 96, 96)
+    assert truth["footprints"].shape[1:] == movie.shape[1:] and len(truth["responses"]) == schedule.n_trials
+    assert np.array_equal(truth["onset_frames"], schedule.onset_frame)
