@@ -23,11 +23,9 @@ def _cmd_setup(args) -> None:
 
 
 def _cmd_simulate(args) -> None:
-    from . import ingest
+    from . import imaging_cli, ingest
 
-    if args.movie:
-        paths = ingest.simulate_movie(args.movie, args.seed, run_suite2p=args.suite2p)
-        print(f"simulated movie written to {args.movie}: {', '.join(p.name for p in paths.values())}")
+    if imaging_cli.simulate_movie(args):
         return
     key, inserted = ingest.simulate(args.preset, args.seed, args.scan)
     state = "inserted" if inserted else "already present, nothing inserted"
@@ -43,42 +41,6 @@ def _cmd_import(args) -> None:
             print(f"imported scan {ingest.scan_name(key)} from {path}")
         else:
             print(f"scan {ingest.scan_name(key)} from {path} is already in the database; nothing inserted")
-
-
-def _extraction(args) -> dict:
-    """The extraction config given on the command line (unset options keep the defaults)."""
-    values = dict(signal=args.signal, neuropil_coefficient=args.neuropil, iscell_threshold=args.iscell,
-                  window_s=args.window)
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _report_import(key, inserted: bool, path) -> None:
-    from . import ingest
-
-    state = "imported" if inserted else "already in the database; nothing inserted"
-    print(f"scan {ingest.scan_name(key)} from {path}: {state}")
-
-
-def _cmd_import_suite2p(args) -> None:
-    from . import ingest
-
-    key, inserted = ingest.import_suite2p(args.folder, args.stimuli, args.images, args.scan, behavior=args.behavior,
-                                          extraction=_extraction(args), um_per_pixel=args.um_per_pixel,
-                                          depth_um=args.depth, area=args.area, layer=args.layer)
-    _report_import(key, inserted, args.folder)
-
-
-def _cmd_import_nwb(args) -> None:
-    from . import ingest
-
-    key, inserted = ingest.import_nwb(args.path, scan=args.scan, extraction=_extraction(args))
-    _report_import(key, inserted, args.path)
-
-
-def _cmd_export_nwb(args) -> None:
-    from . import ingest
-
-    print(f"exported scan {args.scan} to {ingest.export_nwb(args.scan, args.out)}")
 
 
 def _cmd_import_cifar(args) -> None:
@@ -121,6 +83,8 @@ def _cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import imaging_cli
+
     parser = argparse.ArgumentParser(prog="python -m populate", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -136,41 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--preset", choices=("tiny", "demo", "large"), default="demo")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--scan", help="scan key animal-session-scan (default: the preset's)")
-    sub.add_argument("--movie", metavar="OUT", help="instead: write a simulated two-photon movie, its stimulus "
-                     "table, images, behaviour and ground truth to the folder OUT (inserts nothing)")
-    sub.add_argument("--suite2p", action="store_true", help="with --movie: also run suite2p on it (OUT/suite2p)")
+    imaging_cli.add_simulate_options(sub)
 
     sub = command("import", _cmd_import, "import data into the database")
     kinds = sub.add_subparsers(dest="kind", required=True, metavar="KIND")
     sensorium = kinds.add_parser("sensorium", help="Sensorium 2022 static dataset folder(s) or .zip file(s)")
     sensorium.add_argument("paths", nargs="+", metavar="PATH")
     sensorium.set_defaults(handler=_cmd_import)
-
-    def extraction_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--signal", choices=("spikes", "dff"), help="response signal (default spikes)")
-        parser.add_argument("--neuropil", type=float, help="neuropil coefficient (default 0.7)")
-        parser.add_argument("--iscell", type=float, help="least cell probability (default 0.5)")
-        parser.add_argument("--window", type=float, nargs=2, metavar=("START", "END"),
-                            help="response window, seconds after onset (default 0 0.5)")
-
-    suite2p = kinds.add_parser("suite2p", help="suite2p output folder with its stimulus table")
-    suite2p.add_argument("folder", metavar="FOLDER", help="suite2p output (holding plane0/, ...)")
-    suite2p.add_argument("--stimuli", required=True, metavar="TABLE",
-                         help="CSV: onset_frame, image_id, tier[, trial_idx], one row per trial")
-    suite2p.add_argument("--images", required=True, help=".npz with images (n, H, W) and image_ids (n,)")
-    suite2p.add_argument("--behavior", help=".npz of per-frame pupil_size, running_speed, pupil_x, pupil_y")
-    suite2p.add_argument("--scan", required=True, help="scan key of the new scan, animal-session-scan")
-    suite2p.add_argument("--um-per-pixel", type=float, default=1.0, help="pixel size in micrometres (default 1)")
-    suite2p.add_argument("--depth", type=float, default=0.0, help="imaging depth in micrometres (default 0)")
-    suite2p.add_argument("--area", default="unknown", help="brain area of the units, e.g. V1")
-    suite2p.add_argument("--layer", default="unknown", help="cortical layer of the units, e.g. L2/3")
-    extraction_options(suite2p)
-    suite2p.set_defaults(handler=_cmd_import_suite2p)
-    nwb = kinds.add_parser("nwb", help="NWB file: an exported scan, or two-photon traces with a trials table")
-    nwb.add_argument("path", metavar="FILE")
-    nwb.add_argument("--scan", help="scan key animal-session-scan (default: the file's session_id)")
-    extraction_options(nwb)
-    nwb.set_defaults(handler=_cmd_import_nwb)
+    imaging_cli.add_import_kinds(kinds)
     cifar = kinds.add_parser("cifar10", help="CIFAR-10 'cifar-10-batches-py' folder, converted to grayscale")
     cifar.add_argument("path", metavar="PATH")
     cifar.add_argument("--name", default="cifar10", help="name of the classification set (default cifar10)")
@@ -182,10 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sensorium.add_argument("scan", metavar="SCAN", help="animal-session-scan, e.g. 11521-7-2")
     sensorium.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     sensorium.set_defaults(handler=_cmd_export)
-    nwb = kinds.add_parser("nwb", help="write a scan to an NWB file")
-    nwb.add_argument("scan", metavar="SCAN", help="animal-session-scan, e.g. 11521-7-2")
-    nwb.add_argument("out", metavar="OUT", help="output .nwb file (must not exist)")
-    nwb.set_defaults(handler=_cmd_export_nwb)
+    imaging_cli.add_export_kinds(kinds)
 
     sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
     sub.add_argument("--tables", nargs="*", help="only these tables (class names)")

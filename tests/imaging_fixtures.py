@@ -7,6 +7,10 @@ deconvolution).  Two extra ROIs on empty background carry a low cell probability
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +73,11 @@ def fake_imaging_folder(out: Path, seed: int = 0) -> tuple[MovieSimulation, dict
     paths = write_movie_folder(sim, out)
     paths["suite2p"] = write_fake_suite2p(sim, out)
     return sim, paths
+
+
+@functools.lru_cache(maxsize=None)
+def shared_imaging_folder(seed: int) -> tuple[MovieSimulation, dict[str, Path]]:
+    """:func:`fake_imaging_folder` made once per test session and seed (tests must not modify it)."""
+    root = Path(tempfile.mkdtemp(prefix=f"imaging-{seed}-"))
+    atexit.register(shutil.rmtree, root, True)
+    return fake_imaging_folder(root, seed)

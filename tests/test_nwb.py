@@ -14,15 +14,16 @@ pytest.importorskip("pynwb")
 from pipeline.data.extraction import ExtractionConfig, InputError, extract  # noqa: E402
 from pipeline.data.nwb import read_nwb  # noqa: E402
 from pipeline.data.suite2p import read_schedule, read_suite2p  # noqa: E402
-from tests.imaging_fixtures import fake_imaging_folder  # noqa: E402
+from tests.imaging_fixtures import shared_imaging_folder  # noqa: E402
 
 ARRAYS = ("images", "image_ids", "trial_idx", "trial_image_ids", "tiers", "responses", "withheld", "behavior",
           "pupil_center", "unit_ids", "unit_area", "unit_layer", "unit_xyz")
 
 
-@pytest.fixture(scope="module")
-def imaging(tmp_path_factory):
-    return fake_imaging_folder(tmp_path_factory.mktemp("nwb-imaging"), seed=4)
+@pytest.fixture
+def imaging():
+    """(simulation, paths) of a simulated movie with a fake suite2p folder, shared by the test modules; read-only."""
+    return shared_imaging_folder(3)
 
 
 def serious_findings(path) -> list[str]:

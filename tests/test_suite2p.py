@@ -12,13 +12,13 @@ import pytest
 from pipeline.data.extraction import ExtractionConfig, InputError, extract, window_means
 from pipeline.data.suite2p import read_schedule, read_suite2p
 from tests.conftest import QUICK_TRAINER, tiny_model
-from tests.imaging_fixtures import fake_imaging_folder
+from tests.imaging_fixtures import shared_imaging_folder
 
 
-@pytest.fixture(scope="module")
-def imaging(tmp_path_factory):
-    """(simulation, paths) of a simulated movie with a fake suite2p folder; read-only for tests."""
-    return fake_imaging_folder(tmp_path_factory.mktemp("imaging"), seed=3)
+@pytest.fixture
+def imaging():
+    """(simulation, paths) of a simulated movie with a fake suite2p folder, shared by the test modules; read-only."""
+    return shared_imaging_folder(3)
 
 
 def _copy(imaging, tmp_path):
@@ -55,7 +55,7 @@ def test_extraction_recovers_the_simulated_trial_responses(imaging):
 
     dff, _ = extract(traces, schedule, ExtractionConfig(signal="dff"), dict(animal_id=1, session=1, scan_idx=1))
     r = [np.corrcoef(dff.responses[:, u], truth[:, u])[0, 1] for u in range(recording.n_units)]
-    assert np.median(r) > 0.8, np.round(r, 2)  # measured 0.93-0.95 over seeds 0-3
+    assert np.median(r) > 0.8, np.round(r, 2)  # median 0.90 (min 0.87) over seeds 0-5
 
 
 def test_spikes_refuse_another_neuropil_coefficient(imaging):

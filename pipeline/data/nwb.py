@@ -20,7 +20,8 @@ Import (:func:`read_nwb`) takes such a file back exactly, and also reads the lay
 two-photon datasets: a frame-sampled ``RoiResponseSeries`` (in ``DfOverF`` or ``Fluorescence``;
 ``Neuropil`` and ``Deconvolved`` series alongside are used when present), a trials table (or
 another ``intervals`` table) with start times and image ids, ``TimeSeries`` of running speed and
-pupil size, and the images in ``stimulus_template``.  Frame-sampled data goes through the same
+pupil size and a pupil-position ``SpatialSeries`` (each interpolated to the frame times), and the
+images in ``stimulus_template``.  Frame-sampled data goes through the same
 window extraction as a suite2p folder (:func:`pipeline.data.extraction.extract`).  A series that
 holds exactly one sample per trial, at the trials' start times, is taken as per-trial values.
 """
@@ -396,6 +397,11 @@ def _read(nwb, path: Path, config: ExtractionConfig, scan: dict | None) -> tuple
         if found is not None:
             values = _numeric(path, found.name, found.data, "iuf").astype(np.float64).reshape(len(found.data), -1)[:, 0]
             behavior[name] = np.interp(frame_times, _timestamps(found), values)
+    eye = _find_timeseries(nwb, ("pupil_center", "pupil_position", "eye_position"))
+    if eye is not None and np.ndim(eye.data) == 2 and eye.data.shape[1] >= 2:
+        values = _numeric(path, eye.name, eye.data, "iuf").astype(np.float64)
+        for k, name in enumerate(("pupil_x", "pupil_y")):
+            behavior[name] = np.interp(frame_times, _timestamps(eye), values[:, k])
     schedule = Schedule(onset_frame=onset_frame.astype(np.int64), image_id=image_id[rows], tier=tier[rows],
                         trial_idx=np.asarray(trial_idx)[rows].astype(np.int64), images=images, image_ids=image_ids,
                         behavior=behavior, files={"onset_frame": f"{path} {table_name}.start_time"})
