@@ -5,6 +5,9 @@ A scan is inserted whole or not at all (:func:`insert_recording`), and read back
 ``(n_kept_trials, n_units)`` float32 ``.npy`` per scan in the object store, so one scan's matrix
 loads with a single read; withheld trials (competition ``final_test`` with zeroed responses) have
 no row in it.
+
+A scan extracted from imaging traces (suite2p folder, NWB file) also has an :class:`Extraction` row
+naming its :class:`ExtractionConfig` and source, with the ROI (footprint and centre) of each unit.
 """
 
 from __future__ import annotations

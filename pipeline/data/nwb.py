@@ -41,9 +41,6 @@ from .recording import Recording, RecordingError
 IMAGE_ID_COLUMNS = ("image_id", "frame_image_id", "image_index", "stimulus_id", "frame")
 """Trial-table columns naming the image of each trial, in order of preference."""
 
-_PIXEL_MASK = np.dtype([("x", np.uint32), ("y", np.uint32), ("weight", np.float32)])
-"""NWB's pixel-mask element: column, row, weight."""
-
 _FIXED_COLUMNS = {"start_time", "stop_time", "image_id", "tier", "trial_idx", "file_index", "withheld", "id"}
 
 
@@ -172,20 +169,15 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
                         "plane": ("imaging plane index", footprints.plane),
                         "roi": ("ROI index in the source segmentation", footprints.roi),
                         "iscell": ("classifier probability of being a cell", footprints.iscell)})
-    # Column-wise, so that a scan without footprints (e.g. Sensorium) gets empty pixel masks: the ROI
-    # table needs a mask column to be readable, and no pixels are invented.
-    pixels = [np.zeros((0, 3), np.float32) if footprints is None else np.asarray(footprints.pixels[u], np.float32)
-              for u in range(recording.n_units)]
-    masks = np.zeros(sum(len(p) for p in pixels), _PIXEL_MASK)
-    if len(masks):
-        stacked = np.concatenate(pixels)
-        masks["x"], masks["y"], masks["weight"] = stacked[:, 1], stacked[:, 0], stacked[:, 2]
-    segmentation_plane.id.extend(list(range(recording.n_units)))
-    if len(masks):
-        segmentation_plane.add_column("pixel_mask", "ROI footprint: (x, y, weight) per pixel", data=masks,
-                                      index=np.cumsum([len(p) for p in pixels]).tolist())
-    else:  # hdmf takes empty ragged cells only as nested lists
-        segmentation_plane.add_column("pixel_mask", "ROI footprint: none known", data=[[] for _ in pixels], index=True)
+    if footprints is not None:
+        for pixels in footprints.pixels:  # NWB's pixel-mask element is (x, y, weight)
+            segmentation_plane.add_roi(pixel_mask=[(int(y_x_w[1]), int(y_x_w[0]), float(y_x_w[2]))
+                                                   for y_x_w in np.asarray(pixels, np.float32)])
+    else:  # empty masks: the ROI table needs a mask column to be readable, and no pixels are invented
+        segmentation_plane.id.extend(list(range(recording.n_units)))
+        segmentation_plane.add_column("pixel_mask", "ROI footprint: none known", data=[[] for _ in range(recording.n_units)],
+                                      index=True)
+    # the other columns whole, so that they keep their dtypes (row-wise values become float64)
     for name, (description, values) in columns.items():
         values = np.asarray(values)
         segmentation_plane.add_column(name, description, data=values.tolist() if values.dtype.kind in "UO" else values)
