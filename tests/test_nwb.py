@@ -104,7 +104,15 @@ def write_public_nwb(path, traces, schedule, series=("Fluorescence", "Neuropil",
                   subject=Subject(subject_id="50", species="Mus musculus", sex="F", age="P90D"))
     nwb.add_stimulus_template(Images(name="natural_scenes", description="stimuli", images=[
         GrayscaleImage(name=f"scene_{int(i)}", data=img) for i, img in zip(schedule.image_ids, schedule.images)]))
-    if trials:
+    if trials == "presentations":  # an Allen-style stimulus table in intervals, image ids under 'frame'
+        from pynwb.epoch import TimeIntervals
+
+        table = TimeIntervals(name="natural_scenes_presentations", description="stimulus presentations")
+        table.add_column("frame", "image shown")
+        for onset, image in zip(schedule.onset_frame, schedule.image_id):
+            table.add_interval(start_time=onset / rate, stop_time=(onset + 4) / rate, frame=int(image))
+        nwb.add_time_intervals(table)
+    elif trials:
         nwb.add_trial_column("image_id", "image shown")
         for onset, image in zip(schedule.onset_frame, schedule.image_id):
             nwb.add_trial(start_time=onset / rate, stop_time=(onset + 4) / rate, image_id=int(image))
@@ -158,6 +166,8 @@ def test_public_layout_goes_through_the_same_window_extraction(imaging, tmp_path
         assert np.array_equal(recording.trial_image_ids, expected.trial_image_ids)
         assert np.allclose(recording.behavior[:, [0, 2]], expected.behavior[:, [0, 2]], rtol=1e-6)
         assert np.array_equal(footprints.roi, kept.roi)
+    presentations = write_public_nwb(tmp_path / "presentations.nwb", traces, schedule, trials="presentations")
+    assert np.array_equal(read_nwb(presentations, config)[0].responses, recording.responses)
     counts = dict(zip(*np.unique(recording.trial_image_ids, return_counts=True)))
     repeated = np.array([counts[i] > 1 for i in recording.trial_image_ids])
     assert set(recording.tiers[repeated]) == {"test"} and "test" not in set(recording.tiers[~repeated])

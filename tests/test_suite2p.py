@@ -58,6 +58,20 @@ def test_extraction_recovers_the_simulated_trial_responses(imaging):
     assert np.median(r) > 0.8, np.round(r, 2)  # median 0.90 (min 0.87) over seeds 0-5
 
 
+def test_planes_are_stacked_with_distinct_unit_ids(imaging, tmp_path):
+    _, paths = _copy(imaging, tmp_path)
+    shutil.copytree(paths["suite2p"] / "plane0", paths["suite2p"] / "plane1")
+    traces = read_suite2p(paths["suite2p"])
+    recording, footprints = extract(traces, _schedule(paths), ExtractionConfig(), dict(animal_id=1, session=1, scan_idx=1))
+    n = recording.n_units // 2
+    assert np.array_equal(recording.unit_ids[n:], recording.unit_ids[:n] + 100000)
+    assert np.array_equal(footprints.plane, np.repeat([0, 1], n))
+    assert np.array_equal(recording.responses[:, n:], recording.responses[:, :n])
+    np.save(paths["suite2p"] / "plane1" / "F.npy", np.load(paths["suite2p"] / "plane1" / "F.npy")[:, :-1])
+    with pytest.raises(InputError, match="plane1: n_frames: mismatched frame counts"):
+        read_suite2p(paths["suite2p"])
+
+
 def test_spikes_refuse_another_neuropil_coefficient(imaging):
     _, paths = imaging
     with pytest.raises(InputError, match="neucoeff.*0.7.*0.5"):
