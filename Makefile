@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e '.[test,robustness]'
+	$(BIN)/python -m pip install -q -e '.[test,robustness,imaging]' "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("recordings", "models", "similarity", "workers")
+BENCHMARKS = ("recordings", "models", "similarity", "workers", "suite2p")
 
 
 def main(argv: list[str]) -> int:

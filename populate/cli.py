@@ -23,8 +23,10 @@ def _cmd_setup(args) -> None:
 
 
 def _cmd_simulate(args) -> None:
-    from . import ingest
+    from . import imaging_cli, ingest
 
+    if imaging_cli.simulate_movie(args):
+        return
     key, inserted = ingest.simulate(args.preset, args.seed, args.scan)
     state = "inserted" if inserted else "already present, nothing inserted"
     print(f"scan {ingest.scan_name(key)} ({state})")
@@ -81,6 +83,8 @@ def _cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import imaging_cli
+
     parser = argparse.ArgumentParser(prog="python -m populate", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -96,12 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--preset", choices=("tiny", "demo", "large"), default="demo")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--scan", help="scan key animal-session-scan (default: the preset's)")
+    imaging_cli.add_simulate_options(sub)
 
     sub = command("import", _cmd_import, "import data into the database")
     kinds = sub.add_subparsers(dest="kind", required=True, metavar="KIND")
     sensorium = kinds.add_parser("sensorium", help="Sensorium 2022 static dataset folder(s) or .zip file(s)")
     sensorium.add_argument("paths", nargs="+", metavar="PATH")
     sensorium.set_defaults(handler=_cmd_import)
+    imaging_cli.add_import_kinds(kinds)
     cifar = kinds.add_parser("cifar10", help="CIFAR-10 'cifar-10-batches-py' folder, converted to grayscale")
     cifar.add_argument("path", metavar="PATH")
     cifar.add_argument("--name", default="cifar10", help="name of the classification set (default cifar10)")
@@ -113,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sensorium.add_argument("scan", metavar="SCAN", help="animal-session-scan, e.g. 11521-7-2")
     sensorium.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     sensorium.set_defaults(handler=_cmd_export)
+    imaging_cli.add_export_kinds(kinds)
 
     sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
     sub.add_argument("--tables", nargs="*", help="only these tables (class names)")

@@ -85,3 +85,124 @@ def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, 
     if ClassificationSet & dict(classification_set=name):
         return dict(classification_set=name), False
     return ClassificationSet.add(name, photo_classification_set(n_train_per_class, n_test_per_class, seed))
+
+
+def _insert_extracted(traces, schedule, scan: str, extraction: dict | None, source_kind: str, source: str,
+                      um_per_pixel: float, depth_um: float, area: str, layer: str) -> tuple[dict, bool]:
+    """Extract a scan from traces + schedule and insert it with its extraction and ROIs."""
+    from pipeline.data.extraction import extract
+    from pipeline.data.suite2p import content_hash
+
+    from schemas import recordings
+
+    key = parse_scan(scan)
+    config = recordings.ExtractionConfig.validated(extraction or {})
+    # every check runs first: bad input is refused even where the same traces are already imported
+    recording, footprints = extract(traces, schedule, config, key, um_per_pixel=um_per_pixel,
+                                    plane_depths_um=(depth_um,), area=area, layer=layer, source=source)
+    source_hash = content_hash(traces, schedule)
+    same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
+    if same:
+        return _scan_key(same.to_dicts()[0]), False
+    if recordings.scan_exists(key):
+        raise recordings.DuplicateScanError(
+            f"scan {scan} is already in the database with other data; give another --scan for this extraction")
+
+    def then(scan_key: dict) -> None:  # inside the scan's transaction: all rows or none
+        config_key = recordings.ExtractionConfig.add(config)
+        recordings.Extraction.inserter(footprints, recording.unit_ids, config_key, source_kind, source_hash,
+                                       traces.n_frames, len(traces.footprints), um_per_pixel)(scan_key)
+
+    return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
+
+
+def _scan_key(row) -> dict[str, int]:
+    return {k: int(row[k]) for k in ("animal_id", "session", "scan_idx")}
+
+
+def import_suite2p(folder: str | Path, stimuli: str | Path, images: str | Path, scan: str,
+                   behavior: str | Path | None = None, extraction: dict | None = None, um_per_pixel: float = 1.0,
+                   depth_um: float = 0.0, area: str = "unknown", layer: str = "unknown") -> tuple[dict, bool]:
+    """Import a suite2p output folder with its stimulus table as scan ``scan``; returns (key, inserted).
+
+    The same folder under the same extraction config is imported once (a second call returns the
+    existing scan); another extraction config makes another scan.
+    """
+    from pipeline.data.suite2p import read_schedule, read_suite2p
+
+    traces = read_suite2p(folder)
+    schedule = read_schedule(stimuli, images, behavior)
+    return _insert_extracted(traces, schedule, scan, extraction, "suite2p", f"suite2p:{Path(folder).name}",
+                             um_per_pixel, depth_um, area, layer)
+
+
+def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | None = None,
+               um_per_pixel: float = 1.0) -> tuple[dict, bool]:
+    """Import one NWB file; returns (scan key, inserted).
+
+    A file with per-trial responses (as ``export nwb`` writes it) becomes the scan it holds; a file
+    with frame-sampled traces goes through the window extraction of ``extraction``.  ``scan``
+    overrides the file's ``session_id``.
+    """
+    from pipeline.data.extraction import ExtractionConfig
+    from pipeline.data.nwb import read_nwb
+
+    from schemas import recordings
+
+    config = ExtractionConfig.from_dict(extraction or {})
+    key = parse_scan(scan) if scan else None
+    recording, footprints, info = read_nwb(path, config, key)
+    if "config" in info:  # a scan exported with its extraction: it keeps the config it was extracted with
+        config = ExtractionConfig.from_dict(info["config"])
+        um_per_pixel = float(info.get("um_per_pixel", um_per_pixel))
+    recording.source = recording.source or f"nwb:{Path(path).name}"
+    if recordings.scan_exists(recording.scan_key):
+        return recording.scan_key, False
+    has_rois = len(footprints) and any(len(p) for p in footprints.pixels)
+    then = None
+    if info["layout"] == "frames" or has_rois:
+        import hashlib
+
+        source_hash = hashlib.md5(Path(path).read_bytes()).hexdigest()
+        same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
+        if same:
+            return _scan_key(same.to_dicts()[0]), False
+
+        def then(scan_key: dict) -> None:
+            config_key = recordings.ExtractionConfig.add(config)
+            recordings.Extraction.inserter(footprints, recording.unit_ids, config_key, "nwb", source_hash,
+                                           info["n_frames"], info["n_rois"], um_per_pixel)(scan_key)
+
+    return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
+
+
+def export_nwb(scan: str, out: str | Path) -> Path:
+    """Write a stored scan (with its ROI footprints when it has them) to a new NWB file."""
+    from pipeline.data.nwb import write_nwb
+
+    from schemas import recordings
+
+    key = parse_scan(scan)
+    if not recordings.scan_exists(key):
+        raise LookupError(f"scan {scan} is not in the database")
+    extraction = None
+    if recordings.Extraction & key:
+        row = (recordings.Extraction * recordings.ExtractionConfig & key).fetch1()
+        extraction = dict(config=row["config"], n_frames=row["n_frames"], n_rois=row["n_rois"],
+                          um_per_pixel=row["um_per_pixel"])
+    return write_nwb(recordings.fetch_recording(key), out, footprints=recordings.fetch_footprints(key),
+                     extraction=extraction)
+
+
+def simulate_movie(out: str | Path, seed: int = 0, run_suite2p: bool = False) -> dict[str, Path]:
+    """Write a simulated two-photon movie with its stimulus table, images, behaviour and ground truth."""
+    from pipeline.data import movie
+
+    sim = movie.simulate_movie(seed=seed)
+    paths = movie.write_movie_folder(sim, out)
+    if run_suite2p:
+        from pipeline.data.suite2p import run_suite2p
+
+        log.info("running suite2p on %s (%d frames)", paths["movie"], sim.n_frames)
+        paths["suite2p"] = run_suite2p(paths["movie"], out, sim.frame_rate) / "suite2p"
+    return paths

@@ -5,6 +5,9 @@ A scan is inserted whole or not at all (:func:`insert_recording`), and read back
 ``(n_kept_trials, n_units)`` float32 ``.npy`` per scan in the object store, so one scan's matrix
 loads with a single read; withheld trials (competition ``final_test`` with zeroed responses) have
 no row in it.
+
+A scan extracted from imaging traces (suite2p folder, NWB file) also has an :class:`Extraction` row
+naming its :class:`ExtractionConfig` and source, with the ROI (footprint and centre) of each unit.
 """
 
 from __future__ import annotations
@@ -192,10 +195,11 @@ def scan_exists(key) -> bool:
     return bool(Scan & _scan_restriction(key))
 
 
-def insert_recording(recording: Recording, image_id_name: str = "frame_image_id") -> dict:
+def insert_recording(recording: Recording, image_id_name: str = "frame_image_id", then=None) -> dict:
     """Insert one scan with its units, images, trials and responses in one transaction.
 
-    Returns the scan key.  Raises :class:`DuplicateScanError` when the scan is already present;
+    ``then(key)``, when given, inserts further rows that belong to the scan inside the same
+    transaction.  Returns the scan key.  Raises :class:`DuplicateScanError` when the scan is already present;
     on any other failure nothing is left in the database (store files written before the failure
     are orphans for ``populate gc``).
     """
@@ -301,6 +305,8 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
                 )
                 for u, kind, o, r in zip(recording.unit_ids, truth.unit_type, truth.orientation, truth.reliability)
             )
+        if then is not None:
+            then(key)
     return key
 
 
@@ -357,3 +363,92 @@ def fetch_recording(key) -> Recording:
         ground_truth=truth,
     )
 
+
+
+# ------------------------------------------------------------------- scans extracted from imaging
+
+
+from pipeline.data.extraction import ExtractionConfig as ExtractionSettings  # noqa: E402
+from pipeline.data.extraction import Footprints  # noqa: E402
+
+from .configs import ConfigTable  # noqa: E402
+
+
+@schema
+class ExtractionConfig(ConfigTable, dj.Lookup):
+    definition = """
+    # how trial responses are computed from imaging traces (signal, neuropil, cells, window)
+    extraction_hash: char(32)           # canonical hash of the full config
+    ---
+    config_name = '': varchar(64)
+    signal: varchar(16)                 # 'spikes' or 'dff'
+    config: json
+    """
+    config_class = ExtractionSettings
+    hash_attribute = "extraction_hash"
+
+    @classmethod
+    def describe(cls, config: ExtractionSettings) -> dict:
+        return dict(signal=config.signal)
+
+
+@schema
+class Extraction(dj.Manual):
+    definition = """
+    # a scan whose responses were extracted from imaging traces (suite2p folder or NWB file)
+    -> Scan
+    ---
+    -> ExtractionConfig
+    source_kind: enum('suite2p', 'nwb')
+    source_hash: char(32)               # md5 of the source traces and footprints
+    n_frames: int32                     # frames (per plane) of the traces
+    n_rois: int32                       # ROIs in the source before cell selection
+    um_per_pixel: float64               # scale of the unit coordinates
+    unique index (source_hash, extraction_hash)
+    """
+
+    class Roi(dj.Part):
+        definition = """
+        # the ROI behind each unit
+        -> master
+        -> Scan.Unit
+        ---
+        plane: int32
+        roi: int32                      # index of the ROI in its source (suite2p stat.npy row)
+        iscell: float32                 # classifier probability of being a cell
+        centre_y: float64               # pixels of the plane
+        centre_x: float64               # pixels of the plane
+        footprint: <blob>               # (n_pixels, 3) float32 rows (y, x, weight)
+        """
+
+    @staticmethod
+    def inserter(footprints: Footprints, unit_ids, config_key: dict, source_kind: str, source_hash: str,
+                 n_frames: int, n_rois: int, um_per_pixel: float):
+        """The ``then`` callback of :func:`insert_recording` that records the extraction and ROIs."""
+
+        def insert(key: dict) -> None:
+            Extraction.insert1(dict(key, **config_key, source_kind=source_kind, source_hash=source_hash,
+                                    n_frames=int(n_frames), n_rois=int(n_rois), um_per_pixel=float(um_per_pixel)))
+            Extraction.Roi.insert(
+                dict(key, unit_id=int(u), plane=int(footprints.plane[i]), roi=int(footprints.roi[i]),
+                     iscell=float(footprints.iscell[i]), centre_y=float(footprints.centre[i, 0]),
+                     centre_x=float(footprints.centre[i, 1]), footprint=np.asarray(footprints.pixels[i], np.float32))
+                for i, u in enumerate(unit_ids)
+            )
+
+        return insert
+
+
+def fetch_footprints(key) -> Footprints | None:
+    """The ROIs of an extracted scan in unit order, or None for a scan without them."""
+    key = _scan_restriction(key)
+    if not (Extraction & key):
+        return None
+    rows = (Extraction.Roi * Scan.Unit & key).to_dicts(order_by="unit_index")
+    return Footprints(
+        plane=np.array([r["plane"] for r in rows], np.int64),
+        roi=np.array([r["roi"] for r in rows], np.int64),
+        centre=np.array([[r["centre_y"], r["centre_x"]] for r in rows], np.float64).reshape(len(rows), 2),
+        pixels=[np.asarray(r["footprint"], np.float32) for r in rows],
+        iscell=np.array([r["iscell"] for r in rows], np.float64),
+    )
