@@ -61,11 +61,26 @@ def evaluation_config(quick: bool) -> dict:
 
 
 def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
+    start = time.monotonic()
+    declare_tasks(quick, seeds, classifier_seeds)
+    _populate(None)
+    summary(time.monotonic() - start)
+    from .report import write_report
+
+    path = write_report(report_path)
+    print(f"report of every stage: {path}")
+
+
+def declare_tasks(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1)) -> None:
+    """The demo's data and every task of every stage, before anything is computed (idempotent).
+
+    Each computed table's key source admits a key only once its inputs are computed, so the whole
+    list can be handed to any number of workers at once.
+    """
     from schemas.classifiers import ClassifierTask, EvaluationConfig
-    from schemas.models import Ensemble, TrainedModel, TrainingTask
+    from schemas.models import Ensemble, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
 
-    start = time.monotonic()
     preset = "tiny" if quick else "demo"
     key, inserted = ingest.simulate(preset, seed=0, scan=SCAN)
     print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if inserted else 'already present'})")
@@ -77,28 +92,19 @@ def main(quick: bool = False, seeds=(0,), classifier_seeds=(0, 1), report_path: 
     for name, model in model_configs(quick).items():
         tasks += TrainingTask.add(model=model, dataset=dataset_config(quick), trainer=trainer_config(quick),
                                   seeds=seeds, name=f"demo-{name}")
-    _populate(["Reliability", "Normalization", "TrainedModel", "CellTypes"])
-
     if not (Ensemble & dict(ensemble_name="demo")):
         Ensemble.create("demo", tasks, description="every demo model of scan " + SCAN)
     if not (ImageSet & dict(image_set="demo")):
         ImageSet.from_scans("demo", [key], description="stimuli of scan " + SCAN)
     SimilarityTask.add("demo-neural", dict(method="model"), image_set="demo", ensembles=["demo"])
-    _populate(["PredictedResponses", "Similarity"])
 
     for control in CLASSIFIER_CONTROLS:
         ClassifierTask.add(classifier_config(control, quick), classification_set="photos",
                            neural="demo-neural", seeds=classifier_seeds, name=f"demo-{control}")
     EvaluationConfig.add(evaluation_config(quick), name="demo")
-    _populate(["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"])
-    summary(time.monotonic() - start)
-    from .report import write_report
-
-    path = write_report(report_path)
-    print(f"report of every stage: {path}")
 
 
-def _populate(tables: list[str]) -> None:
+def _populate(tables: list[str] | None) -> None:
     added = run.populate_all(tables=tables, progress=True)
     print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
 
