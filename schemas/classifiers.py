@@ -145,7 +145,9 @@ def _stimulus_images(similarity_name: str) -> torch.Tensor:
 
 
 def _open_similarity(similarity_name: str) -> sim.SimilarityStore:
-    return Similarity.open(require(Similarity(), dict(similarity_name=similarity_name)))
+    key = dict(similarity_name=similarity_name)
+    require(Similarity(), key)
+    return Similarity.open(key)
 
 
 @schema

@@ -43,6 +43,7 @@ def _plain(value):
 
 def require(query, key: dict):
     """``query & key``, or :class:`MissingInput` naming the table and key when that holds no row."""
+    query = query() if isinstance(query, type) else query
     rows = query & key
     if not rows:
         raise MissingInput(_name(query), _restriction(query, key))
@@ -57,6 +58,8 @@ def _name(query) -> str:
 
 def _restriction(query, key: dict) -> dict:
     """The part of ``key`` that names a row of ``query`` (its primary-key attributes present in ``key``)."""
+    if not isinstance(key, dict):
+        return {}
     names = [k for k in query.primary_key if k in key] or list(key)
     return {k: key[k] for k in names}
 
