@@ -289,7 +289,9 @@ def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
     for table in tables:
         jobs = queue(table)
         if key is not None:
-            full = (table().key_source & key).keys()
+            from schemas.readiness import candidates
+
+            full = (candidates(table) & key).keys()  # a key still waiting for its inputs can be ignored too
             if not full:
                 raise QueueError(f"{table.__name__} has no key matching {key_json(key)}")
             count = 0
