@@ -392,12 +392,14 @@ def format_status(report: dict, tracebacks: bool = True, traceback_lines: int = 
         lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
     if report["waiting"]:
         lines += ["", "waiting for inputs (not queued until every input is in place):"]
-        shown = collections.Counter(w["table"] for w in report["waiting"])
+        by_table = collections.defaultdict(list)
         for w in report["waiting"]:
-            lines.append(f"  {w['table']} {json.dumps(w['key'])} waits for {', '.join(w['inputs'])}")
+            by_table[w["table"]].append(w)
         for t in report["tables"]:
-            if t["waiting"] > shown[t["table"]]:
-                lines.append(f"  {t['table']}: {t['waiting'] - shown[t['table']]} more waiting")
+            listed = by_table[t["table"]]
+            lines += [f"  {t['table']} {json.dumps(w['key'])} waits for {', '.join(w['inputs'])}" for w in listed]
+            if t["waiting"] > len(listed):
+                lines.append(f"  {t['table']}: {t['waiting'] - len(listed)} more waiting")
     if report["running"]:
         lines += ["", "running jobs:"]
         for job in report["running"]:

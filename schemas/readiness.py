@@ -31,14 +31,8 @@ class MissingInput(LookupError):
 
     def __init__(self, table: str, key: dict) -> None:
         self.table, self.key = table, dict(key)
-        text = json.dumps({k: _plain(v) for k, v in sorted(self.key.items())}, sort_keys=True)
+        text = json.dumps(self.key, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else str(v))
         super().__init__(f"input not ready: {table} {text}")
-
-
-def _plain(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
 def require(query, key: dict):
