@@ -121,7 +121,8 @@ def test_a_task_list_declared_ahead_waits_stage_by_stage(task):
     try:
         pair = dict(ensemble_name="readiness", image_set="readiness")
         assert "TrainedModel of every member" in _waiting_for(PredictedResponses, pair)
-        assert "PredictedResponses of every ensemble" in _waiting_for(Similarity, dict(similarity_name="readiness-neural"))
+        neural_similarity = dict(similarity_name="readiness-neural")
+        assert "PredictedResponses of every ensemble" in _waiting_for(Similarity, neural_similarity)
         assert Similarity().key_source & dict(similarity_name="readiness-pixel"), "a pixel similarity needs no model"
         assert _waiting_for(TrainedClassifier, neural) == ["Similarity (reference)", "Similarity (target)"]
         assert _waiting_for(TrainedClassifier, pixel) == ["Similarity (reference)", "Similarity (target)"]
@@ -154,7 +155,8 @@ def _cli(env, *args, timeout=300) -> subprocess.CompletedProcess:
 def test_four_workers_started_together_finish_the_demo_without_errors(db, tmp_path, attempt):
     from schemas import db as settings
 
-    env = dict(os.environ, PIPELINE_PREFIX=f"{settings.prefix()}_r{attempt}", PIPELINE_STORE_DIR=str(tmp_path / "store"),
+    env = dict(os.environ, PIPELINE_PREFIX=f"{settings.prefix()}_r{attempt}",
+               PIPELINE_STORE_DIR=str(tmp_path / "store"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # four workers share the machine's cores
     try:
