@@ -139,6 +139,22 @@ def test_a_task_list_declared_ahead_waits_stage_by_stage(task):
         (Ensemble & dict(ensemble_name="readiness")).delete()
 
 
+def test_an_idle_worker_looks_once_more_before_leaving(task):
+    """Its last job made a downstream key ready: the worker queues and computes it before leaving idle,
+    however long its poll interval."""
+    from populate import jobs as queues
+    from populate.worker import Worker
+    from schemas.models import TrainedModel
+    from schemas.stats import Normalization, Reliability
+
+    Reliability.populate(SCAN_KEY)
+    (Normalization & SCAN_KEY).delete_quick()
+    queues.queue(TrainedModel).restrict(task, semantic_check=False).delete_quick()
+    summary = Worker([Normalization, TrainedModel], idle_exit=0.5, poll=600).run()
+    assert summary.failed == 0 and summary.done >= 2, summary
+    assert Normalization & SCAN_KEY and TrainedModel & task
+
+
 # ---------------------------------------------------------------------------------------------
 # four workers at once on the whole demo
 
