@@ -70,12 +70,30 @@ def evaluation_config(quick: bool) -> dict:
     return dict(noise_images=1000, attack_images=50, attack_steps=1000, pgd_steps=10)
 
 
-def main(quick: bool = False, seeds=MODEL_SEEDS, classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
+def main(quick: bool = False, seeds=None, classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
+    start = time.monotonic()
+    declare_tasks(quick, seeds, classifier_seeds)
+    _populate()
+    summary(time.monotonic() - start)
+    from .report import write_report
+
+    path = write_report(report_path)
+    print(f"report of every stage: {path}")
+
+
+def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> None:
+    """The demo's data and every task of every stage, before anything is computed (idempotent).
+
+    ``seeds`` of the predictive models: default :data:`MODEL_SEEDS`, one seed with ``quick``.
+
+    Each computed table's key source admits a key only once its inputs are computed, so the whole
+    list can be handed to any number of workers at once.
+    """
     from schemas.classifiers import ClassifierTask, EvaluationConfig
     from schemas.models import Ensemble, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
 
-    start = time.monotonic()
+    seeds = seeds if seeds is not None else (0,) if quick else MODEL_SEEDS
     preset = "tiny" if quick else "demo"
     key, inserted = ingest.simulate(preset, seed=0, scan=SCAN)
     print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if inserted else 'already present'})")
@@ -87,29 +105,19 @@ def main(quick: bool = False, seeds=MODEL_SEEDS, classifier_seeds=(0, 1), report
     for name, model in model_configs(quick).items():
         tasks[name] = TrainingTask.add(model=model, dataset=dataset_config(quick), trainer=trainer_config(quick),
                                        seeds=seeds, name=f"demo-{name}")
-    _populate(["Reliability", "Normalization", "TrainedModel", "CellTypes"])
-
     if not (Ensemble & dict(ensemble_name="demo")):
         Ensemble.create("demo", tasks["rotation"] + tasks["cnn"], description="every demo model of scan " + SCAN)
     if not (Ensemble & dict(ensemble_name="demo-rotation")):
         Ensemble.create("demo-rotation", tasks["rotation"],
                         description="the rotation-equivariant demo models: their consensus cell types")
-    _populate(["EnsembleCellTypes"])
     if not (ImageSet & dict(image_set="demo")):
         ImageSet.from_scans("demo", [key], description="stimuli of scan " + SCAN)
     SimilarityTask.add("demo-neural", dict(method="model"), image_set="demo", ensembles=["demo"])
-    _populate(["PredictedResponses", "Similarity"])
 
     for control in CLASSIFIER_CONTROLS:
         ClassifierTask.add(classifier_config(control, quick), classification_set="photos",
                            neural="demo-neural", seeds=classifier_seeds, name=f"demo-{control}")
     EvaluationConfig.add(evaluation_config(quick), name="demo")
-    _populate(["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"])
-    summary(time.monotonic() - start)
-    from .report import write_report
-
-    path = write_report(report_path)
-    print(f"report of every stage: {path}")
 
 
 # A stage that hangs (e.g. a CPU kernel deadlock) ends the demo with every thread's stack instead of
@@ -117,12 +125,17 @@ def main(quick: bool = False, seeds=MODEL_SEEDS, classifier_seeds=(0, 1), report
 STAGE_TIMEOUT_S = float(os.environ.get("PIPELINE_STAGE_TIMEOUT", 1800))
 
 
-def _populate(tables: list[str]) -> None:
-    faulthandler.dump_traceback_later(STAGE_TIMEOUT_S, exit=True)
-    try:
-        added = run.populate_all(tables=tables, progress=True)
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+def _populate() -> None:
+    """Every stage, upstream first, each under the stage timeout."""
+    from .jobs import select_tables
+
+    added = {}
+    for table in select_tables():
+        faulthandler.dump_traceback_later(STAGE_TIMEOUT_S, exit=True)
+        try:
+            added.update(run.populate_all(tables=[table.__name__], progress=True))
+        finally:
+            faulthandler.cancel_dump_traceback_later()
     print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
 
 

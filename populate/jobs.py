@@ -9,6 +9,7 @@ and the workers share: :func:`requeue` with its durable retry count and :func:`t
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib
 import json
@@ -92,6 +93,42 @@ def queue(table):
             "run `python -m populate setup` first"
         )
     return jobs
+
+
+def refresh(jobs) -> int:
+    """Fill one queue from its table's key source; return the number of keys added.
+
+    A key enters the queue only once its inputs are in place (:mod:`schemas.readiness`), and a
+    pending job whose key has left the key source (an input deleted meanwhile) is dropped, whatever
+    its age, so that no worker reserves it; it comes back when its inputs do.
+    """
+    from datajoint.condition import Not
+
+    added = jobs.refresh(delay=-1)["added"]
+    q = jobs.adapter.quote_identifier
+    unready = (jobs & f"{q('status')}='pending'").restrict(Not(jobs.target.key_source.proj()), semantic_check=False)
+    dropped = unready.delete_quick(get_count=True)
+    if dropped:
+        log.info("%s: %d pending job(s) dropped, their inputs are gone", jobs.target.__class__.__name__, dropped)
+    return added
+
+
+def hand_back_unready(jobs, key: dict, reason: str, *, host: str, pid: int, delay: float) -> bool:
+    """Put a job whose make found an input missing back to pending, due after ``delay`` seconds.
+
+    Not an error: the job simply was not ready.  The reason stays in its ``error_message`` for
+    ``status``.  Returns whether the job was still this worker's (host, pid) to hand back.
+    """
+    q = jobs.adapter.quote_identifier
+    interval = jobs.adapter.interval_expr(max(float(delay), 0.0), "second")
+    cursor = jobs.connection.query(
+        f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', "
+        f"{q('scheduled_time')}=CURRENT_TIMESTAMP(3) + {interval}, {q('reserved_time')}=NULL, "
+        f"{q('error_message')}=%s, {q('error_stack')}=NULL, {q('host')}='', {q('pid')}=0, {q('connection_id')}=0 "
+        f"WHERE {_where(jobs, key)} AND {q('status')}='reserved' AND {q('host')}=%s AND {q('pid')}=%s",
+        args=[reason[:2047], host, pid],
+    )
+    return bool(cursor.rowcount)
 
 
 def key_json(key: dict) -> str:
@@ -252,7 +289,9 @@ def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
     for table in tables:
         jobs = queue(table)
         if key is not None:
-            full = (table().key_source & key).keys()
+            from schemas.readiness import candidates
+
+            full = (candidates(table) & key).keys()  # a key still waiting for its inputs can be ignored too
             if not full:
                 raise QueueError(f"{table.__name__} has no key matching {key_json(key)}")
             count = 0
@@ -284,25 +323,36 @@ def _heartbeats(connection, now: datetime) -> list[dict]:
     return rows
 
 
-def status(tables: list, max_errors: int = 50) -> dict:
-    """Every queue's counts, its failed and running jobs, and the workers' heartbeats (JSON-ready)."""
+def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
+    """Every queue's counts, its failed and running jobs, and the workers' heartbeats (JSON-ready).
+
+    ``keys`` counts every key a table is meant to compute; ``waiting`` those whose inputs are not
+    all in place yet (never queued, see :mod:`schemas.readiness`), listed up to ``max_waiting`` per
+    table with the inputs each lacks; ``not_queued`` ready keys the queue has not picked up yet.
+    """
     import datajoint as dj
+
+    from schemas import readiness
 
     connection = dj.conn()
     now = server_now(connection)
     workers = _heartbeats(connection, now)
     by_process = {(w["host"], w["pid"]): w for w in workers}
-    report = {"server_time": now.isoformat(), "tables": [], "errors": [], "running": [], "workers": []}
+    report = {"server_time": now.isoformat(), "tables": [], "waiting": [], "errors": [], "running": [],
+              "workers": []}
     for table in tables:
         jobs = queue(table)
         remaining, total = table().progress()
+        n_waiting, blocked = readiness.waiting(table, limit=max_waiting)
         counts = jobs.progress()
         counts.pop("total", None)
         queued = counts["pending"] + counts["reserved"] + counts["error"] + counts["ignore"]
         report["tables"].append(
-            dict(table=table.__name__, full_name=table.full_table_name, keys=total, done=total - remaining,
-                 not_queued=max(remaining - queued, 0), **counts)
+            dict(table=table.__name__, full_name=table.full_table_name, keys=total + n_waiting,
+                 done=total - remaining, waiting=n_waiting, not_queued=max(remaining - queued, 0), **counts)
         )
+        report["waiting"] += [dict(table=table.__name__, key=json.loads(key_json(key)), inputs=inputs)
+                              for key, inputs in blocked]
         for row in jobs.errors.to_dicts(order_by="completed_time DESC", limit=max_errors):
             key = {k: row[k] for k in jobs.primary_key}
             stack = row.get("error_stack")
@@ -334,12 +384,22 @@ def status(tables: list, max_errors: int = 50) -> dict:
 def format_status(report: dict, tracebacks: bool = True, traceback_lines: int = 12) -> str:
     """The status report as text for people."""
     lines = [f"server time {report['server_time']}", ""]
-    header = ("table", "keys", "done", "not queued", "pending", "reserved", "error", "ignore")
-    rows = [(t["table"], t["keys"], t["done"], t["not_queued"], t["pending"], t["reserved"], t["error"], t["ignore"])
-            for t in report["tables"]]
+    header = ("table", "keys", "done", "waiting", "not queued", "pending", "reserved", "error", "ignore")
+    rows = [(t["table"], t["keys"], t["done"], t["waiting"], t["not_queued"], t["pending"], t["reserved"], t["error"],
+             t["ignore"]) for t in report["tables"]]
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
         lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    if report["waiting"]:
+        lines += ["", "waiting for inputs (not queued until every input is in place):"]
+        by_table = collections.defaultdict(list)
+        for w in report["waiting"]:
+            by_table[w["table"]].append(w)
+        for t in report["tables"]:
+            listed = by_table[t["table"]]
+            lines += [f"  {t['table']} {json.dumps(w['key'])} waits for {', '.join(w['inputs'])}" for w in listed]
+            if t["waiting"] > len(listed):
+                lines.append(f"  {t['table']}: {t['waiting'] - len(listed)} more waiting")
     if report["running"]:
         lines += ["", "running jobs:"]
         for job in report["running"]:

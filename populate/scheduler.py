@@ -3,8 +3,8 @@
 ``python -m populate scheduler`` runs :func:`run` (one process per database is enough; two are
 harmless, every change is a guarded single-row UPDATE).  Each pass:
 
-1. refreshes every queue (``Table.jobs.refresh``): keys whose upstream rows appeared become
-   ``pending``; keys that left the key source are dropped;
+1. refreshes every queue (:func:`populate.jobs.refresh`): keys whose inputs appeared become
+   ``pending``; pending keys that left the key source are dropped;
 2. finds reserved jobs whose worker is dead and puts them back to ``pending``.  A worker is dead
    when its connection id (recorded with the reservation) is gone from the server's process list
    (``information_schema.processlist`` on MySQL/MariaDB, ``pg_stat_activity`` on PostgreSQL)
@@ -137,7 +137,7 @@ class Scheduler:
         report = PassReport()
         queues_ = [queues.queue(table) for table in self.tables]
         for jobs in queues_:
-            report.added += jobs.refresh(delay=-1)["added"]
+            report.added += queues.refresh(jobs)
         now = queues.server_now(connection)
         alive = live_connection_ids(connection)
         workers = self._workers(now)

@@ -239,11 +239,19 @@ class Heartbeat(threading.Thread):
 # the worker
 
 
+def _missing_input(error: BaseException) -> bool:
+    """Whether a make failed for an input not in place yet (see :mod:`schemas.readiness`)."""
+    from schemas.readiness import MissingInput
+
+    return isinstance(error, MissingInput)
+
+
 @dataclass
 class Summary:
     done: int = 0
     failed: int = 0
     handed_back: int = 0
+    not_ready: int = 0  # jobs handed back because their make found an input missing
     reason: str = ""
 
 
@@ -419,6 +427,14 @@ class Worker:
             self._state.update(state="stopping" if self._stop.is_set() else "idle", job_table="", job_key="")
         seconds = time.monotonic() - started
         self._make_seconds.setdefault(table.full_table_name, collections.deque(maxlen=self.batch)).append(seconds)
+        if isinstance(result, tuple) and _missing_input(result[1]):
+            # Not ready, not wrong: the job goes back to pending; the refresh drops it while the
+            # input stays out of the key source and queues it again once the input lands.
+            message = str(result[1])
+            log.warning("%s %s handed back: %s", name, queues.key_json(key), message)
+            if queues.hand_back_unready(jobs, key, message, host=self.host, pid=self.pid, delay=self.poll):
+                self.summary.not_ready += 1
+            return "not ready"
         if isinstance(result, tuple):
             error = result[1]
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -557,7 +573,7 @@ class Worker:
         for jobs in self._queues:
             if self._stop.is_set():
                 break
-            added += jobs.refresh(delay=-1)["added"]
+            added += queues.refresh(jobs)
         return added
 
     def _snapshot(self) -> dict:
@@ -617,8 +633,9 @@ class Worker:
                 signal.signal(sig, handler)
             signal.setitimer(signal.ITIMER_REAL, 0)
         log.info(
-            "worker %s exits (%s): %d done, %d failed, %d handed back", self.name, self.summary.reason or "stopped",
-            self.summary.done, self.summary.failed, self.summary.handed_back,
+            "worker %s exits (%s): %d done, %d failed, %d handed back, %d not ready", self.name,
+            self.summary.reason or "stopped", self.summary.done, self.summary.failed, self.summary.handed_back,
+            self.summary.not_ready,
         )
         return self.summary
 
@@ -633,11 +650,13 @@ class Worker:
                 idle_since = time.monotonic()
                 continue
             now = time.monotonic()
-            if self.refresh and now - last_refresh >= self.poll:
+            idle_over = self.idle_exit is not None and now - idle_since >= self.idle_exit
+            # Downstream keys become ready only as jobs finish: look once more before leaving idle.
+            if self.refresh and (now - last_refresh >= self.poll or (idle_over and last_refresh < idle_since)):
                 last_refresh = now
                 if self._refresh():
                     continue
-            if self.idle_exit is not None and now - idle_since >= self.idle_exit:
+            if idle_over:
                 self.summary.reason = f"idle for {self.idle_exit:g} s"
                 return
             wait = self.poll if self.idle_exit is None else min(self.poll, max(self.idle_exit - (now - idle_since), 0.01))

@@ -21,6 +21,7 @@ from pipeline.device import resolve_device
 from . import db
 from .configs import ConfigTable
 from .models import Seed
+from .readiness import Readiness, require
 from .similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask
 
 schema = db.schema("classifiers")
@@ -98,16 +99,18 @@ class ClassifierTask(dj.Manual):
     # a classifier to train: config, data, seed, and the neural similarity it is judged against
     -> ClassifierConfig
     -> ClassificationSet
-    -> Similarity                       # the neural (model-based) similarity of reference
+    -> SimilarityTask                   # the neural (model-based) similarity of reference
     -> Seed
     ---
-    -> [nullable] Similarity.proj(target_name='similarity_name')  # what it trains towards; null for none
+    -> [nullable] SimilarityTask.proj(target_name='similarity_name')  # what it trains towards; null for none
     """
 
     @classmethod
     def add(cls, config: dict, classification_set: str, neural: str, seeds=(0,), target: str | None = None,
             name: str = "") -> list[dict]:
-        """Insert tasks; ``target`` defaults to ``neural`` for the neural and shuffled controls."""
+        """Insert tasks; ``target`` defaults to ``neural`` for the neural and shuffled controls.
+
+        The similarities need not be computed yet: training waits until they are."""
         settings = ClassifierConfig.validated(config)
         if _method(neural) != "model":
             raise ValueError(f"similarity {neural!r} is not model-based; the reference must be")
@@ -131,8 +134,8 @@ class ClassifierTask(dj.Manual):
 
 def _method(similarity_name: str) -> str:
     task = SimilarityTask & dict(similarity_name=similarity_name)
-    if not (Similarity & task):
-        raise LookupError(f"similarity {similarity_name!r} is not computed yet")
+    if not task:
+        raise LookupError(f"similarity {similarity_name!r} is not a SimilarityTask")
     return (SimilarityConfig & task.fetch1()).fetch1("method")
 
 
@@ -141,8 +144,14 @@ def _stimulus_images(similarity_name: str) -> torch.Tensor:
     return denoise.classifier_inputs(ImageSet.images(dict(image_set=image_set)))
 
 
+def _open_similarity(similarity_name: str) -> sim.SimilarityStore:
+    key = dict(similarity_name=similarity_name)
+    require(Similarity(), key)
+    return Similarity.open(key)
+
+
 @schema
-class TrainedClassifier(dj.Computed):
+class TrainedClassifier(Readiness, dj.Computed):
     definition = """
     # a trained classifier, its weights and clean accuracy
     -> ClassifierTask
@@ -160,6 +169,14 @@ class TrainedClassifier(dj.Computed):
     history: <blob>
     """
 
+    def inputs(self) -> dict:
+        tasks = ClassifierTask.proj()
+        targeted = ClassifierTask.proj("target_name") & "target_name IS NOT NULL"
+        return {
+            "Similarity (reference)": tasks & Similarity.proj(),
+            "Similarity (target)": tasks - (targeted - Similarity.proj(target_name="similarity_name")).proj(),
+        }
+
     def make_fetch(self, key):
         task = (ClassifierTask & key).fetch1()
         return (ClassifierConfig & key).fetch1("config"), task["target_name"]
@@ -169,10 +186,11 @@ class TrainedClassifier(dj.Computed):
         device = resolve_device()
         train_images, train_labels = ClassificationSet.tensors(key, "train")
         test_images, test_labels = ClassificationSet.tensors(key, "test")
+        reference = _open_similarity(key["similarity_name"])
         stimuli = target = None
         if target_name is not None:
             stimuli = _stimulus_images(target_name)
-            target = Similarity.open(SimilarityTask & dict(similarity_name=target_name))
+            target = _open_similarity(target_name)
             if config.control == "shuffled":
                 target = target.shuffled(sim.random_permutation(target.n, key["seed"]))
         start = time.perf_counter()
@@ -180,7 +198,6 @@ class TrainedClassifier(dj.Computed):
         fit = classifier.fit_classifier(model, train_images, train_labels, stimuli, target, config, device=device)
         seconds = time.perf_counter() - start
         model, regularizer = classifier.restore(fit, config)
-        reference = Similarity.open(SimilarityTask & key)
         fidelity = classifier.similarity_fidelity(model, regularizer, _stimulus_images(key["similarity_name"]),
                                                   reference, seed=key["seed"], device=device)
         return (dict(
@@ -202,7 +219,7 @@ class TrainedClassifier(dj.Computed):
     @classmethod
     def load_model(cls, key, device=None) -> torch.nn.Module:
         """The trained network of one classifier, in eval mode on ``device``."""
-        row = (cls & key).fetch1()
+        row = require(cls(), key).fetch1()
         config = ClassifierConfig.load(row)
         model = classifier.build_classifier(config)
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in row["weights"].items()})
@@ -253,8 +270,19 @@ def _test_subset(key, n: int | None, seed: int) -> tuple[np.ndarray, torch.Tenso
     return index, images[index], labels[index]
 
 
+class _Evaluation(Readiness):
+    """An evaluation of every trained classifier under every evaluation config: it waits for the classifier."""
+
+    @property
+    def candidates(self):
+        return ClassifierTask.proj() * EvaluationConfig.proj()
+
+    def inputs(self) -> dict:
+        return {"TrainedClassifier": TrainedClassifier.proj()}
+
+
 @schema
-class NoiseEvaluation(dj.Computed):
+class NoiseEvaluation(_Evaluation, dj.Computed):
     definition = """
     # accuracy under additive noise of increasing strength
     -> TrainedClassifier
@@ -284,7 +312,7 @@ class NoiseEvaluation(dj.Computed):
 
 
 @schema
-class AdversarialEvaluation(dj.Computed):
+class AdversarialEvaluation(_Evaluation, dj.Computed):
     definition = """
     # minimal adversarial perturbations (Boundary attack) and accuracy under PGD
     -> TrainedClassifier

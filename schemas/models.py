@@ -14,6 +14,7 @@ from pipeline.training import TrainerConfig as TrainerSettings
 
 from . import db
 from .configs import ConfigTable
+from .readiness import Readiness, require
 from .recordings import GroundTruth, Scan, fetch_recording
 from .stats import Normalization, Reliability
 
@@ -117,13 +118,23 @@ class TrainingTask(dj.Manual):
         return keys
 
 
+def rotation_tasks():
+    """Training tasks of rotation-equivariant models (the ones with cell types)."""
+    return TrainingTask & (ModelConfig & "core_kind = 'rotation'")
+
+
+def _datasets_with(statistic):
+    """Dataset configs whose scan has ``statistic`` (Normalization, Reliability) computed."""
+    return (DatasetConfig & statistic.proj()).proj()
+
+
 def load_scan_tensors(scan_key, image_shape) -> ScanTensors:
     """One scan's trials in model units, normalised with its stored statistics."""
     return ScanTensors.from_recording(fetch_recording(scan_key), Normalization.load(scan_key), tuple(image_shape))
 
 
 @schema
-class TrainedModel(dj.Computed):
+class TrainedModel(Readiness, dj.Computed):
     definition = """
     # a fitted encoding model, its weights and its scores
     -> TrainingTask
@@ -154,6 +165,10 @@ class TrainedModel(dj.Computed):
         test_single_trial = null: float64
         test_feve = null: float64       # null where the unit has no explainable variance
         """
+
+    def inputs(self) -> dict:
+        # Training reads the scan's normalisation; its scores name the scan's oracle ceiling.
+        return {"Normalization": _datasets_with(Normalization), "Reliability": _datasets_with(Reliability)}
 
     def make_fetch(self, key):
         # Small, hashable inputs: DataJoint fetches twice and compares.  The response matrix's store
@@ -192,7 +207,7 @@ class TrainedModel(dj.Computed):
 
     def make_insert(self, key, fitted, test):
         dataset = DatasetConfig.load(key)
-        oracle = (Reliability & dataset.scan_key).fetch1("mean_oracle")
+        oracle = require(Reliability, dataset.scan_key).fetch1("mean_oracle")
         self.insert1(
             dict(
                 key,
@@ -223,7 +238,7 @@ class TrainedModel(dj.Computed):
     @classmethod
     def load_model(cls, key, device=None):
         """The fitted encoder of one trained model, in eval mode on ``device`` (no training data read)."""
-        row = (cls & key).fetch1()
+        row = require(cls(), key).fetch1()
         return experiment.load_encoder(
             ModelConfig.load(row),
             row["n_units"],
@@ -255,15 +270,16 @@ class Ensemble(dj.Manual):
     class Member(dj.Part):
         definition = """
         -> master
-        -> TrainedModel
+        -> TrainingTask                 # trained or still to train: ensembles can be declared up front
         """
 
     @classmethod
     def create(cls, name: str, models, description: str = "") -> dict:
-        """Group trained models (keys or a query) into an ensemble; they must share one dataset."""
-        members = (TrainedModel.proj() & models).keys()
+        """Group models (training-task or trained-model keys, or a query) into an ensemble; they must
+        share one dataset.  Members need not be trained yet: what reads them waits until they are."""
+        members = (TrainingTask.proj() & models).keys()
         if not members:
-            raise ValueError(f"ensemble {name!r}: no trained model matches")
+            raise ValueError(f"ensemble {name!r}: no training task matches")
         datasets = {m["dataset_hash"] for m in members}
         if len(datasets) != 1:
             raise ValueError(f"ensemble {name!r}: members are fitted to {len(datasets)} datasets; one is required")
@@ -274,8 +290,18 @@ class Ensemble(dj.Manual):
         return key
 
 
+def ensembles_with_every(member_result):
+    """Ensembles none of whose members lacks a row in ``member_result`` (a table keyed by training task)."""
+    return Ensemble.proj() - (Ensemble.Member.proj() - member_result.proj())
+
+
+def ensembles_with_scan(statistic):
+    """Ensembles whose scan has ``statistic`` (Normalization, Reliability) computed."""
+    return (Ensemble & _datasets_with(statistic)).proj()
+
+
 @schema
-class CellTypes(dj.Computed):
+class CellTypes(Readiness, dj.Computed):
     definition = """
     # orientation-free functional types from a rotation-equivariant model's readout
     -> TrainedModel
@@ -302,8 +328,11 @@ class CellTypes(dj.Computed):
         """
 
     @property
-    def key_source(self):
-        return TrainedModel & (ModelConfig & "core_kind = 'rotation'")
+    def candidates(self):
+        return rotation_tasks().proj()
+
+    def inputs(self) -> dict:
+        return {"TrainedModel": TrainedModel.proj()}
 
     def make(self, key):
         model_config = ModelConfig.load(key)
@@ -321,7 +350,7 @@ class CellTypes(dj.Computed):
 
 
 @schema
-class EnsembleCellTypes(dj.Computed):
+class EnsembleCellTypes(Readiness, dj.Computed):
     definition = """
     # consensus of the cell-type clusters of an ensemble's rotation-equivariant models
     -> Ensemble
@@ -341,9 +370,12 @@ class EnsembleCellTypes(dj.Computed):
         """
 
     @property
-    def key_source(self):
-        # Ensembles all of whose members have cell types (rotation-equivariant models, typed).
-        return Ensemble - (Ensemble.Member - CellTypes.proj())
+    def candidates(self):
+        # Ensembles of rotation-equivariant models only: a CNN member never has cell types.
+        return ensembles_with_every(rotation_tasks())
+
+    def inputs(self) -> dict:
+        return {"CellTypes of every member": ensembles_with_every(CellTypes)}
 
     def make(self, key):
         scan = DatasetConfig.load(key).scan_key
@@ -355,6 +387,7 @@ class EnsembleCellTypes(dj.Computed):
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
         labelings = []
         for member in members:
+            require(CellTypes(), member)
             cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
             labelings.append(np.array([cluster_of[u] for u in unit_ids]))
         consensus, agreement = celltypes.consensus_types(labelings, n_clusters.pop())

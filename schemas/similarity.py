@@ -17,7 +17,9 @@ from pipeline.device import resolve_device
 
 from . import db
 from .configs import ConfigTable
-from .models import DatasetConfig, Ensemble, TrainedModel, load_scan_tensors
+from .models import (DatasetConfig, Ensemble, TrainedModel, ensembles_with_every, ensembles_with_scan,
+                     load_scan_tensors)
+from .readiness import Readiness, require
 from .recordings import Scan, StimulusImage
 from .stats import Normalization, Reliability
 
@@ -68,7 +70,7 @@ class ImageSet(dj.Manual):
 
 
 @schema
-class PredictedResponses(dj.Computed):
+class PredictedResponses(Readiness, dj.Computed):
     definition = """
     # an ensemble's denoised responses to an image set (behaviour and eye position at their means)
     -> Ensemble
@@ -80,9 +82,13 @@ class PredictedResponses(dj.Computed):
     """
 
     @property
-    def key_source(self):
+    def candidates(self):
         # only the ensemble x image-set pairs some similarity task asks for
         return (Ensemble.proj() * ImageSet.proj()) & (SimilarityTask * SimilarityTask.Ensemble).proj("image_set")
+
+    def inputs(self) -> dict:
+        return {"TrainedModel of every member": ensembles_with_every(TrainedModel),
+                "Normalization": ensembles_with_scan(Normalization)}
 
     def make(self, key):
         members = (Ensemble.Member & key).keys()
@@ -172,12 +178,18 @@ def _ensemble_scan(ensemble_key) -> dict:
     return DatasetConfig.load((Ensemble & ensemble_key).fetch1()).scan_key
 
 
+def _predictions(ensemble, task):
+    """The PredictedResponses row of one ensemble for a similarity task's image set."""
+    return require(PredictedResponses(), dict(ensemble_name=ensemble["ensemble_name"], image_set=task["image_set"]))
+
+
 def _unit_scales(task_key, ensembles) -> list[np.ndarray]:
     scales = []
     for ensemble in ensembles:
         scan = _ensemble_scan(ensemble)
+        require(Reliability(), scan)
         snr = (Reliability.Unit * Scan.Unit & scan).to_arrays("snr", order_by="unit_index")
-        correlation = (PredictedResponses & ensemble & task_key).fetch1("unit_correlation")
+        correlation = _predictions(ensemble, task_key).fetch1("unit_correlation")
         scales.append(denoise.unit_scale(snr, correlation))
     return scales
 
@@ -195,7 +207,7 @@ def _scan_trials(scan, image_hashes) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 @schema
-class Similarity(dj.Computed):
+class Similarity(Readiness, dj.Computed):
     definition = """
     # representational similarity of every pair of images in a set, averaged over scans
     -> SimilarityTask
@@ -209,10 +221,19 @@ class Similarity(dj.Computed):
     """
 
     @property
-    def key_source(self):
-        # every ensemble of a task must have its predictions first
-        ready = SimilarityTask - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set")))
-        return ready
+    def candidates(self):
+        return SimilarityTask.proj()
+
+    def inputs(self) -> dict:
+        # Every ensemble of a task needs its predictions of the task's images and its scan's
+        # reliability (unit weights); a pixel task has no ensembles and is ready at once.
+        tasks = SimilarityTask.proj()
+        return {
+            "PredictedResponses of every ensemble":
+                tasks - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set"))).proj(),
+            "Reliability of every ensemble's scan":
+                tasks - (SimilarityTask.Ensemble - ensembles_with_scan(Reliability)).proj(),
+        }
 
     def make(self, key):
         task = (SimilarityTask & key).fetch1()
@@ -229,7 +250,7 @@ class Similarity(dj.Computed):
                 scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)
                 if settings.method == "model":
                     vectors = [
-                        sim.population_vectors((PredictedResponses & e & task).fetch1("responses").load(), s)
+                        sim.population_vectors(_predictions(e, task).fetch1("responses").load(), s)
                         for e, s in zip(ensembles, scales)
                     ]
                     store = sim.write_similarity(vectors, out, **write)
@@ -251,7 +272,7 @@ class Similarity(dj.Computed):
             repeated = np.flatnonzero(counts >= 3)
             if len(repeated) < 3:
                 return dict(oracle_agreement=None, single_trial_agreement=None)
-            predicted = (PredictedResponses & ensemble & task).fetch1("responses").load()
+            predicted = _predictions(ensemble, task).fetch1("responses").load()
             # reference: mean of all repeats but the first; single trial: the first, left out
             first = np.array([np.flatnonzero(rows == r)[0] for r in repeated])
             rest = np.stack([responses[np.flatnonzero(rows == r)[1:]].mean(axis=0) for r in repeated])

@@ -8,6 +8,7 @@ import numpy as np
 from pipeline import stats
 
 from . import db
+from .readiness import require
 from .recordings import Scan, fetch_recording
 
 schema = db.schema("stats")
@@ -96,5 +97,5 @@ class Normalization(dj.Computed):
 
     @classmethod
     def load(cls, key) -> stats.NormalizationStats:
-        row = (cls & key).fetch1()
+        row = require(cls(), key).fetch1()
         return stats.NormalizationStats(**{k: row[k] for k in stats.NormalizationStats.__dataclass_fields__})
