@@ -25,7 +25,7 @@ SCAN = "1-1-1"
 FEATURES, ROTATIONS = 6, 8
 MODEL_SEEDS = (0, 1)
 # The experiment trains 1,000 iterations; the demo trains fewer to fit its time, the same for both cores.
-DEMO_ITERATIONS = 600
+DEMO_ITERATIONS = 400
 
 
 

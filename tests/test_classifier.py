@@ -316,9 +316,9 @@ def test_regularization_moves_model_similarity_towards_neural(toy, tmp_path):
         )
         assert reg[0] > base[0]
     # The size of the gain depends on which CPU kernels ran.  Measured over seeds 0-5 with oneDNN's
-    # AVX-512, AVX2 and AVX kernels: per-seed gains 0.24-0.68, two-seed means 0.38-0.52; an AVX2-only
-    # EPYC gave a two-seed mean of 0.16.  The guarantee is the per-seed ordering above; the mean only
-    # has to clear half the smallest measured mean.
+    # AVX-512, AVX2 and AVX kernels: per-seed gains 0.17-0.63, two-seed means 0.33-0.39; a real
+    # AVX2-only CPU has given about half of this machine's AVX2 emulation.  The guarantee is the
+    # per-seed ordering above; the mean only has to clear a quarter of the smallest measured mean.
     gain = np.mean([results[s, "regularized"][0] - results[s, "baseline"][0] for s in (0, 1)])
     assert gain > 0.08
 
