@@ -388,7 +388,7 @@ class ExtractionConfig(ConfigTable, dj.Lookup):
     hash_attribute = "extraction_hash"
 
     @classmethod
-    def describe(cls, config: ExtractionSettings) -> dict:
+    def config_attributes(cls, config: ExtractionSettings) -> dict:
         return dict(signal=config.signal)
 
 
