@@ -378,7 +378,8 @@ class EnsembleCellTypes(Readiness, dj.Computed):
         return {"CellTypes of every member": ensembles_with_every(CellTypes)}
 
     def make(self, key):
-        scan = DatasetConfig.load(key).scan_key
+        # the ensemble's dataset: `key` alone names no dataset, and would restrict nothing
+        scan = DatasetConfig.load((Ensemble & key).proj("dataset_hash").fetch1()).scan_key
         members = (Ensemble.Member & key).keys()
         n_clusters = {ModelConfig.load(m).core.features for m in members}  # CellTypes' k for each member
         if len(n_clusters) != 1:

@@ -89,7 +89,9 @@ def test_two_extractions_coexist_with_rois_in_the_database(db, imaging):
     assert inserted
     again, inserted = ingest.import_suite2p(paths["suite2p"], scan="30-1-9", **args)
     assert (again, inserted) == (spikes, False)  # same folder, same config: the scan that exists
-    dff, inserted = ingest.import_suite2p(paths["suite2p"], scan="30-1-2", extraction=dict(signal="dff"), **args)
+    # a neuropil coefficient of its own: the shared folder's default ΔF/F extraction may exist already
+    dff, inserted = ingest.import_suite2p(paths["suite2p"], scan="30-1-2",
+                                          extraction=dict(signal="dff", neuropil_coefficient=0.75), **args)
     assert inserted
     rows = (recordings.Extraction * recordings.ExtractionConfig & [spikes, dff]).to_dicts(order_by="scan_idx")
     assert [r["signal"] for r in rows] == ["spikes", "dff"]
