@@ -112,7 +112,13 @@ def key_hash(key: dict) -> str:
 
 
 def parse_key(text: str | None, table=None) -> dict | None:
-    """A job key from its JSON text; checks the names against ``table``'s primary key."""
+    """A job key from its JSON text, typed against ``table``'s primary key.
+
+    Only a JSON object of scalars is accepted, every name must be in the primary key of
+    ``table`` (required whenever a key is given) and every value must fit its column: a whole
+    number for an integer column, a finite number for a numeric one, a string for the others.
+    The values then reach SQL only as escaped literals of those types.
+    """
     if text is None:
         return None
     try:
@@ -121,14 +127,38 @@ def parse_key(text: str | None, table=None) -> dict | None:
         raise QueueError(f"--key {text!r} is not valid JSON ({err.msg}); e.g. --key '{{\"scan_idx\": 1}}'") from err
     if not isinstance(key, dict) or not key:
         raise QueueError(f"--key {text!r} must be a JSON object of primary-key values")
-    if table is not None:
-        unknown = sorted(set(key) - set(table.primary_key))
-        if unknown:
-            raise QueueError(
-                f"--key names {', '.join(unknown)}, not in the primary key of {table.__name__} "
-                f"({', '.join(table.primary_key)})"
-            )
-    return key
+    if table is None:
+        raise QueueError("--key needs --table: a key names the primary-key fields of one table")
+    unknown = sorted(set(key) - set(table.primary_key))
+    if unknown:
+        raise QueueError(
+            f"--key names {', '.join(unknown)}, not in the primary key of {table.__name__} "
+            f"({', '.join(table.primary_key)})"
+        )
+    heading = table().heading
+    return {name: _typed(table, heading.attributes[name], value) for name, value in key.items()}
+
+
+def _typed(table, attribute, value):
+    """``value`` checked against the column ``attribute`` (see :func:`parse_key`)."""
+    import math
+
+    where = f"--key field {attribute.name} of {table.__name__} ({attribute.type})"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise QueueError(f"{where}: {json.dumps(value)} is not a single number or string")
+    if attribute.numeric:
+        if isinstance(value, str):
+            raise QueueError(f"{where}: {json.dumps(value)} is not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise QueueError(f"{where}: {value} is not a finite number")
+        if re.match(r"^(tiny|small|medium|big)?int|^u?int\d*|^integer", attribute.type, re.I):
+            if isinstance(value, float) and not value.is_integer():
+                raise QueueError(f"{where}: {value} is not a whole number")
+            return int(value)
+        return value
+    if not isinstance(value, str):
+        raise QueueError(f"{where}: {json.dumps(value)} is not a string")
+    return value
 
 
 def server_now(connection) -> datetime:
@@ -225,8 +255,16 @@ def retry(tables: list, key: dict | None = None, include_ignored: bool = False) 
 
     Clears their error and their automatic-retry count.  Returns the number per table.
     """
+    import datajoint as dj
+
     statuses = ("error", "ignore") if include_ignored else ("error",)
     done = {}
+    with dj.conn().transaction:  # all tables or none
+        _retry(tables, key, statuses, done)
+    return done
+
+
+def _retry(tables: list, key: dict | None, statuses: tuple, done: dict) -> None:
     for table in tables:
         jobs = queue(table)
         q = jobs.adapter.quote_identifier
@@ -243,12 +281,22 @@ def retry(tables: list, key: dict | None = None, include_ignored: bool = False) 
             )
             (_retry_table() & dict(job_table=table.full_table_name, key_hash=key_hash(job))).delete_quick()
         done[table.__name__] = len(keys)
-    return done
 
 
 def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
-    """Mark failed jobs, or the job of ``key`` whatever its state but reserved, as ``ignore``."""
+    """Mark failed jobs, or the job of ``key`` whatever its state but reserved, as ``ignore``.
+
+    All in one transaction: a refusal (no such key, a job running) changes nothing.
+    """
+    import datajoint as dj
+
     done = {}
+    with dj.conn().transaction:
+        _ignore(tables, key, done)
+    return done
+
+
+def _ignore(tables: list, key: dict | None, done: dict) -> None:
     for table in tables:
         jobs = queue(table)
         if key is not None:
@@ -268,7 +316,6 @@ def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
             for job in keys:
                 jobs.ignore(job)
             done[table.__name__] = len(keys)
-    return done
 
 
 # ---------------------------------------------------------------------------------------------

@@ -152,7 +152,8 @@ def _cmd_roles_drop_user(args) -> None:
 def _cmd_gc(args) -> None:
     from . import store_gc
 
-    print(store_gc.format_report(store_gc.collect(delete=args.delete), limit=args.limit))
+    report = store_gc.collect(delete=args.delete, grace_s=args.grace, wait_s=args.wait)
+    print(store_gc.format_report(report, limit=args.limit))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,5 +243,13 @@ def add_commands(command) -> None:
 
     sub = command("gc", _cmd_gc, "list object-store files no row of this prefix's schemas refers to (dry run); "
                   "--delete removes them")
-    sub.add_argument("--delete", action="store_true", help="delete the orphans")
+    from .store_gc import DEFAULT_GRACE_S, DEFAULT_WAIT_S
+
+    sub.add_argument("--delete", action="store_true", help="delete the orphans (safe while anything runs: files "
+                     "younger than --grace, than the oldest open transaction or reserved job are kept)")
+    sub.add_argument("--grace", type=_non_negative(float), default=DEFAULT_GRACE_S, metavar="SECONDS",
+                     help=f"never delete files younger than this (default {DEFAULT_GRACE_S:g})")
+    sub.add_argument("--wait", type=_non_negative(float), default=DEFAULT_WAIT_S, metavar="SECONDS",
+                     help="with --delete, rescan for up to this long while work in flight holds orphans back "
+                          f"(default {DEFAULT_WAIT_S:g})")
     sub.add_argument("--limit", type=_non_negative(int), default=50, metavar="N", help="paths listed (0: all)")

@@ -5,8 +5,10 @@ Connection settings come only from DataJoint's own sources (``DJ_HOST``/``DJ_POR
 Two settings are the pipeline's own:
 
 ``PIPELINE_PREFIX``
-    prefix of every schema name (``{prefix}_recordings``, ``{prefix}_models``, ...), so that several
-    users and test runs share one server. Default ``v1``.
+    prefix of every schema name (``{prefix}__recordings``, ``{prefix}__models``, ...), so that several
+    users and test runs share one server. Default ``v1``.  A prefix is lower-case words of letters and
+    digits joined by single underscores; the double underscore after it cannot occur inside a prefix,
+    so prefix ``v1`` owns ``v1__*`` and never ``v1_test__*`` (grants, ``gc`` and ``roles`` rely on this).
 ``PIPELINE_STORE_DIR``
     folder of the default filesystem object store. Default ``.store/`` in the working directory's
     project root (ignored by git). Where ``datajoint.json`` or ``DJ_STORES`` already configures a
@@ -29,7 +31,10 @@ from . import mariadb
 STORE = "pipeline"
 """Name of the object store every store-backed attribute uses (``<npy@pipeline>``, ...)."""
 
-_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_PREFIX_MAX = 40
+SEPARATOR = "__"
+"""Between prefix and stage in a schema name; never part of a valid prefix."""
 
 
 class SettingsError(RuntimeError):
@@ -39,16 +44,29 @@ class SettingsError(RuntimeError):
 def prefix() -> str:
     """Schema-name prefix from ``PIPELINE_PREFIX`` (lower-case letters, digits, underscores)."""
     value = os.environ.get("PIPELINE_PREFIX", "v1")
-    if not _PREFIX_PATTERN.match(value):
+    if not _PREFIX_PATTERN.match(value) or len(value) > _PREFIX_MAX:
         raise SettingsError(
             f"PIPELINE_PREFIX={value!r} is not a valid schema prefix: use lower-case letters, digits and "
-            "underscores, starting with a letter, at most 40 characters"
+            f"single underscores, starting with a letter, not ending with '_', at most {_PREFIX_MAX} characters"
         )
     return value
 
 
 def schema_name(stage: str) -> str:
-    return f"{prefix()}_{stage}"
+    return f"{prefix()}{SEPARATOR}{stage}"
+
+
+def is_prefix_schema(name: str, of: str | None = None) -> bool:
+    """Whether schema ``name`` belongs to prefix ``of`` (default: this prefix), e.g. not ``v1_test__x`` to ``v1``."""
+    start = (of or prefix()) + SEPARATOR
+    return name.startswith(start) and SEPARATOR not in name[len(start):] and len(name) > len(start)
+
+
+def check_connection_settings() -> None:
+    """Refuse a ``DJ_PORT`` outside 1-65535 with a one-line reason (DataJoint checks only that it is a number)."""
+    port = dj.config.database.port
+    if port is not None and not 0 < int(port) < 65536:
+        raise SettingsError(f"DJ_PORT={port}: a TCP port is between 1 and 65535")
 
 
 def project_root() -> Path:
@@ -77,6 +95,7 @@ def configure() -> None:
     global _configured
     if _configured:
         return
+    check_connection_settings()
     if STORE not in dj.config.stores:
         location = store_dir()
         location.mkdir(parents=True, exist_ok=True)
