@@ -17,8 +17,10 @@ log = logging.getLogger("populate")
 
 def _cmd_setup(args) -> None:
     import schemas
+    from schemas import db
 
-    names = schemas.declare_all()
+    with db.named_lock("setup"):  # a concurrent setup waits, then finds everything declared
+        names = schemas.declare_all()
     print(f"declared schemas: {', '.join(names)}")
 
 

@@ -20,8 +20,11 @@ on; workers and notebooks never declare tables (concurrent declaration races).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
 import datajoint as dj
@@ -128,3 +131,38 @@ def backend() -> str:
     if connection.adapter.backend == "postgresql":
         return "postgresql"
     return "mariadb" if mariadb.is_mariadb(connection) else "mysql"
+
+
+@contextlib.contextmanager
+def named_lock(name: str, timeout_s: float = 900.0):
+    """Hold a server-wide lock called ``name`` (scoped to this prefix) on this process's connection.
+
+    Serialises runs that would otherwise race to create the same rows or tables (concurrent
+    ``setup``, concurrent imports): the second waits, then finds the work done.  Session-level
+    advisory locks (PostgreSQL ``pg_advisory_lock``, MySQL ``GET_LOCK``) end with the connection,
+    so a killed holder never leaves one behind.
+    """
+    configure()
+    connection = dj.conn()
+    full = f"{prefix()}{SEPARATOR}{name}"
+    token = hashlib.sha1(full.encode()).hexdigest()
+    deadline = time.monotonic() + timeout_s
+    if connection.adapter.backend == "postgresql":
+        number = int.from_bytes(bytes.fromhex(token[:16]), "big", signed=True)
+        while not connection.query("SELECT pg_try_advisory_lock(%s)", args=(number,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise SettingsError(f"another process has held the lock {full!r} for over {timeout_s:.0f} s")
+            time.sleep(0.2)
+        release, args = "SELECT pg_advisory_unlock(%s)", (number,)
+    else:
+        lock = "pipeline:" + token[:40]  # MySQL lock names are at most 64 characters
+        if connection.query("SELECT GET_LOCK(%s, %s)", args=(lock, int(timeout_s))).fetchone()[0] != 1:
+            raise SettingsError(f"another process has held the lock {full!r} for over {timeout_s:.0f} s")
+        release, args = "SELECT RELEASE_LOCK(%s)", (lock,)
+    try:
+        yield
+    finally:
+        try:
+            connection.query(release, args=args)
+        except Exception:  # a lost connection has released it already
+            pass
