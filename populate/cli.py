@@ -71,8 +71,13 @@ def _cmd_results(args) -> None:
 
 
 def _cmd_report(args) -> None:
+    from pathlib import Path
+
     from . import report
 
+    folder = Path(args.out).expanduser().parent
+    if not folder.is_dir():  # a typo in --out should not create a tree of folders
+        raise FileNotFoundError(f"--out {args.out}: folder {folder} does not exist")
     print(f"report written to {report.write_report(args.out)}")
 
 

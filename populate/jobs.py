@@ -325,9 +325,22 @@ def _ignore(tables: list, key: dict | None, done: dict) -> None:
 def _heartbeats(connection, now: datetime) -> list[dict]:
     from schemas import operations
 
+    from .scheduler import DEFAULT_STALE_AFTER_S, live_connection_ids
+    from .worker import DEFAULT_HEARTBEAT_S
+
     rows = operations.Worker().to_dicts(order_by="worker")
+    try:
+        alive = live_connection_ids(connection)
+    except Exception:  # not allowed to list connections: judge by heartbeats alone
+        alive = None
     for row in rows:
-        row["heartbeat_age_s"] = (now - row["heartbeat"]).total_seconds()
+        age = row["heartbeat_age_s"] = (now - row["heartbeat"]).total_seconds()
+        # A killed worker's connection vanishes at once; a reconnecting one reports its new id with the next beat.
+        gone = alive is not None and int(row["connection_id"] or 0) not in alive
+        if (gone and age >= 3 * DEFAULT_HEARTBEAT_S) or (alive is None and age >= DEFAULT_STALE_AFTER_S):
+            row["state"] = "dead"
+        elif age >= DEFAULT_STALE_AFTER_S:
+            row["state"] = "unresponsive"
     return rows
 
 

@@ -10,6 +10,9 @@ import argparse
 import json
 import os
 
+exit_without_teardown = False
+"""Set by long-running commands once finished: ``python -m populate`` then ends at once (see ``__main__``)."""
+
 
 def _positive(kind):
     def parse(text: str):
@@ -68,6 +71,12 @@ def _cmd_worker(args) -> None:
     summary = worker.run()
     print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
           f"({summary.reason or 'stopped'})")
+    _done_for_good()
+
+
+def _done_for_good() -> None:
+    global exit_without_teardown
+    exit_without_teardown = True
 
 
 def _cmd_scheduler(args) -> None:
@@ -80,6 +89,7 @@ def _cmd_scheduler(args) -> None:
     report = scheduler.run(interval=args.interval, once=args.once)
     if args.once:
         print(f"scheduler pass: {report}")
+    _done_for_good()
 
 
 def _cmd_status(args) -> None:

@@ -58,6 +58,7 @@ DEFAULT_POLL_S = 10.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 DEFAULT_BATCH = 8
 PREFETCH_HORIZON_S = 1.0
+RECONNECT_MAX_WAIT_S = 30.0
 
 
 class StopRequested(SystemExit):
@@ -324,6 +325,8 @@ class Worker:
     # -- one job -------------------------------------------------------------------------------
 
     def _reset_connection(self):
+        """A fresh connection; while the server is unreachable, wait for it (backing off to
+        ``RECONNECT_MAX_WAIT_S``) unless the worker is stopping."""
         import datajoint as dj
 
         connection = dj.conn()
@@ -331,7 +334,17 @@ class Worker:
             connection.close()  # the server rolls back whatever the interrupted make left open
         except Exception:
             pass
-        connection.connect()
+        delay = 1.0
+        while True:
+            try:
+                connection.connect()
+                break
+            except Exception as err:
+                if self._stop.is_set():
+                    raise StopRequested(f"stopping while the database is unreachable ({err})") from None
+                log.warning("database unreachable (%s); reconnecting in %.0f s", " ".join(str(err).split()), delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_WAIT_S)
         connection._in_transaction = False
         return connection
 
@@ -383,14 +396,27 @@ class Worker:
             self.summary.handed_back += 1
             log.info("handed %s %s back to pending", jobs.target.__class__.__name__, queues.key_json(key))
 
-    def _record_escaped(self, jobs, key: dict, error: BaseException) -> None:
+    def _record_escaped(self, jobs, key: dict, error: BaseException, stack: str | None = None) -> None:
         """An exception escaped DataJoint's own handling (the connection broke while it recorded the error)."""
         message = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        stack = stack or traceback.format_exc()
         log.error("%s %s: %s", jobs.target.__class__.__name__, queues.key_json(key), message)
-        self._reset_connection()
-        if self._settle(jobs, key):
-            return
-        jobs.error(key, error_message=message, error_stack=traceback.format_exc())
+        while True:
+            self._reset_connection()
+            try:
+                if self._settle(jobs, key):
+                    return
+                q = jobs.adapter.quote_identifier
+                if not jobs & key & {"host": self.host, "pid": self.pid} & f"{q('status')}='reserved'":
+                    log.warning("%s %s changed hands meanwhile; its failure here is not recorded",
+                                jobs.target.__class__.__name__, queues.key_json(key))
+                    return
+                jobs.error(key, error_message=message, error_stack=stack)
+                break
+            except Exception as again:
+                if not queues.transient_reason(f"{type(again).__name__}: {again}"):
+                    raise
+                log.warning("connection lost again while recording the failure (%s); retrying", again)
         self.summary.failed += 1
 
     def _run_one(self, jobs, key: dict) -> str:
@@ -423,10 +449,11 @@ class Worker:
             error = result[1]
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             log.error("%s %s failed: %s", name, queues.key_json(key), message)
+            stack = "".join(traceback.format_exception(error))
             try:
-                jobs.error(key, error_message=message, error_stack="".join(traceback.format_exception(error)))
-            except Exception as escaped:  # the connection broke again while recording
-                self._record_escaped(jobs, key, escaped)
+                jobs.error(key, error_message=message, error_stack=stack)
+            except Exception:  # the connection broke while recording: wait for the server, record it then
+                self._record_escaped(jobs, key, error, stack)
                 return "error"
             self.summary.failed += 1
             return "error"
