@@ -128,12 +128,15 @@ def test_gc_delete_keeps_the_files_of_an_import_held_open_mid_transaction(db, tm
 
     schema = settings.schema_name("recordings")
     holder = _login()
-    # Hold the import at its last insert: every earlier file is written, no row is committed.
+    # Hold the import at its last table: every earlier file is written, no row is committed.
+    # PostgreSQL: a table lock.  InnoDB: a gap lock where the scan's rows would go (LOCK TABLES
+    # would lock the parent tables too, and stop the import before it writes anything).
+    leaf = f"{_q(schema)}.{_q('ground_truth__unit')}"
+    holder.query("BEGIN")
     if holder.adapter.backend == "postgresql":
-        holder.query("BEGIN")
-        holder.query(f"LOCK TABLE {_q(schema)}.{_q('ground_truth')} IN SHARE MODE")
+        holder.query(f"LOCK TABLE {leaf} IN SHARE MODE")
     else:
-        holder.query(f"LOCK TABLES {_q(schema)}.{_q('ground_truth')} READ")
+        holder.query(f"SELECT * FROM {leaf} WHERE animal_id = 6 FOR UPDATE")
     importer = subprocess.Popen([sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "6",
                                  "--scan", "6-6-6"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
@@ -147,7 +150,7 @@ def test_gc_delete_keeps_the_files_of_an_import_held_open_mid_transaction(db, tm
         assert code == 0, err
         assert "kept" in out and "open transaction" in out, out
     finally:
-        holder.query("ROLLBACK" if holder.adapter.backend == "postgresql" else "UNLOCK TABLES")
+        holder.query("ROLLBACK")
         holder.close()
     output = importer.communicate(timeout=120)[0]
     assert importer.returncode == 0, output
@@ -369,8 +372,6 @@ def test_report_into_a_missing_folder_is_refused(db, tmp_path, capsys):
 
 
 def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
-    import datajoint as dj
-
     from schemas import db as settings
 
     prefix = f"{settings.prefix()}_race"
@@ -389,13 +390,22 @@ def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
                         for out in outputs)
         assert states == ["inserted", "present", "present"], outputs
     finally:
-        for name in sorted(dj.list_schemas(), reverse=True):
-            if name.startswith(prefix + _separator()):
-                dj.Schema(name, create_schema=False, create_tables=False).drop(prompt=False)
+        import schemas
+
+        own = os.environ["PIPELINE_PREFIX"]
+        os.environ["PIPELINE_PREFIX"] = prefix
+        try:
+            schemas.drop_all()  # downstream first
+        finally:
+            os.environ["PIPELINE_PREFIX"] = own
 
 
 # ---------------------------------------------------------------------------------------------
 # 8. workers: the database gone while recording a failure; a killed worker in `status`
+
+
+_HOSTS = ("%%", "127.0.0.1", "localhost")
+"""Account hosts of a MariaDB login (a literal % is doubled: the driver interpolates every query)."""
 
 
 def _worker_login(connection, name: str, password: str) -> None:
@@ -403,7 +413,7 @@ def _worker_login(connection, name: str, password: str) -> None:
     if connection.adapter.backend == "postgresql":
         connection.query(f'CREATE ROLE "{name}" LOGIN SUPERUSER PASSWORD \'{password}\'')
     else:
-        for host in ("%", "127.0.0.1", "localhost"):
+        for host in _HOSTS:
             connection.query(f"CREATE USER '{name}'@'{host}' IDENTIFIED BY '{password}'")
             connection.query(f"GRANT ALL ON *.* TO '{name}'@'{host}'")
 
@@ -414,7 +424,7 @@ def _lock_login(connection, name: str, locked: bool) -> None:
         if locked:
             connection.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", args=(name,))
         return
-    for host in ("%", "127.0.0.1", "localhost"):
+    for host in _HOSTS:
         connection.query(f"ALTER USER '{name}'@'{host}' ACCOUNT {'LOCK' if locked else 'UNLOCK'}")
     if locked:
         for (pid,) in connection.query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
@@ -429,7 +439,7 @@ def _drop_login(connection, name: str) -> None:
     if connection.adapter.backend == "postgresql":
         connection.query(f'DROP ROLE IF EXISTS "{name}"')
     else:
-        for host in ("%", "127.0.0.1", "localhost"):
+        for host in _HOSTS:
             connection.query(f"DROP USER IF EXISTS '{name}'@'{host}'")
 
 
