@@ -231,10 +231,12 @@ def test_key_values_never_reach_sql(db, canary, capsys):
     from schemas.models import TrainedModel
 
     keys = _trained_model_jobs()
-    drop = json.dumps({"model_hash": [f"x')); DROP TABLE {canary}; SELECT (('"]})
+    # The campaign's payload: the table named without quotes, so that the list's repr keeps it intact.
+    bare = canary.replace('"', "").replace("`", "")
+    drop = json.dumps({"model_hash": [f"x')); DROP TABLE {bare}; SELECT (('"]})
     code, out, err = run_cli(capsys, "retry", "--table", "TrainedModel", "--ignored", "--key", drop)
-    assert code == 1 and "not a single number or string" in err, (code, out, err)
     assert _exists(canary), "the injected DROP TABLE ran"
+    assert code == 1 and "not a single number or string" in err, (code, out, err)
 
     everything = json.dumps({"model_hash": ["x') OR TRUE OR ('a'='a"]})
     code, out, err = run_cli(capsys, "ignore", "--table", "TrainedModel", "--key", everything)
