@@ -83,6 +83,23 @@ def kill_connection(connection, connection_id: int) -> bool:
         return False
 
 
+def _reconnect() -> None:
+    """A fresh connection after a failed pass: DataJoint does not reconnect a connection whose own
+    reconnect failed (server down at that moment), nor one left inside a cut transaction."""
+    import datajoint as dj
+
+    connection = dj.conn()
+    try:
+        connection.close()
+    except Exception:
+        pass
+    try:
+        connection.connect()
+        connection._in_transaction = False
+    except Exception as err:
+        log.warning("database unreachable (%s); next pass retries", " ".join(str(err).split()))
+
+
 class Scheduler:
     def __init__(
         self,
@@ -231,6 +248,7 @@ class Scheduler:
                     raise
                 except Exception as err:  # a failed pass (server restart, lost connection) is retried next time
                     log.error("scheduler pass failed: %s", " ".join(str(err).split()))
+                    _reconnect()
                 self._stop.wait(max(interval - (time.monotonic() - started), 0.0))
         finally:
             for sig, handler in handlers.items():
