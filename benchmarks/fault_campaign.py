@@ -371,7 +371,16 @@ def main() -> int:
     from benchmarks.common import RESULTS, private_database
 
     with private_database("faults"):
-        report = campaign(args.items, args.rounds, args.seconds)
+        try:
+            report = campaign(args.items, args.rounds, args.seconds)
+        finally:
+            import datajoint as dj
+
+            from schemas import db
+
+            name = db.schema_name("worktest")  # not a pipeline stage: private_database leaves it
+            if name in dj.list_schemas():
+                dj.Schema(name, create_schema=False, create_tables=False).drop(prompt=False)
     print(_table(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"faults-{report['backend']}.json").write_text(json.dumps(report, indent=2, default=str))

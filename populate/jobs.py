@@ -27,7 +27,9 @@ TRANSIENT = {
         r"LostConnectionError|lost connection to (mysql |mariadb )?server|server has gone away|"
         r"server closed the connection unexpectedly|connection already closed|"
         r"terminating connection due to administrator command|connection was lost during a transaction|"
-        r"server connection lost|\((2006|2013)\b"
+        r"server connection lost|\((2003|2006|2013|4151)\b|can't connect to (mysql |mariadb )?server|"
+        r"connection refused|could not connect to server|is not permitted to log in|account is locked|"
+        r"the database system is (starting up|shutting down)|database was unreachable"
     ),
 }
 """Error messages that say the job was cut short, not that its computation is wrong (regexes)."""

@@ -348,6 +348,25 @@ class Worker:
         connection._in_transaction = False
         return connection
 
+    def _unreachable(self, message: str) -> str:
+        """A make's error message, marked as a lost connection when the server is unreachable now.
+
+        Whatever the driver said (refused, reset, login failed while reconnecting), a make that
+        failed while the database was gone was cut short: the scheduler re-queues it.
+        """
+        if self._connected() or queues.transient_reason(message):
+            return message
+        return f"LostConnectionError: the database was unreachable during the make ({message})"
+
+    @staticmethod
+    def _connected() -> bool:
+        import datajoint as dj
+
+        try:
+            return bool(dj.conn().is_connected)
+        except Exception:
+            return False
+
     def _settle(self, jobs, key: dict) -> bool:
         """After an interrupted make: mark the job done if its result committed; return whether it did."""
         if key not in jobs.target:
@@ -398,7 +417,7 @@ class Worker:
 
     def _record_escaped(self, jobs, key: dict, error: BaseException, stack: str | None = None) -> None:
         """An exception escaped DataJoint's own handling (the connection broke while it recorded the error)."""
-        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        message = self._unreachable(f"{type(error).__name__}: {' '.join(str(error).split())}")
         stack = stack or traceback.format_exc()
         log.error("%s %s: %s", jobs.target.__class__.__name__, queues.key_json(key), message)
         while True:
@@ -448,6 +467,7 @@ class Worker:
         if isinstance(result, tuple):
             error = result[1]
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            message = self._unreachable(message)
             log.error("%s %s failed: %s", name, queues.key_json(key), message)
             stack = "".join(traceback.format_exception(error))
             try:
@@ -652,14 +672,24 @@ class Worker:
             if self.max_jobs and self._attempted >= self.max_jobs:
                 self.summary.reason = f"{self.max_jobs} job(s) done"
                 return
-            if self._round():
-                idle_since = time.monotonic()
-                continue
-            now = time.monotonic()
-            if self.refresh and now - last_refresh >= self.poll:
-                last_refresh = now
-                if self._refresh():
+            try:
+                if self._round():
+                    idle_since = time.monotonic()
                     continue
+                now = time.monotonic()
+                if self.refresh and now - last_refresh >= self.poll:
+                    last_refresh = now
+                    if self._refresh():
+                        continue
+            except StopRequested:
+                raise
+            except Exception as err:
+                if self._connected():
+                    raise
+                # Between makes too, a server that went away is waited for, not a reason to exit.
+                log.warning("lost the database (%s); waiting for it", " ".join(str(err).split()))
+                self._reset_connection()
+                continue
             if self.idle_exit is not None and now - idle_since >= self.idle_exit:
                 self.summary.reason = f"idle for {self.idle_exit:g} s"
                 return
