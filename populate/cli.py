@@ -17,8 +17,10 @@ log = logging.getLogger("populate")
 
 def _cmd_setup(args) -> None:
     import schemas
+    from schemas import db
 
-    names = schemas.declare_all()
+    with db.named_lock("setup"):  # a concurrent setup waits, then finds everything declared
+        names = schemas.declare_all()
     print(f"declared schemas: {', '.join(names)}")
 
 
@@ -71,8 +73,13 @@ def _cmd_results(args) -> None:
 
 
 def _cmd_report(args) -> None:
+    from pathlib import Path
+
     from . import report
 
+    folder = Path(args.out).expanduser().parent
+    if not folder.is_dir():  # a typo in --out should not create a tree of folders
+        raise FileNotFoundError(f"--out {args.out}: folder {folder} does not exist")
     print(f"report written to {report.write_report(args.out)}")
 
 
@@ -158,6 +165,18 @@ def _quiet_datajoint() -> None:
     dj_log.setLevel(logging.WARNING)
 
 
+def _settings_message(err: Exception) -> str | None:
+    """``DJ_PORT='abc': Input should be a valid integer`` for DataJoint's settings validation errors."""
+    errors = getattr(err, "errors", None)
+    if type(err).__name__ != "ValidationError" or not callable(errors):
+        return None
+    parts = []
+    for item in errors():
+        name = ".".join(map(str, item.get("loc", ()))) or "setting"
+        parts.append(f"{name}={item.get('input')!r}: {item.get('msg')}")
+    return "invalid DataJoint setting " + "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -166,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    _quiet_datajoint()
     try:
+        _quiet_datajoint()  # DataJoint validates DJ_* settings on import
         args.handler(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -175,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # every failure ends in one line naming it; -v shows the traceback
         if args.verbose:
             log.exception("failed")
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = _settings_message(err) or " ".join(str(err).split()) or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
     return 0

@@ -9,6 +9,72 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _SCAN_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+INT32_MAX = 2**31 - 1
+INT64 = (-(2**63), 2**63 - 1)
+
+
+class IngestError(ValueError):
+    """Input that cannot be imported as it is."""
+
+
+def check_ids(recording) -> None:
+    """Refuse ids the database columns cannot hold or the command line cannot address.
+
+    Scan ids (``animal_id``, ``session``, ``scan_idx``) are written ``animal-session-scan`` with
+    non-negative numbers; they and unit ids are int32 columns, trial and image ids int64.
+    """
+    import numpy as np
+
+    for name, value in recording.scan_key.items():
+        if not 0 <= value <= INT32_MAX:
+            raise IngestError(f"{name} {value}: scan ids must be between 0 and {INT32_MAX}")
+    for name, array, (low, high) in (
+        ("unit_ids", recording.unit_ids, (-(2**31), INT32_MAX)),
+        ("trial_idx", recording.trial_idx, INT64),
+        ("image_ids", recording.image_ids, INT64),
+    ):
+        values = np.asarray(array)
+        if values.size and values.dtype.kind in "iu" and (values.min() < low or values.max() > high):
+            raise IngestError(f"{name}: values from {int(values.min())} to {int(values.max())} are outside "
+                               f"{low}..{high}")
+
+
+def import_limits():
+    """:class:`ImportLimits` from ``PIPELINE_IMPORT_MAX_FILE_MB`` and ``PIPELINE_IMPORT_MAX_GB`` (defaults otherwise)."""
+    import os
+
+    from pipeline.data.sensorium import DEFAULT_LIMITS, ImportLimits
+
+    values = {}
+    for var, field, unit in (("PIPELINE_IMPORT_MAX_FILE_MB", "max_file_bytes", 2**20),
+                             ("PIPELINE_IMPORT_MAX_GB", "max_total_bytes", 2**30)):
+        text = os.environ.get(var)
+        if text is None:
+            values[field] = getattr(DEFAULT_LIMITS, field)
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            number = -1
+        if not number > 0:
+            raise IngestError(f"{var}={text!r}: expected a positive number")
+        values[field] = int(number * unit)
+    return ImportLimits(**values)
+
+
+def _insert_once(key: dict, insert) -> tuple[dict, bool]:
+    """Run ``insert()`` unless scan ``key`` is present, under the prefix's import lock.
+
+    Concurrent imports (the same scan, or scans sharing images) would otherwise race between
+    the existence check and the insert; under the lock the later one finds the scan and does
+    nothing.
+    """
+    from schemas import db, recordings
+
+    with db.named_lock("import"):
+        if recordings.scan_exists(key):
+            return key, False
+        return insert(), True
 
 
 def parse_scan(text: str) -> dict[str, int]:
@@ -16,7 +82,11 @@ def parse_scan(text: str) -> dict[str, int]:
     match = _SCAN_NAME.match(text.strip())
     if not match:
         raise ValueError(f"scan {text!r} is not written animal-session-scan, e.g. 11521-7-2")
-    return dict(zip(("animal_id", "session", "scan_idx"), map(int, match.groups())))
+    key = dict(zip(("animal_id", "session", "scan_idx"), map(int, match.groups())))
+    for name, value in key.items():
+        if value > INT32_MAX:
+            raise ValueError(f"scan {text!r}: {name} {value} exceeds {INT32_MAX}")
+    return key
 
 
 def scan_name(key) -> str:
@@ -36,9 +106,8 @@ def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, boo
         key = parse_scan(scan)
         recording.animal_id, recording.session, recording.scan_idx = key["animal_id"], key["session"], key["scan_idx"]
     recording.source = f"simulated: preset={preset} seed={seed}"
-    if recordings.scan_exists(recording.scan_key):
-        return recording.scan_key, False
-    return recordings.insert_recording(recording), True
+    check_ids(recording)
+    return _insert_once(recording.scan_key, lambda: recordings.insert_recording(recording))
 
 
 def import_sensorium(path: str | Path) -> tuple[dict, bool]:
@@ -47,12 +116,12 @@ def import_sensorium(path: str | Path) -> tuple[dict, bool]:
 
     from schemas import recordings
 
-    recording = read_sensorium(path)
+    recording = read_sensorium(path, limits=import_limits())
     recording.source = recording.source or Path(path).name
-    if recordings.scan_exists(recording.scan_key):
-        return recording.scan_key, False
+    check_ids(recording)
     image_id_name = next((n for n in IMAGE_ID_NAMES if n in recording.extra_trial_arrays), IMAGE_ID_NAMES[0])
-    return recordings.insert_recording(recording, image_id_name=image_id_name), True
+    return _insert_once(recording.scan_key,
+                        lambda: recordings.insert_recording(recording, image_id_name=image_id_name))
 
 
 def export_sensorium(scan: str, out: str | Path) -> Path:
@@ -71,9 +140,12 @@ def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]
     """Import a ``cifar-10-batches-py`` folder as grayscale; returns (key, inserted)."""
     from pipeline.data.cifar import read_cifar10
 
+    from schemas import db
     from schemas.classifiers import ClassificationSet
 
-    return ClassificationSet.add(name, read_cifar10(path))
+    images = read_cifar10(path)
+    with db.named_lock("import"):
+        return ClassificationSet.add(name, images)
 
 
 def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, name: str = "photos"):

@@ -28,7 +28,9 @@ TRANSIENT = {
         r"LostConnectionError|lost connection to (mysql |mariadb )?server|server has gone away|"
         r"server closed the connection unexpectedly|connection already closed|"
         r"terminating connection due to administrator command|connection was lost during a transaction|"
-        r"server connection lost|\((2006|2013)\b"
+        r"server connection lost|\((2003|2006|2013|4151)\b|can't connect to (mysql |mariadb )?server|"
+        r"connection refused|could not connect to server|is not permitted to log in|account is locked|"
+        r"the database system is (starting up|shutting down)|database was unreachable"
     ),
 }
 """Error messages that say the job was cut short, not that its computation is wrong (regexes)."""
@@ -149,7 +151,13 @@ def key_hash(key: dict) -> str:
 
 
 def parse_key(text: str | None, table=None) -> dict | None:
-    """A job key from its JSON text; checks the names against ``table``'s primary key."""
+    """A job key from its JSON text, typed against ``table``'s primary key.
+
+    Only a JSON object of scalars is accepted, every name must be in the primary key of
+    ``table`` (required whenever a key is given) and every value must fit its column: a whole
+    number for an integer column, a finite number for a numeric one, a string for the others.
+    The values then reach SQL only as escaped literals of those types.
+    """
     if text is None:
         return None
     try:
@@ -158,14 +166,38 @@ def parse_key(text: str | None, table=None) -> dict | None:
         raise QueueError(f"--key {text!r} is not valid JSON ({err.msg}); e.g. --key '{{\"scan_idx\": 1}}'") from err
     if not isinstance(key, dict) or not key:
         raise QueueError(f"--key {text!r} must be a JSON object of primary-key values")
-    if table is not None:
-        unknown = sorted(set(key) - set(table.primary_key))
-        if unknown:
-            raise QueueError(
-                f"--key names {', '.join(unknown)}, not in the primary key of {table.__name__} "
-                f"({', '.join(table.primary_key)})"
-            )
-    return key
+    if table is None:
+        raise QueueError("--key needs --table: a key names the primary-key fields of one table")
+    unknown = sorted(set(key) - set(table.primary_key))
+    if unknown:
+        raise QueueError(
+            f"--key names {', '.join(unknown)}, not in the primary key of {table.__name__} "
+            f"({', '.join(table.primary_key)})"
+        )
+    heading = table().heading
+    return {name: _typed(table, heading.attributes[name], value) for name, value in key.items()}
+
+
+def _typed(table, attribute, value):
+    """``value`` checked against the column ``attribute`` (see :func:`parse_key`)."""
+    import math
+
+    where = f"--key field {attribute.name} of {table.__name__} ({attribute.type})"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise QueueError(f"{where}: {json.dumps(value)} is not a single number or string")
+    if attribute.numeric:
+        if isinstance(value, str):
+            raise QueueError(f"{where}: {json.dumps(value)} is not a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise QueueError(f"{where}: {value} is not a finite number")
+        if re.match(r"^(tiny|small|medium|big)?int|^u?int\d*|^integer", attribute.type, re.I):
+            if isinstance(value, float) and not value.is_integer():
+                raise QueueError(f"{where}: {value} is not a whole number")
+            return int(value)
+        return value
+    if not isinstance(value, str):
+        raise QueueError(f"{where}: {json.dumps(value)} is not a string")
+    return value
 
 
 def server_now(connection) -> datetime:
@@ -218,7 +250,7 @@ def requeue(
     ``expect`` holds the column values the job row must still have (e.g. its status and the
     dead worker's connection id), so a job that changed hands meanwhile is left alone.  With
     ``max_retries``, the re-queue counts against the job's durable budget in
-    ``{prefix}_operations.job_retry``; once spent, the job becomes an ``error`` naming why.
+    ``{prefix}__operations.job_retry``; once spent, the job becomes an ``error`` naming why.
     Returns ``"requeued"``, ``"done"`` (its result is in the table), ``"failed"`` or ``"changed"``.
     """
     target = jobs.target
@@ -262,8 +294,16 @@ def retry(tables: list, key: dict | None = None, include_ignored: bool = False) 
 
     Clears their error and their automatic-retry count.  Returns the number per table.
     """
+    import datajoint as dj
+
     statuses = ("error", "ignore") if include_ignored else ("error",)
     done = {}
+    with dj.conn().transaction:  # all tables or none
+        _retry(tables, key, statuses, done)
+    return done
+
+
+def _retry(tables: list, key: dict | None, statuses: tuple, done: dict) -> None:
     for table in tables:
         jobs = queue(table)
         q = jobs.adapter.quote_identifier
@@ -280,12 +320,22 @@ def retry(tables: list, key: dict | None = None, include_ignored: bool = False) 
             )
             (_retry_table() & dict(job_table=table.full_table_name, key_hash=key_hash(job))).delete_quick()
         done[table.__name__] = len(keys)
-    return done
 
 
 def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
-    """Mark failed jobs, or the job of ``key`` whatever its state but reserved, as ``ignore``."""
+    """Mark failed jobs, or the job of ``key`` whatever its state but reserved, as ``ignore``.
+
+    All in one transaction: a refusal (no such key, a job running) changes nothing.
+    """
+    import datajoint as dj
+
     done = {}
+    with dj.conn().transaction:
+        _ignore(tables, key, done)
+    return done
+
+
+def _ignore(tables: list, key: dict | None, done: dict) -> None:
     for table in tables:
         jobs = queue(table)
         if key is not None:
@@ -307,7 +357,6 @@ def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
             for job in keys:
                 jobs.ignore(job)
             done[table.__name__] = len(keys)
-    return done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,9 +366,22 @@ def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
 def _heartbeats(connection, now: datetime) -> list[dict]:
     from schemas import operations
 
+    from .scheduler import DEFAULT_STALE_AFTER_S, live_connection_ids
+    from .worker import DEFAULT_HEARTBEAT_S
+
     rows = operations.Worker().to_dicts(order_by="worker")
+    try:
+        alive = live_connection_ids(connection)
+    except Exception:  # not allowed to list connections: judge by heartbeats alone
+        alive = None
     for row in rows:
-        row["heartbeat_age_s"] = (now - row["heartbeat"]).total_seconds()
+        age = row["heartbeat_age_s"] = (now - row["heartbeat"]).total_seconds()
+        # A killed worker's connection vanishes at once; a reconnecting one reports its new id with the next beat.
+        gone = alive is not None and int(row["connection_id"] or 0) not in alive
+        if (gone and age >= 3 * DEFAULT_HEARTBEAT_S) or (alive is None and age >= DEFAULT_STALE_AFTER_S):
+            row["state"] = "dead"
+        elif age >= DEFAULT_STALE_AFTER_S:
+            row["state"] = "unresponsive"
     return rows
 
 

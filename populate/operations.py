@@ -10,6 +10,9 @@ import argparse
 import json
 import os
 
+exit_without_teardown = False
+"""Set by long-running commands once finished: ``python -m populate`` then ends at once (see ``__main__``)."""
+
 
 def _positive(kind):
     def parse(text: str):
@@ -68,6 +71,12 @@ def _cmd_worker(args) -> None:
     summary = worker.run()
     print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
           f"({summary.reason or 'stopped'})")
+    _done_for_good()
+
+
+def _done_for_good() -> None:
+    global exit_without_teardown
+    exit_without_teardown = True
 
 
 def _cmd_scheduler(args) -> None:
@@ -80,6 +89,7 @@ def _cmd_scheduler(args) -> None:
     report = scheduler.run(interval=args.interval, once=args.once)
     if args.once:
         print(f"scheduler pass: {report}")
+    _done_for_good()
 
 
 def _cmd_status(args) -> None:
@@ -152,7 +162,8 @@ def _cmd_roles_drop_user(args) -> None:
 def _cmd_gc(args) -> None:
     from . import store_gc
 
-    print(store_gc.format_report(store_gc.collect(delete=args.delete), limit=args.limit))
+    report = store_gc.collect(delete=args.delete, grace_s=args.grace, wait_s=args.wait)
+    print(store_gc.format_report(report, limit=args.limit))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,5 +255,13 @@ def add_commands(command) -> None:
 
     sub = command("gc", _cmd_gc, "list object-store files no row of this prefix's schemas refers to (dry run); "
                   "--delete removes them")
-    sub.add_argument("--delete", action="store_true", help="delete the orphans")
+    from .store_gc import DEFAULT_GRACE_S, DEFAULT_WAIT_S
+
+    sub.add_argument("--delete", action="store_true", help="delete the orphans (safe while anything runs: files "
+                     "younger than --grace, than the oldest open transaction or reserved job are kept)")
+    sub.add_argument("--grace", type=_non_negative(float), default=DEFAULT_GRACE_S, metavar="SECONDS",
+                     help=f"never delete files younger than this (default {DEFAULT_GRACE_S:g})")
+    sub.add_argument("--wait", type=_non_negative(float), default=DEFAULT_WAIT_S, metavar="SECONDS",
+                     help="with --delete, rescan for up to this long while work in flight holds orphans back "
+                          f"(default {DEFAULT_WAIT_S:g})")
     sub.add_argument("--limit", type=_non_negative(int), default=50, metavar="N", help="paths listed (0: all)")

@@ -1,22 +1,26 @@
 """Database roles scoped to the schema prefix, for MySQL/MariaDB and PostgreSQL.
 
-Three roles per prefix ``p`` (``p_admin``, ``p_worker``, ``p_member``):
+Three roles per prefix ``p`` (``p_admin``, ``p_worker``, ``p_member``), described once in
+:data:`SPECS` and rendered into each backend's grants:
 
 admin
-    schema changes: creates, alters and drops the ``p_*`` schemas and their tables; runs ``setup``.
+    schema changes: creates, alters and drops the ``p__*`` schemas and their tables; runs ``setup``.
 worker
-    reads every ``p_*`` table; inserts, updates and deletes in the computed tables (Imported,
-    Computed and their parts), their job queues (``~~name``) and ``p_operations`` (heartbeats,
+    reads every ``p__*`` table; inserts, updates and deletes in the computed tables (Imported,
+    Computed and their parts), their job queues (``~~name``) and ``p__operations`` (heartbeats,
     retry counts).  Cannot change any table's structure or drop a schema.
 member
-    reads every ``p_*`` table (notebooks, analysis).
+    reads every ``p__*`` table (notebooks, analysis).
 
-MySQL/MariaDB grant on the database pattern ``p\\_%`` (so future schemas are covered) plus
+The schemas of ``p`` are exactly those named ``p__<stage>``: a prefix never contains ``__``, so
+the admin of ``v1`` holds nothing on ``v1_test__*``.
+
+MySQL/MariaDB grant on the database pattern ``p\\_\\_%`` (so future schemas are covered) plus
 table-level grants on the existing computed and job tables (MySQL cannot pattern-match table
 names): rerun ``roles create`` after ``setup`` adds tables.  Admin and worker also get
-``PROCESS`` so the scheduler sees every worker's connection.
+``PROCESS`` so the scheduler sees every worker's connection and ``gc`` every open transaction.
 
-PostgreSQL has no schema-name patterns: ``roles create`` grants on the existing ``p_*`` schemas,
+PostgreSQL has no schema-name patterns: ``roles create`` grants on the existing ``p__*`` schemas,
 makes ``p_admin`` their owner (only owners alter or drop), and sets default privileges for
 tables ``p_admin`` creates later.  Admin login users get ``ALTER ROLE ... SET role = p_admin`` so
 the tables they declare are owned by the role, not by the person.  ``CREATE`` on the database lets
@@ -28,12 +32,39 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "worker", "member")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 _HOST = re.compile(r"^[A-Za-z0-9_.%:-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """What one role may do in the prefix's schemas; both backends' grants are rendered from this."""
+
+    owns: bool = False
+    """creates, alters and drops the prefix's schemas and tables (all privileges)"""
+    reads: bool = True
+    """SELECT on every table of the prefix"""
+    writes_computed: bool = False
+    """INSERT, UPDATE, DELETE on computed tables and their parts and job queues (see :func:`is_worker_writable`)"""
+    writes_stages: tuple[str, ...] = ()
+    """stages (schemas) in whose every table it may INSERT, UPDATE, DELETE"""
+    sees_connections: bool = False
+    """sees every connection and transaction (PROCESS / pg_read_all_stats): scheduler, status, gc"""
+
+
+SPECS = {
+    "admin": RoleSpec(owns=True, sees_connections=True),
+    "worker": RoleSpec(writes_computed=True, writes_stages=("operations",), sees_connections=True),
+    "member": RoleSpec(),
+}
+"""The one description of the roles."""
+
+_WRITE = ("INSERT", "UPDATE", "DELETE")
 
 
 class RolesError(RuntimeError):
@@ -61,7 +92,15 @@ def _connection():
 def _prefix_schemas(connection, prefix: str) -> list[str]:
     import datajoint as dj
 
-    return sorted(name for name in dj.list_schemas(connection) if name.startswith(prefix + "_"))
+    from schemas import db
+
+    return sorted(name for name in dj.list_schemas(connection) if db.is_prefix_schema(name, prefix))
+
+
+def _stage_schema(prefix: str, stage: str) -> str:
+    from schemas import db
+
+    return f"{prefix}{db.SEPARATOR}{stage}"
 
 
 def _tables(connection, schema: str) -> list[str]:
@@ -82,28 +121,42 @@ def _tables(connection, schema: str) -> list[str]:
 
 
 def _mysql_pattern(prefix: str) -> str:
-    # `_` and `%` are wildcards in database-level grants; the prefix's own underscores are literal.
-    return "`" + prefix.replace("_", "\\_") + "\\_%`"
+    # `_` and `%` are wildcards in database-level grants; the prefix's and separator's underscores are literal.
+    from schemas import db
+
+    return "`" + _mysql_literal(prefix + db.SEPARATOR) + "%`"
+
+
+def _mysql_literal(name: str) -> str:
+    """A database name in a grant matching that database only (``_`` and ``%`` are wildcards there)."""
+    return name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
 
 
 def mysql_plan(prefix: str, schemas: dict[str, list[str]]) -> list[str]:
-    """The statements creating the roles of ``prefix``; ``schemas`` maps each ``p_*`` schema to its tables."""
+    """The statements creating the roles of ``prefix``; ``schemas`` maps each of its schemas to its tables.
+
+    A grant on an exact database shadows the pattern grant for that database (MySQL and MariaDB
+    use the most specific ``mysql.db`` row alone), so an exact-database grant repeats what the
+    pattern gives.
+    """
     names = role_names(prefix)
-    admin, worker, member = (f"'{names[r]}'" for r in ROLES)
     pattern = _mysql_pattern(prefix)
-    plan = [f"CREATE ROLE IF NOT EXISTS {role}" for role in (admin, worker, member)]
-    plan += [
-        f"GRANT ALL PRIVILEGES ON {pattern}.* TO {admin}",
-        f"GRANT SELECT ON {pattern}.* TO {worker}",
-        f"GRANT SELECT ON {pattern}.* TO {member}",
-        f"GRANT INSERT, UPDATE, DELETE ON `{prefix}_operations`.* TO {worker}",
-        f"GRANT PROCESS ON *.* TO {admin}",
-        f"GRANT PROCESS ON *.* TO {worker}",
-    ]
-    for schema, tables in sorted(schemas.items()):
-        for table in tables:
-            if is_worker_writable(table):
-                plan.append(f"GRANT INSERT, UPDATE, DELETE ON `{schema}`.`{table}` TO {worker}")
+    plan = [f"CREATE ROLE IF NOT EXISTS '{names[r]}'" for r in ROLES]
+    for role in ROLES:
+        spec, account = SPECS[role], f"'{names[role]}'"
+        everywhere = ["ALL PRIVILEGES"] if spec.owns else (["SELECT"] if spec.reads else [])
+        if everywhere:
+            plan.append(f"GRANT {', '.join(everywhere)} ON {pattern}.* TO {account}")
+        for stage in spec.writes_stages:
+            privileges = [p for p in everywhere if p != "ALL PRIVILEGES"] + list(_WRITE)
+            plan.append(f"GRANT {', '.join(privileges)} ON `{_mysql_literal(_stage_schema(prefix, stage))}`.* TO {account}")
+        if spec.sees_connections:
+            plan.append(f"GRANT PROCESS ON *.* TO {account}")
+        if spec.writes_computed and not spec.owns:
+            for schema, tables in sorted(schemas.items()):
+                for table in tables:
+                    if is_worker_writable(table):
+                        plan.append(f"GRANT {', '.join(_WRITE)} ON `{schema}`.`{table}` TO {account}")
     return plan
 
 
@@ -124,40 +177,49 @@ def _pg(name: str) -> str:
 def postgresql_plan(prefix: str, schemas: dict[str, list[str]], database: str, types: dict[str, list[str]]) -> list[str]:
     """The statements creating the roles of ``prefix`` on PostgreSQL database ``database``.
 
-    ``schemas`` maps each ``p_*`` schema to its tables, ``types`` to its enum types.
+    ``schemas`` maps each schema of the prefix to its tables, ``types`` to its enum types.  The
+    owning role becomes the owner of the schemas, their tables and types (only owners alter or drop).
     """
     names = role_names(prefix)
-    admin, worker, member = (_pg(names[r]) for r in ROLES)
+    quoted = {r: _pg(names[r]) for r in ROLES}
+    owner = next(r for r in ROLES if SPECS[r].owns)
     plan = [
-        f"DO $$ BEGIN CREATE ROLE {_pg(names[r])} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        f"DO $$ BEGIN CREATE ROLE {quoted[r]} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
         for r in ROLES
     ]
-    plan += [
-        f"GRANT CONNECT, CREATE ON DATABASE {_pg(database)} TO {admin}",
-        f"GRANT CONNECT ON DATABASE {_pg(database)} TO {worker}, {member}",
-        f"GRANT pg_read_all_stats TO {worker}, {admin}",
-    ]
+    plan.append(f"GRANT CONNECT, CREATE ON DATABASE {_pg(database)} TO {quoted[owner]}")
+    others = [r for r in ROLES if r != owner]
+    plan.append(f"GRANT CONNECT ON DATABASE {_pg(database)} TO {', '.join(quoted[r] for r in others)}")
+    watchers = [quoted[r] for r in ROLES if SPECS[r].sees_connections]
+    if watchers:
+        plan.append(f"GRANT pg_read_all_stats TO {', '.join(watchers)}")
+    readers = ", ".join(quoted[r] for r in others if SPECS[r].reads)
+    writers = [r for r in others if SPECS[r].writes_computed or SPECS[r].writes_stages]
     for schema, tables in sorted(schemas.items()):
         s = _pg(schema)
-        plan.append(f"ALTER SCHEMA {s} OWNER TO {admin}")
-        plan += [f"ALTER TABLE {s}.{_pg(t)} OWNER TO {admin}" for t in tables]
-        plan += [f"ALTER TYPE {s}.{_pg(t)} OWNER TO {admin}" for t in types.get(schema, ())]
-        plan += [
-            f"GRANT USAGE ON SCHEMA {s} TO {worker}, {member}",
-            # REFERENCES too: DataJoint reads primary keys from information_schema.table_constraints,
-            # which hides a table from a user holding nothing but SELECT on it.
-            f"GRANT SELECT, REFERENCES ON ALL TABLES IN SCHEMA {s} TO {worker}, {member}",
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {s} GRANT SELECT, REFERENCES ON TABLES "
-            f"TO {worker}, {member}",
-            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {worker}",
-        ]
-        if schema == f"{prefix}_operations":
+        plan.append(f"ALTER SCHEMA {s} OWNER TO {quoted[owner]}")
+        plan += [f"ALTER TABLE {s}.{_pg(t)} OWNER TO {quoted[owner]}" for t in tables]
+        plan += [f"ALTER TYPE {s}.{_pg(t)} OWNER TO {quoted[owner]}" for t in types.get(schema, ())]
+        if readers:
             plan += [
-                f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {worker}",
-                f"ALTER DEFAULT PRIVILEGES FOR ROLE {admin} IN SCHEMA {s} GRANT INSERT, UPDATE, DELETE ON TABLES TO {worker}",
+                f"GRANT USAGE ON SCHEMA {s} TO {readers}",
+                # REFERENCES too: DataJoint reads primary keys from information_schema.table_constraints,
+                # which hides a table from a user holding nothing but SELECT on it.
+                f"GRANT SELECT, REFERENCES ON ALL TABLES IN SCHEMA {s} TO {readers}",
+                f"ALTER DEFAULT PRIVILEGES FOR ROLE {quoted[owner]} IN SCHEMA {s} GRANT SELECT, REFERENCES ON TABLES "
+                f"TO {readers}",
             ]
-        else:
-            plan += [f"GRANT INSERT, UPDATE, DELETE ON {s}.{_pg(t)} TO {worker}" for t in tables if is_worker_writable(t)]
+        for role in writers:
+            spec, who = SPECS[role], quoted[role]
+            plan.append(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {who}")
+            if any(schema == _stage_schema(prefix, stage) for stage in spec.writes_stages):
+                plan += [
+                    f"GRANT {', '.join(_WRITE)} ON ALL TABLES IN SCHEMA {s} TO {who}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {quoted[owner]} IN SCHEMA {s} GRANT {', '.join(_WRITE)} "
+                    f"ON TABLES TO {who}",
+                ]
+            elif spec.writes_computed:
+                plan += [f"GRANT {', '.join(_WRITE)} ON {s}.{_pg(t)} TO {who}" for t in tables if is_worker_writable(t)]
     return plan
 
 
@@ -215,7 +277,7 @@ def public_grants(connection, prefix: str) -> list[str]:
         return []
     try:
         rows = connection.query(
-            "SELECT Db, User FROM mysql.db WHERE User IN ('', 'PUBLIC') AND %s LIKE Db", args=(f"{prefix}_x",)
+            "SELECT Db, User FROM mysql.db WHERE User IN ('', 'PUBLIC') AND %s LIKE Db", args=(_stage_schema(prefix, "x"),)
         ).fetchall()
     except Exception:  # mysql.db is not readable without privileges; nothing to say then
         return []

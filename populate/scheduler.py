@@ -8,7 +8,7 @@ harmless, every change is a guarded single-row UPDATE).  Each pass:
 2. finds reserved jobs whose worker is dead and puts them back to ``pending``.  A worker is dead
    when its connection id (recorded with the reservation) is gone from the server's process list
    (``information_schema.processlist`` on MySQL/MariaDB, ``pg_stat_activity`` on PostgreSQL)
-   *and* its heartbeat in ``{prefix}_operations.worker`` is older than ``stale_after`` (or it
+   *and* its heartbeat in ``{prefix}__operations.worker`` is older than ``stale_after`` (or it
    never had one, e.g. a notebook's ``populate(reserve_jobs=True)``).  A worker whose connection
    the server still lists but whose heartbeat is older than ``lost_after`` is presumed lost with
    its host (the server has not noticed the broken socket yet): its connection is killed and its
@@ -81,6 +81,23 @@ def kill_connection(connection, connection_id: int) -> bool:
     except Exception as err:
         log.warning("could not end connection %s (%s)", connection_id, " ".join(str(err).split()))
         return False
+
+
+def _reconnect() -> None:
+    """A fresh connection after a failed pass: DataJoint does not reconnect a connection whose own
+    reconnect failed (server down at that moment), nor one left inside a cut transaction."""
+    import datajoint as dj
+
+    connection = dj.conn()
+    try:
+        connection.close()
+    except Exception:
+        pass
+    try:
+        connection.connect()
+        connection._in_transaction = False
+    except Exception as err:
+        log.warning("database unreachable (%s); next pass retries", " ".join(str(err).split()))
 
 
 class Scheduler:
@@ -231,6 +248,7 @@ class Scheduler:
                     raise
                 except Exception as err:  # a failed pass (server restart, lost connection) is retried next time
                     log.error("scheduler pass failed: %s", " ".join(str(err).split()))
+                    _reconnect()
                 self._stop.wait(max(interval - (time.monotonic() - started), 0.0))
         finally:
             for sig, handler in handlers.items():

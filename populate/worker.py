@@ -18,7 +18,7 @@ scheduler like its running job, and a job whose result committed before the kill
 whichever worker takes it next (the make is skipped, its key being in the table).
 
 Liveness.  A background thread beats every ``heartbeat`` seconds into
-``{prefix}_operations.worker`` through its own connection (the main one is busy inside a make),
+``{prefix}__operations.worker`` through its own connection (the main one is busy inside a make),
 with the worker's host, pid, main connection id, device and the job it holds.  The scheduler
 re-queues a reserved job only when its connection is gone from the server *and* its worker's
 heartbeat is stale (see :mod:`populate.scheduler`).
@@ -58,6 +58,7 @@ DEFAULT_POLL_S = 10.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 DEFAULT_BATCH = 8
 PREFETCH_HORIZON_S = 1.0
+RECONNECT_MAX_WAIT_S = 30.0
 
 
 class StopRequested(SystemExit):
@@ -178,7 +179,7 @@ def open_connection():
 
 
 class Heartbeat(threading.Thread):
-    """Beats the worker's row in ``{prefix}_operations.worker`` from its own connection."""
+    """Beats the worker's row in ``{prefix}__operations.worker`` from its own connection."""
 
     def __init__(self, worker: str, interval: float, snapshot) -> None:
         super().__init__(name="heartbeat", daemon=True)
@@ -332,6 +333,8 @@ class Worker:
     # -- one job -------------------------------------------------------------------------------
 
     def _reset_connection(self):
+        """A fresh connection; while the server is unreachable, wait for it (backing off to
+        ``RECONNECT_MAX_WAIT_S``) unless the worker is stopping."""
         import datajoint as dj
 
         connection = dj.conn()
@@ -339,9 +342,38 @@ class Worker:
             connection.close()  # the server rolls back whatever the interrupted make left open
         except Exception:
             pass
-        connection.connect()
+        delay = 1.0
+        while True:
+            try:
+                connection.connect()
+                break
+            except Exception as err:
+                if self._stop.is_set():
+                    raise StopRequested(f"stopping while the database is unreachable ({err})") from None
+                log.warning("database unreachable (%s); reconnecting in %.0f s", " ".join(str(err).split()), delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_WAIT_S)
         connection._in_transaction = False
         return connection
+
+    def _unreachable(self, message: str) -> str:
+        """A make's error message, marked as a lost connection when the server is unreachable now.
+
+        Whatever the driver said (refused, reset, login failed while reconnecting), a make that
+        failed while the database was gone was cut short: the scheduler re-queues it.
+        """
+        if self._connected() or queues.transient_reason(message):
+            return message
+        return f"LostConnectionError: the database was unreachable during the make ({message})"
+
+    @staticmethod
+    def _connected() -> bool:
+        import datajoint as dj
+
+        try:
+            return bool(dj.conn().is_connected)
+        except Exception:
+            return False
 
     def _settle(self, jobs, key: dict) -> bool:
         """After an interrupted make: mark the job done if its result committed; return whether it did."""
@@ -391,14 +423,27 @@ class Worker:
             self.summary.handed_back += 1
             log.info("handed %s %s back to pending", jobs.target.__class__.__name__, queues.key_json(key))
 
-    def _record_escaped(self, jobs, key: dict, error: BaseException) -> None:
+    def _record_escaped(self, jobs, key: dict, error: BaseException, stack: str | None = None) -> None:
         """An exception escaped DataJoint's own handling (the connection broke while it recorded the error)."""
-        message = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        message = self._unreachable(f"{type(error).__name__}: {' '.join(str(error).split())}")
+        stack = stack or traceback.format_exc()
         log.error("%s %s: %s", jobs.target.__class__.__name__, queues.key_json(key), message)
-        self._reset_connection()
-        if self._settle(jobs, key):
-            return
-        jobs.error(key, error_message=message, error_stack=traceback.format_exc())
+        while True:
+            self._reset_connection()
+            try:
+                if self._settle(jobs, key):
+                    return
+                q = jobs.adapter.quote_identifier
+                if not jobs & key & {"host": self.host, "pid": self.pid} & f"{q('status')}='reserved'":
+                    log.warning("%s %s changed hands meanwhile; its failure here is not recorded",
+                                jobs.target.__class__.__name__, queues.key_json(key))
+                    return
+                jobs.error(key, error_message=message, error_stack=stack)
+                break
+            except Exception as again:
+                if not queues.transient_reason(f"{type(again).__name__}: {again}"):
+                    raise
+                log.warning("connection lost again while recording the failure (%s); retrying", again)
         self.summary.failed += 1
 
     def _run_one(self, jobs, key: dict) -> str:
@@ -438,11 +483,13 @@ class Worker:
         if isinstance(result, tuple):
             error = result[1]
             message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            message = self._unreachable(message)
             log.error("%s %s failed: %s", name, queues.key_json(key), message)
+            stack = "".join(traceback.format_exception(error))
             try:
-                jobs.error(key, error_message=message, error_stack="".join(traceback.format_exception(error)))
-            except Exception as escaped:  # the connection broke again while recording
-                self._record_escaped(jobs, key, escaped)
+                jobs.error(key, error_message=message, error_stack=stack)
+            except Exception:  # the connection broke while recording: wait for the server, record it then
+                self._record_escaped(jobs, key, error, stack)
                 return "error"
             self.summary.failed += 1
             return "error"
@@ -646,16 +693,26 @@ class Worker:
             if self.max_jobs and self._attempted >= self.max_jobs:
                 self.summary.reason = f"{self.max_jobs} job(s) done"
                 return
-            if self._round():
-                idle_since = time.monotonic()
-                continue
-            now = time.monotonic()
-            idle_over = self.idle_exit is not None and now - idle_since >= self.idle_exit
-            # Downstream keys become ready only as jobs finish: look once more before leaving idle.
-            if self.refresh and (now - last_refresh >= self.poll or (idle_over and last_refresh < idle_since)):
-                last_refresh = now
-                if self._refresh():
+            try:
+                if self._round():
+                    idle_since = time.monotonic()
                     continue
+                now = time.monotonic()
+                idle_over = self.idle_exit is not None and now - idle_since >= self.idle_exit
+                # Downstream keys become ready only as jobs finish: look once more before leaving idle.
+                if self.refresh and (now - last_refresh >= self.poll or (idle_over and last_refresh < idle_since)):
+                    last_refresh = now
+                    if self._refresh():
+                        continue
+            except StopRequested:
+                raise
+            except Exception as err:
+                if self._connected():
+                    raise
+                # Between makes too, a server that went away is waited for, not a reason to exit.
+                log.warning("lost the database (%s); waiting for it", " ".join(str(err).split()))
+                self._reset_connection()
+                continue
             if idle_over:
                 self.summary.reason = f"idle for {self.idle_exit:g} s"
                 return

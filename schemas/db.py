@@ -5,8 +5,10 @@ Connection settings come only from DataJoint's own sources (``DJ_HOST``/``DJ_POR
 Two settings are the pipeline's own:
 
 ``PIPELINE_PREFIX``
-    prefix of every schema name (``{prefix}_recordings``, ``{prefix}_models``, ...), so that several
-    users and test runs share one server. Default ``v1``.
+    prefix of every schema name (``{prefix}__recordings``, ``{prefix}__models``, ...), so that several
+    users and test runs share one server. Default ``v1``.  A prefix is lower-case words of letters and
+    digits joined by single underscores; the double underscore after it cannot occur inside a prefix,
+    so prefix ``v1`` owns ``v1__*`` and never ``v1_test__*`` (grants, ``gc`` and ``roles`` rely on this).
 ``PIPELINE_STORE_DIR``
     folder of the default filesystem object store. Default ``.store/`` in the working directory's
     project root (ignored by git). Where ``datajoint.json`` or ``DJ_STORES`` already configures a
@@ -18,8 +20,11 @@ on; workers and notebooks never declare tables (concurrent declaration races).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
 import datajoint as dj
@@ -29,7 +34,10 @@ from . import mariadb
 STORE = "pipeline"
 """Name of the object store every store-backed attribute uses (``<npy@pipeline>``, ...)."""
 
-_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_PREFIX_MAX = 40
+SEPARATOR = "__"
+"""Between prefix and stage in a schema name; never part of a valid prefix."""
 
 
 class SettingsError(RuntimeError):
@@ -39,16 +47,29 @@ class SettingsError(RuntimeError):
 def prefix() -> str:
     """Schema-name prefix from ``PIPELINE_PREFIX`` (lower-case letters, digits, underscores)."""
     value = os.environ.get("PIPELINE_PREFIX", "v1")
-    if not _PREFIX_PATTERN.match(value):
+    if not _PREFIX_PATTERN.match(value) or len(value) > _PREFIX_MAX:
         raise SettingsError(
             f"PIPELINE_PREFIX={value!r} is not a valid schema prefix: use lower-case letters, digits and "
-            "underscores, starting with a letter, at most 40 characters"
+            f"single underscores, starting with a letter, not ending with '_', at most {_PREFIX_MAX} characters"
         )
     return value
 
 
 def schema_name(stage: str) -> str:
-    return f"{prefix()}_{stage}"
+    return f"{prefix()}{SEPARATOR}{stage}"
+
+
+def is_prefix_schema(name: str, of: str | None = None) -> bool:
+    """Whether schema ``name`` belongs to prefix ``of`` (default: this prefix), e.g. not ``v1_test__x`` to ``v1``."""
+    start = (of or prefix()) + SEPARATOR
+    return name.startswith(start) and SEPARATOR not in name[len(start):] and len(name) > len(start)
+
+
+def check_connection_settings() -> None:
+    """Refuse a ``DJ_PORT`` outside 1-65535 with a one-line reason (DataJoint checks only that it is a number)."""
+    port = dj.config.database.port
+    if port is not None and not 0 < int(port) < 65536:
+        raise SettingsError(f"DJ_PORT={port}: a TCP port is between 1 and 65535")
 
 
 def project_root() -> Path:
@@ -77,6 +98,7 @@ def configure() -> None:
     global _configured
     if _configured:
         return
+    check_connection_settings()
     if STORE not in dj.config.stores:
         location = store_dir()
         location.mkdir(parents=True, exist_ok=True)
@@ -109,3 +131,38 @@ def backend() -> str:
     if connection.adapter.backend == "postgresql":
         return "postgresql"
     return "mariadb" if mariadb.is_mariadb(connection) else "mysql"
+
+
+@contextlib.contextmanager
+def named_lock(name: str, timeout_s: float = 900.0):
+    """Hold a server-wide lock called ``name`` (scoped to this prefix) on this process's connection.
+
+    Serialises runs that would otherwise race to create the same rows or tables (concurrent
+    ``setup``, concurrent imports): the second waits, then finds the work done.  Session-level
+    advisory locks (PostgreSQL ``pg_advisory_lock``, MySQL ``GET_LOCK``) end with the connection,
+    so a killed holder never leaves one behind.
+    """
+    configure()
+    connection = dj.conn()
+    full = f"{prefix()}{SEPARATOR}{name}"
+    token = hashlib.sha1(full.encode()).hexdigest()
+    deadline = time.monotonic() + timeout_s
+    if connection.adapter.backend == "postgresql":
+        number = int.from_bytes(bytes.fromhex(token[:16]), "big", signed=True)
+        while not connection.query("SELECT pg_try_advisory_lock(%s)", args=(number,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise SettingsError(f"another process has held the lock {full!r} for over {timeout_s:.0f} s")
+            time.sleep(0.2)
+        release, args = "SELECT pg_advisory_unlock(%s)", (number,)
+    else:
+        lock = "pipeline:" + token[:40]  # MySQL lock names are at most 64 characters
+        if connection.query("SELECT GET_LOCK(%s, %s)", args=(lock, int(timeout_s))).fetchone()[0] != 1:
+            raise SettingsError(f"another process has held the lock {full!r} for over {timeout_s:.0f} s")
+        release, args = "SELECT RELEASE_LOCK(%s)", (lock,)
+    try:
+        yield
+    finally:
+        try:
+            connection.query(release, args=args)
+        except Exception:  # a lost connection has released it already
+            pass

@@ -1,6 +1,6 @@
 """Bookkeeping of the distributed populate workers: heartbeats of live workers and retry counts.
 
-``{prefix}_operations`` holds no science.  :class:`Worker` lets the scheduler tell a live worker
+``{prefix}__operations`` holds no science.  :class:`Worker` lets the scheduler tell a live worker
 from a dead one (a worker beats from its own connection while its main connection is busy in a
 ``make``); :class:`JobRetry` keeps, across scheduler restarts, how often a job was put back to
 pending automatically, so a job that keeps killing its worker stops being retried.

@@ -90,9 +90,8 @@ def row_counts(db):
 
     def counts() -> dict[str, int]:
         result = {}
-        prefix = settings.prefix() + "_"
         for name in dj.list_schemas():
-            if not name.startswith(prefix):
+            if not settings.is_prefix_schema(name):
                 continue
             schema = dj.Schema(name, create_schema=False, create_tables=False)
             for table in schema.list_tables():

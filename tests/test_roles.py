@@ -20,7 +20,24 @@ def _run(capsys, *argv) -> str:
 
 
 @pytest.fixture(scope="module")
-def users(db):
+def neighbour(db):
+    """A schema of another team's prefix that begins with this one (``{prefix}_x``), made before the roles."""
+    import datajoint as dj
+
+    from schemas import db as settings
+
+    name = f"{settings.prefix()}_x{getattr(settings, 'SEPARATOR', '_')}recordings"
+    connection = dj.conn()
+    q = connection.adapter.quote_identifier
+    connection.query(connection.adapter.create_schema_sql(name))
+    connection.query(f"CREATE TABLE {q(name)}.{q('animal')} (animal_id integer PRIMARY KEY)")
+    yield name
+    connection.query(f"DROP TABLE IF EXISTS {q(name)}.{q('animal')}")
+    connection.query(connection.adapter.drop_schema_sql(name))
+
+
+@pytest.fixture(scope="module")
+def users(db, neighbour):
     """Roles for this run's prefix and one login user per role; dropped afterwards."""
     import datajoint as dj
 
@@ -136,3 +153,75 @@ def test_admin_creates_and_drops_a_schema_of_the_prefix(users):
     assert len(Note()) == 1
     scratch.drop(prompt=False)
     assert name not in dj.list_schemas()
+
+
+# ---------------------------------------------------------------------------------------------
+# the commands each role runs, as separate processes logged in as that role's user
+
+
+def _as(role: str, *argv, timeout=180):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from schemas import db as settings
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, DJ_USER=f"{settings.prefix()}_u{role}", DJ_PASS=PASSWORD,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "populate", *argv], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _failed_job():
+    """One failed job in Reliability's queue (no data behind it: only the queue is touched)."""
+    from schemas.stats import Reliability
+
+    Reliability.jobs.delete_quick()
+    key = dict(animal_id=987654, session=1, scan_idx=1)
+    Reliability.jobs.insert1(dict(key, status="error", priority=5, error_message="boom", host="h", pid=1,
+                                  connection_id=1))
+    return Reliability.jobs & key
+
+
+def test_worker_role_runs_worker_scheduler_status_and_retry(users):
+    for argv in (("worker", "--idle-exit", "0", "--poll", "0.1", "--heartbeat", "0.2", "--no-refresh"),
+                 ("scheduler", "--once"), ("status",)):
+        out = _as("worker", *argv)
+        assert out.returncode == 0, (argv, out.stderr[-2000:])
+    job = _failed_job()
+    out = _as("worker", "retry", "--table", "Reliability")
+    assert out.returncode == 0 and "Reliability 1" in out.stdout, out.stderr[-2000:]
+    assert job.to_dicts()[0]["status"] == "pending"
+    job.delete_quick()
+
+
+def test_member_role_reads_status_but_cannot_run_or_change_jobs(users):
+    out = _as("member", "status")
+    assert out.returncode == 0, out.stderr[-2000:]
+    job = _failed_job()
+    for argv in (("retry", "--table", "Reliability"), ("worker", "--idle-exit", "0", "--no-refresh")):
+        out = _as("member", *argv)
+        assert out.returncode == 1 and _is_denial(out.stderr), (argv, out.stderr[-2000:])
+    assert job.to_dicts()[0]["status"] == "error"
+    job.delete_quick()
+
+
+def _is_denial(text: str) -> bool:
+    return any(word in text.lower() for word in ("denied", "privilege", "permission", "must be owner"))
+
+
+def test_admin_of_a_prefix_cannot_touch_a_longer_prefix_beginning_with_it(users, neighbour):
+    import datajoint as dj
+
+    admin = users["admin"]
+    q = admin.adapter.quote_identifier
+    _denied(lambda: admin.query(f"CREATE TABLE {q(neighbour)}.{q('intruder')} (x integer)"))
+    _denied(lambda: admin.query(f"DELETE FROM {q(neighbour)}.{q('animal')}"))
+    _denied(lambda: admin.query(admin.adapter.drop_schema_sql(neighbour)))
+    assert neighbour in dj.list_schemas()
+    if dj.conn().adapter.backend == "postgresql":
+        owner = dj.conn().query("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
+                                args=(neighbour,)).fetchone()[0]
+        assert owner == dj.config["database.user"], f"roles create took {neighbour} over for {owner}"

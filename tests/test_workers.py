@@ -397,7 +397,7 @@ def test_gc_lists_orphaned_store_files_and_deletes_them_on_request(fresh, capsys
     path = db.store_dir() / orphans[0]
     assert path.exists(), "a dry run deletes nothing"
 
-    code, out, err = run_cli(capsys, "gc", "--delete")
+    code, out, err = run_cli(capsys, "gc", "--delete", "--grace", "0")
     assert code == 0, err
     assert not path.exists()
     np.testing.assert_array_equal((wt.Payload & dict(payload=2)).fetch1("data").load(), np.arange(5.0) + 2)

@@ -39,6 +39,7 @@ import re
 import shutil
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -88,11 +89,41 @@ class SensoriumFormatError(ValueError):
 # --------------------------------------------------------------------------------------- sources
 
 
+@dataclass(frozen=True)
+class ImportLimits:
+    """Bounds on what one import may read, checked before the bytes are decompressed or loaded.
+
+    A zip member's declared size is checked before it is inflated and its inflated bytes are
+    capped at that size, so a zip bomb is refused at its header; a .npy header's shape is
+    checked against the file's bytes (see :class:`_NpyParser`), so arrays are bounded by files.
+    """
+
+    max_file_bytes: int = 512 * 2**20
+    """largest single file (Sensorium's largest are per-trial images of ~150 kB)"""
+    max_total_bytes: int = 16 * 2**30
+    """all files of one dataset together, decompressed"""
+
+
+DEFAULT_LIMITS = ImportLimits()
+
+
 class _Tree:
     """Read-only access to the files of one dataset, by path relative to its root."""
 
     label: str  # the folder or zip, for messages
     name: str  # name of the dataset folder (carries the scan identity)
+    limits: ImportLimits = DEFAULT_LIMITS
+    _read_bytes: int = 0
+
+    def charge(self, rel: str, size: int) -> None:
+        """Count ``size`` bytes about to be read from ``rel`` against the limits; refuse past them."""
+        if size > self.limits.max_file_bytes:
+            raise self.error(rel, f"{size / 2**20:.0f} MiB decompressed exceeds the import limit of "
+                                  f"{self.limits.max_file_bytes / 2**20:.0f} MiB per file")
+        self._read_bytes += size
+        if self._read_bytes > self.limits.max_total_bytes:
+            raise self.error(rel, f"the dataset exceeds the import limit of {self.limits.max_total_bytes / 2**30:.1f} GiB "
+                                  "decompressed in all")
 
     def listdir(self, folder: str) -> list[str] | None:
         """File names directly inside ``folder``, or None when the folder does not exist."""
@@ -123,6 +154,7 @@ class _FolderTree(_Tree):
 
     def read(self, rel: str) -> bytes:
         try:
+            self.charge(rel, (self.root / rel).stat().st_size)
             return (self.root / rel).read_bytes()
         except FileNotFoundError:
             raise self.error(rel, "missing file") from None
@@ -150,6 +182,17 @@ class _ZipTree(_Tree):
                 folder = folder.rpartition("/")[0]
                 self.folders.setdefault(folder, [])
 
+    def check_declared(self) -> None:
+        """Refuse a zip whose members declare more than the limits before inflating any."""
+        declared = sum(info.file_size for info in self.members.values())
+        if declared > self.limits.max_total_bytes:
+            raise self.error(".", f"the zip declares {declared / 2**30:.1f} GiB decompressed, over the import limit of "
+                                  f"{self.limits.max_total_bytes / 2**30:.1f} GiB")
+        for rel, info in self.members.items():
+            if info.file_size > self.limits.max_file_bytes:
+                raise self.error(rel, f"{info.file_size / 2**20:.0f} MiB decompressed exceeds the import limit of "
+                                      f"{self.limits.max_file_bytes / 2**20:.0f} MiB per file")
+
     def listdir(self, folder: str) -> list[str] | None:
         return self.folders.get(folder.rstrip("/"))
 
@@ -157,8 +200,14 @@ class _ZipTree(_Tree):
         info = self.members.get(rel)
         if info is None:
             raise self.error(rel, "missing file")
+        self.charge(rel, info.file_size)
         try:
-            return self.archive.read(info)
+            with self.archive.open(info) as member:
+                # Never inflate past the declared size, whatever the compressed stream holds.
+                data = member.read(info.file_size + 1)
+            if len(data) != info.file_size:
+                raise self.error(rel, f"zip member inflates to another size than the {info.file_size} bytes it declares")
+            return data
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError) as e:
             raise self.error(rel, f"cannot read zip member ({e})") from None
 
@@ -169,7 +218,7 @@ class _ZipTree(_Tree):
         self.archive.close()
 
 
-def _open_tree(path: Path) -> _Tree:
+def _open_tree(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> _Tree:
     """Find the dataset root in a folder or zip (the root itself or one level down)."""
     label = str(path)
     if not path.exists():
@@ -177,7 +226,9 @@ def _open_tree(path: Path) -> _Tree:
     if path.is_dir():
         for root in [path] + sorted(p for p in path.iterdir() if p.is_dir()):
             if (root / "data").is_dir() and (root / "meta").is_dir():
-                return _FolderTree(root, label)
+                tree = _FolderTree(root, label)
+                tree.limits = limits
+                return tree
         raise SensoriumFormatError(".", "missing folder data/ or meta/ (looked in the folder and one level down)", label)
     try:
         archive = zipfile.ZipFile(path)
@@ -187,7 +238,14 @@ def _open_tree(path: Path) -> _Tree:
     tops = {name.split("/", 1)[0] for name in names if "/" in name}
     for prefix in [""] + [top + "/" for top in sorted(tops) if not top.startswith("__MACOSX")]:
         if any(n.startswith(prefix + "data/") for n in names) and any(n.startswith(prefix + "meta/") for n in names):
-            return _ZipTree(archive, prefix, label, prefix.rstrip("/") or path.stem)
+            tree = _ZipTree(archive, prefix, label, prefix.rstrip("/") or path.stem)
+            tree.limits = limits
+            try:
+                tree.check_declared()
+            except SensoriumFormatError:
+                archive.close()
+                raise
+            return tree
     archive.close()
     raise SensoriumFormatError(".", "missing folder data/ or meta/ (looked at the top of the zip and one level down)", label)
 
@@ -509,7 +567,7 @@ def _zeroed_tiers(tiers: np.ndarray, values: np.ndarray, candidates: tuple[str, 
     return zeroed
 
 
-def read_sensorium(path: str | Path, progress: bool = False) -> Recording:
+def read_sensorium(path: str | Path, progress: bool = False, limits: ImportLimits = DEFAULT_LIMITS) -> Recording:
     """Read one Sensorium static scan from its folder or .zip, validating everything first.
 
     Parameters
@@ -518,6 +576,7 @@ def read_sensorium(path: str | Path, progress: bool = False) -> Recording:
         .zip holding it at its top level or one folder down.  Nothing is written anywhere; zips are
         read in memory.
     progress : show a progress bar per data folder.
+    limits : bounds on the bytes read (see :class:`ImportLimits`).
 
     Returns
     -------
@@ -527,7 +586,7 @@ def read_sensorium(path: str | Path, progress: bool = False) -> Recording:
     ------
     SensoriumFormatError : naming the offending file (relative to the dataset root) and the problem.
     """
-    tree = _open_tree(Path(path))
+    tree = _open_tree(Path(path), limits)
     try:
         return _Reader(tree, progress).read()
     finally:
