@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,47 +15,33 @@ NOTEBOOK = REPO / "notebooks" / "getting_started.ipynb"
 
 @pytest.fixture(scope="module")
 def demo_quick(db, tmp_path_factory):
-    """The database `python -m populate demo --quick` leaves: every stage, at toy sizes (one classifier
-    seed, to stay within the suite's time).  It runs on PostgreSQL, the first backend of `make test`:
-    a second demo on MariaDB would add minutes; the report tests read the same API on both."""
-    from populate import demo
+    """The environment of a database that `populate demo --quick` alone filled: every stage, at toy
+    sizes (one classifier seed, to stay within the suite's time), under a prefix of its own so that
+    the other tests' rows do not show in the notebook.  It runs on PostgreSQL, the first backend of
+    `make test`: a second demo on MariaDB would add minutes; the report tests read the same API on
+    both."""
     from schemas import db as settings
 
     if settings.backend() != "postgresql":
         pytest.skip("the demo --quick database is built once per suite, on PostgreSQL (suite time)")
-
-    demo.main(quick=True, classifier_seeds=(0,), report_path=str(tmp_path_factory.mktemp("demo") / "report.html"))
+    prefix = f"{settings.prefix()}_nb"
+    env = dict(os.environ, PIPELINE_PREFIX=prefix, PIPELINE_STORE_DIR=str(tmp_path_factory.mktemp("store")),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               MPLBACKEND="Agg")
+    report = tmp_path_factory.mktemp("demo") / "report.html"
+    for code in ("from populate.cli import main; raise SystemExit(main(['setup']))",
+                 f"from populate import demo; demo.main(quick=True, classifier_seeds=(0,), report_path={str(report)!r})"):
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=1200)
+        assert out.returncode == 0, out.stderr[-3000:]
+    yield env
+    subprocess.run([sys.executable, "-c", "import schemas; schemas.drop_all()"], cwd=REPO, env=env, timeout=300)
 
 
 def test_training_curves_are_the_stored_histories(demo_quick):
-    from populate import api
-    from schemas.classifiers import TrainedClassifier
-    from schemas.models import TrainedModel
-
-    curves = api.training_curves()
-    models = api.models()
-    assert len(models) == 2 and curves["run"].nunique() == 2
-    for _, model in models.iterrows():
-        mine = curves[(curves["model_hash"] == model["model_hash"]) & (curves["seed"] == model["seed"])]
-        key = {k: model[k] for k in TrainedModel.primary_key}
-        history, best_iteration, iterations = (TrainedModel & key).fetch1("history", "best_iteration", "iterations")
-        assert len(mine) == len(history) and mine["iteration"].tolist() == [h["iteration"] for h in history]
-        assert mine["iteration"].iloc[0] == 0 and mine["train_loss"].isna().iloc[0]
-        assert mine["iteration"].iloc[-1] == iterations
-        # the stored weights are those of the best validation score
-        best = mine.loc[mine["val_correlation"].idxmax()]
-        assert best["iteration"] == best_iteration
-        assert best["val_correlation"] == pytest.approx(model["val_correlation"])
-
-    epochs = api.classifier_curves()
-    trained = api.classifiers()
-    assert len(trained) == 3 and epochs["run"].nunique() == 3
-    for _, classifier in trained.iterrows():
-        mine = epochs[(epochs["control"] == classifier["control"]) & (epochs["seed"] == classifier["seed"])]
-        assert mine["epoch"].tolist() == list(range(len(mine))) and len(mine) >= 1
-        assert mine["validation_accuracy"].iloc[-1] == pytest.approx(classifier["validation_accuracy"])
-        assert mine["similarity_loss"].isna().all() == (classifier["control"] == "none")
-    assert len(TrainedClassifier()) == 3
+    out = subprocess.run([sys.executable, "-c", "from tests.notebook_checks import training_curves; training_curves()"],
+                         cwd=REPO, env=demo_quick, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
 def test_getting_started_notebook_runs(demo_quick, monkeypatch):
@@ -61,9 +49,9 @@ def test_getting_started_notebook_runs(demo_quick, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
 
-    # the kernel inherits this environment: DJ_*, PIPELINE_PREFIX and PIPELINE_STORE_DIR of the test run
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel inherits this environment: DJ_*, and the demo's own PIPELINE_PREFIX and store
+    for name, value in demo_quick.items():
+        monkeypatch.setenv(name, value)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
         "the notebook is stored with outputs; clear them before committing"
