@@ -17,7 +17,6 @@ Prints the figures and writes them to ``benchmarks/results/workers-<backend>.jso
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -31,17 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _declare():
-    import datajoint as dj
+    from tests.worker_setup import declare
 
-    previous = dj.config.database.create_tables
-    dj.config.database.create_tables = True
-    try:
-        operations = importlib.import_module("schemas.operations")
-        tables = importlib.import_module("tests.worker_tables")
-    finally:
-        dj.config.database.create_tables = previous
-    operations.declare_job_tables([tables.Square, tables.Cube])
-    return tables
+    return declare()
 
 
 def _reset(wt) -> None:

@@ -26,7 +26,6 @@ Writes ``benchmarks/results/faults-<backend>.json``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -48,17 +47,9 @@ HOSTS = ("%%", "127.0.0.1", "localhost")
 
 
 def _declare():
-    import datajoint as dj
+    from tests.worker_setup import declare
 
-    previous = dj.config.database.create_tables
-    dj.config.database.create_tables = True
-    try:
-        operations = importlib.import_module("schemas.operations")
-        tables = importlib.import_module("tests.worker_tables")
-    finally:
-        dj.config.database.create_tables = previous
-    operations.declare_job_tables([tables.Square, tables.Cube])
-    return tables
+    return declare()
 
 
 class Login:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
+import statistics
 import time
 
 from . import experiments, ingest, results, run
@@ -182,11 +183,9 @@ def _print_core_comparison(rows: list[dict]) -> None:
 
 def _spread(values) -> str:
     values = [float(v) for v in values]
-    mean = sum(values) / len(values)
     if len(values) < 2:
-        return f"{mean:.3f}"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.3f} +/- {sd:.3f}"
+        return f"{statistics.mean(values):.3f}"
+    return f"{statistics.mean(values):.3f} +/- {statistics.stdev(values):.3f}"
 
 
 def _fmt(value, spec: str = ".2f") -> str:

@@ -10,7 +10,6 @@ exercised in ``tests/test_roles.py``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -83,17 +82,9 @@ def _separator() -> str:
 
 @pytest.fixture(scope="module")
 def wt(db):
-    import datajoint as dj
+    from tests.worker_setup import declare
 
-    previous = dj.config.database.create_tables
-    dj.config.database.create_tables = True
-    try:
-        operations = importlib.import_module("schemas.operations")
-        module = importlib.import_module("tests.worker_tables")
-    finally:
-        dj.config.database.create_tables = previous
-    operations.declare_job_tables([module.Square, module.Cube])
-    return module
+    return declare()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ process; the tests kill, stop and disconnect them and check the tables and job q
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -36,15 +35,9 @@ def wt(db):
     import datajoint as dj
 
     from schemas import db as settings
+    from tests.worker_setup import declare
 
-    previous = dj.config.database.create_tables
-    dj.config.database.create_tables = True
-    try:
-        operations = importlib.import_module("schemas.operations")
-        module = importlib.import_module("tests.worker_tables")
-    finally:
-        dj.config.database.create_tables = previous
-    operations.declare_job_tables([module.Square, module.Cube])
+    module = declare()
     yield module
     import schemas
 
