@@ -259,7 +259,9 @@ def requeue(
     guard = list(expect.values())
     if key in target:
         # The make committed but the job was never marked complete (worker died in between).
-        if jobs.connection._config.jobs.keep_completed:
+        from schemas import compat
+
+        if compat.keep_completed(jobs.connection):
             query = f"UPDATE {jobs.full_table_name} SET {q('status')}='success' WHERE {where}"
         else:
             query = f"DELETE FROM {jobs.full_table_name} WHERE {where}"

@@ -161,9 +161,9 @@ def mysql_plan(prefix: str, schemas: dict[str, list[str]]) -> list[str]:
 
 
 def _is_mariadb(connection) -> bool:
-    from schemas import mariadb
+    from schemas import compat
 
-    return mariadb.is_mariadb(connection)
+    return compat.is_mariadb(connection)
 
 
 # ---------------------------------------------------------------------------------------------

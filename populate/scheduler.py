@@ -95,7 +95,9 @@ def _reconnect() -> None:
         pass
     try:
         connection.connect()
-        connection._in_transaction = False
+        from schemas import compat
+
+        compat.forget_transaction(connection)
     except Exception as err:
         log.warning("database unreachable (%s); next pass retries", " ".join(str(err).split()))
 
@@ -229,7 +231,7 @@ class Scheduler:
             raise SchedulerError(f"--interval must be positive, got {interval}")
         import datajoint as dj
 
-        from .worker import make_resilient
+        from schemas.compat import make_resilient
 
         make_resilient(dj.conn())
         if once:

@@ -148,13 +148,15 @@ def horizon(connection, schemas: list) -> Horizon:
 
 def _temp_files(collector, schema_name: str) -> dict[str, int]:
     """``*.saving`` files of one schema's hash section, which DataJoint's listing skips."""
+    from schemas import compat, db
+
     backend = collector.backend
-    hp = collector._hash_prefix
+    hp = collector.config.get_store_spec(db.STORE)["hash_prefix"].strip("/")
     section = f"{hp}/{schema_name}/" if hp else f"{schema_name}/"
-    root = backend._full_path("")
+    root = compat.store_path(backend, "")
     found = {}
     try:
-        for folder, _dirs, files in backend.fs.walk(backend._full_path(section)):
+        for folder, _dirs, files in backend.fs.walk(compat.store_path(backend, section)):
             for filename in files:
                 if filename.endswith(_TEMP_SUFFIX):
                     path = f"{folder}/{filename}"
@@ -167,7 +169,9 @@ def _temp_files(collector, schema_name: str) -> dict[str, int]:
 def _mtime(collector, path: str) -> float | None:
     """Modification time (seconds since the epoch) of a store file; None when the store does not say."""
     try:
-        modified = collector.backend.fs.modified(collector.backend._full_path(path))
+        from schemas import compat
+
+        modified = collector.backend.fs.modified(compat.store_path(collector.backend, path))
     except Exception:
         return None
     if modified.tzinfo is None:  # fsspec reports UTC
@@ -260,7 +264,7 @@ def collect(delete: bool = False, grace_s: float = DEFAULT_GRACE_S, wait_s: floa
 
     for path, kind in report["deletable"]:
         try:
-            size = collector.backend.fs.size(collector.backend._full_path(path))
+            size = collector.backend.size(path)
             gone = delete_path(path, db.STORE, config=collector.config) if kind == "hash" \
                 else collector.delete_schema_path(path)
         except Exception as err:

@@ -119,50 +119,6 @@ def use_device(spec: str | None) -> str | None:
 # connection
 
 
-def make_resilient(connection) -> None:
-    """Keep ``connection.connection_id`` true across reconnects, and reconnect on PostgreSQL too.
-
-    Also caches the connection's user name, which DataJoint queries for every reservation.
-
-    DataJoint reconnects a lost MySQL connection inside ``query`` but keeps the old
-    ``connection_id``, which job reservations then record; the scheduler would take the worker
-    for dead.  On PostgreSQL a connection closed by the server is not recognised as lost at all.
-    """
-    if getattr(connection, "_worker_resilient", False):
-        return
-    reconnect = connection.connect
-
-    def connect() -> None:
-        reconnect()
-        connection.connection_id = connection.adapter.get_connection_id(connection._conn)
-
-    connection.connect = connect
-    # Every reservation records the user; it cannot change over the connection's life, so ask once.
-    user = connection.get_user()
-    connection.get_user = lambda: user
-    if connection.adapter.backend == "postgresql":
-        _recognise_lost_postgresql_connections(type(connection.adapter))
-    connection._worker_resilient = True
-
-
-def _recognise_lost_postgresql_connections(adapter_class) -> None:
-    original = adapter_class.translate_error
-    if getattr(original, "_worker_fix", False):
-        return
-
-    def translate_error(self, error, query=""):
-        import psycopg2
-        from datajoint.errors import LostConnectionError
-
-        # A closed connection carries no SQLSTATE; DataJoint would pass it through unrecognised.
-        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not getattr(error, "pgcode", None):
-            return LostConnectionError("Server connection lost: " + " ".join(str(error).split()))
-        return original(self, error, query)
-
-    translate_error._worker_fix = True
-    adapter_class.translate_error = translate_error
-
-
 def open_connection():
     """A new connection with the configured settings (for the heartbeat thread)."""
     import datajoint as dj
@@ -353,7 +309,9 @@ class Worker:
                 log.warning("database unreachable (%s); reconnecting in %.0f s", " ".join(str(err).split()), delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_WAIT_S)
-        connection._in_transaction = False
+        from schemas import compat
+
+        compat.forget_transaction(connection)
         return connection
 
     def _unreachable(self, message: str) -> str:
@@ -392,7 +350,9 @@ class Worker:
 
         q = jobs.adapter.quote_identifier
         mine = f"{q('host')}=%s AND {q('pid')}=%s"
-        if not jobs.connection._config.jobs.keep_completed:
+        from schemas import compat
+
+        if not compat.keep_completed(jobs.connection):
             condition = make_condition(jobs, [key for key, _ in done], set())
             jobs.connection.query(f"DELETE FROM {jobs.full_table_name} WHERE ({condition}) AND {mine}",
                                   args=[self.host, self.pid])
@@ -458,7 +418,9 @@ class Worker:
         started = time.monotonic()
         try:
             self._in_make = True
-            result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True)
+            from schemas import compat
+
+            result = compat.populate_one(table, key)
             self._in_make = False
         except BaseException as error:
             self._in_make = False
@@ -527,7 +489,8 @@ class Worker:
         workers claiming the same key, exactly one changes the row.  Records the same columns.
         """
         from datajoint.condition import make_condition
-        from datajoint.jobs import _get_job_version
+
+        from schemas import compat
 
         q = jobs.adapter.quote_identifier
         connection = jobs.connection
@@ -539,7 +502,7 @@ class Worker:
             f"{q('connection_id')}=%s, {q('user')}=%s, {q('version')}=%s, {q('reserved_time')}=CURRENT_TIMESTAMP(3) "
             f"WHERE ({these}) AND {q('status')}='pending' "
             f"AND {q('scheduled_time')} <= CURRENT_TIMESTAMP(3)",
-            args=[*mine, connection.get_user(), _get_job_version(connection._config)],
+            args=[*mine, connection.get_user(), compat.job_version(connection)],
         )
         if cursor.rowcount == len(pks):
             return pks
@@ -651,7 +614,9 @@ class Worker:
         import datajoint as dj
 
         connection = dj.conn()
-        make_resilient(connection)
+        from schemas import compat
+
+        compat.make_resilient(connection)
         self._queues = [queues.queue(table) for table in self.tables]
         self.device = use_device(self.device)
         from pipeline.device import configure_threads

@@ -121,11 +121,11 @@ def test_response_matrix_excludes_withheld_trials(db, tmp_path, capsys):
 
 
 def test_mariadb_store_fix_is_needed_and_works(db):
-    """On MariaDB, store-backed attributes fail without schemas.mariadb's fix (DataJoint #1451)."""
+    """On MariaDB, store-backed attributes fail without schemas.compat's fix (DataJoint #1451)."""
     import datajoint as dj
 
     from schemas import db as settings
-    from schemas import mariadb
+    from schemas import compat
 
     if settings.backend() != "mariadb":
         pytest.skip("the fix only applies to MariaDB")
@@ -142,14 +142,14 @@ def test_mariadb_store_fix_is_needed_and_works(db):
 
         return schema, schema(Probe)
 
-    mariadb.uninstall()
+    compat.uninstall_mariadb_json_fix()
     try:
         schema, probe = fresh_table()
         with pytest.raises(Exception):
             probe.insert1(dict(probe_id=1, values=np.arange(3.0)))
         schema.drop(prompt=False)
     finally:
-        mariadb.install()
+        compat.install_mariadb_json_fix()
     schema, probe = fresh_table()
     try:
         probe.insert1(dict(probe_id=1, values=np.arange(3.0)))
