@@ -6,7 +6,6 @@ Every command exits 0 on success and non-zero with a one-line reason on any erro
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings

@@ -93,13 +93,13 @@ def _cmd_scheduler(args) -> None:
 
 
 def _cmd_status(args) -> None:
-    from . import jobs
+    from . import status
 
-    report = jobs.status(_tables(args), max_errors=args.max_errors)
+    report = status.status(_tables(args), max_errors=args.max_errors)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print(jobs.format_status(report, tracebacks=not args.no_traceback, traceback_lines=args.traceback_lines))
+        print(status.format_status(report, tracebacks=not args.no_traceback, traceback_lines=args.traceback_lines))
 
 
 def _selection(args):
@@ -111,10 +111,11 @@ def _selection(args):
 
 
 def _cmd_retry(args) -> None:
-    from . import jobs
 
     tables, key = _selection(args)
-    done = jobs.retry(tables, key, include_ignored=args.ignored)
+    from .reservation import retry
+
+    done = retry(tables, key, include_ignored=args.ignored)
     print("re-queued: " + (", ".join(f"{name} {n}" for name, n in done.items() if n) or "nothing"))
 
 
@@ -174,7 +175,7 @@ def add_commands(command) -> None:
     """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
     from .scheduler import (DEFAULT_BACKOFF_S, DEFAULT_INTERVAL_S, DEFAULT_LOST_AFTER_S, DEFAULT_MAX_RETRIES,
                             DEFAULT_STALE_AFTER_S)
-    from .worker import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, device_spec
+    from .worker_settings import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, device_spec
 
     sub = command("worker", _cmd_worker, "compute jobs one at a time from the job queues until stopped (SIGTERM hands "
                   "the running job back)")

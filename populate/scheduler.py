@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import jobs as queues
+from . import reservation
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Scheduler:
             key = {k: job[k] for k in jobs.primary_key}
             if "still listed" in reason:
                 kill_connection(jobs.connection, job["connection_id"])
-            outcome = queues.requeue(
+            outcome = reservation.requeue(
                 jobs, key, reason, expect=dict(status="reserved", **{f: job[f] for f in fields}),
                 max_retries=self.max_retries,
             )
@@ -187,11 +188,11 @@ class Scheduler:
             if kind is None:
                 continue
             key = {k: job[k] for k in jobs.primary_key}
-            used = queues.retries(jobs.target, key)
+            used = reservation.retries(jobs.target, key)
             if used >= self.max_retries:
                 continue  # already reported as spent, or a person will decide
             reason = f"{kind}: {job['error_message']}"
-            outcome = queues.requeue(
+            outcome = reservation.requeue(
                 jobs, key, reason, expect=dict(status="error", error_message=job["error_message"]),
                 max_retries=self.max_retries, delay=self.backoff * 2**used,
             )

@@ -55,10 +55,12 @@ def test_key_source_excludes_a_task_until_its_inputs_land(task):
     queues.refresh(jobs)
     assert not jobs.restrict(task, semantic_check=False), "a task whose inputs are missing is never queued"
 
-    report = queues.status([TrainedModel])
+    from populate import status
+
+    report = status.status([TrainedModel])
     [row] = report["tables"]
     assert row["waiting"] >= 1 and row["keys"] >= row["done"] + row["waiting"]
-    assert "waits for Normalization, Reliability" in queues.format_status(report)
+    assert "waits for Normalization, Reliability" in status.format_status(report)
 
     Normalization.populate(SCAN_KEY)
     assert not TrainedModel().key_source & task
