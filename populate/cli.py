@@ -68,7 +68,7 @@ def _cmd_run(args) -> None:
 def _cmd_results(args) -> None:
     from . import results
 
-    results.print_rows(results.REPORTS[args.what](), as_json=args.json)
+    results.print_rows(results.REPORTS[args.what](), as_json=args.json, columns=results.TEXT_COLUMNS[args.what])
 
 
 def _cmd_report(args) -> None:

@@ -152,11 +152,9 @@ def summary(seconds: float) -> None:
     print()
     print("== Predictive models (test tier)")
     rows = results.models()
-    results.print_rows(
-        [{k: r[k] for k in ("name", "core", "feature_maps", "seed", "test_correlation", "feve", "oracle",
-                            "train_seconds")} for r in rows],
-        as_json=False,
-    )
+    results.print_rows(rows, as_json=False, columns=("config_name", "core_kind", "feature_maps", "seed",
+                                                      "test_correlation", "test_feve", "oracle_ceiling",
+                                                      "train_seconds"))
     _print_core_comparison(rows)
     _print_celltypes()
     _print_similarity()
@@ -169,7 +167,7 @@ def _print_core_comparison(rows: list[dict]) -> None:
     """Rotation-equivariant vs CNN at equal feature maps: per seed, mean +/- sd, and the reference."""
     by_core: dict[str, dict[int, float]] = {}
     for row in rows:
-        by_core.setdefault(row["core"], {})[row["seed"]] = row["test_correlation"]
+        by_core.setdefault(row["core_kind"], {})[row["seed"]] = row["test_correlation"]
     rotation, cnn = by_core.get("rotation", {}), by_core.get("cnn", {})
     seeds = sorted(set(rotation) & set(cnn))
     if not seeds:

@@ -90,7 +90,8 @@ def parse_scan(text: str) -> dict[str, int]:
 
 
 def scan_name(key) -> str:
-    return f"{key['animal_id']}-{key['session']}-{key['scan_idx']}"
+    """``{"animal_id": 11521, "session": 7, "scan_idx": 2, ...}`` (any mapping holding the scan key) -> ``"11521-7-2"``."""
+    return "-".join(str(int(key[k])) for k in ("animal_id", "session", "scan_idx"))
 
 
 def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, bool]:

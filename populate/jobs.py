@@ -18,6 +18,8 @@ import logging
 import re
 from datetime import datetime
 
+from .plain import plain
+
 log = logging.getLogger(__name__)
 
 TRANSIENT = {
@@ -118,15 +120,7 @@ def refresh(jobs) -> int:
 
 def key_json(key: dict) -> str:
     """Canonical JSON of a primary key (sorted names, plain values)."""
-    return json.dumps({k: _plain(v) for k, v in sorted(key.items())}, sort_keys=True)
-
-
-def _plain(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+    return json.dumps({k: plain(v) for k, v in sorted(key.items())}, sort_keys=True, default=str)
 
 
 def key_hash(key: dict) -> str:

@@ -143,8 +143,9 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["control"] for r in rows} >= {"none", "neural", "shuffled", "single_trial", "pixel"}
     for r in rows:
-        assert {"key", "control", "alpha", "clean_accuracy", "noise", "median_l2", "median_linf",
+        assert {"classifier_hash", "control", "alpha", "clean_accuracy", "noise", "median_l2", "median_linf",
                 "similarity_fidelity"} <= set(r)
+        assert not set(r) & {"weights", "regularizer", "history"}
         assert set(r["noise"]) == set(NOISE_KINDS)
 
 

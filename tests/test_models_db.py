@@ -135,13 +135,28 @@ def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
     np.testing.assert_allclose(np.sort(agreement), np.sort(expected_agreement))
 
 
-def test_results_json(trained, capsys):
+def test_results_json(trained, capsys, monkeypatch):
+    import datajoint as dj
+
+    from populate import api
+
+    connection, sent = dj.conn(), []
+    query = connection.query
+    monkeypatch.setattr(connection, "query", lambda sql, *args, **kwargs: sent.append(sql) or query(sql, *args, **kwargs))
     assert main(["results", "models", "--json"]) == 0
+    assert sent and not [sql for sql in sent if "weights" in sql or "history" in sql], "a listing fetched weights"
+    monkeypatch.undo()
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    mine = [r for r in rows if r["key"]["model_hash"] in {k["model_hash"] for k in trained.values()}]
-    assert {r["core"] for r in mine} == {"cnn", "rotation"}
-    for r in mine:
-        assert set(r) >= {"key", "core", "feature_maps", "seed", "test_correlation", "feve", "oracle"}
+    mine = [r for r in rows if r["model_hash"] in {k["model_hash"] for k in trained.values()}]
+    assert {r["core_kind"] for r in mine} == {"cnn", "rotation"}
+    listing = api.models()
+    for r in mine:  # the notebook API's columns, and nothing heavy
+        assert set(r) == set(listing.columns)
+        assert not set(r) & {"weights", "history"}
+    key = ["model_hash", "dataset_hash", "trainer_hash", "seed"]
+    scores = {tuple(r[k] for k in key): r["test_correlation"] for r in rows}
+    assert scores == pytest.approx({tuple(r[k] for k in key): r["test_correlation"]
+                                    for r in listing.to_dict("records")})
     assert main(["results", "celltypes", "--json"]) == 0
     units = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert units and all(u["true_type"] is not None for u in units if u["scan"] == SCAN)
