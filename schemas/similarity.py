@@ -268,17 +268,13 @@ class Similarity(Readiness, dj.Computed):
         candidates, singles, references, used_scales = [], [], [], []
         for ensemble, scale in zip(ensembles, scales):
             responses, rows, _ = _scan_trials(_ensemble_scan(ensemble), image_hashes)
-            counts = np.bincount(rows, minlength=len(image_hashes))
-            repeated = np.flatnonzero(counts >= 3)
-            if len(repeated) < 3:
+            split = sim.repeat_split(responses, rows, len(image_hashes))
+            if split is None:
                 return dict(oracle_agreement=None, single_trial_agreement=None)
-            predicted = _predictions(ensemble, task).fetch1("responses").load()
-            # reference: mean of all repeats but the first; single trial: the first, left out
-            first = np.array([np.flatnonzero(rows == r)[0] for r in repeated])
-            rest = np.stack([responses[np.flatnonzero(rows == r)[1:]].mean(axis=0) for r in repeated])
-            candidates.append(predicted[repeated])
-            singles.append(responses[first])
-            references.append(rest)
+            repeated, single, reference = split
+            candidates.append(_predictions(ensemble, task).fetch1("responses").load()[repeated])
+            singles.append(single)
+            references.append(reference)
             used_scales.append(scale)
         return dict(
             oracle_agreement=sim.oracle_similarity_agreement(candidates, references, used_scales),
