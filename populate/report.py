@@ -1,5 +1,9 @@
 """``python -m populate report --out FILE.html``: one self-contained HTML page of every stage's results.
 
+The page is rendered from ``populate/templates/report.html`` by Jinja2 with autoescaping on, so
+captions, error messages, the server's host and every other value reach the HTML escaped; only the
+tables pandas has already escaped are inserted as markup.
+
 Figures are embedded as base64 PNG, so the file can be mailed or attached as it is.  Every stage has
 a ``<section>`` with a stable ``id`` (:data:`SECTION_IDS`), a ``data-status`` (``computed``,
 ``not-computed`` or ``error``) and a ``data-figures`` count.  A stage whose schema is not declared,
@@ -12,14 +16,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import html
 import io
 import logging
 from pathlib import Path
 from typing import Callable
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from . import api, experiments
 
@@ -37,9 +42,10 @@ class NotComputed(Exception):
 
 @dataclasses.dataclass
 class Panel:
-    """The body of one section: HTML blocks in order, and how many of them are figures."""
+    """The body of one section: its blocks (figure, table or note, for the template) in order, and
+    how many of them are figures."""
 
-    blocks: list[str] = dataclasses.field(default_factory=list)
+    blocks: list[dict] = dataclasses.field(default_factory=list)
     figures: int = 0
 
     def figure(self, fig, caption: str) -> None:
@@ -49,21 +55,19 @@ class Panel:
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        self.blocks.append(
-            f'<figure><img class="figure" alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+        self.blocks.append(dict(kind="figure", caption=caption, png=data))
         self.figures += 1
 
     def table(self, frame: pd.DataFrame, caption: str) -> None:
         shown = frame.head(MAX_TABLE_ROWS)
         more = f" (first {MAX_TABLE_ROWS} of {len(frame)} rows)" if len(frame) > MAX_TABLE_ROWS else ""
+        # pandas escapes the cells and headers itself (escape=True)
         body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0,
-                             classes="data")
-        self.blocks.append(f"<h3>{html.escape(caption + more)}</h3>{body}")
+                             classes="data", escape=True)
+        self.blocks.append(dict(kind="table", caption=caption + more, html=Markup(body)))
 
     def note(self, text: str) -> None:
-        self.blocks.append(f'<p class="note">{html.escape(text)}</p>')
+        self.blocks.append(dict(kind="note", text=text))
 
 
 def _model_label(row) -> str:
@@ -296,42 +300,26 @@ SECTION_IDS = tuple(s.id for s in SECTIONS)
 # Page
 # --------------------------------------------------------------------------------------------------
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-header p { color: #555; }
-nav a { margin-right: 1em; }
-section { border-top: 2px solid #ddd; margin-top: 2em; padding-top: .5em; }
-figure { display: inline-block; margin: .5em; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: .85em; color: #555; max-width: 600px; }
-table.data { border-collapse: collapse; font-size: .8em; margin-bottom: 1em; }
-table.data th, table.data td { padding: 2px 6px; border-bottom: 1px solid #eee; text-align: right; }
-.status { padding: 1em; border-radius: 4px; }
-.not-computed { background: #f4f4f4; color: #555; }
-.error { background: #fde8e8; color: #900; }
-.note { color: #555; font-style: italic; }
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("populate", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
-def _section_html(section: Section) -> str:
+def _section(section: Section) -> dict:
+    """One section for the template: id, title, status, figure count, and its blocks or message."""
     panel = Panel()
     try:
         section.build(panel)
-        status, body = "computed", "".join(panel.blocks)
-    except NotComputed as reason:
-        status = "not-computed"
-        body = f'<div class="status not-computed"><strong>Not computed yet.</strong> {html.escape(str(reason))}</div>'
-    except api.StageNotComputed as reason:
-        status = "not-computed"
-        body = f'<div class="status not-computed"><strong>Not computed yet.</strong> {html.escape(str(reason))}</div>'
+        status, message = "computed", ""
+    except (NotComputed, api.StageNotComputed) as reason:
+        status, message = "not-computed", str(reason)
     except Exception as err:  # one broken stage must not hide the others
         log.exception("report section %s failed", section.id)
-        status = "error"
-        message = " ".join(str(err).split()) or type(err).__name__
-        body = f'<div class="status error"><strong>Error:</strong> {html.escape(type(err).__name__)}: {html.escape(message)}</div>'
-    figures = panel.figures if status == "computed" else 0
-    return (f'<section id="{section.id}" data-status="{status}" data-figures="{figures}">'
-            f"<h2>{html.escape(section.title)}</h2>{body}</section>")
+        status, message = "error", f"{type(err).__name__}: {' '.join(str(err).split()) or type(err).__name__}"
+    return dict(id=section.id, title=section.title, status=status, message=message, blocks=panel.blocks,
+                figures=panel.figures if status == "computed" else 0)
 
 
 def render_report() -> str:
@@ -340,17 +328,12 @@ def render_report() -> str:
 
     try:
         where = api.connect()
-        origin = f"{where['backend']} at {where['host']}, schema prefix <code>{html.escape(where['prefix'])}</code>"
     except Exception as err:
         raise RuntimeError(f"report: cannot connect to the database ({' '.join(str(err).split())})") from err
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    sections = "".join(_section_html(section) for section in SECTIONS)
-    nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in SECTIONS)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>V1 pipeline report ({html.escape(db.prefix())})</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>V1 pipeline report</h1><p>{origin}; generated {html.escape(now)}</p><nav>{nav}</nav></header>"
-        f"{sections}</body></html>\n"
+    return _TEMPLATES.get_template("report.html").render(
+        backend=where["backend"], host=where["host"], prefix=db.prefix(),
+        generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        sections=[_section(section) for section in SECTIONS],
     )
 
 

@@ -338,3 +338,31 @@ def test_report_renders_in_headless_chromium(report_file, chromium, tmp_path):
     pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
     assert pixels.shape == (6000, 1200)
     assert pixels[:2000].std() > 20  # text, tables and figures, not a blank page
+
+
+def test_every_value_reaches_the_page_escaped(monkeypatch):
+    """Host, backend, captions, notes, table cells and error messages are escaped by the template."""
+    import pandas as pd
+
+    from populate import api, report
+
+    monkeypatch.setattr(api, "connect", lambda: dict(backend="<b>pg</b>", host="evil<script>:1", user="u",
+                                                     prefix="p", store="s"))
+
+    def shown(panel):
+        panel.note("a < b & <script>note</script>")
+        panel.table(pd.DataFrame({"<hx>": ["<td>cell</td>"]}), "caption <i>")
+
+    def broken(panel):
+        raise ValueError("<img src=x onerror=alert(1)>")
+
+    monkeypatch.setattr(report, "SECTIONS", (report.Section("shown", "Shown <u>", shown),
+                                             report.Section("broken", "Broken", broken)))
+    page = report.render_report()
+    for raw in ("<script>", "<b>", "<u>", "<i>", "<td>cell", "<hx>", "<img src=x"):
+        assert raw not in page, raw
+    for escaped in ("evil&lt;script&gt;:1", "&lt;b&gt;pg&lt;/b&gt;", "a &lt; b &amp; &lt;script&gt;note",
+                    "caption &lt;i&gt;", "&lt;td&gt;cell&lt;/td&gt;", "&lt;hx&gt;", "ValueError: &lt;img src=x"):
+        assert escaped in page, escaped
+    sections = re.findall(r'<section id="(\w+)" data-status="([\w-]+)" data-figures="(\d+)"', page)
+    assert sections == [("shown", "computed", "0"), ("broken", "error", "0")]
