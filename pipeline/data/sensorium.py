@@ -254,7 +254,14 @@ def _open_tree(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> _Tree:
 
 
 class _NpyParser:
-    """Parse .npy bytes without pickle; headers are cached because thousands of files share one."""
+    """Parse .npy bytes without pickle; headers are cached because thousands of files share one.
+
+    Not ``np.load(io.BytesIO(raw), allow_pickle=False)``: numpy parses the header (a Python literal)
+    anew for every file and copies the data, which measured 100-124 us per file against 11-15 us here
+    (trial files of 3 to 37k values, numpy 2, this machine's CPU): about 2.5 s more for a 6000-trial
+    scan's 24000 files.  The header itself is still read by numpy's own
+    ``np.lib.format.read_array_header_*``; only the split into header and data and the cache are ours.
+    """
 
     def __init__(self, tree: _Tree):
         self.tree = tree
