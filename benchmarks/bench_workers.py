@@ -36,11 +36,9 @@ def _declare():
 
 
 def _reset(wt) -> None:
-    for table in (wt.Square, wt.Cube):
-        table.jobs.delete_quick()
-        table.Piece.delete_quick()
-        table.delete_quick()
-    wt.Item.delete_quick()
+    from tests.worker_setup import clear
+
+    clear(wt)
 
 
 def overhead(wt, keys: int, repeats: int = 5) -> dict:

@@ -183,12 +183,9 @@ def _run_queue(tables, items: int, seconds: float) -> None:
 
 def _clear(tables) -> None:
     from schemas import operations
+    from tests.worker_setup import clear
 
-    for table in (tables.Square, tables.Cube):
-        table.jobs.delete_quick()
-        table.Piece.delete_quick()
-        table.delete_quick()
-    tables.Item.delete_quick()
+    clear(tables)
     operations.Worker.delete_quick()
     operations.JobRetry.delete_quick()
 

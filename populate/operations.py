@@ -14,30 +14,26 @@ exit_without_teardown = False
 """Set by long-running commands once finished: ``python -m populate`` then ends at once (see ``__main__``)."""
 
 
-def _positive(kind):
+def _number(kind, rule: str, ok):
+    """argparse type: a ``kind`` number for which ``ok(value)`` holds, else the error ``rule``."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
         return value
 
     return parse
+
+
+def _positive(kind):
+    return _number(kind, "must be positive", lambda value: value > 0)
 
 
 def _non_negative(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-        return value
-
-    return parse
+    return _number(kind, "must not be negative", lambda value: value >= 0)
 
 
 def _tables(args, names=None):
@@ -171,11 +167,39 @@ def _cmd_gc(args) -> None:
 # registration
 
 
-def add_commands(command) -> None:
-    """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
+def _with_defaults(sub, command: str) -> None:
+    """The options of ``command`` that have a default, which their help names."""
     from .scheduler import (DEFAULT_BACKOFF_S, DEFAULT_INTERVAL_S, DEFAULT_LOST_AFTER_S, DEFAULT_MAX_RETRIES,
                             DEFAULT_STALE_AFTER_S)
-    from .worker_settings import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, device_spec
+    from .worker_settings import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S
+
+    options = {  # flag: (type, default, metavar, help)
+        "worker": {
+            "--poll": (_positive(float), DEFAULT_POLL_S, "SECONDS", "wait between looks at empty queues"),
+            "--heartbeat": (_positive(float), DEFAULT_HEARTBEAT_S, "SECONDS", "interval of the liveness beat"),
+            "--stop-timeout": (_positive(float), DEFAULT_STOP_TIMEOUT_S, "SECONDS",
+                               "after SIGTERM, exit by force after this long"),
+            "--batch": (_positive(int), DEFAULT_BATCH, "N",
+                        "pending keys fetched per look, and the most reserved ahead when makes are fast"),
+        },
+        "scheduler": {
+            "--interval": (_positive(float), DEFAULT_INTERVAL_S, "S", "seconds between passes"),
+            "--max-retries": (_non_negative(int), DEFAULT_MAX_RETRIES, "N", "automatic re-queues per job"),
+            "--stale-after": (_positive(float), DEFAULT_STALE_AFTER_S, "S",
+                              "heartbeat age after which a worker without a connection is dead"),
+            "--lost-after": (_non_negative(float), DEFAULT_LOST_AFTER_S, "S", "heartbeat age after which a worker "
+                             "is presumed lost even while the server lists its connection; 0: never"),
+            "--backoff": (_non_negative(float), DEFAULT_BACKOFF_S, "S",
+                          "delay before the first retry of a transient error, doubled each time"),
+        },
+    }
+    for flag, (kind, default, metavar, text) in options[command].items():
+        sub.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})")
+
+
+def add_commands(command) -> None:
+    """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
+    from .worker_settings import device_spec
 
     sub = command("worker", _cmd_worker, "compute jobs one at a time from the job queues until stopped (SIGTERM hands "
                   "the running job back)")
@@ -186,31 +210,14 @@ def add_commands(command) -> None:
                      "$PIPELINE_THREADS, else the CPUs this process may use: affinity mask and cgroup quota)")
     sub.add_argument("--max-jobs", type=_positive(int), metavar="N", help="exit after N makes")
     sub.add_argument("--idle-exit", type=_non_negative(float), metavar="SECONDS", help="exit after this long without work")
-    sub.add_argument("--poll", type=_positive(float), default=DEFAULT_POLL_S, metavar="SECONDS",
-                     help=f"wait between looks at empty queues (default {DEFAULT_POLL_S:g})")
-    sub.add_argument("--heartbeat", type=_positive(float), default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
-                     help=f"interval of the liveness beat (default {DEFAULT_HEARTBEAT_S:g})")
-    sub.add_argument("--stop-timeout", type=_positive(float), default=DEFAULT_STOP_TIMEOUT_S, metavar="SECONDS",
-                     help=f"after SIGTERM, exit by force after this long (default {DEFAULT_STOP_TIMEOUT_S:g})")
-    sub.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH, metavar="N",
-                     help=f"pending keys fetched per look, and the most reserved ahead when makes are fast (default {DEFAULT_BATCH})")
+    _with_defaults(sub, "worker")
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
     _schema_module_option(sub)
 
     sub = command("scheduler", _cmd_scheduler, "refresh the job queues and re-queue jobs of dead workers and "
                   "transient failures, on a timer")
     sub.add_argument("--once", action="store_true", help="one pass, then exit")
-    sub.add_argument("--interval", type=_positive(float), default=DEFAULT_INTERVAL_S, metavar="S",
-                     help=f"seconds between passes (default {DEFAULT_INTERVAL_S:g})")
-    sub.add_argument("--max-retries", type=_non_negative(int), default=DEFAULT_MAX_RETRIES, metavar="N",
-                     help=f"automatic re-queues per job (default {DEFAULT_MAX_RETRIES})")
-    sub.add_argument("--stale-after", type=_positive(float), default=DEFAULT_STALE_AFTER_S, metavar="S",
-                     help=f"heartbeat age after which a worker without a connection is dead (default {DEFAULT_STALE_AFTER_S:g})")
-    sub.add_argument("--lost-after", type=_non_negative(float), default=DEFAULT_LOST_AFTER_S, metavar="S",
-                     help="heartbeat age after which a worker is presumed lost even while the server lists its "
-                          f"connection; 0: never (default {DEFAULT_LOST_AFTER_S:g})")
-    sub.add_argument("--backoff", type=_non_negative(float), default=DEFAULT_BACKOFF_S, metavar="S",
-                     help=f"delay before the first retry of a transient error, doubled each time (default {DEFAULT_BACKOFF_S:g})")
+    _with_defaults(sub, "scheduler")
     _schema_module_option(sub)
 
     sub = command("status", _cmd_status, "job counts per table, errors with tracebacks, running jobs and workers")

@@ -75,6 +75,17 @@ def _model_label(row) -> str:
     return f"{name} (seed {row['seed']}, {row['model_hash'][:6]})"
 
 
+def _listing(panel: Panel, stage: str, read: Callable[[], pd.DataFrame], missing: str, columns: list[str],
+             caption: str) -> pd.DataFrame:
+    """The stage's main frame, shown as a table; :class:`NotComputed` (saying ``missing``) when empty."""
+    _require(stage)
+    frame = read()
+    if frame.empty:
+        raise NotComputed(missing)
+    panel.table(frame[columns], caption)
+    return frame
+
+
 def _require(stage: str) -> None:
     if not api.stage_available(stage):
         raise NotComputed(f"the {stage} schema is not set up on this server: run `python -m populate setup`")
@@ -109,13 +120,11 @@ def recordings(panel: Panel) -> None:
 def predictive_models(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("models")
-    models = api.models()
-    if models.empty:
-        raise NotComputed("no trained models yet: add training tasks and run `python -m populate run` (or `make demo`)")
-    panel.table(models[["scan", "config_name", "core_kind", "feature_maps", "seed", "test_correlation",
-                        "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation", "train_seconds"]],
-                "Trained models (test tier; correlations averaged over units)")
+    models = _listing(panel, "models", api.models,
+                      "no trained models yet: add training tasks and run `python -m populate run` (or `make demo`)",
+                      ["scan", "config_name", "core_kind", "feature_maps", "seed", "test_correlation",
+                       "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation", "train_seconds"],
+                      "Trained models (test tier; correlations averaged over units)")
     panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
     curves = api.training_curves()
     if not curves.empty:
@@ -220,12 +229,10 @@ def neural_similarity(panel: Panel) -> None:
 def classifiers(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("classifiers")
-    trained = api.classifiers()
-    if trained.empty:
-        raise NotComputed("no trained classifiers yet: add ClassifierTasks and run `python -m populate run`")
-    panel.table(trained[["control", "alpha", "width", "seed", "clean_accuracy", "validation_accuracy",
-                         "similarity_fidelity", "train_seconds"]], "Trained classifiers")
+    trained = _listing(panel, "classifiers", api.classifiers,
+                       "no trained classifiers yet: add ClassifierTasks and run `python -m populate run`",
+                       ["control", "alpha", "width", "seed", "clean_accuracy", "validation_accuracy",
+                        "similarity_fidelity", "train_seconds"], "Trained classifiers")
     curves = api.classifier_curves()
     if not curves.empty:
         panel.figure(figures.training_curves(curves, "epoch", ["train_loss", "validation_accuracy"],

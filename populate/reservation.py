@@ -19,7 +19,8 @@ whose result committed before the kill is completed by whichever worker takes it
 
 from __future__ import annotations
 
-from schemas import compat
+# schemas.compat (DataJoint) is imported inside the functions: the command line reads this
+# package's settings before DataJoint is configured.
 
 from .jobs import key_hash, key_json, queue
 
@@ -69,6 +70,8 @@ def claim(jobs, keys: list[dict], *, host: str, pid: int) -> list[dict]:
     Atomic like DataJoint's ``Job.reserve`` (``UPDATE ... WHERE status='pending'``): of two
     workers claiming the same key, exactly one changes the row.  Records the same columns.
     """
+    from schemas import compat
+
     q = jobs.adapter.quote_identifier
     connection = jobs.connection
     pks = [{k: key[k] for k in jobs.primary_key} for key in keys]
@@ -102,6 +105,8 @@ def complete(jobs, done: list[tuple[dict, float | None]], *, host: str, pid: int
     Deleted in one statement, or kept as ``success`` with their durations when
     ``jobs.keep_completed`` is set (as DataJoint's ``Job.complete`` does).
     """
+    from schemas import compat
+
     q = jobs.adapter.quote_identifier
     mine = f"{q('host')}=%s AND {q('pid')}=%s"
     if not compat.keep_completed(jobs.connection):
@@ -209,6 +214,8 @@ def requeue(
     ``{prefix}__operations.job_retry``; once spent, the job becomes an ``error`` naming why.
     Returns ``"requeued"``, ``"done"`` (its result is in the table), ``"failed"`` or ``"changed"``.
     """
+    from schemas import compat
+
     target = jobs.target
     q = jobs.adapter.quote_identifier
     condition = where(jobs, key) + "".join(f" AND {q(column)}=%s" for column in expect)

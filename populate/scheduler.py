@@ -113,14 +113,12 @@ class Scheduler:
         lost_after: float = DEFAULT_LOST_AFTER_S,
         backoff: float = DEFAULT_BACKOFF_S,
     ) -> None:
-        if max_retries < 0:
-            raise SchedulerError(f"--max-retries must not be negative, got {max_retries}")
-        if not stale_after > 0:
-            raise SchedulerError(f"--stale-after must be positive, got {stale_after}")
+        from .worker_settings import check_settings
+
+        check_settings(SchedulerError, non_negative={"--max-retries": max_retries, "--backoff": backoff},
+                       positive={"--stale-after": stale_after})
         if lost_after and lost_after < stale_after:
             raise SchedulerError(f"--lost-after ({lost_after:g} s) must be 0 (off) or at least --stale-after ({stale_after:g} s)")
-        if backoff < 0:
-            raise SchedulerError(f"--backoff must not be negative, got {backoff}")
         self.tables = tables
         self.max_retries = max_retries
         self.stale_after = stale_after

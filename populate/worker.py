@@ -42,7 +42,7 @@ from . import reservation
 from .heartbeat import Heartbeat, register, unregister
 from .worker_connection import StopRequested, connected, mark_unreachable, reconnect
 from .worker_settings import (DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, WorkerError,
-                              use_device)
+                              check_settings, use_device)
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,9 @@ class Worker:
     ) -> None:
         if not tables:
             raise WorkerError("no tables to work on")
-        for name, value in (("max_jobs", max_jobs), ("batch", batch)):
-            if value is not None and value < 1:
-                raise WorkerError(f"{name} must be at least 1, got {value}")
-        for name, value in (("poll", poll), ("heartbeat", heartbeat), ("stop_timeout", stop_timeout)):
-            if not value > 0:
-                raise WorkerError(f"{name} must be positive, got {value}")
-        if idle_exit is not None and idle_exit < 0:
-            raise WorkerError(f"idle_exit must not be negative, got {idle_exit}")
+        check_settings(WorkerError, at_least_one=dict(max_jobs=max_jobs, batch=batch),
+                       positive=dict(poll=poll, heartbeat=heartbeat, stop_timeout=stop_timeout),
+                       non_negative=dict(idle_exit=idle_exit))
         self.tables = tables
         self.device = device
         self.threads = threads

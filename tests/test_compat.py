@@ -201,3 +201,23 @@ def test_lost_postgresql_connection_is_recognised(db):
     compat.make_resilient(connection)
     closed = psycopg2.InterfaceError("connection already closed")
     assert isinstance(connection.adapter.translate_error(closed), LostConnectionError)
+
+
+def test_the_command_line_parses_before_datajoint_is_imported():
+    """DataJoint reads its settings on import; the parser (and its --help) must not import it, nor pandas."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from populate.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('datajoint', 'pandas', 'schemas.compat') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_results_choices_are_the_listings():
+    from populate import cli, results
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["results", "models"]).what == "models"
+    choices = next(a for a in parser._subparsers._group_actions[0].choices["results"]._actions if a.dest == "what")
+    assert set(choices.choices) == set(results.REPORTS)
