@@ -80,7 +80,7 @@ def core_cost(features: int, rotations: int, batch: int) -> dict:
     for kind, n in (("rotation", features), ("cnn", features * rotations)):
         core = build_core(CoreConfig(kind=kind, features=n, rotations=rotations))
 
-        def step():
+        def step(core=core):
             core.zero_grad()
             (core(images).square().mean() + core.regularizer()).backward()
 

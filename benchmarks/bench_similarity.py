@@ -97,7 +97,7 @@ def step_time(width: int, steps: int) -> dict:
         config = ClassifierConfig(width=width, control=control, alpha=alpha, epochs=1, max_steps_per_epoch=steps,
                                   holdout_fraction=0.0)
 
-        def run():
+        def run(config=config):
             fit_classifier(build_classifier(config), images, labels, stimuli, target, config, device="cpu",
                            progress=False)
 

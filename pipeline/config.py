@@ -95,7 +95,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if annotation is int:
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
             if float(value).is_integer():
-                return int(value)
+                return int(float(value))
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):

@@ -100,6 +100,6 @@ def load_encoder(
     device: str | torch.device | None = None,
 ) -> torch.nn.Module:
     """Rebuild a stored encoder from its config, size and weights, in eval mode on ``device``."""
-    model = build_encoder(model_config, n_units, tuple(image_shape))
+    model = build_encoder(model_config, n_units, (image_shape[0], image_shape[1]))
     model.load_state_dict(arrays_to_state(weights))
     return model.to(resolve_device(device)).eval()

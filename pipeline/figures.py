@@ -113,7 +113,7 @@ def score_histograms(
         below = int((kept < lo).sum())
         notes += f", {below} < {lo:g} in the first bin" if below else ""
         median = f"{np.median(kept):.2f}" if kept.size else "n/a"
-        ax.hist(np.clip(kept, lo, hi), bins=edges, alpha=0.5, label=f"{label} (median {median}, n={len(kept)}{notes})")
+        ax.hist(np.clip(kept, lo, hi), bins=edges.tolist(), alpha=0.5, label=f"{label} (median {median}, n={len(kept)}{notes})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("units")
     ax.set_title(title)
@@ -210,13 +210,13 @@ def cell_type_confusion(true_types: Sequence, learned_types: Sequence, learned_l
     true_types, learned_types : (n_units,) labels of the same units.
     learned_label : x-axis label (e.g. "cluster" for clusters instead of argmax types).
     """
-    true_types = np.asarray(true_types).astype(str)
-    learned_types = np.asarray(learned_types)
-    if true_types.shape != learned_types.shape or true_types.ndim != 1:
-        raise ValueError(f"cell_type_confusion: shapes differ: {true_types.shape} vs {learned_types.shape}")
-    rows = sorted(set(true_types))
-    cols = sorted(set(learned_types.tolist()))
-    table = pd.crosstab(pd.Categorical(true_types, rows), pd.Categorical(learned_types, cols), dropna=False)
+    true = np.asarray(true_types).astype(str)
+    learned = np.asarray(learned_types)
+    if true.shape != learned.shape or true.ndim != 1:
+        raise ValueError(f"cell_type_confusion: shapes differ: {true.shape} vs {learned.shape}")
+    rows = sorted(set(true))
+    cols = sorted(set(learned.tolist()))
+    table = pd.crosstab(pd.Categorical(true, rows), pd.Categorical(learned, cols), dropna=False)
     matrix = table.to_numpy()
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols) + 2, 1.2 + 0.5 * len(rows) + 1), layout="constrained")
     image = ax.imshow(matrix, cmap="Blues", aspect="auto")

@@ -97,4 +97,4 @@ def population_feve(feve_per_unit: np.ndarray, explainable_fraction: np.ndarray,
 
 
 # The name starts with "test": keep pytest from collecting it where a test module imports it.
-test_correlation.__test__ = False
+test_correlation.__test__ = False  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from pipeline.device import resolve_device
 from pipeline.metrics import single_trial_correlation
 from pipeline.models.losses import get_loss
 from pipeline.progress import progress_bar
+
+if TYPE_CHECKING:
+    from pipeline.models.encoder import Encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +125,7 @@ def evaluate(model: nn.Module, data: ScanTensors, loss: str = "poisson", batch_s
 
 
 def fit(
-    model: nn.Module,
+    model: Encoder,
     data: ScanTensors,
     config: TrainerConfig = TrainerConfig(),
     device: torch.device | str | None = None,

@@ -40,7 +40,8 @@ def check_ids(recording) -> None:
 
 
 def import_limits():
-    """:class:`ImportLimits` from ``PIPELINE_IMPORT_MAX_FILE_MB`` and ``PIPELINE_IMPORT_MAX_GB`` (defaults otherwise)."""
+    """:class:`ImportLimits` from ``PIPELINE_IMPORT_MAX_FILE_MB`` and ``PIPELINE_IMPORT_MAX_GB`` (defaults
+    otherwise)."""
     import os
 
     from pipeline.data.sensorium import DEFAULT_LIMITS, ImportLimits
@@ -90,7 +91,8 @@ def parse_scan(text: str) -> dict[str, int]:
 
 
 def scan_name(key) -> str:
-    """``{"animal_id": 11521, "session": 7, "scan_idx": 2, ...}`` (any mapping holding the scan key) -> ``"11521-7-2"``."""
+    """``{"animal_id": 11521, "session": 7, "scan_idx": 2, ...}`` (any mapping holding the scan key) ->
+    ``"11521-7-2"``."""
     return "-".join(str(int(key[k])) for k in ("animal_id", "session", "scan_idx"))
 
 

@@ -302,5 +302,8 @@ def format_report(report: dict, limit: int = 50) -> str:
         lines.append(f"dry run: nothing deleted ({len(report['deletable'])} would be; use --delete)"
                      if orphans else "nothing to delete")
     else:
-        lines.append(f"deleted {report['deleted']} file(s), {report['bytes_freed'] / 1e6:.2f} MB freed, {report['errors']} error(s)")
+        lines.append(
+            f"deleted {report['deleted']} file(s), {report['bytes_freed'] / 1e6:.2f} MB freed, "
+            f"{report['errors']} error(s)"
+        )
     return "\n".join(lines)

@@ -135,7 +135,7 @@ class Scan(dj.Manual):
         # deconvolved responses of the non-withheld trials, one matrix per scan
         -> master
         ---
-        matrix: <npy@pipeline>          # (n_kept_trials, n_units) float32 (source dtype), rows by trial, columns by unit_index
+        matrix: <npy@pipeline>  # (n_kept_trials, n_units) float32 (source dtype), rows by trial, columns by unit_index
         """
 
     class TrialArray(dj.Part):

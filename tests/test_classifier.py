@@ -343,7 +343,7 @@ def test_regularized_path_with_alpha_zero_gives_the_baselines_weights(toy):
         ], lr=config.lr, momentum=config.momentum)
         model.train()
         rng = np.random.default_rng(0)
-        for step in range(12):
+        for _ in range(12):
             index = torch.as_tensor(rng.choice(len(x), 16, replace=False))
             i, j = sample_pairs(rng, len(stimuli), 8)
             pairs = PairBatch(torch.as_tensor(stimuli)[torch.as_tensor(np.concatenate([i, j]))],

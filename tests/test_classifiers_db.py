@@ -128,7 +128,7 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
     from pipeline.robustness import NOISE_KINDS, NOISE_LEVELS
     from schemas.classifiers import NoiseEvaluation, TrainedClassifier
 
-    for control, key in classifiers.items():
+    for key in classifiers.values():
         row = (TrainedClassifier & key).fetch1()
         assert 0 <= row["clean_accuracy"] <= 1
         assert -1 <= row["similarity_fidelity"] <= 1

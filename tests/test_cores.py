@@ -113,9 +113,9 @@ def test_rotated_basis_quarter_turn_is_rot90(rotations):
 
 
 def test_rotated_basis_45_degrees_matches_interpolated_rotation():
-    # a low rank on a large kernel is well sampled and decays inside it, so an interpolating rotation of the basis images
-    # is an independent estimate of the exactly rotated functions (checks direction and signs of
-    # the even orders, which 90 degrees cannot distinguish)
+    # a low rank on a large kernel is well sampled and decays inside it, so an interpolating rotation of the
+    # basis images is an independent estimate of the exactly rotated functions (checks direction and signs
+    # of the even orders, which 90 degrees cannot distinguish)
     basis = rotated_hermite_basis(5, 61, 8)
     interpolated = rotate_maps(basis[0], 45)
     c = 30
@@ -299,10 +299,12 @@ def test_shapes_and_parameter_counts(skip):
 
     sources = [1, min(max(skip, 1), 1), min(max(skip, 1), 2)]  # previous layers each layer sees
     in_features = [1] + [s * F for s in sources[1:]]
-    norm_params = lambda f: 2 * f * (len(ks) - 1) + f  # scale + bias, last layer bias only
-    hermite = sum(F * (1 if l == 0 else R) * g * k * (k + 1) // 2 for l, (g, k) in enumerate(zip(in_features, ks)))
+    def norm_params(f):  # scale + bias, last layer bias only
+        return 2 * f * (len(ks) - 1) + f
+
+    hermite = sum(F * (1 if i == 0 else R) * g * k * (k + 1) // 2 for i, (g, k) in enumerate(zip(in_features, ks)))
     assert count(rotation) == hermite + norm_params(F)
-    conv = sum(F * R * (g if l == 0 else g * R) * k * k for l, (g, k) in enumerate(zip(in_features, ks)))
+    conv = sum(F * R * (g if i == 0 else g * R) * k * k for i, (g, k) in enumerate(zip(in_features, ks)))
     assert count(cnn) == conv + norm_params(F * R)
     print(f"\nparameters (skip={skip}): rotation core {count(rotation)}, CNN {count(cnn)}, "
           f"ratio {count(cnn) / count(rotation):.1f}")

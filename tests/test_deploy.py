@@ -393,7 +393,7 @@ except Exception as err:
         assert "manual insert: refused" in outputs["member"] and "operations write: refused" in outputs["member"]
     finally:
         python("import schemas; schemas.drop_all()", root)
-        for role, name in users.items():
+        for name in users.values():
             subprocess.run([sys.executable, "-m", "populate", "roles", "drop-user", name, "--host", host], cwd=REPO,
                            env=root, capture_output=True, timeout=120)
         subprocess.run([sys.executable, "-m", "populate", "roles", "drop"], cwd=REPO, env=root, capture_output=True,

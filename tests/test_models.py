@@ -59,7 +59,9 @@ def test_gaussian_readout_samples_at_position_and_jitters_in_training():
     h, w = 6, 10
     readout = GaussianReadout(4, n_units=2, gamma=0.1, init_sigma=0.2)
     # unit 0 at the centre of pixel (row 2, col 7), unit 1 at pixel (4, 1)
-    centre = lambda row, col: [(2 * col + 1) / w - 1, (2 * row + 1) / h - 1]
+    def centre(row, col):
+        return [(2 * col + 1) / w - 1, (2 * row + 1) / h - 1]
+
     with torch.no_grad():
         readout.mu.copy_(torch.tensor([centre(2, 7), centre(4, 1)]))
     x = torch.randn(3, 4, h, w)

@@ -58,7 +58,7 @@ def test_trained_models_store_scores_and_units(trained):
     from schemas.models import TrainedModel
     from schemas.recordings import Scan
 
-    for kind, key in trained.items():
+    for key in trained.values():
         row = (TrainedModel & key).fetch1()
         assert -1 <= row["test_correlation"] <= 1
         assert row["n_units"] == len(Scan.Unit & SCAN_KEY)

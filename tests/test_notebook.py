@@ -76,7 +76,7 @@ def test_getting_started_notebook_runs(demo_quick, monkeypatch):
     assert "1 of 2 trained models have a rotation-equivariant core" in text
     assert "predicted" in text and "units for 8 test images" in text
     # TrainedClassifier.load_model reproduces the stored clean accuracy
-    line = next(l for l in text.splitlines() if l.startswith("neural-regularized classifier"))
+    line = next(x for x in text.splitlines() if x.startswith("neural-regularized classifier"))
     measured, stored = line.split("accuracy ")[1].split()[0], line.split("stored: ")[1].rstrip(")")
     assert measured == stored, line
     # reliability, training curves (models, classifiers), oracle-vs-correlation, cell types, noise curves

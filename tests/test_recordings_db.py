@@ -145,7 +145,7 @@ def test_mariadb_store_fix_is_needed_and_works(db):
     compat.uninstall_mariadb_json_fix()
     try:
         schema, probe = fresh_table()
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match="dict can not be used as parameter"):
             probe.insert1(dict(probe_id=1, values=np.arange(3.0)))
         schema.drop(prompt=False)
     finally:

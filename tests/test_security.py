@@ -20,7 +20,6 @@ import uuid
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from populate.cli import main

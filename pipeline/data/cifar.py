@@ -131,13 +131,14 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild dicts, lists, strings, numbers and numpy arrays, and nothing else."""
 
-    _allowed = None
+    _allowed: dict[tuple[str, str], Any] | None = None
 
     def find_class(self, module: str, name: str) -> Any:
         if _ArrayOnlyUnpickler._allowed is None:
             _ArrayOnlyUnpickler._allowed = _allowed_globals()
+        allowed = _ArrayOnlyUnpickler._allowed
         try:
-            return _ArrayOnlyUnpickler._allowed[(module, name)]
+            return allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 

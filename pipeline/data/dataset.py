@@ -87,7 +87,7 @@ class ScanTensors:
                 f"from_recording: stats are for {len(stats.response_std)} units, scan "
                 f"{recording.scan_name} has {recording.n_units}"
             )
-        unique = downsample_images(recording.images, tuple(image_shape))
+        unique = downsample_images(recording.images, (image_shape[0], image_shape[1]))
         unique = (unique - np.float32(stats.image_mean)) / np.float32(stats.image_std)
         position = {int(i): k for k, i in enumerate(recording.image_ids)}
         index = torch.as_tensor([position[int(i)] for i in recording.trial_image_ids], dtype=torch.long)
@@ -121,7 +121,7 @@ class ScanTensors:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        return tuple(self.images.shape[2:])
+        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def subset(self, index: np.ndarray) -> "ScanTensors":
         """The trials at ``index`` (integer or boolean array), same order."""

@@ -13,6 +13,8 @@ Every problem with the input raises :class:`InputError` naming the file and the 
 
 from __future__ import annotations
 
+import os
+
 import dataclasses
 from typing import Literal
 
@@ -29,7 +31,7 @@ class InputError(ValueError):
     Attributes: ``file`` (path as given), ``field`` (array, column or NWB object), ``problem``.
     """
 
-    def __init__(self, file: str, field: str, problem: str):
+    def __init__(self, file: str | os.PathLike, field: str, problem: str):
         self.file, self.field, self.problem = str(file), field, problem
         super().__init__(f"{file}: {field}: {problem}")
 
@@ -269,7 +271,7 @@ def extract(traces: Traces, schedule: Schedule, config: ExtractionConfig, scan: 
     xyz = np.column_stack([footprints.centre[:, 1] * um_per_pixel, footprints.centre[:, 0] * um_per_pixel, z])
     n_units = len(footprints)
     recording = Recording(
-        **scan,
+        animal_id=scan["animal_id"], session=scan["session"], scan_idx=scan["scan_idx"],
         images=schedule.images,
         image_ids=schedule.image_ids.astype(np.int64),
         trial_idx=schedule.trial_idx.astype(np.int64),

@@ -145,7 +145,7 @@ def simulate_movie(movie_config: MovieConfig | None = None, simulation: Simulati
     config = movie_config or MovieConfig()
     recording = simulate(simulation or MOVIE_SIMULATION, seed=seed)
     rng = np.random.default_rng([seed, 7])
-    shape = tuple(int(s) for s in config.field_of_view)
+    shape = int(config.field_of_view[0]), int(config.field_of_view[1])
     n_trials, n_units = recording.n_trials, recording.n_units
 
     time_order = np.argsort(recording.trial_idx, kind="stable")
@@ -160,8 +160,8 @@ def simulate_movie(movie_config: MovieConfig | None = None, simulation: Simulati
     calcium = np.stack([np.convolve(a, kernel)[:n_frames] for a in activity])
 
     centres = _place_centres(n_units, shape, config.min_distance, margin=8.0, rng=rng)
-    footprints = _footprints(centres, shape, tuple(config.cell_sigma), rng)
-    brightness = rng.uniform(*config.brightness, n_units)
+    footprints = _footprints(centres, shape, (config.cell_sigma[0], config.cell_sigma[1]), rng)
+    brightness = rng.uniform(config.brightness[0], config.brightness[1], n_units)
     fluorescence = brightness[:, None] * (1 + config.dff_per_unit * calcium)  # (n_units, n_frames)
 
     neuropil_map = ndimage.gaussian_filter(rng.standard_normal(shape), 12.0)
@@ -228,9 +228,12 @@ def write_movie_folder(sim: MovieSimulation, out: str | Path) -> dict[str, Path]
             writer.writerow([int(sim.onset_frames[t]), int(recording.trial_image_ids[t]), str(recording.tiers[t]),
                              int(recording.trial_idx[t])])
     np.savez(paths["images"], images=recording.images, image_ids=recording.image_ids)
-    np.savez(paths["behavior"], **sim.behavior_frames)
+    np.savez(paths["behavior"], **sim.behavior_frames)  # type: ignore[arg-type]  # numpy stubs take no **arrays
+    truth = recording.ground_truth
+    if truth is None:
+        raise ValueError("write_movie_folder: the recording has no ground truth (not simulated)")
     np.savez(paths["truth"], footprints=sim.footprints, centres=sim.centres, onset_frames=sim.onset_frames[order],
-             responses=recording.responses[order], rates=recording.ground_truth.rates, image_ids=recording.image_ids,
+             responses=recording.responses[order], rates=truth.rates, image_ids=recording.image_ids,
              frame_rate=np.array(sim.frame_rate))
     return paths
 

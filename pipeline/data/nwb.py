@@ -32,6 +32,7 @@ import datetime
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -431,11 +432,11 @@ def _segmentation(ophys, path: Path, series) -> tuple[object, Footprints]:
     elif "image_mask" in columns:
         for r in range(n):
             image = np.asarray(table["image_mask"][r])
-            y, x = np.nonzero(image)
-            pixels.append(np.column_stack([y, x, image[y, x]]).astype(np.float32))
+            iy, ix = np.nonzero(image)
+            pixels.append(np.column_stack([iy, ix, image[iy, ix]]).astype(np.float32))
     else:
         pixels = [np.zeros((0, 3), np.float32) for _ in range(n)]
-    seen = {}
+    seen: dict[bytes, int] = {}
     for r, mask in enumerate(pixels):
         if len(mask):
             signature = mask[:, :2].tobytes()
@@ -457,7 +458,7 @@ def _segmentation(ophys, path: Path, series) -> tuple[object, Footprints]:
 
 
 def _traces(ophys, series: list, path: Path, footprints: Footprints) -> Traces:
-    by_role: dict[str, object] = {}
+    by_role: dict[str, Any] = {}  # pynwb series
     for s in series:
         name, container = s.name.lower(), type(s.parent).__name__
         if "neuropil" in name:

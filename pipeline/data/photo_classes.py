@@ -80,7 +80,7 @@ def plan_photo_crops(
             sides = rng.integers(MIN_CROP_SIDE, MAX_CROP_SIDE + 1, size=n)
             tops = start + np.floor(rng.random(n) * (stop - start - sides + 1)).astype(int)
             lefts = np.floor(rng.random(n) * (width - sides + 1)).astype(int)
-            crops += [PhotoCrop(photo, split, int(t), int(l), int(s)) for t, l, s in zip(tops, lefts, sides)]
+            crops += [PhotoCrop(photo, split, int(t), int(left), int(s)) for t, left, s in zip(tops, lefts, sides)]
     return crops
 
 

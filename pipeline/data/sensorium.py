@@ -238,14 +238,14 @@ def _open_tree(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> _Tree:
     tops = {name.split("/", 1)[0] for name in names if "/" in name}
     for prefix in [""] + [top + "/" for top in sorted(tops) if not top.startswith("__MACOSX")]:
         if any(n.startswith(prefix + "data/") for n in names) and any(n.startswith(prefix + "meta/") for n in names):
-            tree = _ZipTree(archive, prefix, label, prefix.rstrip("/") or path.stem)
-            tree.limits = limits
+            zipped = _ZipTree(archive, prefix, label, prefix.rstrip("/") or path.stem)
+            zipped.limits = limits
             try:
-                tree.check_declared()
+                zipped.check_declared()
             except SensoriumFormatError:
                 archive.close()
                 raise
-            return tree
+            return zipped
     archive.close()
     raise SensoriumFormatError(".", "missing folder data/ or meta/ (looked at the top of the zip and one level down)", label)
 
@@ -540,7 +540,7 @@ class _Reader:
         trials[BEHAVIOR_WITHHELD] = _zeroed_tiers(tiers, np.concatenate(
             [behavior.reshape(n_trials, -1), pupil_center.reshape(n_trials, -1)], axis=1), TIERS)
         recording = Recording(
-            **identity,
+            animal_id=identity["animal_id"], session=identity["session"], scan_idx=identity["scan_idx"],
             images=images,
             image_ids=image_ids,
             trial_idx=trial_idx,

@@ -87,7 +87,8 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
     if stat.dtype != object or stat.ndim != 1 or not all(isinstance(s, dict) for s in stat):
         raise InputError(stat_path, "stat", "expected an array of per-ROI dicts")
     n_rois = len(stat)
-    pixels, centres, seen = [], [], {}
+    pixels, centres = [], []
+    seen: dict[tuple[bytes, bytes], int] = {}
     for r, s in enumerate(stat):
         for key in ("ypix", "xpix", "lam"):
             if key not in s:
