@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 
 exit_without_teardown = False
 """Set by long-running commands once finished: ``python -m populate`` then ends at once (see ``__main__``)."""
@@ -61,12 +62,14 @@ def _schema_module_option(sub) -> None:
 
 
 def _cmd_worker(args) -> None:
-    from .worker import Worker
+    from .worker import Worker, until_reachable
 
+    # Importing the table modules queries the server: a worker started while it is away waits for it.
+    tables = until_reachable(lambda: _tables(args, args.tables), threading.Event(), "at start", args.start_timeout)
     worker = Worker(
-        _tables(args, args.tables), device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
+        tables, device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
         poll=args.poll, heartbeat=args.heartbeat, stop_timeout=args.stop_timeout, batch=args.batch,
-        refresh=not args.no_refresh, threads=args.threads,
+        refresh=not args.no_refresh, threads=args.threads, start_timeout=args.start_timeout,
     )
     summary = worker.run()
     print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
@@ -174,7 +177,9 @@ def add_commands(command) -> None:
     """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
     from .scheduler import (DEFAULT_BACKOFF_S, DEFAULT_INTERVAL_S, DEFAULT_LOST_AFTER_S, DEFAULT_MAX_RETRIES,
                             DEFAULT_STALE_AFTER_S)
-    from .worker import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, device_spec
+    from .worker import (
+        DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_START_TIMEOUT_S, DEFAULT_STOP_TIMEOUT_S, device_spec,
+    )
 
     sub = command("worker", _cmd_worker, "compute jobs one at a time from the job queues until stopped (SIGTERM hands "
                   "the running job back)")
@@ -193,6 +198,9 @@ def add_commands(command) -> None:
                      help=f"after SIGTERM, exit by force after this long (default {DEFAULT_STOP_TIMEOUT_S:g})")
     sub.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH, metavar="N",
                      help=f"pending keys fetched per look, and the most reserved ahead when makes are fast (default {DEFAULT_BATCH})")
+    sub.add_argument("--start-timeout", type=_non_negative(float), default=DEFAULT_START_TIMEOUT_S, metavar="SECONDS",
+                     help="at start, wait this long for a database that does not answer yet, then exit 1 "
+                     f"(default {DEFAULT_START_TIMEOUT_S:g}; once started, a worker waits for it without limit)")
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
     _schema_module_option(sub)
 

@@ -59,6 +59,8 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 DEFAULT_BATCH = 8
 PREFETCH_HORIZON_S = 1.0
 RECONNECT_MAX_WAIT_S = 30.0
+DEFAULT_START_TIMEOUT_S = 300.0
+"""How long a starting worker waits for a server it has not reached yet (a database starting beside it)."""
 
 
 class StopRequested(SystemExit):
@@ -174,6 +176,62 @@ def open_connection():
     )
 
 
+def lost_connection(error: BaseException) -> bool:
+    """Whether ``error`` says the server went away (or is refusing this login), not that a query is wrong."""
+    return queues.transient_reason(f"{type(error).__name__}: {error}") == "lost connection"
+
+
+def reconnect(stop: threading.Event, deadline: float | None = None):
+    """A fresh connection; while the server is unreachable, wait for it (backing off to
+    ``RECONNECT_MAX_WAIT_S``) unless ``stop`` is set or ``deadline`` (``time.monotonic()``) passed."""
+    import datajoint as dj
+
+    try:
+        dj.conn().close()  # the server rolls back whatever the interrupted make left open
+    except Exception:
+        pass  # includes: no connection could be made yet
+    delay = 1.0
+    while True:
+        try:
+            connection = dj.conn()  # makes the first connection when none was made yet
+            if not connection.is_connected:
+                connection.connect()
+            break
+        except Exception as err:
+            if stop.is_set():
+                raise StopRequested(f"stopping while the database is unreachable ({err})") from None
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s); reconnecting in %.0f s", " ".join(str(err).split()), delay)
+            stop.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX_WAIT_S)
+    connection._in_transaction = False
+    return connection
+
+
+def until_reachable(action, stop: threading.Event, what: str, timeout: float | None = None):
+    """``action()``, run again after a reconnect for as long as it fails because the server is away,
+    at most ``timeout`` seconds (None: without limit).
+
+    Workers are started by schedulers and service managers that do not know whether the database
+    is up; a worker that exits on a blip leaves its node idle.  The limit still ends a worker
+    whose settings name a server that never answers.  Other errors propagate.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except StopRequested:
+            raise
+        except Exception as err:
+            if not lost_connection(err) and Worker._connected():
+                raise
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            log.warning("lost the database %s (%s); waiting for it", what, " ".join(str(err).split()))
+            reconnect(stop, deadline)
+
+
 # ---------------------------------------------------------------------------------------------
 # heartbeat
 
@@ -280,6 +338,7 @@ class Worker:
         batch: int = DEFAULT_BATCH,
         refresh: bool = True,
         threads: int | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT_S,
     ) -> None:
         if not tables:
             raise WorkerError("no tables to work on")
@@ -289,8 +348,9 @@ class Worker:
         for name, value in (("poll", poll), ("heartbeat", heartbeat), ("stop_timeout", stop_timeout)):
             if not value > 0:
                 raise WorkerError(f"{name} must be positive, got {value}")
-        if idle_exit is not None and idle_exit < 0:
-            raise WorkerError(f"idle_exit must not be negative, got {idle_exit}")
+        for name, value in (("idle_exit", idle_exit), ("start_timeout", start_timeout)):
+            if value is not None and value < 0:
+                raise WorkerError(f"{name} must not be negative, got {value}")
         self.tables = tables
         self.device = device
         self.threads = threads
@@ -301,6 +361,7 @@ class Worker:
         self.stop_timeout = stop_timeout
         self.batch = batch
         self.refresh = refresh
+        self.start_timeout = start_timeout
         self.summary = Summary()
         self._done: list[tuple[dict, float]] = []  # computed, job row not yet completed
         self._make_seconds: dict[str, collections.deque] = {}  # recent makes' durations, per table
@@ -333,28 +394,7 @@ class Worker:
     # -- one job -------------------------------------------------------------------------------
 
     def _reset_connection(self):
-        """A fresh connection; while the server is unreachable, wait for it (backing off to
-        ``RECONNECT_MAX_WAIT_S``) unless the worker is stopping."""
-        import datajoint as dj
-
-        connection = dj.conn()
-        try:
-            connection.close()  # the server rolls back whatever the interrupted make left open
-        except Exception:
-            pass
-        delay = 1.0
-        while True:
-            try:
-                connection.connect()
-                break
-            except Exception as err:
-                if self._stop.is_set():
-                    raise StopRequested(f"stopping while the database is unreachable ({err})") from None
-                log.warning("database unreachable (%s); reconnecting in %.0f s", " ".join(str(err).split()), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, RECONNECT_MAX_WAIT_S)
-        connection._in_transaction = False
-        return connection
+        return reconnect(self._stop)
 
     def _unreachable(self, message: str) -> str:
         """A make's error message, marked as a lost connection when the server is unreachable now.
@@ -636,7 +676,22 @@ class Worker:
         from schemas import operations
 
         row = self._snapshot()
-        operations.Worker.insert1({k: row[k] for k in ("worker", "host", "pid", "device", "connection_id", "state")})
+        # skip_duplicates: a start-up retried after a lost connection may find its own row committed.
+        operations.Worker.insert1({k: row[k] for k in ("worker", "host", "pid", "device", "connection_id", "state")},
+                                  skip_duplicates=True)
+
+    def _start_up(self):
+        """Connect, open the job queues and register; a server that is away is waited for, as in the loop."""
+        import datajoint as dj
+
+        def start():
+            connection = dj.conn()
+            make_resilient(connection)
+            self._queues = [queues.queue(table) for table in self.tables]
+            self._register()
+            return connection
+
+        return until_reachable(start, self._stop, "at start", self.start_timeout)
 
     def _unregister(self) -> None:
         from schemas import operations
@@ -648,19 +703,16 @@ class Worker:
 
     def run(self) -> Summary:
         """Work until stopped, out of jobs (``max_jobs``) or idle (``idle_exit``); return the tally."""
-        import datajoint as dj
-
-        connection = dj.conn()
-        make_resilient(connection)
-        self._queues = [queues.queue(table) for table in self.tables]
         self.device = use_device(self.device)
         from pipeline.device import configure_threads
 
         self.threads = configure_threads(self.threads)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         heartbeat = None
+        registered = False
         try:
-            self._register()
+            connection = self._start_up()
+            registered = True
             heartbeat = Heartbeat(self.name, self.heartbeat_interval, self._snapshot)
             heartbeat.start()
             log.info(
@@ -675,7 +727,8 @@ class Worker:
             self._stop.set()
             if heartbeat is not None:
                 heartbeat.stop()
-            self._unregister()
+            if registered:
+                self._unregister()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -707,9 +760,9 @@ class Worker:
             except StopRequested:
                 raise
             except Exception as err:
-                if self._connected():
-                    raise
                 # Between makes too, a server that went away is waited for, not a reason to exit.
+                if not lost_connection(err) and self._connected():
+                    raise
                 log.warning("lost the database (%s); waiting for it", " ".join(str(err).split()))
                 self._reset_connection()
                 continue
