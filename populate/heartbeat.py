@@ -21,7 +21,8 @@ def register(snapshot: dict) -> None:
     """Insert the worker's row (``snapshot`` holds at least :data:`ROW`)."""
     from schemas import operations
 
-    operations.Worker.insert1({k: snapshot[k] for k in ROW})
+    # skip_duplicates: a start-up retried after a lost connection may find its own row committed.
+    operations.Worker.insert1({k: snapshot[k] for k in ROW}, skip_duplicates=True)
 
 
 def unregister(worker: str) -> None:

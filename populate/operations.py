@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 
 exit_without_teardown = False
 """Set by long-running commands once finished: ``python -m populate`` then ends at once (see ``__main__``)."""
@@ -58,11 +59,14 @@ def _schema_module_option(sub) -> None:
 
 def _cmd_worker(args) -> None:
     from .worker import Worker
+    from .worker_connection import until_reachable
 
+    # Importing the table modules queries the server: a worker started while it is away waits for it.
+    tables = until_reachable(lambda: _tables(args, args.tables), threading.Event(), "at start", args.start_timeout)
     worker = Worker(
-        _tables(args, args.tables), device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
+        tables, device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
         poll=args.poll, heartbeat=args.heartbeat, stop_timeout=args.stop_timeout, batch=args.batch,
-        refresh=not args.no_refresh, threads=args.threads,
+        refresh=not args.no_refresh, threads=args.threads, start_timeout=args.start_timeout,
     )
     summary = worker.run()
     print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
@@ -171,7 +175,8 @@ def _with_defaults(sub, command: str) -> None:
     """The options of ``command`` that have a default, which their help names."""
     from .scheduler import (DEFAULT_BACKOFF_S, DEFAULT_INTERVAL_S, DEFAULT_LOST_AFTER_S, DEFAULT_MAX_RETRIES,
                             DEFAULT_STALE_AFTER_S)
-    from .worker_settings import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S
+    from .worker_settings import (DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_START_TIMEOUT_S,
+                                  DEFAULT_STOP_TIMEOUT_S)
 
     options = {  # flag: (type, default, metavar, help)
         "worker": {
@@ -181,6 +186,9 @@ def _with_defaults(sub, command: str) -> None:
                                "after SIGTERM, exit by force after this long"),
             "--batch": (_positive(int), DEFAULT_BATCH, "N",
                         "pending keys fetched per look, and the most reserved ahead when makes are fast"),
+            "--start-timeout": (_non_negative(float), DEFAULT_START_TIMEOUT_S, "SECONDS",
+                                "at start, wait this long for a database that does not answer yet, then exit 1 "
+                                "(once started, a worker waits for it without limit)"),
         },
         "scheduler": {
             "--interval": (_positive(float), DEFAULT_INTERVAL_S, "S", "seconds between passes"),

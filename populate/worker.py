@@ -36,23 +36,17 @@ import traceback
 from dataclasses import dataclass
 
 from schemas import compat
+from schemas.readiness import MissingInput
 
 from . import jobs as queues
 from . import reservation
 from .heartbeat import Heartbeat, register, unregister
-from .worker_connection import StopRequested, connected, mark_unreachable, reconnect
-from .worker_settings import (DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, WorkerError,
-                              check_settings, use_device)
+from .worker_connection import (StopRequested, connected, hand_back, lost_connection, mark_unreachable, reconnect,
+                                record_failure, until_reachable)
+from .worker_settings import (DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_START_TIMEOUT_S,
+                              DEFAULT_STOP_TIMEOUT_S, WorkerError, check_settings, use_device)
 
 log = logging.getLogger(__name__)
-
-
-
-def _missing_input(error: BaseException) -> bool:
-    """Whether a make failed for an input not in place yet (see :mod:`schemas.readiness`)."""
-    from schemas.readiness import MissingInput
-
-    return isinstance(error, MissingInput)
 
 
 @dataclass
@@ -88,12 +82,13 @@ class Worker:
         batch: int = DEFAULT_BATCH,
         refresh: bool = True,
         threads: int | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT_S,
     ) -> None:
         if not tables:
             raise WorkerError("no tables to work on")
         check_settings(WorkerError, at_least_one=dict(max_jobs=max_jobs, batch=batch),
                        positive=dict(poll=poll, heartbeat=heartbeat, stop_timeout=stop_timeout),
-                       non_negative=dict(idle_exit=idle_exit))
+                       non_negative=dict(idle_exit=idle_exit, start_timeout=start_timeout))
         self.tables = tables
         self.device = device
         self.threads = threads
@@ -104,6 +99,7 @@ class Worker:
         self.stop_timeout = stop_timeout
         self.batch = batch
         self.refresh = refresh
+        self.start_timeout = start_timeout
         self.summary = Summary()
         self._done: list[tuple[dict, float]] = []  # computed, job row not yet completed
         self._make_seconds: dict[str, collections.deque] = {}  # recent makes' durations, per table
@@ -140,45 +136,16 @@ class Worker:
 
     _connected = staticmethod(connected)
 
-    def _settle(self, jobs, key: dict) -> bool:
-        """After an interrupted make: mark the job done if its result committed; return whether it did."""
-        if key not in jobs.target:
-            return False
-        reservation.complete(jobs, [(key, None)], host=self.host, pid=self.pid)
-        return True
-
     def _hand_back(self, jobs, key: dict) -> None:
         """Put the job this worker was running back to pending (its make was interrupted)."""
-        self._reset_connection()
-        if self._settle(jobs, key):
-            return
-        if reservation.hand_back_interrupted(jobs, key, host=self.host, pid=self.pid,
-                                             stop_error=StopRequested.__name__):
+        if hand_back(jobs, key, host=self.host, pid=self.pid, stop=self._stop):
             self.summary.handed_back += 1
-            log.info("handed %s %s back to pending", jobs.target.__class__.__name__, queues.key_json(key))
 
     def _record_escaped(self, jobs, key: dict, error: BaseException, stack: str | None = None) -> None:
         """An exception escaped DataJoint's own handling (the connection broke while it recorded the error)."""
-        message = mark_unreachable(f"{type(error).__name__}: {' '.join(str(error).split())}")
-        stack = stack or traceback.format_exc()
-        log.error("%s %s: %s", jobs.target.__class__.__name__, queues.key_json(key), message)
-        while True:
-            self._reset_connection()
-            try:
-                if self._settle(jobs, key):
-                    return
-                q = jobs.adapter.quote_identifier
-                if not jobs & key & {"host": self.host, "pid": self.pid} & f"{q('status')}='reserved'":
-                    log.warning("%s %s changed hands meanwhile; its failure here is not recorded",
-                                jobs.target.__class__.__name__, queues.key_json(key))
-                    return
-                jobs.error(key, error_message=message, error_stack=stack)
-                break
-            except Exception as again:
-                if not queues.transient_reason(f"{type(again).__name__}: {again}"):
-                    raise
-                log.warning("connection lost again while recording the failure (%s); retrying", again)
-        self.summary.failed += 1
+        if record_failure(jobs, key, error, stack or traceback.format_exc(), host=self.host, pid=self.pid,
+                          stop=self._stop):
+            self.summary.failed += 1
 
     def _run_one(self, jobs, key: dict) -> str:
         """Compute one job this worker holds; return ``success``, ``error`` or ``skipped`` (already computed).
@@ -206,7 +173,7 @@ class Worker:
             self._state.update(state="stopping" if self._stop.is_set() else "idle", job_table="", job_key="")
         seconds = time.monotonic() - started
         self._make_seconds.setdefault(table.full_table_name, collections.deque(maxlen=self.batch)).append(seconds)
-        if isinstance(result, tuple) and _missing_input(result[1]):
+        if isinstance(result, tuple) and isinstance(result[1], MissingInput):  # schemas.readiness
             # Not ready, not wrong: the job goes back to pending; the refresh drops it while the
             # input stays out of the key source and queues it again once the input lands.
             message = str(result[1])
@@ -308,21 +275,31 @@ class Worker:
             connection_id=dj.conn().connection_id,
         )
 
-    def run(self) -> Summary:
-        """Work until stopped, out of jobs (``max_jobs``) or idle (``idle_exit``); return the tally."""
+    def _start_up(self):
+        """Connect, open the job queues and register; a server that is away is waited for, as in the loop."""
         import datajoint as dj
 
-        connection = dj.conn()
-        compat.make_resilient(connection)
-        self._queues = [queues.queue(table) for table in self.tables]
+        def start():
+            connection = dj.conn()
+            compat.make_resilient(connection)
+            self._queues = [queues.queue(table) for table in self.tables]
+            register(self._snapshot())
+            return connection
+
+        return until_reachable(start, self._stop, "at start", self.start_timeout)
+
+    def run(self) -> Summary:
+        """Work until stopped, out of jobs (``max_jobs``) or idle (``idle_exit``); return the tally."""
         self.device = use_device(self.device)
         from pipeline.device import configure_threads
 
         self.threads = configure_threads(self.threads)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         heartbeat = None
+        registered = False
         try:
-            register(self._snapshot())
+            connection = self._start_up()
+            registered = True
             heartbeat = Heartbeat(self.name, self.heartbeat_interval, self._snapshot)
             heartbeat.start()
             log.info(
@@ -337,7 +314,8 @@ class Worker:
             self._stop.set()
             if heartbeat is not None:
                 heartbeat.stop()
-            unregister(self.name)
+            if registered:
+                unregister(self.name)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -369,9 +347,9 @@ class Worker:
             except StopRequested:
                 raise
             except Exception as err:
-                if self._connected():
-                    raise
                 # Between makes too, a server that went away is waited for, not a reason to exit.
+                if not lost_connection(err) and self._connected():
+                    raise
                 log.warning("lost the database (%s); waiting for it", " ".join(str(err).split()))
                 self._reset_connection()
                 continue

@@ -15,6 +15,8 @@ DEFAULT_HEARTBEAT_S = 5.0
 DEFAULT_POLL_S = 10.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 DEFAULT_BATCH = 8
+DEFAULT_START_TIMEOUT_S = 300.0
+"""How long a starting worker waits for a server it has not reached yet (a database starting beside it)."""
 
 
 class WorkerError(RuntimeError):

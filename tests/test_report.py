@@ -252,7 +252,7 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
     assert int(found["predictive-models"]["data-figures"]) == 3 + both
     # a gallery and (simulated scans) two agreement matrices (types, clusters) per rotation model,
     # up to the shown maximum
-    from populate.report import MAX_CELLTYPE_MODELS
+    from populate.report_sections import MAX_CELLTYPE_MODELS
 
     rotation = min(len(models[models["core_kind"] == "rotation"]), MAX_CELLTYPE_MODELS)
     assert rotation <= int(found["cell-types"]["data-figures"]) <= 3 * rotation

@@ -470,6 +470,38 @@ def test_a_worker_waits_for_the_database_to_record_a_failed_make(fresh, tmp_path
         _drop_login(connection, name)
 
 
+def test_a_worker_started_while_the_database_is_away_waits_for_it(fresh, tmp_path):
+    """Service managers start workers without knowing whether the server is up: a refused login at
+    start-up (while the table modules are imported) is waited for, and the queued job then runs."""
+    import datajoint as dj
+
+    wt = fresh
+    connection = dj.conn()
+    name, password = f"w{uuid.uuid4().hex[:10]}", "pw" + uuid.uuid4().hex[:12]
+    _worker_login(connection, name, password)
+    try:
+        wt.Item.insert1(dict(item=2, value=3.0, seconds=0.0))
+        wt.Square.jobs.refresh()
+        _lock_login(connection, name, True)
+        log = open(tmp_path / "worker.log", "w")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "populate", "worker", *MODULE, "--tables", "Square", "--poll", "0.2",
+             "--heartbeat", "0.3", "--idle-exit", "2"],
+            cwd=REPO, env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: "waiting for it" in (tmp_path / "worker.log").read_text() or worker.poll() is not None,
+                 timeout=60, what="the worker to find the database away")
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        _lock_login(connection, name, False)
+        worker.wait(120)
+        text = (tmp_path / "worker.log").read_text()
+        assert worker.returncode == 0, text
+        assert len(wt.Square & dict(item=2)) == 1, text
+    finally:
+        _lock_login(connection, name, True)
+        _drop_login(connection, name)
+
+
 def test_a_killed_worker_is_not_shown_busy(fresh, tmp_path, capsys):
     wt = fresh
     wt.Item.insert1(dict(item=1, value=1.0, seconds=60.0))

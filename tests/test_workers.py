@@ -364,7 +364,7 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(wt, capsys):
     assert out.returncode == 1 and "PIPELINE_PREFIX='Bad-Prefix' is not a valid schema prefix" in out.stderr
     env = _env()
     env["DJ_PORT"] = "1"
-    out = cli("worker", *MODULE, env=env)
+    out = cli("worker", "--start-timeout", "0", *MODULE, env=env)
     assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error:"), out.stderr
 
 
