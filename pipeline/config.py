@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import numbers
+import types
 import typing
 from typing import Any, Mapping, TypeVar
 
@@ -67,7 +68,7 @@ def canonical_hash(value: Any) -> str:
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
         errors = []
