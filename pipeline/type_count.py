@@ -1,30 +1,29 @@
 """How many functional cell types: the number of consensus clusters, chosen from an ensemble's readouts.
 
 The consensus of :func:`pipeline.celltypes.consensus_types` needs a number of clusters k.  Setting it
-to the model's number of features assumes the answer; here it is chosen by *consensus stability
-between half-ensembles*: the ensemble's models are split at random into two disjoint halves, each
-half's clusterings (:func:`pipeline.celltypes.cluster_types`, one per model) are combined into a
-consensus at k, and the two consensus partitions are compared by the adjusted Rand index (ARI).  The
-chosen k is the one whose halves agree best, averaged over random splits.
+to the model's number of features assumes the answer.  Here it is chosen by *evidence accumulation*
+(Fred & Jain 2005, IEEE TPAMI 27:835): every model's readouts are clustered
+(:func:`pipeline.celltypes.cluster_types`) at every candidate k; two units are as similar as the
+fraction of all these clusterings (models x k) that put them together; the average-linkage tree of
+that co-association is cut where a partition *lives longest*, i.e. at the k with the largest gap
+between the merge heights that create k and k - 1 clusters.  The curve over k (``lifetime``) is the
+evidence stored with the choice.
 
-Why this criterion and not a single-model index (silhouette, gap statistic, a likelihood criterion):
+Why this criterion:
 
-- The readouts of one model are not samples of a mixture with a known noise model: what separates a
-  type from its neighbour in one model is often a seed-specific split (a type read by two features,
-  two types sharing one).  Single-model indices then score that model's idiosyncrasies; on this
-  pipeline's simulated scans, silhouette picked 3-5 clusters for 6 types.
-- What the ensemble knows is which groupings *recur* across independently trained models.  At a
-  k above the number of types, each half splits types differently (by noise), and at a k below it
-  each half merges different pairs of types, so the halves disagree on both sides; at the true k
-  they agree.  This is stability-based model selection (Lange et al. 2004, Neural Computation
-  16:1299) with the two "samples" being independently trained halves of the ensemble instead of
-  subsamples of the units, so it measures reproducibility over training seeds, which is what a
-  user needs from a cell typing.
-- ARI is chance-corrected, so the curve does not rise with k merely because more clusters make
-  chance agreement less likely (the raw Rand index and co-association measures do).
+- Single-model indices (silhouette, gap statistic, likelihood criteria) score one model's
+  idiosyncrasies: a type read by two features, or two types sharing one, looks like real structure
+  in that model.  On this pipeline's simulated scans silhouette picked 3-5 clusters for 6 types.
+- Pooling clusterings over models and over k keeps only what recurs: a split that one model (or one
+  k) makes and the others do not leaves co-associations in between, so it merges early in the tree;
+  types that every model and every k >= the true number keeps apart merge last, after a long gap.
+- *Consensus stability between half-ensembles* (the ensemble split at random into two halves, each
+  half's consensus at k compared by the adjusted Rand index, as in Lange et al. 2004) is computed as
+  well and stored (``stability``): it says how reproducible the consensus at each k is over training
+  seeds.  It is not the criterion: it favours coarse splits that every model makes, and on the demo
+  scan's readouts k = 2 had stability 1.0 while the six types' partition had 0.65.
 
-Ties (equal mean stability within ``tolerance``) go to the larger k: a merge that both halves make
-is reproducible but hides a type that the data separates at the larger k with equal stability.
+Ties go to the larger k.
 """
 
 from __future__ import annotations
@@ -45,7 +44,9 @@ class TypeCount:
 
     k : the chosen number of types.
     candidates : (n_k,) the k tried, ascending.
-    stability : (n_k,) mean ARI between the two halves' consensus partitions, per candidate.
+    lifetime : (n_k,) the criterion: for each k, the range of co-association distance over which the
+        average-linkage tree of the pooled clusterings has k clusters (larger: a clearer partition).
+    stability : (n_k,) mean ARI between two random halves' consensus partitions at k.
     spread : (n_k,) standard deviation of that ARI over the random splits.
     splits : number of random half-ensemble splits per candidate.
     labelings : k -> list of (n_units,) cluster labels, one per model (for the consensus at k).
@@ -53,15 +54,17 @@ class TypeCount:
 
     k: int
     candidates: np.ndarray
+    lifetime: np.ndarray
     stability: np.ndarray
     spread: np.ndarray
     splits: int
     labelings: dict[int, list[np.ndarray]]
 
     def curve(self) -> list[dict]:
-        """The evidence as plain rows: ``k``, ``stability`` (mean ARI), ``sd``, ``chosen``."""
-        return [dict(k=int(k), stability=float(s), sd=float(d), chosen=bool(k == self.k))
-                for k, s, d in zip(self.candidates, self.stability, self.spread)]
+        """The evidence as plain rows: ``k``, ``lifetime`` (the criterion), ``stability`` (mean ARI of
+        half-ensembles), ``sd`` (of that ARI), ``chosen``."""
+        return [dict(k=int(k), lifetime=float(t), stability=float(s), sd=float(d), chosen=bool(k == self.k))
+                for k, t, s, d in zip(self.candidates, self.lifetime, self.stability, self.spread)]
 
 
 def candidate_range(n_units: int, k_range: tuple[int, int] = DEFAULT_RANGE, min_units_per_type: int = 3) -> tuple[int, int]:
@@ -106,20 +109,18 @@ def choose_type_count(
     k_range: tuple[int, int] = DEFAULT_RANGE,
     splits: int = 20,
     seed: int = 0,
-    tolerance: float = 0.01,
 ) -> TypeCount:
-    """Number of functional types by consensus stability between half-ensembles (module docstring).
+    """Number of functional types by evidence accumulation over models and k (module docstring).
 
     Parameters
     ----------
     readouts : one (n_units, R*F) array of rotation-major readout feature vectors per model, the
-        same units in the same order (at least 2 models; 6-10 give a smoother curve).
+        same units in the same order (at least 2 models; 6-10 give a clearer tree).
     rotations : R.
     k_range : (low, high) inclusive candidates, capped by :func:`candidate_range`.
-    splits : random splits into two disjoint halves of ``len(readouts) // 2`` models each (all
-        distinct splits when there are fewer).
+    splits : random splits into two disjoint halves of ``len(readouts) // 2`` models each for the
+        stability curve (all distinct splits when there are fewer).
     seed : seeds the clusterings and the splits.
-    tolerance : stabilities within this of the best count as tied (larger k wins).
 
     Raises ValueError for fewer than 2 models, readouts of unequal shape, non-finite or all-zero
     readouts, readouts that are one vector for every unit, or an impossible k range.
@@ -128,10 +129,12 @@ def choose_type_count(
     n_models, n_units = len(readouts), readouts[0].shape[0]
     low, high = candidate_range(n_units, k_range)
     candidates = np.arange(low, high + 1)
+    labelings = {int(k): [celltypes.cluster_types(w, rotations, int(k), seed=seed + m) for m, w in enumerate(readouts)]
+                 for k in candidates}
+    lifetime = _lifetimes([labels for k in candidates for labels in labelings[int(k)]], candidates)
     halves = _half_splits(n_models, splits, np.random.default_rng(seed))
-    labelings, stability, spread = {}, [], []
+    stability, spread = [], []
     for k in candidates:
-        labelings[int(k)] = [celltypes.cluster_types(w, rotations, int(k), seed=seed + m) for m, w in enumerate(readouts)]
         agreement = [
             celltypes.adjusted_rand_index(
                 celltypes.consensus_types([labelings[int(k)][i] for i in first], int(k))[0],
@@ -140,10 +143,22 @@ def choose_type_count(
         ]
         stability.append(np.mean(agreement))
         spread.append(np.std(agreement))
-    stability, spread = np.array(stability), np.array(spread)
-    chosen = int(candidates[np.flatnonzero(stability >= stability.max() - tolerance)[-1]])
-    return TypeCount(k=chosen, candidates=candidates, stability=stability, spread=spread, splits=len(halves),
-                     labelings=labelings)
+    chosen = int(candidates[np.flatnonzero(lifetime == lifetime.max())[-1]])
+    return TypeCount(k=chosen, candidates=candidates, lifetime=lifetime, stability=np.array(stability),
+                     spread=np.array(spread), splits=len(halves), labelings=labelings)
+
+
+def _lifetimes(labelings: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
+    """(len(candidates),) for each k, the co-association distance over which the average-linkage
+    tree of ``labelings`` (pooled) has exactly k clusters."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
+    heights = linkage(squareform(1.0 - together, checks=False), method="average")[:, 2]  # ascending, n - 1
+    n = len(together)
+    # k clusters exist from the (n - k)-th merge (height index n - k - 1) until the next one.
+    return np.array([heights[n - k] - heights[n - k - 1] for k in candidates])
 
 
 def _half_splits(n_models: int, splits: int, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:

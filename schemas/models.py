@@ -364,8 +364,8 @@ class EnsembleCellTypes(Readiness, dj.Computed):
     ---
     n_models: int32                     # members whose clusters were combined
     n_clusters: int32
-    k_source = 'fixed': varchar(16)     # how the number of clusters was set: 'fixed' or 'stability' (from the data)
-    k_curve = null: <blob>              # k_source 'stability': one dict per candidate k (k, stability, sd, chosen)
+    k_source = 'fixed': varchar(16)     # how the number of clusters was set: 'fixed' or 'data' (pipeline.type_count)
+    k_curve = null: <blob>              # from the data: one dict per candidate k (k, lifetime, stability, sd, chosen)
     ari_clusters = null: float64        # adjusted Rand index vs simulated ground truth
     """
 
@@ -418,7 +418,7 @@ class EnsembleCellTypes(Readiness, dj.Computed):
         truth = _ground_truth(scan)
         self.insert1(dict(
             key, n_models=len(members), n_clusters=int(len(np.unique(consensus))),
-            k_source="fixed" if curve is None else "stability", k_curve=curve,
+            k_source="fixed" if curve is None else "data", k_curve=curve,
             ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus)))
         self.Unit.insert(
             dict(key, **scan, unit_id=int(u), cell_type=int(c), agreement=float(a))

@@ -143,7 +143,7 @@ def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
     chosen = (EnsembleCellTypes & dict(ensemble_name="test-chosen")).fetch1()
     readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
     count = type_count.choose_type_count(readouts, 8)
-    assert chosen["k_source"] == "stability" and chosen["k_curve"] == count.curve()
+    assert chosen["k_source"] == "data" and chosen["k_curve"] == count.curve()
     assert [r["k"] for r in chosen["k_curve"] if r["chosen"]] == [count.k]
     consensus = (EnsembleCellTypes.Unit & chosen).to_arrays("cell_type", order_by="unit_id")
     expected, _ = celltypes.consensus_types(count.labelings[count.k], count.k)

@@ -106,7 +106,7 @@ def test_sample_patches_is_deterministic_and_uses_the_specs():
 
 
 def test_presets_and_config_errors():
-    assert set(PRESETS) == {"tiny", "demo", "large"} | {f"demo-{name}" for name in VARIANTS}
+    assert set(PRESETS) == {"tiny", "demo", "large"} | {f"{size}-{name}" for size in ("tiny", "demo") for name in VARIANTS}
     assert PRESETS["large"].n_trials == 6000 and PRESETS["large"].n_units == 8000
     with pytest.raises(ConfigError, match="unknown simulation preset"):
         simulate("huge", 0)

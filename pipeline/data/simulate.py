@@ -602,7 +602,8 @@ PRESETS: dict[str, SimulationConfig] = {
 
 
 VARIANTS: dict[str, tuple[dict, str]] = {
-    # name: (changes to the demo preset, what the variant breaks); preset "demo-<name>".
+    # name: (changes to the default population, what the variant breaks); presets "demo-<name>"
+    # (experiments) and "tiny-<name>" (tests).
     "ten-types": (
         dict(cell_types=TYPE_NAMES + ("edge", "cross", "long_contour", "off_center"), type_fractions=(0.1,) * 10),
         "10 functional types, more than a 6-feature core has features"),
@@ -624,7 +625,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
 """The harder ground truths: each breaks one assumption the rotation-equivariant model is built on
 (one template per feature, at one scale, seen at every orientation equally often)."""
 
-PRESETS.update({f"demo-{name}": PRESETS["demo"].replace(**changes) for name, (changes, _) in VARIANTS.items()})
+PRESETS.update({f"{size}-{name}": PRESETS[size].replace(**changes)
+                for size in ("tiny", "demo") for name, (changes, _) in VARIANTS.items()})
 
 _VARIANT_FIELDS = ("cell_types", "type_fractions", "orientation_bias", "unrotated_types", "mixture_types")
 
