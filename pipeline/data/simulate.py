@@ -139,6 +139,9 @@ class CellType:
     description: str = ""
 
 
+# ON- and OFF-centre units share one difference of Gaussians and differ in its sign.
+_CENTRE_SURROUND = Subunit(sigma_along=0.7, sigma_across=0.7, wavelength=0.0, surround=2.0)
+
 # Curvature subunits sit on a circle of radius 1.7 sizes tangent to the bar at the centre:
 # at along = +-1 the arc is displaced 1/(2*1.7) across and tilted by atan(1/1.7).
 _ARC_ANGLE = float(np.arctan(1 / 1.7))
@@ -194,7 +197,7 @@ CELL_TYPES: dict[str, CellType] = {
         ),
         CellType(
             "center_surround",
-            (Subunit(sigma_along=0.7, sigma_across=0.7, wavelength=0.0, surround=2.0),),
+            (_CENTRE_SURROUND,),
             quadrature=False,
             combine=_half_rectified,
             oriented=False,
@@ -225,7 +228,7 @@ CELL_TYPES: dict[str, CellType] = {
         ),
         CellType(
             "off_center",
-            (Subunit(sigma_along=0.7, sigma_across=0.7, wavelength=0.0, surround=2.0),),
+            (_CENTRE_SURROUND,),
             quadrature=False,
             combine=_off_rectified,
             oriented=False,
