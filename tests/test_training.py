@@ -196,7 +196,7 @@ def test_predict_units(data, trained):
 def test_early_stopping_on_validation_poisson_loss_keeps_the_lowest_loss(data):
     # The paper's criterion: the kept state is the evaluation with the lowest validation loss, which
     # need not be the one with the highest correlation.
-    config = dataclasses.replace(FAST, max_iterations=60, eval_every=10, stop_on="loss")
+    config = dataclasses.replace(FAST, max_iterations=40, eval_every=10, stop_on="loss")
     result = fit(new_model(data), data, config, device="cpu", progress=False)
     losses = [h["val_loss"] for h in result.history]
     best = int(np.argmin(losses))

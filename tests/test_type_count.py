@@ -27,7 +27,7 @@ def synthetic_ensemble(rng, k, n_units=100, n_models=4, noise=0.35):
     return readouts, types
 
 
-@pytest.mark.parametrize("k,seed", [(3, 0), (5, 1), (8, 2), (10, 3)])
+@pytest.mark.parametrize("k,seed", [(3, 0), pytest.param(5, 1, marks=pytest.mark.slow), (8, 2), (10, 3)])
 def test_recovers_a_known_number_of_types(k, seed):
     readouts, types = synthetic_ensemble(np.random.default_rng(seed), k)
     result = type_count.choose_type_count(readouts, R, splits=3, seed=seed)

@@ -41,6 +41,14 @@ Ground truth (``Recording.ground_truth``)
     ``orientation`` is the template rotation modulo pi (radians, [0, pi)) and NaN for the
     orientation-free centre-surround units.
 
+Harder variants (:data:`VARIANTS`, presets ``demo-<name>`` and ``tiny-<name>``)
+    Each breaks one assumption of the rotation-equivariant model: more types than a core has
+    features, types that differ only in scale (type names ``"name@factor"``), graded mixtures of two
+    types (``mixture_types``), a cardinal bias of orientations (``orientation_bias``) and a type seen
+    at one orientation only (``unrotated_types``).  Their ground truth records what changed
+    (``extra["variant"]`` and per-unit arrays, see :func:`_variant_truth`).  A config without them
+    simulates exactly as before, and its hash is unchanged.
+
 Orientation convention: a unit of orientation ``theta`` prefers bars running along the direction
 ``(cos theta, -sin theta)`` in (column, row) coordinates, i.e. ``theta`` counter-clockwise from
 horizontal as seen on screen (rows grow downwards); its preferred grating is
