@@ -40,6 +40,9 @@ def main(argv=None) -> dict:
                         help="L1 weight of the readouts (default: the ReadoutConfig default, the paper's 0.017)")
     parser.add_argument("--tag", default="", help="suffix of the results file (variants keep the main figures)")
     parser.add_argument("--cores", nargs="+", default=["rotation", "cnn"], choices=["rotation", "cnn"])
+    parser.add_argument("--save-readouts", action="store_true",
+                        help="also write the rotation models' readouts and the true types to "
+                             "benchmarks/results/experiment_cores[-tag]-readouts.npz (for pipeline.type_count)")
     parser.add_argument("--noise-free", action="store_true",
                         help="fit the simulator's noise-free rates instead of the noisy responses (a ceiling)")
     args = parser.parse_args(argv)
@@ -71,7 +74,7 @@ def main(argv=None) -> dict:
         for config in configs.values():
             config["readout"] = dict(gamma_readout=args.gamma_readout)
     trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
-    per_seed, clusters = [], []
+    per_seed, clusters, readouts = [], [], []
     for seed in args.seeds:
         for name, config in configs.items():
             result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
@@ -80,6 +83,7 @@ def main(argv=None) -> dict:
                        seconds=result.seconds,
                        parameters=sum(p.numel() for p in result.model.core.parameters()))
             if name == "rotation":
+                readouts.append(result.model.feature_weights())
                 typed = celltypes.summarize(result.model.feature_weights(), args.rotations,
                                             truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
                                             seed=seed, n_clusters=args.features)
@@ -130,6 +134,11 @@ def main(argv=None) -> dict:
         ]
         figures["rotation_beats_cnn_seeds"] = f"{sum(wins)}/{len(wins)}"
     figures["per_seed"] = per_seed
+    if args.save_readouts and readouts:
+        RESULTS.mkdir(exist_ok=True)
+        np.savez(RESULTS / f"experiment_cores{'-' + args.tag if args.tag else ''}-readouts.npz",
+                 readouts=np.stack(readouts), unit_type=np.asarray(truth.unit_type).astype(str),
+                 rotations=args.rotations)
     save("experiment_cores" + (f"-{args.tag}" if args.tag else ""), figures)
     return figures
 

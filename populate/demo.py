@@ -109,8 +109,11 @@ def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> N
     if not (Ensemble & dict(ensemble_name="demo")):
         Ensemble.create("demo", tasks["rotation"] + tasks["cnn"], description="every demo model of scan " + SCAN)
     if not (Ensemble & dict(ensemble_name="demo-rotation")):
+        # k fixed at the models' features: choosing it from the data needs more than the demo's two
+        # models (docs/results.md, "Cell types without knowing their number")
         Ensemble.create("demo-rotation", tasks["rotation"],
-                        description="the rotation-equivariant demo models: their consensus cell types")
+                        description="the rotation-equivariant demo models: their consensus cell types",
+                        n_types=model_configs(quick)["rotation"]["core"]["features"])
     if not (ImageSet & dict(image_set="demo")):
         ImageSet.from_scans("demo", [key], description="stimuli of scan " + SCAN)
     SimilarityTask.add("demo-neural", dict(method="model"), image_set="demo", ensembles=["demo"])

@@ -175,3 +175,34 @@ def test_poisson_loss_matches_hand_computation():
     assert poisson_loss(prediction, target).item() == pytest.approx(sum(per_trial) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="prediction"):
         poisson_loss(prediction, target[:, :2])
+
+
+def test_configs_written_before_the_new_knobs_keep_their_hashes():
+    # Hashes of configs as stored before layer_features and positive_weights existed: the new fields
+    # at their defaults leave to_dict and the hash alone, so stored TrainedModel rows stay addressable.
+    rotation = dict(core=dict(kind="rotation", features=6, rotations=8, kernel_sizes=(9, 5, 5)))
+    stored = {
+        "a7f37390eed1da73ae0fe6e1e3360c61": ModelConfig(),
+        "2a113b67739a1ca05ba6ca54f1b1590c": ModelConfig.from_dict(rotation),
+        "ff7808be00e023ad248dfde23e9dc6ab": ModelConfig.from_dict(dict(
+            core=dict(kind="cnn", features=48, kernel_sizes=(9, 5, 5)), readout=dict(kind="gaussian"),
+            shifter=True, modulator=True)),
+    }
+    for expected, config in stored.items():
+        assert config.hash == expected
+        assert "layer_features" not in config.to_dict()["core"]
+        assert "positive_weights" not in config.to_dict()["readout"]
+        assert ModelConfig.from_dict(config.to_dict()) == config  # a stored config loads with the defaults
+    # the knobs, once set, are part of the config and its hash
+    knobs = ModelConfig.from_dict(dict(rotation, readout=dict(positive_weights=True)))
+    assert knobs.to_dict()["readout"]["positive_weights"] is True
+    assert knobs.hash != stored_hash(rotation)
+    layered = ModelConfig.from_dict(dict(core=dict(rotation["core"], layer_features=(16, 16, 6))))
+    assert layered.to_dict()["core"]["layer_features"] == [16, 16, 6] and layered.hash != stored_hash(rotation)
+    # spelling the default explicitly is the same config
+    assert ModelConfig.from_dict(dict(core=dict(rotation["core"], layer_features=None),
+                                      readout=dict(positive_weights=False))).hash == stored_hash(rotation)
+
+
+def stored_hash(values: dict) -> str:
+    return ModelConfig.from_dict(values).hash

@@ -114,25 +114,41 @@ def test_cell_types_for_rotation_models_only(trained):
 
 
 def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
-    from pipeline import celltypes
+    from pipeline import celltypes, type_count
     from populate import run
-    from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainingTask
+    from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainedModel, TrainingTask
 
     second = TrainingTask.add(model=tiny_model("rotation"), dataset=dict(scan=SCAN, image_shape=(18, 32)),
                               trainer=QUICK_TRAINER, seeds=(1,), name="test-rotation-seed1")[0]
     run.populate_all(tables=["TrainedModel", "CellTypes"], progress=False)
-    Ensemble.create("test-types", [trained["rotation"], second])
+    members = [trained["rotation"], second]
+    Ensemble.create("test-types", members, n_types=2)  # k fixed at the models' 2 features
+    Ensemble.create("test-chosen", members)  # k chosen from the readouts
     Ensemble.create("test-mixed", [trained["rotation"], trained["cnn"]])
+    with pytest.raises(ValueError, match="n_types must be a positive integer"):
+        Ensemble.create("test-bad", members, n_types=0)
+    assert not Ensemble & dict(ensemble_name="test-bad")
     run.populate_all(tables=["EnsembleCellTypes"], progress=False)
     assert not EnsembleCellTypes & dict(ensemble_name="test-mixed")  # a CNN member has no cell types
     row = (EnsembleCellTypes & dict(ensemble_name="test-types")).fetch1()
     assert row["n_models"] == 2 and row["ari_clusters"] is not None
+    assert row["k_source"] == "fixed" and row["k_curve"] is None
     consensus, agreement = (EnsembleCellTypes.Unit & row).to_arrays("cell_type", "agreement", order_by="unit_id")
-    labelings = [(CellTypes.Unit & m).to_arrays("cluster", order_by="unit_id") for m in (trained["rotation"], second)]
+    labelings = [(CellTypes.Unit & m).to_arrays("cluster", order_by="unit_id") for m in members]
     expected, expected_agreement = celltypes.consensus_types(labelings, row["n_clusters"])
     assert celltypes.adjusted_rand_index(expected, consensus) == 1.0
     assert len(consensus) == (CellTypes.Unit & second).to_arrays("cluster").size
     np.testing.assert_allclose(np.sort(agreement), np.sort(expected_agreement))
+
+    chosen = (EnsembleCellTypes & dict(ensemble_name="test-chosen")).fetch1()
+    readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+    count = type_count.choose_type_count(readouts, 8)
+    assert chosen["k_source"] == "data" and chosen["k_curve"] == count.curve()
+    assert [r["k"] for r in chosen["k_curve"] if r["chosen"]] == [count.k]
+    consensus = (EnsembleCellTypes.Unit & chosen).to_arrays("cell_type", order_by="unit_id")
+    expected, _ = celltypes.consensus_types(count.labelings[count.k], count.k)
+    assert celltypes.adjusted_rand_index(expected, consensus) == 1.0
+    assert chosen["n_clusters"] == len(np.unique(expected))
 
 
 def test_results_json(trained, capsys, monkeypatch):

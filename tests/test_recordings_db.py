@@ -156,3 +156,18 @@ def test_mariadb_store_fix_is_needed_and_works(db):
         assert np.array_equal((probe & "probe_id = 1").fetch1("values"), np.arange(3.0))
     finally:
         schema.drop(prompt=False)
+
+
+def test_variant_ground_truth_round_trips(db):
+    from pipeline.data.simulate import PRESETS, VARIANTS, simulate
+    from schemas import recordings
+
+    config = PRESETS["tiny"].replace(**VARIANTS["mixtures"][0], n_units=20, n_single_images=40, n_test_images=4,
+                                     calibration_images=40, animal_id=35)
+    recording = simulate(config, seed=0)
+    recordings.insert_recording(recording)
+    truth = recordings.fetch_recording(recording.scan_key).ground_truth
+    np.testing.assert_array_equal(truth.unit_type, recording.ground_truth.unit_type)
+    for name in ("variant", "mixture_type", "mixture_weight", "type_scale"):
+        np.testing.assert_array_equal(truth.extra[name], recording.ground_truth.extra[name])
+    assert "mixture_types" in str(truth.extra["variant"])

@@ -191,3 +191,26 @@ def test_predict_units(data, trained):
     pred = predict(model, test)
     assert pred.shape == (len(test), data.n_units) and (pred > 0).all()
     np.testing.assert_allclose(predict(model, test, original_units=True), pred * data.response_std)
+
+
+def test_early_stopping_on_validation_poisson_loss_keeps_the_lowest_loss(data):
+    # The paper's criterion: the kept state is the evaluation with the lowest validation loss, which
+    # need not be the one with the highest correlation.
+    config = dataclasses.replace(FAST, max_iterations=40, eval_every=10, stop_on="loss")
+    result = fit(new_model(data), data, config, device="cpu", progress=False)
+    losses = [h["val_loss"] for h in result.history]
+    best = int(np.argmin(losses))
+    assert result.best_loss == min(losses) and result.best_iteration == result.history[best]["iteration"]
+    assert result.best_correlation == result.history[best]["val_correlation"]
+    assert result.best_loss < losses[0]
+
+
+def test_positive_readout_weights_stay_non_negative_through_training(data):
+    model = new_model(data, readout=dict(positive_weights=True))
+    result = fit(model, data, dataclasses.replace(FAST, max_iterations=60), device="cpu", progress=False)
+    weights = model.feature_weights()
+    assert weights.min() >= 0 and (weights > 0).mean() > 0.2
+    assert (result.state_dict["readout.features"].numpy() >= 0).mean() > 0.9  # projected before every step
+    signed = new_model(data)
+    fit(signed, data, dataclasses.replace(FAST, max_iterations=60), device="cpu", progress=False)
+    assert signed.feature_weights().min() < 0  # the default readout is signed
