@@ -37,8 +37,8 @@ def check_space(space: Mapping[str, Sequence]) -> dict[str, list]:
     if not space:
         raise ConfigError("search space: no hyper-parameters to search")
     out = {}
-    for path, spec in space.items():
-        spec = list(spec) if isinstance(spec, (list, tuple)) else None
+    for path, given in space.items():
+        spec = list(given) if isinstance(given, (list, tuple)) else None
         if not spec or spec[0] not in DISTRIBUTIONS:
             raise ConfigError(f"search space {path!r}: expected [distribution, ...] with distribution one of "
                               f"{list(DISTRIBUTIONS)}, got {space[path]!r}")

@@ -17,7 +17,6 @@ from pipeline.data.images import (
 )
 from pipeline.data.recording import TIERS
 from pipeline.data.simulate import (
-    CELL_TYPES,
     PRESETS,
     TYPE_NAMES,
     VARIANTS,
