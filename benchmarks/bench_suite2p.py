@@ -28,7 +28,6 @@ import numpy as np
 
 from benchmarks.common import save
 
-
 CONDITIONS = {
     "clean": {},
     "hard": dict(motion_pixels=3, photons_per_unit=0.5, brightness=(80.0, 200.0)),

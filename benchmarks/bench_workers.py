@@ -177,10 +177,10 @@ class ServerCPU:
 def concurrency(wt, keys: int, counts=(1, 2, 4, 8, 16), beats: int = 2000) -> dict:
     """Jobs/s of ``counts`` concurrent worker processes on the trivial make, and the server's CPU
     time per job; then the server's CPU time per heartbeat (``beats`` beats of one worker row)."""
+    import datajoint as dj
+
     from populate.heartbeat import Heartbeat
     from schemas import operations
-
-    import datajoint as dj
 
     server = ServerCPU(int(dj.config.database.port))
     result: dict = {"keys": keys, "workers": {}}

@@ -18,7 +18,6 @@ from .models.encoder import ModelConfig, build_encoder
 from .training import FitResult, TrainerConfig, fit, predict
 
 
-
 @dataclasses.dataclass
 class TestScores:
     """Per-unit scores on the test tier (repeated images).

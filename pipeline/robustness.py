@@ -23,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.progress import progress_bar
-
 from pipeline.device import resolve_device
+from pipeline.progress import progress_bar
 
 NOISE_KINDS = ("gaussian", "uniform", "salt_pepper")
 

@@ -35,9 +35,8 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import torch
 
-from pipeline.progress import progress_bar
-
 from pipeline.device import resolve_device
+from pipeline.progress import progress_bar
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

@@ -23,8 +23,19 @@ import numpy as np
 import pandas as pd
 
 from .frames import (  # noqa: F401  (connect, scan_name, StageNotComputed: part of the notebook API)
-    SCAN_KEY, STAGES, StageNotComputed, connect, curves, one_key, parse_scan, restrict, scan_name, stage,
-    stage_available, to_frame)
+    SCAN_KEY,
+    STAGES,
+    StageNotComputed,
+    connect,
+    curves,
+    one_key,
+    parse_scan,
+    restrict,
+    scan_name,
+    stage,
+    stage_available,
+    to_frame,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Recordings

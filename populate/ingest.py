@@ -99,7 +99,6 @@ def scan_name(key) -> str:
 def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, bool]:
     """Simulate a scan and insert it; returns (scan key, inserted).  Already present -> not inserted."""
     from pipeline.data.simulate import simulate as run_simulation
-
     from schemas import recordings
 
     if scan is not None and recordings.scan_exists(parse_scan(scan)):
@@ -116,7 +115,6 @@ def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, boo
 def import_sensorium(path: str | Path) -> tuple[dict, bool]:
     """Import one Sensorium folder or .zip; returns (scan key, inserted)."""
     from pipeline.data.sensorium import IMAGE_ID_NAMES, read_sensorium
-
     from schemas import recordings
 
     recording = read_sensorium(path, limits=import_limits())
@@ -130,7 +128,6 @@ def import_sensorium(path: str | Path) -> tuple[dict, bool]:
 def export_sensorium(scan: str, out: str | Path) -> Path:
     """Write a stored scan back in the Sensorium layout."""
     from pipeline.data.sensorium import write_sensorium
-
     from schemas import recordings
 
     key = parse_scan(scan)
@@ -142,7 +139,6 @@ def export_sensorium(scan: str, out: str | Path) -> Path:
 def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]:
     """Import a ``cifar-10-batches-py`` folder as grayscale; returns (key, inserted)."""
     from pipeline.data.cifar import read_cifar10
-
     from schemas import db
     from schemas.classifiers import ClassificationSet
 
@@ -154,7 +150,6 @@ def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]
 def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, name: str = "photos"):
     """Insert the embedded photograph classification set; returns (key, inserted)."""
     from pipeline.data.photo_classes import photo_classification_set
-
     from schemas.classifiers import ClassificationSet
 
     if ClassificationSet & dict(classification_set=name):
@@ -167,7 +162,6 @@ def _insert_extracted(traces, schedule, scan: str, extraction: dict | None, sour
     """Extract a scan from traces + schedule and insert it with its extraction and ROIs."""
     from pipeline.data.extraction import extract
     from pipeline.data.suite2p import content_hash
-
     from schemas import recordings
 
     key = parse_scan(scan)
@@ -221,7 +215,6 @@ def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | Non
     """
     from pipeline.data.extraction import ExtractionConfig
     from pipeline.data.nwb import read_nwb
-
     from schemas import recordings
 
     config = ExtractionConfig.from_dict(extraction or {})
@@ -254,7 +247,6 @@ def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | Non
 def export_nwb(scan: str, out: str | Path) -> Path:
     """Write a stored scan (with its ROI footprints when it has them) to a new NWB file."""
     from pipeline.data.nwb import write_nwb
-
     from schemas import recordings
 
     key = parse_scan(scan)

@@ -38,9 +38,9 @@ def _non_negative(kind):
 
 
 def _tables(args, names=None):
-    from . import jobs
-
     from schemas import db
+
+    from . import jobs
 
     db.configure()
     return jobs.select_tables(names, args.schema_module)
@@ -173,10 +173,20 @@ def _cmd_gc(args) -> None:
 
 def _with_defaults(sub, command: str) -> None:
     """The options of ``command`` that have a default, which their help names."""
-    from .scheduler import (DEFAULT_BACKOFF_S, DEFAULT_INTERVAL_S, DEFAULT_LOST_AFTER_S, DEFAULT_MAX_RETRIES,
-                            DEFAULT_STALE_AFTER_S)
-    from .worker_settings import (DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_START_TIMEOUT_S,
-                                  DEFAULT_STOP_TIMEOUT_S)
+    from .scheduler import (
+        DEFAULT_BACKOFF_S,
+        DEFAULT_INTERVAL_S,
+        DEFAULT_LOST_AFTER_S,
+        DEFAULT_MAX_RETRIES,
+        DEFAULT_STALE_AFTER_S,
+    )
+    from .worker_settings import (
+        DEFAULT_BATCH,
+        DEFAULT_HEARTBEAT_S,
+        DEFAULT_POLL_S,
+        DEFAULT_START_TIMEOUT_S,
+        DEFAULT_STOP_TIMEOUT_S,
+    )
 
     options = {  # flag: (type, default, metavar, help)
         "worker": {

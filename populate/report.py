@@ -22,8 +22,16 @@ from typing import Callable
 import jinja2
 
 from . import api
-from .report_sections import (NotComputed, Panel, cell_types, classifiers, neural_similarity, pipeline_progress,
-                              predictive_models, recordings)
+from .report_sections import (
+    NotComputed,
+    Panel,
+    cell_types,
+    classifiers,
+    neural_similarity,
+    pipeline_progress,
+    predictive_models,
+    recordings,
+)
 
 log = logging.getLogger(__name__)
 

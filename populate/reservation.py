@@ -21,7 +21,6 @@ from __future__ import annotations
 
 # schemas.compat (DataJoint) is imported inside the functions: the command line reads this
 # package's settings before DataJoint is configured.
-
 from .jobs import key_hash, key_json, queue
 
 PREFETCH_HORIZON_S = 1.0

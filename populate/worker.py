@@ -41,10 +41,26 @@ from schemas.readiness import MissingInput
 from . import jobs as queues
 from . import reservation
 from .heartbeat import Heartbeat, register, unregister
-from .worker_connection import (StopRequested, connected, hand_back, lost_connection, mark_unreachable, reconnect,
-                                record_failure, until_reachable)
-from .worker_settings import (DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_START_TIMEOUT_S,
-                              DEFAULT_STOP_TIMEOUT_S, WorkerError, check_settings, use_device)
+from .worker_connection import (
+    StopRequested,
+    connected,
+    hand_back,
+    lost_connection,
+    mark_unreachable,
+    reconnect,
+    record_failure,
+    until_reachable,
+)
+from .worker_settings import (
+    DEFAULT_BATCH,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_POLL_S,
+    DEFAULT_START_TIMEOUT_S,
+    DEFAULT_STOP_TIMEOUT_S,
+    WorkerError,
+    check_settings,
+    use_device,
+)
 
 log = logging.getLogger(__name__)
 

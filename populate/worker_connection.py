@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 
-
 from . import jobs as queues
 from . import reservation
 

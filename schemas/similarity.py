@@ -17,8 +17,7 @@ from pipeline.device import resolve_device
 
 from . import db
 from .configs import ConfigTable
-from .models import (DatasetConfig, Ensemble, TrainedModel, ensembles_with_every, ensembles_with_scan,
-                     load_scan_tensors)
+from .models import DatasetConfig, Ensemble, TrainedModel, ensembles_with_every, ensembles_with_scan, load_scan_tensors
 from .readiness import Readiness, require
 from .recordings import Scan, StimulusImage
 from .stats import Normalization, Reliability

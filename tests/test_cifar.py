@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cifar_fixtures import KEY_SPELLINGS, LABEL_NAMES, dump, fake_batch, write_fake_cifar10
 from pipeline.data.cifar import (
     CIFAR10_TEST_FILE,
     CIFAR10_TRAIN_FILES,
@@ -27,6 +26,7 @@ from pipeline.data.photo_classes import (
     photo_classification_set,
     photo_crops,
 )
+from tests.cifar_fixtures import KEY_SPELLINGS, LABEL_NAMES, dump, fake_batch, write_fake_cifar10
 
 N_PER_BATCH = 6
 

@@ -102,7 +102,7 @@ def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
     from schemas.classifiers import ClassifierTask, EvaluationConfig
     from schemas.models import Ensemble, TrainedModel, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
-    from tests.conftest import SCAN, QUICK_TRAINER, tiny_model
+    from tests.conftest import QUICK_TRAINER, SCAN, tiny_model
 
     (tmp_path / "sitecustomize.py").write_text(FAKE_GPU_NODE)
     fake = _env(tmp_path)

@@ -11,7 +11,11 @@ from pipeline.config import ConfigError
 from pipeline.models.behavior import Modulator, Shifter
 from pipeline.models.cores import CoreConfig
 from pipeline.models.encoder import (
-    ModelConfig, ReadoutConfig, build_encoder, inverse_output_nonlinearity, output_nonlinearity,
+    ModelConfig,
+    ReadoutConfig,
+    build_encoder,
+    inverse_output_nonlinearity,
+    output_nonlinearity,
 )
 from pipeline.models.losses import poisson_loss
 from pipeline.models.readouts import FactorizedReadout, GaussianReadout, translate

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from populate.cli import main
-from tests.conftest import REPO
-
-from tests.conftest import QUICK_TRAINER, SCAN, SCAN_KEY, tiny_model
+from tests.conftest import QUICK_TRAINER, REPO, SCAN, SCAN_KEY, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -70,10 +70,8 @@ def test_round_trip_of_a_suite2p_scan_is_exact(db, imaging, tmp_path):
 
 def test_round_trip_of_a_simulated_scan_is_exact(db, tmp_path):
     """A scan without footprints or timing (the simulator's, like a Sensorium scan)."""
-    from populate import ingest
+    from populate import cli, ingest
     from schemas import recordings
-
-    from populate import cli
 
     key, _ = ingest.simulate("tiny", seed=5, scan="41-1-1")
     out = tmp_path / "sim.nwb"

@@ -124,8 +124,8 @@ def test_mariadb_store_fix_is_needed_and_works(db):
     """On MariaDB, store-backed attributes fail without schemas.compat's fix (DataJoint #1451)."""
     import datajoint as dj
 
-    from schemas import db as settings
     from schemas import compat
+    from schemas import db as settings
 
     if settings.backend() != "mariadb":
         pytest.skip("the fix only applies to MariaDB")

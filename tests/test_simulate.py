@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -21,12 +20,12 @@ from pipeline.data.simulate import (
     TYPE_NAMES,
     VARIANTS,
     SimulationConfig,
-    sample_population,
-    variant_changes,
     expected_oracle_correlation,
     make_population,
     noise_for_oracle_correlation,
+    sample_population,
     simulate,
+    variant_changes,
 )
 
 

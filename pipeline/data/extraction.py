@@ -13,9 +13,8 @@ Every problem with the input raises :class:`InputError` naming the file and the 
 
 from __future__ import annotations
 
-import os
-
 import dataclasses
+import os
 from typing import Literal
 
 import numpy as np

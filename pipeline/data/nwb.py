@@ -83,13 +83,12 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
     (scans carry no date either).  ``extraction`` (the extraction config and source sizes of a scan
     extracted from imaging) is kept as JSON in the ``comments`` of the trial responses.
     """
-    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.base import Images
     from pynwb.behavior import BehavioralTimeSeries, EyeTracking, PupilTracking, SpatialSeries
     from pynwb.file import Subject
     from pynwb.image import GrayscaleImage, IndexSeries
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
-    from pynwb import TimeSeries
 
     recording.validate()
     path = Path(path)
