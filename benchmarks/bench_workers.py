@@ -71,9 +71,15 @@ def overhead(wt, keys: int, repeats: int = 5) -> dict:
         summary = Worker([wt.Square], max_jobs=keys, refresh=False, batch=32).run()
         worker.append(summary.done / (time.perf_counter() - start))
         assert summary.done == keys == len(wt.Square()), summary
-    return dict(keys=keys, bare_jobs_per_s=max(bare), worker_jobs_per_s=max(worker),
-                ratio=max(worker) / max(bare), goal=0.85, reserve_jobs_populate_jobs_per_s=max(reserving),
-                ratio_vs_reserve_jobs_populate=max(worker) / max(reserving))
+    return dict(
+        keys=keys,
+        bare_jobs_per_s=max(bare),
+        worker_jobs_per_s=max(worker),
+        ratio=max(worker) / max(bare),
+        goal=0.85,
+        reserve_jobs_populate_jobs_per_s=max(reserving),
+        ratio_vs_reserve_jobs_populate=max(worker) / max(reserving),
+    )
 
 
 def _start_workers(n: int, heartbeat: float = 0.2) -> list:
@@ -81,11 +87,27 @@ def _start_workers(n: int, heartbeat: float = 0.2) -> list:
     from schemas import operations
 
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "populate", "worker", "--schema-module", "tests.worker_tables",
-               "--tables", "Square", "--no-refresh", "--poll", "0.05", "--heartbeat", str(heartbeat),
-               "--threads", "1"]
-    workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(n)]
+    command = [
+        sys.executable,
+        "-m",
+        "populate",
+        "worker",
+        "--schema-module",
+        "tests.worker_tables",
+        "--tables",
+        "Square",
+        "--no-refresh",
+        "--poll",
+        "0.05",
+        "--heartbeat",
+        str(heartbeat),
+        "--threads",
+        "1",
+    ]
+    workers = [
+        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
     while len(operations.Worker()) < n:
         if any(w.poll() is not None for w in workers):
             raise RuntimeError("a benchmark worker exited while starting")
@@ -151,8 +173,11 @@ class ServerCPU:
     def __init__(self, port: int):
         import psutil
 
-        listeners = [c.pid for c in psutil.net_connections("tcp")
-                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid]
+        listeners = [
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        ]
         if not listeners:
             raise RuntimeError(f"no local process listens on port {port}")
         self.server = psutil.Process(listeners[0])
@@ -194,8 +219,9 @@ def concurrency(wt, keys: int, counts=(1, 2, 4, 8, 16), beats: int = 2000) -> di
         finally:
             _stop_workers(workers)
         result["workers"][str(n)] = dict(jobs_per_s=keys / elapsed, server_cpu_ms_per_job=1000 * cpu / keys)
-        print(f"  {n:2d} workers: {keys / elapsed:.0f} jobs/s, server CPU {1000 * cpu / keys:.2f} ms per job",
-              flush=True)
+        print(
+            f"  {n:2d} workers: {keys / elapsed:.0f} jobs/s, server CPU {1000 * cpu / keys:.2f} ms per job", flush=True
+        )
     operations.Worker.delete_quick()
     row = dict(worker="bench:0:beat", host="bench", pid=0, device="", connection_id=0, state="idle")
     operations.Worker.insert1(row)
@@ -216,8 +242,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--compute-keys", type=int, default=24, help="keys of the compute-bound table")
     parser.add_argument("--spin", type=int, default=3_000_000, help="busy iterations per compute-bound make")
     parser.add_argument("--concurrent-keys", type=int, default=2000, help="keys per run of the concurrency benchmark")
-    parser.add_argument("--only", choices=("overhead", "scaling", "concurrency"), nargs="+",
-                        default=["overhead", "scaling", "concurrency"], help="run only these parts")
+    parser.add_argument(
+        "--only",
+        choices=("overhead", "scaling", "concurrency"),
+        nargs="+",
+        default=["overhead", "scaling", "concurrency"],
+        help="run only these parts",
+    )
     args = parser.parse_args(argv)
     os.environ["PIPELINE_PREFIX"] = f"bench_{uuid.uuid4().hex[:8]}"
     os.environ.setdefault("PIPELINE_STORE_DIR", str(REPO / ".store"))
@@ -245,20 +276,26 @@ def main(argv=None) -> dict:
                 dj.Schema(name, create_schema=False, create_tables=False).drop(prompt=False)
     if "overhead" in figures:
         o = figures["overhead"]
-        print(f"{figures['backend']}: trivial make, {o['keys']} keys: bare populate {o['bare_jobs_per_s']:.0f} "
-              f"jobs/s, worker loop {o['worker_jobs_per_s']:.0f} jobs/s, ratio {o['ratio']:.2f} (goal >= {o['goal']}); "
-              f"populate(reserve_jobs=True) {o['reserve_jobs_populate_jobs_per_s']:.0f} jobs/s, "
-              f"worker / that {o['ratio_vs_reserve_jobs_populate']:.2f}")
+        print(
+            f"{figures['backend']}: trivial make, {o['keys']} keys: bare populate {o['bare_jobs_per_s']:.0f} "
+            f"jobs/s, worker loop {o['worker_jobs_per_s']:.0f} jobs/s, ratio {o['ratio']:.2f} (goal >= {o['goal']}); "
+            f"populate(reserve_jobs=True) {o['reserve_jobs_populate_jobs_per_s']:.0f} jobs/s, "
+            f"worker / that {o['ratio_vs_reserve_jobs_populate']:.2f}"
+        )
     if "scaling" in figures:
         s = figures["scaling"]
-        print(f"{figures['backend']}: compute-bound make, {s['keys']} keys: 1 worker {s['1_worker_jobs_per_s']:.2f} "
-              f"jobs/s, 2 workers {s['2_worker_jobs_per_s']:.2f} jobs/s, speed-up {s['speedup']:.2f} on "
-              f"{figures['cpus']} CPUs")
+        print(
+            f"{figures['backend']}: compute-bound make, {s['keys']} keys: 1 worker {s['1_worker_jobs_per_s']:.2f} "
+            f"jobs/s, 2 workers {s['2_worker_jobs_per_s']:.2f} jobs/s, speed-up {s['speedup']:.2f} on "
+            f"{figures['cpus']} CPUs"
+        )
     if "concurrency" in figures:
         c = figures["concurrency"]
         rates = ", ".join(f"{n}: {r['jobs_per_s']:.0f}" for n, r in c["workers"].items())
-        print(f"{figures['backend']}: trivial make, {c['keys']} keys, jobs/s by concurrent workers {rates}; "
-              f"server CPU per heartbeat {c['server_cpu_ms_per_beat']:.3f} ms")
+        print(
+            f"{figures['backend']}: trivial make, {c['keys']} keys, jobs/s by concurrent workers {rates}; "
+            f"server CPU per heartbeat {c['server_cpu_ms_per_beat']:.3f} ms"
+        )
     suffix = "" if len(args.only) == 3 else "-" + "-".join(args.only)
     out = REPO / "benchmarks" / "results" / f"workers-{figures['backend']}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

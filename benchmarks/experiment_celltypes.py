@@ -68,8 +68,12 @@ def _consensus(key: dict) -> dict:
     from schemas.models import EnsembleCellTypes
 
     row = (EnsembleCellTypes & key).fetch1()
-    return dict(models=row["n_models"], k=row["n_clusters"], ari=row["ari_clusters"],
-                k_curve=[(r["k"], round(r["stability"], 3)) for r in row["k_curve"] or []])
+    return dict(
+        models=row["n_models"],
+        k=row["n_clusters"],
+        ari=row["ari_clusters"],
+        k_curve=[(r["k"], round(r["stability"], 3)) for r in row["k_curve"] or []],
+    )
 
 
 def standard(args, dataset_shape, trainer) -> dict:
@@ -81,14 +85,20 @@ def standard(args, dataset_shape, trainer) -> dict:
     dataset = dict(scan=STANDARD_SCAN, image_shape=dataset_shape)
     ensembles = {}
     for name, first in (("celltypes-a", 0), ("celltypes-b", SECOND_ENSEMBLE_SEED)):
-        tasks = TrainingTask.add(BASES["rotation"], dataset, trainer, seeds=range(first, first + args.models),
-                                 name="celltypes-rotation")
+        tasks = TrainingTask.add(
+            BASES["rotation"], dataset, trainer, seeds=range(first, first + args.models), name="celltypes-rotation"
+        )
         ensembles[name] = _ensemble(name, tasks)
     _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
     rows = {name: _consensus(key) for name, key in ensembles.items()}
     ari = np.array([r["ari"] for r in rows.values()], float)
-    return dict(scan=STANDARD_SCAN, ensembles=rows, ari_mean=float(ari.mean()), ari_sd=float(ari.std(ddof=1)),
-                chosen_k=[r["k"] for r in rows.values()])
+    return dict(
+        scan=STANDARD_SCAN,
+        ensembles=rows,
+        ari_mean=float(ari.mean()),
+        ari_sd=float(ari.std(ddof=1)),
+        chosen_k=[r["k"] for r in rows.values()],
+    )
 
 
 def variant(args, name: str, index: int, dataset_shape, trainer) -> dict:
@@ -108,13 +118,17 @@ def variant(args, name: str, index: int, dataset_shape, trainer) -> dict:
 
     configs = {kind: ModelConfig.load(task).to_dict() for kind, task in best.items()}
     seeds = range(args.seeds)  # seed 0 is the search's own model
-    arms = {kind: TrainingTask.add(configs[kind], dataset, trainer, seeds=seeds, name=f"celltypes-{name}-{kind}")
-            for kind in configs}
+    arms = {
+        kind: TrainingTask.add(configs[kind], dataset, trainer, seeds=seeds, name=f"celltypes-{name}-{kind}")
+        for kind in configs
+    }
     positive = dict(configs["rotation"], readout=dict(configs["rotation"]["readout"], positive_weights=True))
-    arms["rotation-positive"] = TrainingTask.add(positive, dataset, trainer, seeds=seeds,
-                                                 name=f"celltypes-{name}-positive")
-    consensus_tasks = TrainingTask.add(configs["rotation"], dataset, trainer, seeds=range(args.models),
-                                       name=f"celltypes-{name}-rotation")
+    arms["rotation-positive"] = TrainingTask.add(
+        positive, dataset, trainer, seeds=seeds, name=f"celltypes-{name}-positive"
+    )
+    consensus_tasks = TrainingTask.add(
+        configs["rotation"], dataset, trainer, seeds=range(args.models), name=f"celltypes-{name}-rotation"
+    )
     ensemble = _ensemble(f"celltypes-{name}", consensus_tasks)
     _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
 
@@ -141,8 +155,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget", type=int, default=6, help="search draws per core kind (the paper: 32)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each best config")
     parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--stop-on", choices=["correlation", "loss"], default="correlation",
-                        help="early-stopping criterion (the paper's: loss, the validation Poisson loss)")
+    parser.add_argument(
+        "--stop-on",
+        choices=["correlation", "loss"],
+        default="correlation",
+        help="early-stopping criterion (the paper's: loss, the validation Poisson loss)",
+    )
     parser.add_argument("--preset", default="demo", help="simulation preset (the variants are '<preset>-<name>')")
     args = parser.parse_args(argv)
     if not os.environ.get("DJ_HOST"):

@@ -167,10 +167,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary of every field (defaults included), except fields declared with
         :func:`added_field` while they hold their default."""
-        return canonical({
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if not (f.metadata.get(OMIT_AT_DEFAULT) and canonical(getattr(self, f.name)) == canonical(f.default))
-        })
+        return canonical(
+            {
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if not (f.metadata.get(OMIT_AT_DEFAULT) and canonical(getattr(self, f.name)) == canonical(f.default))
+            }
+        )
 
     @property
     def hash(self) -> str:

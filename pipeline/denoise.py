@@ -49,8 +49,13 @@ def ensemble_predict(
         device = next(model.parameters()).device
         model.eval()
         parts = [
-            model(inputs[s:s + batch_size].to(device), behavior=behavior[s:s + batch_size].to(device),
-                  pupil_center=pupil_center[s:s + batch_size].to(device)).double().cpu()
+            model(
+                inputs[s : s + batch_size].to(device),
+                behavior=behavior[s : s + batch_size].to(device),
+                pupil_center=pupil_center[s : s + batch_size].to(device),
+            )
+            .double()
+            .cpu()
             for s in range(0, n, batch_size)
         ]
         prediction = torch.cat(parts) if parts else torch.zeros(0, model.n_units, dtype=torch.float64)
@@ -87,5 +92,5 @@ def classifier_inputs(images: np.ndarray, side: int = 32) -> torch.Tensor:
     h, w = images.shape[1:]
     square = min(h, w)
     top, left = (h - square) // 2, (w - square) // 2
-    crop = images[:, top:top + square, left:left + square]
+    crop = images[:, top : top + square, left : left + square]
     return torch.from_numpy(np.clip(downsample_images(crop, (side, side)) / 255.0, 0.0, 1.0))[:, None]

@@ -95,7 +95,10 @@ def arrays_to_state(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def load_encoder(
-    model_config: ModelConfig, n_units: int, image_shape: tuple[int, int], weights: dict[str, np.ndarray],
+    model_config: ModelConfig,
+    n_units: int,
+    image_shape: tuple[int, int],
+    weights: dict[str, np.ndarray],
     device: str | torch.device | None = None,
 ) -> torch.nn.Module:
     """Rebuild a stored encoder from its config, size and weights, in eval mode on ``device``."""

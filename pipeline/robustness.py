@@ -77,7 +77,9 @@ def predict(model: torch.nn.Module, images: torch.Tensor, device=None, batch_siz
 # noise
 
 
-def add_noise(images: torch.Tensor, kind: str, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def add_noise(
+    images: torch.Tensor, kind: str, strength: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Corrupt [0, 1] images with pixel noise and clip back to [0, 1].
 
     kind ``"gaussian"``: add N(0, strength^2); ``"uniform"``: add U(-strength, strength);
@@ -267,8 +269,9 @@ def pgd_accuracy(
 ) -> float:
     """Accuracy under :func:`pgd_attack`: the share of images classified correctly at the clean image
     and at every PGD iterate (the attack keeps its best result, so this never exceeds clean accuracy)."""
-    _, robust = pgd_attack(model, images, labels, norm, eps, steps, step_size, device, batch_size,
-                           random_start, seed, progress)
+    _, robust = pgd_attack(
+        model, images, labels, norm, eps, steps, step_size, device, batch_size, random_start, seed, progress
+    )
     return robust.double().mean().item() if len(robust) else float("nan")
 
 
@@ -354,7 +357,9 @@ def minimal_perturbations(
     success = np.zeros(n, dtype=bool)
     adversarials = np.full(tuple(images.shape), np.nan, dtype=np.float32)
     attack = foolbox.attacks.BoundaryAttack(steps=steps)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with _evaluating(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         fmodel = foolbox.PyTorchModel(model.to(device), bounds=(0, 1), device=device)

@@ -40,8 +40,10 @@ def check_space(space: Mapping[str, Sequence]) -> dict[str, list]:
     for path, given in space.items():
         spec = list(given) if isinstance(given, (list, tuple)) else None
         if not spec or spec[0] not in DISTRIBUTIONS:
-            raise ConfigError(f"search space {path!r}: expected [distribution, ...] with distribution one of "
-                              f"{list(DISTRIBUTIONS)}, got {space[path]!r}")
+            raise ConfigError(
+                f"search space {path!r}: expected [distribution, ...] with distribution one of "
+                f"{list(DISTRIBUTIONS)}, got {space[path]!r}"
+            )
         if spec[0] == "choice":
             if len(spec) < 2:
                 raise ConfigError(f"search space {path!r}: 'choice' needs at least one value")
@@ -49,8 +51,10 @@ def check_space(space: Mapping[str, Sequence]) -> dict[str, list]:
             if len(spec) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in spec[1:]):
                 raise ConfigError(f"search space {path!r}: expected [{spec[0]!r}, low, high], got {spec!r}")
             if not spec[1] <= spec[2] or (spec[0] == "log_uniform" and spec[1] <= 0):
-                raise ConfigError(f"search space {path!r}: need {'0 < ' if spec[0] == 'log_uniform' else ''}"
-                                  f"low <= high, got {spec[1:]}")
+                raise ConfigError(
+                    f"search space {path!r}: need {'0 < ' if spec[0] == 'log_uniform' else ''}"
+                    f"low <= high, got {spec[1:]}"
+                )
         out[str(path)] = canonical(spec)
     return out
 
@@ -86,8 +90,9 @@ def draw_values(space: Mapping[str, Sequence], budget: int, seed: int) -> list[d
     return draws
 
 
-def draw_configs(bases: Mapping[str, Mapping], space: Mapping[str, Sequence], budget: int, seed: int
-                 ) -> dict[str, list[ModelConfig]]:
+def draw_configs(
+    bases: Mapping[str, Mapping], space: Mapping[str, Sequence], budget: int, seed: int
+) -> dict[str, list[ModelConfig]]:
     """Per base (e.g. ``{"rotation": ..., "cnn": ...}``, model-config dicts), ``budget`` validated
     configs: the base with each draw of :func:`draw_values` applied, the same draws for every base."""
     if not bases:

@@ -63,11 +63,15 @@ class TypeCount:
     def curve(self) -> list[dict]:
         """The evidence as plain rows: ``k``, ``lifetime`` (the criterion), ``stability`` (mean ARI of
         half-ensembles), ``sd`` (of that ARI), ``chosen``."""
-        return [dict(k=int(k), lifetime=float(t), stability=float(s), sd=float(d), chosen=bool(k == self.k))
-                for k, t, s, d in zip(self.candidates, self.lifetime, self.stability, self.spread)]
+        return [
+            dict(k=int(k), lifetime=float(t), stability=float(s), sd=float(d), chosen=bool(k == self.k))
+            for k, t, s, d in zip(self.candidates, self.lifetime, self.stability, self.spread)
+        ]
 
 
-def candidate_range(n_units: int, k_range: tuple[int, int] = DEFAULT_RANGE, min_units_per_type: int = 3) -> tuple[int, int]:
+def candidate_range(
+    n_units: int, k_range: tuple[int, int] = DEFAULT_RANGE, min_units_per_type: int = 3
+) -> tuple[int, int]:
     """``k_range`` capped so that every type could hold ``min_units_per_type`` units on average.
 
     Raises ValueError when nothing is left (fewer than ``2 * min_units_per_type`` units, or an
@@ -77,15 +81,18 @@ def candidate_range(n_units: int, k_range: tuple[int, int] = DEFAULT_RANGE, min_
         raise ValueError(f"k range: expected 2 <= low <= high, got {k_range}")
     cap = n_units // min_units_per_type
     if cap < low:
-        raise ValueError(f"k range {k_range}: {n_units} units allow at most {cap} types of "
-                         f"{min_units_per_type} units each")
+        raise ValueError(
+            f"k range {k_range}: {n_units} units allow at most {cap} types of {min_units_per_type} units each"
+        )
     return low, min(high, cap)
 
 
 def _check_readouts(readouts: Sequence[np.ndarray], rotations: int) -> list[np.ndarray]:
     readouts = [np.asarray(w, dtype=np.float64) for w in readouts]
     if len(readouts) < 2:
-        raise ValueError(f"choose_type_count: needs the readouts of at least 2 models (two halves), got {len(readouts)}")
+        raise ValueError(
+            f"choose_type_count: needs the readouts of at least 2 models (two halves), got {len(readouts)}"
+        )
     shapes = {w.shape for w in readouts}
     if len(shapes) != 1:
         raise ValueError(f"choose_type_count: models' readouts differ in shape: {sorted(shapes)}")
@@ -98,8 +105,10 @@ def _check_readouts(readouts: Sequence[np.ndarray], rotations: int) -> list[np.n
         # power spectrum (invariant to rotation) with the population's.
         power = np.abs(celltypes._spectra(unit_length, rotations)) ** 2
         if np.allclose(power, power[:1], atol=1e-10):
-            raise ValueError(f"choose_type_count: model {m}'s readouts are the same vector (up to rotation) "
-                             "for every unit; there are no types to count")
+            raise ValueError(
+                f"choose_type_count: model {m}'s readouts are the same vector (up to rotation) "
+                "for every unit; there are no types to count"
+            )
     return readouts
 
 
@@ -129,8 +138,10 @@ def choose_type_count(
     n_models, n_units = len(readouts), readouts[0].shape[0]
     low, high = candidate_range(n_units, k_range)
     candidates = np.arange(low, high + 1)
-    labelings = {int(k): [celltypes.cluster_types(w, rotations, int(k), seed=seed + m) for m, w in enumerate(readouts)]
-                 for k in candidates}
+    labelings = {
+        int(k): [celltypes.cluster_types(w, rotations, int(k), seed=seed + m) for m, w in enumerate(readouts)]
+        for k in candidates
+    }
     lifetime = _lifetimes([labels for k in candidates for labels in labelings[int(k)]], candidates)
     halves = _half_splits(n_models, splits, np.random.default_rng(seed))
     stability, spread = [], []
@@ -138,14 +149,22 @@ def choose_type_count(
         agreement = [
             celltypes.adjusted_rand_index(
                 celltypes.consensus_types([labelings[int(k)][i] for i in first], int(k))[0],
-                celltypes.consensus_types([labelings[int(k)][i] for i in second], int(k))[0])
+                celltypes.consensus_types([labelings[int(k)][i] for i in second], int(k))[0],
+            )
             for first, second in halves
         ]
         stability.append(np.mean(agreement))
         spread.append(np.std(agreement))
     chosen = int(candidates[np.flatnonzero(lifetime == lifetime.max())[-1]])
-    return TypeCount(k=chosen, candidates=candidates, lifetime=lifetime, stability=np.array(stability),
-                     spread=np.array(spread), splits=len(halves), labelings=labelings)
+    return TypeCount(
+        k=chosen,
+        candidates=candidates,
+        lifetime=lifetime,
+        stability=np.array(stability),
+        spread=np.array(spread),
+        splits=len(halves),
+        labelings=labelings,
+    )
 
 
 def _lifetimes(labelings: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:

@@ -46,13 +46,27 @@ def scans() -> pd.DataFrame:
     """One row per scan: area, layers, depth range [um], trials, units, and (when computed) its mean
     oracle correlation and explainable variance."""
     recordings = stage("recordings")
-    frame = to_frame(recordings.Scan.proj(
-        "area", "layers", "depth_min", "depth_max", "n_trials", "n_units", "n_withheld", "image_height",
-        "image_width", "simulated", "source"), order_by=list(SCAN_KEY))
+    frame = to_frame(
+        recordings.Scan.proj(
+            "area",
+            "layers",
+            "depth_min",
+            "depth_max",
+            "n_trials",
+            "n_units",
+            "n_withheld",
+            "image_height",
+            "image_width",
+            "simulated",
+            "source",
+        ),
+        order_by=list(SCAN_KEY),
+    )
     summary = to_frame(stage("stats").Reliability)
     if summary.empty:
-        return frame.assign(n_repeated_images=pd.NA, mean_repeats=np.nan, mean_oracle=np.nan,
-                            mean_explainable_variance=np.nan)
+        return frame.assign(
+            n_repeated_images=pd.NA, mean_repeats=np.nan, mean_oracle=np.nan, mean_explainable_variance=np.nan
+        )
     return frame.merge(summary.drop(columns="scan"), on=list(SCAN_KEY), how="left")
 
 
@@ -85,10 +99,23 @@ def models(restriction=None) -> pd.DataFrame:
     (``image_height``, ``image_width`` pixels) and mean scores (test correlation, single-trial
     correlation, FEVE, oracle ceiling, validation correlation)."""
     m = stage("models")
-    query = m.TrainedModel.proj(
-        "n_units", "image_height", "image_width", "test_correlation", "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation",
-        "iterations", "train_seconds", "device",
-    ) * m.ModelConfig.proj(*_MODEL_COLUMNS) * m.DatasetConfig.proj(*SCAN_KEY)
+    query = (
+        m.TrainedModel.proj(
+            "n_units",
+            "image_height",
+            "image_width",
+            "test_correlation",
+            "test_single_trial",
+            "test_feve",
+            "oracle_ceiling",
+            "val_correlation",
+            "iterations",
+            "train_seconds",
+            "device",
+        )
+        * m.ModelConfig.proj(*_MODEL_COLUMNS)
+        * m.DatasetConfig.proj(*SCAN_KEY)
+    )
     return to_frame(restrict(query, restriction), order_by=["core_kind", "model_hash", "seed"])
 
 
@@ -112,11 +139,16 @@ def training_curves(restriction=None) -> pd.DataFrame:
     ``iteration``, ``lr``, ``train_loss`` (mean since the previous evaluation, regularizers included;
     NaN at iteration 0), ``val_loss`` and ``val_correlation``."""
     m = stage("models")
-    query = restrict(m.TrainedModel.proj("history") * m.ModelConfig.proj(*_MODEL_COLUMNS)
-                      * m.DatasetConfig.proj(*SCAN_KEY), restriction)
-    return curves(query, ["core_kind", "model_hash", "seed"],
-                   lambda r: f"{r['config_name'] or r['core_kind']} seed {r['seed']} ({r['model_hash'][:6]})",
-                   PREDICTOR_CURVE)
+    query = restrict(
+        m.TrainedModel.proj("history") * m.ModelConfig.proj(*_MODEL_COLUMNS) * m.DatasetConfig.proj(*SCAN_KEY),
+        restriction,
+    )
+    return curves(
+        query,
+        ["core_kind", "model_hash", "seed"],
+        lambda r: f"{r['config_name'] or r['core_kind']} seed {r['seed']} ({r['model_hash'][:6]})",
+        PREDICTOR_CURVE,
+    )
 
 
 def unit_scores(restriction=None) -> pd.DataFrame:
@@ -199,7 +231,12 @@ def classifiers(restriction=None) -> pd.DataFrame:
     similarity fidelity (r of S_model with the neural similarity), training time."""
     c = stage("classifiers")
     query = c.TrainedClassifier.proj(
-        "clean_accuracy", "validation_accuracy", "similarity_fidelity", "steps", "train_seconds", "device",
+        "clean_accuracy",
+        "validation_accuracy",
+        "similarity_fidelity",
+        "steps",
+        "train_seconds",
+        "device",
     ) * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
     return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
 
@@ -214,8 +251,16 @@ def load_classifier(key, device=None):
     return c.TrainedClassifier.load_model(one_key(c.TrainedClassifier, key), device=device)
 
 
-CLASSIFIER_CURVE = ("epoch", "lr", "steps", "train_loss", "train_accuracy", "similarity_loss",
-                    "validation_accuracy", "seconds")
+CLASSIFIER_CURVE = (
+    "epoch",
+    "lr",
+    "steps",
+    "train_loss",
+    "train_accuracy",
+    "similarity_loss",
+    "validation_accuracy",
+    "seconds",
+)
 
 
 def classifier_curves(restriction=None) -> pd.DataFrame:
@@ -224,10 +269,13 @@ def classifier_curves(restriction=None) -> pd.DataFrame:
     ``lr``, ``steps``, ``train_loss`` (cross-entropy), ``train_accuracy``, ``similarity_loss``
     (unweighted regularizer loss; NaN for the baseline), ``validation_accuracy`` and ``seconds``."""
     c = stage("classifiers")
-    query = restrict(c.TrainedClassifier.proj("history") * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS),
-                      restriction)
-    return curves(query, ["control", "alpha", "seed"],
-                   lambda r: f"{r['control']} alpha {r['alpha']:g} seed {r['seed']}", CLASSIFIER_CURVE)
+    query = restrict(c.TrainedClassifier.proj("history") * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS), restriction)
+    return curves(
+        query,
+        ["control", "alpha", "seed"],
+        lambda r: f"{r['control']} alpha {r['alpha']:g} seed {r['seed']}",
+        CLASSIFIER_CURVE,
+    )
 
 
 def classifier_robustness(restriction=None) -> pd.DataFrame:
@@ -244,7 +292,8 @@ def adversarial_summary(restriction=None) -> pd.DataFrame:
     PGD accuracies (``pgd``: a list of ``{norm, eps, accuracy}``)."""
     c = stage("classifiers")
     query = c.AdversarialEvaluation.proj("n_images", "median_l2", "median_linf", "pgd") * c.ClassifierConfig.proj(
-        *_CLASSIFIER_COLUMNS)
+        *_CLASSIFIER_COLUMNS
+    )
     return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
 
 
@@ -279,8 +328,15 @@ def classifier_similarity_pairs(
     regularizer.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     stimuli = c._stimulus_images(key["similarity_name"])
     reference = c.Similarity.open(c.SimilarityTask & key)
-    return train.similarity_pairs(model, regularizer, stimuli, reference, n_pairs=n_pairs,
-                                  seed=key["seed"] if seed is None else seed, device=device)
+    return train.similarity_pairs(
+        model,
+        regularizer,
+        stimuli,
+        reference,
+        n_pairs=n_pairs,
+        seed=key["seed"] if seed is None else seed,
+        device=device,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,6 +362,14 @@ def progress() -> pd.DataFrame:
             except QueueError:
                 errors = 0
             errors = min(errors, remaining)
-            rows.append(dict(stage=name, table=table.__name__, done=total - remaining,
-                             pending=remaining - errors, error=errors, keys=total))
+            rows.append(
+                dict(
+                    stage=name,
+                    table=table.__name__,
+                    done=total - remaining,
+                    pending=remaining - errors,
+                    error=errors,
+                    keys=total,
+                )
+            )
     return pd.DataFrame(rows, columns=["stage", "table", "done", "pending", "error", "keys"])

@@ -105,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("simulate", _cmd_simulate, "simulate a V1 scan with ground truth and insert it")
     from pipeline.data.simulate import PRESETS
 
-    sub.add_argument("--preset", choices=tuple(PRESETS), default="demo",
-                     help="simulation preset; demo-<variant> are the harder ground truths (docs/results.md)")
+    sub.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="demo",
+        help="simulation preset; demo-<variant> are the harder ground truths (docs/results.md)",
+    )
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--scan", help="scan key animal-session-scan (default: the preset's)")
     imaging_cli.add_simulate_options(sub)

@@ -73,8 +73,10 @@ def stage(name: str):
         ) from err
     missing = [table.__name__ for table in schemas.module_tables(module, dj.Table) if not table().is_declared]
     if missing:
-        raise StageNotComputed(f"stage {name!r}: table(s) {', '.join(missing)} are not declared on this server "
-                               "(a newer pipeline version); run `python -m populate setup`")
+        raise StageNotComputed(
+            f"stage {name!r}: table(s) {', '.join(missing)} are not declared on this server "
+            "(a newer pipeline version); run `python -m populate setup`"
+        )
     return module
 
 
@@ -151,5 +153,3 @@ def curves(query, order_by, label, columns) -> pd.DataFrame:
     for column in columns:  # None (e.g. no training loss before the first step) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return with_scan(frame)
-
-

@@ -41,7 +41,9 @@ def open_connection():
 
     config = dj.config
     return dj.Connection(
-        config["database.host"], config["database.user"], config["database.password"],
+        config["database.host"],
+        config["database.user"],
+        config["database.password"],
         use_tls=config["database.use_tls"],
     )
 

@@ -17,6 +17,7 @@ exit_without_teardown = False
 
 def _number(kind, rule: str, ok):
     """argparse type: a ``kind`` number for which ``ok(value)`` holds, else the error ``rule``."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -48,7 +49,9 @@ def _tables(args, names=None):
 
 def _schema_module_option(sub) -> None:
     sub.add_argument(
-        "--schema-module", action="append", metavar="MODULE",
+        "--schema-module",
+        action="append",
+        metavar="MODULE",
         help="serve the computed tables of this module instead of the pipeline's (extensions, tests); repeatable",
     )
 
@@ -64,13 +67,23 @@ def _cmd_worker(args) -> None:
     # Importing the table modules queries the server: a worker started while it is away waits for it.
     tables = until_reachable(lambda: _tables(args, args.tables), threading.Event(), "at start", args.start_timeout)
     worker = Worker(
-        tables, device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
-        poll=args.poll, heartbeat=args.heartbeat, stop_timeout=args.stop_timeout, batch=args.batch,
-        refresh=not args.no_refresh, threads=args.threads, start_timeout=args.start_timeout,
+        tables,
+        device=args.device,
+        max_jobs=args.max_jobs,
+        idle_exit=args.idle_exit,
+        poll=args.poll,
+        heartbeat=args.heartbeat,
+        stop_timeout=args.stop_timeout,
+        batch=args.batch,
+        refresh=not args.no_refresh,
+        threads=args.threads,
+        start_timeout=args.start_timeout,
     )
     summary = worker.run()
-    print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
-          f"({summary.reason or 'stopped'})")
+    print(
+        f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
+        f"({summary.reason or 'stopped'})"
+    )
     _done_for_good()
 
 
@@ -83,7 +96,10 @@ def _cmd_scheduler(args) -> None:
     from .scheduler import Scheduler
 
     scheduler = Scheduler(
-        _tables(args), max_retries=args.max_retries, stale_after=args.stale_after, lost_after=args.lost_after,
+        _tables(args),
+        max_retries=args.max_retries,
+        stale_after=args.stale_after,
+        lost_after=args.lost_after,
         backoff=args.backoff,
     )
     report = scheduler.run(interval=args.interval, once=args.once)
@@ -192,23 +208,48 @@ def _with_defaults(sub, command: str) -> None:
         "worker": {
             "--poll": (_positive(float), DEFAULT_POLL_S, "SECONDS", "wait between looks at empty queues"),
             "--heartbeat": (_positive(float), DEFAULT_HEARTBEAT_S, "SECONDS", "interval of the liveness beat"),
-            "--stop-timeout": (_positive(float), DEFAULT_STOP_TIMEOUT_S, "SECONDS",
-                               "after SIGTERM, exit by force after this long"),
-            "--batch": (_positive(int), DEFAULT_BATCH, "N",
-                        "pending keys fetched per look, and the most reserved ahead when makes are fast"),
-            "--start-timeout": (_non_negative(float), DEFAULT_START_TIMEOUT_S, "SECONDS",
-                                "at start, wait this long for a database that does not answer yet, then exit 1 "
-                                "(once started, a worker waits for it without limit)"),
+            "--stop-timeout": (
+                _positive(float),
+                DEFAULT_STOP_TIMEOUT_S,
+                "SECONDS",
+                "after SIGTERM, exit by force after this long",
+            ),
+            "--batch": (
+                _positive(int),
+                DEFAULT_BATCH,
+                "N",
+                "pending keys fetched per look, and the most reserved ahead when makes are fast",
+            ),
+            "--start-timeout": (
+                _non_negative(float),
+                DEFAULT_START_TIMEOUT_S,
+                "SECONDS",
+                "at start, wait this long for a database that does not answer yet, then exit 1 "
+                "(once started, a worker waits for it without limit)",
+            ),
         },
         "scheduler": {
             "--interval": (_positive(float), DEFAULT_INTERVAL_S, "S", "seconds between passes"),
             "--max-retries": (_non_negative(int), DEFAULT_MAX_RETRIES, "N", "automatic re-queues per job"),
-            "--stale-after": (_positive(float), DEFAULT_STALE_AFTER_S, "S",
-                              "heartbeat age after which a worker without a connection is dead"),
-            "--lost-after": (_non_negative(float), DEFAULT_LOST_AFTER_S, "S", "heartbeat age after which a worker "
-                             "is presumed lost even while the server lists its connection; 0: never"),
-            "--backoff": (_non_negative(float), DEFAULT_BACKOFF_S, "S",
-                          "delay before the first retry of a transient error, doubled each time"),
+            "--stale-after": (
+                _positive(float),
+                DEFAULT_STALE_AFTER_S,
+                "S",
+                "heartbeat age after which a worker without a connection is dead",
+            ),
+            "--lost-after": (
+                _non_negative(float),
+                DEFAULT_LOST_AFTER_S,
+                "S",
+                "heartbeat age after which a worker "
+                "is presumed lost even while the server lists its connection; 0: never",
+            ),
+            "--backoff": (
+                _non_negative(float),
+                DEFAULT_BACKOFF_S,
+                "S",
+                "delay before the first retry of a transient error, doubled each time",
+            ),
         },
     }
     for flag, (kind, default, metavar, text) in options[command].items():
@@ -219,21 +260,37 @@ def add_commands(command) -> None:
     """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
     from .worker_settings import device_spec
 
-    sub = command("worker", _cmd_worker, "compute jobs one at a time from the job queues until stopped (SIGTERM hands "
-                  "the running job back)")
+    sub = command(
+        "worker",
+        _cmd_worker,
+        "compute jobs one at a time from the job queues until stopped (SIGTERM hands the running job back)",
+    )
     sub.add_argument("--tables", nargs="+", metavar="T", help="only these tables (class names)")
-    sub.add_argument("--device", type=device_spec, help="cpu, auto, cuda or cuda:N for the makes "
-                     "(exported as PIPELINE_DEVICE; default: leave it as set)")
-    sub.add_argument("--threads", type=_positive(int), metavar="N", help="torch threads for the makes (default: "
-                     "$PIPELINE_THREADS, else the CPUs this process may use: affinity mask and cgroup quota)")
+    sub.add_argument(
+        "--device",
+        type=device_spec,
+        help="cpu, auto, cuda or cuda:N for the makes (exported as PIPELINE_DEVICE; default: leave it as set)",
+    )
+    sub.add_argument(
+        "--threads",
+        type=_positive(int),
+        metavar="N",
+        help="torch threads for the makes (default: "
+        "$PIPELINE_THREADS, else the CPUs this process may use: affinity mask and cgroup quota)",
+    )
     sub.add_argument("--max-jobs", type=_positive(int), metavar="N", help="exit after N makes")
-    sub.add_argument("--idle-exit", type=_non_negative(float), metavar="SECONDS", help="exit after this long without work")
+    sub.add_argument(
+        "--idle-exit", type=_non_negative(float), metavar="SECONDS", help="exit after this long without work"
+    )
     _with_defaults(sub, "worker")
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
     _schema_module_option(sub)
 
-    sub = command("scheduler", _cmd_scheduler, "refresh the job queues and re-queue jobs of dead workers and "
-                  "transient failures, on a timer")
+    sub = command(
+        "scheduler",
+        _cmd_scheduler,
+        "refresh the job queues and re-queue jobs of dead workers and transient failures, on a timer",
+    )
     sub.add_argument("--once", action="store_true", help="one pass, then exit")
     _with_defaults(sub, "scheduler")
     _schema_module_option(sub)
@@ -242,8 +299,13 @@ def add_commands(command) -> None:
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--max-errors", type=_positive(int), default=50, metavar="N", help="errors listed per table")
     sub.add_argument("--no-traceback", action="store_true", help="messages only")
-    sub.add_argument("--traceback-lines", type=_non_negative(int), default=12, metavar="N",
-                     help="last lines of each traceback shown; 0: all (default 12)")
+    sub.add_argument(
+        "--traceback-lines",
+        type=_non_negative(int),
+        default=12,
+        metavar="N",
+        help="last lines of each traceback shown; 0: all (default 12)",
+    )
     _schema_module_option(sub)
 
     for name, handler, text in (
@@ -259,7 +321,9 @@ def add_commands(command) -> None:
 
     sub = command("roles", None, "database roles scoped to the schema prefix: admin, worker, member")
     actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="create or update the roles and their grants (idempotent; rerun after setup)")
+    create = actions.add_parser(
+        "create", help="create or update the roles and their grants (idempotent; rerun after setup)"
+    )
     create.add_argument("--dry-run", action="store_true", help="print the SQL only")
     create.set_defaults(handler=_cmd_roles_create)
     drop = actions.add_parser("drop", help="drop the roles")
@@ -268,8 +332,11 @@ def add_commands(command) -> None:
     user = actions.add_parser("user", help="create a login user holding one role")
     user.add_argument("name")
     user.add_argument("--role", required=True, choices=("admin", "worker", "member"))
-    user.add_argument("--password-env", metavar="VAR", help="environment variable holding the password "
-                      "(default: generate one and print it)")
+    user.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the password (default: generate one and print it)",
+    )
     user.add_argument("--host", default="%", help="MySQL/MariaDB account host (default %%)")
     user.add_argument("--dry-run", action="store_true", help="print the SQL only (password masked)")
     user.set_defaults(handler=_cmd_roles_user)
@@ -279,15 +346,32 @@ def add_commands(command) -> None:
     drop_user.add_argument("--dry-run", action="store_true", help="print the SQL only")
     drop_user.set_defaults(handler=_cmd_roles_drop_user)
 
-    sub = command("gc", _cmd_gc, "list object-store files no row of this prefix's schemas refers to (dry run); "
-                  "--delete removes them")
+    sub = command(
+        "gc",
+        _cmd_gc,
+        "list object-store files no row of this prefix's schemas refers to (dry run); --delete removes them",
+    )
     from .store_gc import DEFAULT_GRACE_S, DEFAULT_WAIT_S
 
-    sub.add_argument("--delete", action="store_true", help="delete the orphans (safe while anything runs: files "
-                     "younger than --grace, than the oldest open transaction or reserved job are kept)")
-    sub.add_argument("--grace", type=_non_negative(float), default=DEFAULT_GRACE_S, metavar="SECONDS",
-                     help=f"never delete files younger than this (default {DEFAULT_GRACE_S:g})")
-    sub.add_argument("--wait", type=_non_negative(float), default=DEFAULT_WAIT_S, metavar="SECONDS",
-                     help="with --delete, rescan for up to this long while work in flight holds orphans back "
-                          f"(default {DEFAULT_WAIT_S:g})")
+    sub.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete the orphans (safe while anything runs: files "
+        "younger than --grace, than the oldest open transaction or reserved job are kept)",
+    )
+    sub.add_argument(
+        "--grace",
+        type=_non_negative(float),
+        default=DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help=f"never delete files younger than this (default {DEFAULT_GRACE_S:g})",
+    )
+    sub.add_argument(
+        "--wait",
+        type=_non_negative(float),
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help="with --delete, rescan for up to this long while work in flight holds orphans back "
+        f"(default {DEFAULT_WAIT_S:g})",
+    )
     sub.add_argument("--limit", type=_non_negative(int), default=50, metavar="N", help="paths listed (0: all)")

@@ -76,8 +76,14 @@ def _section(section: Section) -> dict:
     except Exception as err:  # one broken stage must not hide the others
         log.exception("report section %s failed", section.id)
         status, message = "error", f"{type(err).__name__}: {' '.join(str(err).split()) or type(err).__name__}"
-    return dict(id=section.id, title=section.title, status=status, message=message, blocks=panel.blocks,
-                figures=panel.figures if status == "computed" else 0)
+    return dict(
+        id=section.id,
+        title=section.title,
+        status=status,
+        message=message,
+        blocks=panel.blocks,
+        figures=panel.figures if status == "computed" else 0,
+    )
 
 
 def render_report() -> str:
@@ -89,7 +95,9 @@ def render_report() -> str:
     except Exception as err:
         raise RuntimeError(f"report: cannot connect to the database ({' '.join(str(err).split())})") from err
     return _TEMPLATES.get_template("report.html").render(
-        backend=where["backend"], host=where["host"], prefix=db.prefix(),
+        backend=where["backend"],
+        host=where["host"],
+        prefix=db.prefix(),
         generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         sections=[_section(section) for section in SECTIONS],
     )

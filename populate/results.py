@@ -85,12 +85,40 @@ def classifier_summary() -> list[dict]:
 REPORTS: dict[str, Callable[[], list[dict]]] = {"models": models, "celltypes": celltypes, "classifiers": classifiers}
 
 TEXT_COLUMNS = {
-    "models": ("config_name", "core_kind", "feature_maps", "seed", "scan", "test_correlation", "test_single_trial",
-               "test_feve", "oracle_ceiling", "train_seconds"),
-    "celltypes": ("config_name", "seed", "scan", "unit_id", "cell_type", "cluster", "preferred_orientation_deg",
-                  "main_share", "clean", "true_type"),
-    "classifiers": ("config_name", "control", "alpha", "seed", "clean_accuracy", "median_l2", "median_linf",
-                    "similarity_fidelity"),
+    "models": (
+        "config_name",
+        "core_kind",
+        "feature_maps",
+        "seed",
+        "scan",
+        "test_correlation",
+        "test_single_trial",
+        "test_feve",
+        "oracle_ceiling",
+        "train_seconds",
+    ),
+    "celltypes": (
+        "config_name",
+        "seed",
+        "scan",
+        "unit_id",
+        "cell_type",
+        "cluster",
+        "preferred_orientation_deg",
+        "main_share",
+        "clean",
+        "true_type",
+    ),
+    "classifiers": (
+        "config_name",
+        "control",
+        "alpha",
+        "seed",
+        "clean_accuracy",
+        "median_l2",
+        "median_linf",
+        "similarity_fidelity",
+    ),
 }
 """The columns of each listing in the text table (``--json`` prints all)."""
 

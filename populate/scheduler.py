@@ -115,10 +115,15 @@ class Scheduler:
     ) -> None:
         from .worker_settings import check_settings
 
-        check_settings(SchedulerError, non_negative={"--max-retries": max_retries, "--backoff": backoff},
-                       positive={"--stale-after": stale_after})
+        check_settings(
+            SchedulerError,
+            non_negative={"--max-retries": max_retries, "--backoff": backoff},
+            positive={"--stale-after": stale_after},
+        )
         if lost_after and lost_after < stale_after:
-            raise SchedulerError(f"--lost-after ({lost_after:g} s) must be 0 (off) or at least --stale-after ({stale_after:g} s)")
+            raise SchedulerError(
+                f"--lost-after ({lost_after:g} s) must be 0 (off) or at least --stale-after ({stale_after:g} s)"
+            )
         self.tables = tables
         self.max_retries = max_retries
         self.stale_after = stale_after
@@ -175,7 +180,10 @@ class Scheduler:
             if "still listed" in reason:
                 kill_connection(jobs.connection, job["connection_id"])
             outcome = reservation.requeue(
-                jobs, key, reason, expect=dict(status="reserved", **{f: job[f] for f in fields}),
+                jobs,
+                key,
+                reason,
+                expect=dict(status="reserved", **{f: job[f] for f in fields}),
                 max_retries=self.max_retries,
             )
             self._tally(report, jobs, key, reason, outcome, "dead_requeued")
@@ -191,8 +199,12 @@ class Scheduler:
                 continue  # already reported as spent, or a person will decide
             reason = f"{kind}: {job['error_message']}"
             outcome = reservation.requeue(
-                jobs, key, reason, expect=dict(status="error", error_message=job["error_message"]),
-                max_retries=self.max_retries, delay=self.backoff * 2**used,
+                jobs,
+                key,
+                reason,
+                expect=dict(status="error", error_message=job["error_message"]),
+                max_retries=self.max_retries,
+                delay=self.backoff * 2**used,
             )
             self._tally(report, jobs, key, reason, outcome, "transient_requeued")
 

@@ -50,8 +50,7 @@ def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
     now = server_now(connection)
     workers = _heartbeats(connection, now)
     by_process = {(w["host"], w["pid"]): w for w in workers}
-    report = {"server_time": now.isoformat(), "tables": [], "waiting": [], "errors": [], "running": [],
-              "workers": []}
+    report = {"server_time": now.isoformat(), "tables": [], "waiting": [], "errors": [], "running": [], "workers": []}
     for table in tables:
         jobs = queue(table)
         remaining, total = table().progress()
@@ -60,35 +59,65 @@ def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
         counts.pop("total", None)
         queued = counts["pending"] + counts["reserved"] + counts["error"] + counts["ignore"]
         report["tables"].append(
-            dict(table=table.__name__, full_name=table.full_table_name, keys=total + n_waiting,
-                 done=total - remaining, waiting=n_waiting, not_queued=max(remaining - queued, 0), **counts)
+            dict(
+                table=table.__name__,
+                full_name=table.full_table_name,
+                keys=total + n_waiting,
+                done=total - remaining,
+                waiting=n_waiting,
+                not_queued=max(remaining - queued, 0),
+                **counts,
+            )
         )
-        report["waiting"] += [dict(table=table.__name__, key=json.loads(key_json(key)), inputs=inputs)
-                              for key, inputs in blocked]
+        report["waiting"] += [
+            dict(table=table.__name__, key=json.loads(key_json(key)), inputs=inputs) for key, inputs in blocked
+        ]
         for row in jobs.errors.to_dicts(order_by="completed_time DESC", limit=max_errors):
             key = {k: row[k] for k in jobs.primary_key}
             stack = row.get("error_stack")
             report["errors"].append(
-                dict(table=table.__name__, key=json.loads(key_json(key)), message=row["error_message"],
-                     traceback=stack if isinstance(stack, str) else (None if stack is None else str(stack)),
-                     time=row["completed_time"].isoformat() if row["completed_time"] else None,
-                     host=row["host"], pid=row["pid"], retries=retries(table, key))
+                dict(
+                    table=table.__name__,
+                    key=json.loads(key_json(key)),
+                    message=row["error_message"],
+                    traceback=stack if isinstance(stack, str) else (None if stack is None else str(stack)),
+                    time=row["completed_time"].isoformat() if row["completed_time"] else None,
+                    host=row["host"],
+                    pid=row["pid"],
+                    retries=retries(table, key),
+                )
             )
         for row in jobs.reserved.to_dicts(order_by="reserved_time"):
             key = {k: row[k] for k in jobs.primary_key}
             worker = by_process.get((row["host"], row["pid"]))
             report["running"].append(
-                dict(table=table.__name__, key=json.loads(key_json(key)), host=row["host"], pid=row["pid"],
-                     connection_id=row["connection_id"], user=row["user"],
-                     elapsed_s=round((now - row["reserved_time"]).total_seconds(), 1) if row["reserved_time"] else None,
-                     worker=worker["worker"] if worker else None,
-                     heartbeat_age_s=round(worker["heartbeat_age_s"], 1) if worker else None)
+                dict(
+                    table=table.__name__,
+                    key=json.loads(key_json(key)),
+                    host=row["host"],
+                    pid=row["pid"],
+                    connection_id=row["connection_id"],
+                    user=row["user"],
+                    elapsed_s=round((now - row["reserved_time"]).total_seconds(), 1) if row["reserved_time"] else None,
+                    worker=worker["worker"] if worker else None,
+                    heartbeat_age_s=round(worker["heartbeat_age_s"], 1) if worker else None,
+                )
             )
     for w in workers:
         report["workers"].append(
-            dict(worker=w["worker"], host=w["host"], pid=w["pid"], device=w["device"], state=w["state"],
-                 heartbeat_age_s=round(w["heartbeat_age_s"], 1), job_table=w["job_table"], job_key=w["job_key"],
-                 jobs_done=w["jobs_done"], jobs_failed=w["jobs_failed"], started=w["started"].isoformat())
+            dict(
+                worker=w["worker"],
+                host=w["host"],
+                pid=w["pid"],
+                device=w["device"],
+                state=w["state"],
+                heartbeat_age_s=round(w["heartbeat_age_s"], 1),
+                job_table=w["job_table"],
+                job_key=w["job_key"],
+                jobs_done=w["jobs_done"],
+                jobs_failed=w["jobs_failed"],
+                started=w["started"].isoformat(),
+            )
         )
     return report
 
@@ -97,11 +126,25 @@ def format_status(report: dict, tracebacks: bool = True, traceback_lines: int = 
     """The status report as text for people."""
     lines = [f"server time {report['server_time']}", ""]
     header = ("table", "keys", "done", "waiting", "not queued", "pending", "reserved", "error", "ignore")
-    rows = [(t["table"], t["keys"], t["done"], t["waiting"], t["not_queued"], t["pending"], t["reserved"], t["error"],
-             t["ignore"]) for t in report["tables"]]
+    rows = [
+        (
+            t["table"],
+            t["keys"],
+            t["done"],
+            t["waiting"],
+            t["not_queued"],
+            t["pending"],
+            t["reserved"],
+            t["error"],
+            t["ignore"],
+        )
+        for t in report["tables"]
+    ]
     widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
     for r in (header, *rows):
-        lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+        lines.append(
+            "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        )
     if report["waiting"]:
         lines += ["", "waiting for inputs (not queued until every input is in place):"]
         by_table = collections.defaultdict(list)

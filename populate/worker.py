@@ -102,9 +102,12 @@ class Worker:
     ) -> None:
         if not tables:
             raise WorkerError("no tables to work on")
-        check_settings(WorkerError, at_least_one=dict(max_jobs=max_jobs, batch=batch),
-                       positive=dict(poll=poll, heartbeat=heartbeat, stop_timeout=stop_timeout),
-                       non_negative=dict(idle_exit=idle_exit, start_timeout=start_timeout))
+        check_settings(
+            WorkerError,
+            at_least_one=dict(max_jobs=max_jobs, batch=batch),
+            positive=dict(poll=poll, heartbeat=heartbeat, stop_timeout=stop_timeout),
+            non_negative=dict(idle_exit=idle_exit, start_timeout=start_timeout),
+        )
         self.tables = tables
         self.device = device
         self.threads = threads
@@ -159,8 +162,9 @@ class Worker:
 
     def _record_escaped(self, jobs, key: dict, error: BaseException, stack: str | None = None) -> None:
         """An exception escaped DataJoint's own handling (the connection broke while it recorded the error)."""
-        if record_failure(jobs, key, error, stack or traceback.format_exc(), host=self.host, pid=self.pid,
-                          stop=self._stop):
+        if record_failure(
+            jobs, key, error, stack or traceback.format_exc(), host=self.host, pid=self.pid, stop=self._stop
+        ):
             self.summary.failed += 1
 
     def _run_one(self, jobs, key: dict) -> str:
@@ -286,8 +290,13 @@ class Worker:
         import datajoint as dj
 
         return dict(
-            self._state, worker=self.name, host=self.host, pid=self.pid, device=self.device or "",
-            jobs_done=self.summary.done, jobs_failed=self.summary.failed,
+            self._state,
+            worker=self.name,
+            host=self.host,
+            pid=self.pid,
+            device=self.device or "",
+            jobs_done=self.summary.done,
+            jobs_failed=self.summary.failed,
             connection_id=dj.conn().connection_id,
         )
 
@@ -319,8 +328,11 @@ class Worker:
             heartbeat = Heartbeat(self.name, self.heartbeat_interval, self._snapshot)
             heartbeat.start()
             log.info(
-                "worker %s on %s (device %s, %d threads): %s", self.name, connection.conn_info["host"],
-                self.device or "default", self.threads,
+                "worker %s on %s (device %s, %d threads): %s",
+                self.name,
+                connection.conn_info["host"],
+                self.device or "default",
+                self.threads,
                 ", ".join(t.__name__ for t in self.tables),
             )
             self._loop()
@@ -336,8 +348,12 @@ class Worker:
                 signal.signal(sig, handler)
             signal.setitimer(signal.ITIMER_REAL, 0)
         log.info(
-            "worker %s exits (%s): %d done, %d failed, %d handed back, %d not ready", self.name,
-            self.summary.reason or "stopped", self.summary.done, self.summary.failed, self.summary.handed_back,
+            "worker %s exits (%s): %d done, %d failed, %d handed back, %d not ready",
+            self.name,
+            self.summary.reason or "stopped",
+            self.summary.done,
+            self.summary.failed,
+            self.summary.handed_back,
             self.summary.not_ready,
         )
         return self.summary
@@ -372,6 +388,7 @@ class Worker:
             if idle_over:
                 self.summary.reason = f"idle for {self.idle_exit:g} s"
                 return
-            wait = self.poll if self.idle_exit is None else min(self.poll, max(self.idle_exit - (now - idle_since), 0.01))
+            wait = (
+                self.poll if self.idle_exit is None else min(self.poll, max(self.idle_exit - (now - idle_since), 0.01))
+            )
             self._stop.wait(wait)
-

@@ -119,8 +119,9 @@ def hand_back(jobs, key: dict, *, host: str, pid: int, stop: threading.Event) ->
     return False
 
 
-def record_failure(jobs, key: dict, error: BaseException, stack: str, *, host: str, pid: int,
-                   stop: threading.Event) -> bool:
+def record_failure(
+    jobs, key: dict, error: BaseException, stack: str, *, host: str, pid: int, stop: threading.Event
+) -> bool:
     """Record a make's failure once the server answers again (the connection broke while DataJoint
     recorded it); return whether it was recorded (not when the result committed after all, or the
     job changed hands meanwhile)."""
@@ -134,7 +135,9 @@ def record_failure(jobs, key: dict, error: BaseException, stack: str, *, host: s
                 return False
             q = jobs.adapter.quote_identifier
             if not jobs & key & {"host": host, "pid": pid} & f"{q('status')}='reserved'":
-                log.warning("%s %s changed hands meanwhile; its failure here is not recorded", name, queues.key_json(key))
+                log.warning(
+                    "%s %s changed hands meanwhile; its failure here is not recorded", name, queues.key_json(key)
+                )
                 return False
             jobs.error(key, error_message=message, error_stack=stack)
             return True

@@ -23,12 +23,19 @@ class WorkerError(RuntimeError):
     """The worker cannot start with the settings given."""
 
 
-def check_settings(error: type[Exception], *, positive: dict | None = None, non_negative: dict | None = None,
-                   at_least_one: dict | None = None) -> None:
+def check_settings(
+    error: type[Exception],
+    *,
+    positive: dict | None = None,
+    non_negative: dict | None = None,
+    at_least_one: dict | None = None,
+) -> None:
     """Raise ``error`` naming the first setting (name -> value; None means unset) out of its range."""
-    for rule, values, ok in (("must be positive", positive, lambda v: v > 0),
-                             ("must not be negative", non_negative, lambda v: v >= 0),
-                             ("must be at least 1", at_least_one, lambda v: v >= 1)):
+    for rule, values, ok in (
+        ("must be positive", positive, lambda v: v > 0),
+        ("must not be negative", non_negative, lambda v: v >= 0),
+        ("must be at least 1", at_least_one, lambda v: v >= 1),
+    ):
         for name, value in (values or {}).items():
             if value is not None and not ok(value):
                 raise error(f"{name} {rule}, got {value}")

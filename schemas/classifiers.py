@@ -51,10 +51,18 @@ class ClassificationSet(dj.Manual):
         key = dict(classification_set=name)
         if cls & key:
             return key, False
-        cls.insert1(dict(key, source=images.source[:1024], n_classes=images.n_classes,
-                         class_names=list(images.class_names), train_images=images.train_images,
-                         train_labels=images.train_labels, test_images=images.test_images,
-                         test_labels=images.test_labels))
+        cls.insert1(
+            dict(
+                key,
+                source=images.source[:1024],
+                n_classes=images.n_classes,
+                class_names=list(images.class_names),
+                train_images=images.train_images,
+                train_labels=images.train_labels,
+                test_images=images.test_images,
+                test_labels=images.test_labels,
+            )
+        )
         return key, True
 
     @classmethod
@@ -106,8 +114,9 @@ class ClassifierTask(dj.Manual):
     """
 
     @classmethod
-    def add(cls, config: dict, classification_set: str, neural: str, seeds=(0,), target: str | None = None,
-            name: str = "") -> list[dict]:
+    def add(
+        cls, config: dict, classification_set: str, neural: str, seeds=(0,), target: str | None = None, name: str = ""
+    ) -> list[dict]:
         """Insert tasks; ``target`` defaults to ``neural`` for the neural and shuffled controls.
 
         The similarities need not be computed yet: training waits until they are."""
@@ -119,10 +128,13 @@ class ClassifierTask(dj.Manual):
         else:
             target = target or (neural if settings.control in ("neural", "shuffled") else None)
             if target is None or _method(target) != CONTROL_METHODS[settings.control]:
-                raise ValueError(f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
-                                 f"similarity as target, got {target!r}")
-        base = dict(**ClassifierConfig.add(settings, name=name), classification_set=classification_set,
-                    similarity_name=neural)
+                raise ValueError(
+                    f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
+                    f"similarity as target, got {target!r}"
+                )
+        base = dict(
+            **ClassifierConfig.add(settings, name=name), classification_set=classification_set, similarity_name=neural
+        )
         keys = []
         for seed in seeds:
             Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
@@ -198,20 +210,23 @@ class TrainedClassifier(Readiness, dj.Computed):
         fit = classifier.fit_classifier(model, train_images, train_labels, stimuli, target, config, device=device)
         seconds = time.perf_counter() - start
         model, regularizer = classifier.restore(fit, config)
-        fidelity = classifier.similarity_fidelity(model, regularizer, _stimulus_images(key["similarity_name"]),
-                                                  reference, seed=key["seed"], device=device)
-        return (dict(
-            weights={k: v.numpy() for k, v in fit.state_dict.items()},
-            regularizer={k: v.numpy() for k, v in fit.regularizer_state.items()},
-            clean_accuracy=classifier.accuracy(model, test_images, test_labels),
-            validation_accuracy=fit.validation_accuracy,
-            similarity_fidelity=fidelity,
-            layer_weights=dict(fit.layer_weights),
-            steps=fit.n_steps,
-            train_seconds=seconds,
-            device=str(device),
-            history=fit.history,
-        ),)
+        fidelity = classifier.similarity_fidelity(
+            model, regularizer, _stimulus_images(key["similarity_name"]), reference, seed=key["seed"], device=device
+        )
+        return (
+            dict(
+                weights={k: v.numpy() for k, v in fit.state_dict.items()},
+                regularizer={k: v.numpy() for k, v in fit.regularizer_state.items()},
+                clean_accuracy=classifier.accuracy(model, test_images, test_labels),
+                validation_accuracy=fit.validation_accuracy,
+                similarity_fidelity=fidelity,
+                layer_weights=dict(fit.layer_weights),
+                steps=fit.n_steps,
+                train_seconds=seconds,
+                device=str(device),
+                history=fit.history,
+            ),
+        )
 
     def make_insert(self, key, result):
         self.insert1(dict(key, **result, code_version=pipeline.code_version()))
@@ -307,8 +322,9 @@ class NoiseEvaluation(_Evaluation, dj.Computed):
         model = TrainedClassifier.load_model(key)
         rows = robustness.noise_accuracy(model, images, labels, seed=settings.seed, progress=True)
         self.insert1(dict(key, n_images=len(labels), device=str(resolve_device())))
-        self.Level.insert(dict(key, noise_type=r["kind"], strength=float(r["strength"]),
-                               accuracy=float(r["accuracy"])) for r in rows)
+        self.Level.insert(
+            dict(key, noise_type=r["kind"], strength=float(r["strength"]), accuracy=float(r["accuracy"])) for r in rows
+        )
 
 
 @schema
@@ -335,27 +351,38 @@ class AdversarialEvaluation(_Evaluation, dj.Computed):
         """
 
     def make_fetch(self, key):
-        return (EvaluationConfig & key).fetch1("config"),
+        return ((EvaluationConfig & key).fetch1("config"),)
 
     def make_compute(self, key, config):
         settings = EvaluationSettings.from_dict(config)
         index, images, labels = _test_subset(key, settings.attack_images, settings.seed)
         model = TrainedClassifier.load_model(key)
-        found = robustness.minimal_perturbations(model, images, labels, steps=settings.attack_steps,
-                                                 seed=settings.seed, progress=True)
+        found = robustness.minimal_perturbations(
+            model, images, labels, steps=settings.attack_steps, seed=settings.seed, progress=True
+        )
         pgd = [
-            dict(norm=norm, eps=eps, accuracy=robustness.pgd_accuracy(
-                model, images, labels, norm=norm, eps=eps, steps=settings.pgd_steps, seed=settings.seed))
-            for norm, budgets in (("linf", settings.pgd_linf), ("l2", settings.pgd_l2)) for eps in budgets
+            dict(
+                norm=norm,
+                eps=eps,
+                accuracy=robustness.pgd_accuracy(
+                    model, images, labels, norm=norm, eps=eps, steps=settings.pgd_steps, seed=settings.seed
+                ),
+            )
+            for norm, budgets in (("linf", settings.pgd_linf), ("l2", settings.pgd_l2))
+            for eps in budgets
         ]
         attacked = np.flatnonzero(found["correct"])
         per_image = [
             dict(image_index=int(index[i]), l2=_finite(found["l2"][i]), linf=_finite(found["linf"][i]))
             for i in attacked
         ]
-        return dict(n_images=len(attacked), median_l2=_finite(found["median_l2"]),
-                    median_linf=_finite(found["median_linf"]), pgd=pgd,
-                    device=str(resolve_device())), per_image
+        return dict(
+            n_images=len(attacked),
+            median_l2=_finite(found["median_l2"]),
+            median_linf=_finite(found["median_linf"]),
+            pgd=pgd,
+            device=str(resolve_device()),
+        ), per_image
 
     def make_insert(self, key, summary, per_image):
         self.insert1(dict(key, **summary))

@@ -182,7 +182,9 @@ def _recognise_lost_postgresql_connections(adapter_class) -> None:
         from datajoint.errors import LostConnectionError
 
         # A closed connection carries no SQLSTATE; DataJoint would pass it through unrecognised.
-        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not getattr(error, "pgcode", None):
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)) and not getattr(
+            error, "pgcode", None
+        ):
             return LostConnectionError("Server connection lost: " + " ".join(str(error).split()))
         return original(self, error, query)
 

@@ -62,7 +62,7 @@ def schema_name(stage: str) -> str:
 def is_prefix_schema(name: str, of: str | None = None) -> bool:
     """Whether schema ``name`` belongs to prefix ``of`` (default: this prefix), e.g. not ``v1_test__x`` to ``v1``."""
     start = (of or prefix()) + SEPARATOR
-    return name.startswith(start) and SEPARATOR not in name[len(start):] and len(name) > len(start)
+    return name.startswith(start) and SEPARATOR not in name[len(start) :] and len(name) > len(start)
 
 
 def check_connection_settings() -> None:

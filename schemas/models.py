@@ -230,8 +230,14 @@ class TrainedModel(Readiness, dj.Computed):
         )
         unit_ids = (Scan.Unit & dataset.scan_key).to_arrays("unit_id", order_by="unit_index")
         self.Unit.insert(
-            dict(key, **dataset.scan_key, unit_id=int(u), test_correlation=_finite(c), test_single_trial=_finite(s),
-                 test_feve=_finite(f))
+            dict(
+                key,
+                **dataset.scan_key,
+                unit_id=int(u),
+                test_correlation=_finite(c),
+                test_single_trial=_finite(s),
+                test_feve=_finite(f),
+            )
             for u, c, s, f in zip(unit_ids, test["correlation"], test["single_trial"], test["feve"])
         )
 
@@ -291,8 +297,14 @@ class Ensemble(dj.Manual):
             raise ValueError(f"ensemble {name!r}: members are fitted to {len(datasets)} datasets; one is required")
         key = dict(ensemble_name=name)
         with dj.conn().transaction:
-            cls.insert1(dict(key, description=description, dataset_hash=datasets.pop(),
-                             n_types=None if n_types is None else int(n_types)))
+            cls.insert1(
+                dict(
+                    key,
+                    description=description,
+                    dataset_hash=datasets.pop(),
+                    n_types=None if n_types is None else int(n_types),
+                )
+            )
             cls.Member.insert(dict(key, **m) for m in members)
         return key
 
@@ -347,13 +359,16 @@ class CellTypes(Readiness, dj.Computed):
         weights = TrainedModel.load_model(key, device="cpu").feature_weights()
         # As many clusters as the model has features: the argmax types and the clusters are then two
         # partitions of the same size, comparable unit by unit.
-        result = celltypes.summarize(weights, model_config.core.rotations, truth=_ground_truth(scan), seed=key["seed"],
-                                     n_clusters=model_config.core.features)
+        result = celltypes.summarize(
+            weights,
+            model_config.core.rotations,
+            truth=_ground_truth(scan),
+            seed=key["seed"],
+            n_clusters=model_config.core.features,
+        )
         self.insert1(dict(key, **result.summary))
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
-        self.Unit.insert(
-            dict(key, **scan, unit_id=int(u), **row) for u, row in zip(unit_ids, result.units)
-        )
+        self.Unit.insert(dict(key, **scan, unit_id=int(u), **row) for u, row in zip(unit_ids, result.units))
 
 
 @schema
@@ -394,8 +409,10 @@ class EnsembleCellTypes(Readiness, dj.Computed):
         cores = {ModelConfig.load(m).core for m in members}
         shapes = {(c.features, c.rotations) for c in cores}
         if len(shapes) != 1:
-            raise ValueError(f"ensemble {key['ensemble_name']!r}: members have (features, rotations) {sorted(shapes)}; "
-                             "a consensus needs readouts of one shape")
+            raise ValueError(
+                f"ensemble {key['ensemble_name']!r}: members have (features, rotations) {sorted(shapes)}; "
+                "a consensus needs readouts of one shape"
+            )
         features, rotations = shapes.pop()
         for member in members:
             require(CellTypes(), member)
@@ -413,13 +430,21 @@ class EnsembleCellTypes(Readiness, dj.Computed):
                 count = type_count.choose_type_count(readouts, rotations)
                 k, curve, labelings = count.k, count.curve(), count.labelings[count.k]
             else:
-                labelings = [celltypes.cluster_types(w, rotations, k, seed=m["seed"]) for w, m in zip(readouts, members)]
+                labelings = [
+                    celltypes.cluster_types(w, rotations, k, seed=m["seed"]) for w, m in zip(readouts, members)
+                ]
         consensus, agreement = celltypes.consensus_types(labelings, k)
         truth = _ground_truth(scan)
-        self.insert1(dict(
-            key, n_models=len(members), n_clusters=int(len(np.unique(consensus))),
-            k_source="fixed" if curve is None else "data", k_curve=curve,
-            ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus)))
+        self.insert1(
+            dict(
+                key,
+                n_models=len(members),
+                n_clusters=int(len(np.unique(consensus))),
+                k_source="fixed" if curve is None else "data",
+                k_curve=curve,
+                ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus),
+            )
+        )
         self.Unit.insert(
             dict(key, **scan, unit_id=int(u), cell_type=int(c), agreement=float(a))
             for u, c, a in zip(unit_ids, consensus, agreement)
@@ -451,8 +476,18 @@ class Search(dj.Manual):
         """
 
     @classmethod
-    def create(cls, name: str, bases: dict, dataset: dict, space: dict | None = None, budget: int = 32,
-               trainer: dict | None = None, search_seed: int = 0, model_seed: int = 0, description: str = "") -> dict:
+    def create(
+        cls,
+        name: str,
+        bases: dict,
+        dataset: dict,
+        space: dict | None = None,
+        budget: int = 32,
+        trainer: dict | None = None,
+        search_seed: int = 0,
+        model_seed: int = 0,
+        description: str = "",
+    ) -> dict:
         """Draw ``budget`` configs per base model config (``{kind: model dict}``) and declare one training
         task each; :class:`SearchBest` picks each kind's best once they are trained."""
         space = search.check_space(search.DEFAULT_SPACE if space is None else space)
@@ -460,12 +495,23 @@ class Search(dj.Manual):
         key = dict(search_name=name)
         with dj.conn().transaction:
             dataset_key, trainer_key = DatasetConfig.add(dataset), TrainerConfig.add(trainer or {})
-            cls.insert1(dict(key, description=description, **dataset_key, **trainer_key, budget=int(budget),
-                             search_seed=int(search_seed), model_seed=int(model_seed), space=space))
+            cls.insert1(
+                dict(
+                    key,
+                    description=description,
+                    **dataset_key,
+                    **trainer_key,
+                    budget=int(budget),
+                    search_seed=int(search_seed),
+                    model_seed=int(model_seed),
+                    space=space,
+                )
+            )
             for kind, configs in drawn.items():
                 for draw, config in enumerate(configs):
-                    task = TrainingTask.add(config.to_dict(), dataset, trainer, seeds=(model_seed,),
-                                            name=f"{name}-{kind}-{draw}"[:64])[0]
+                    task = TrainingTask.add(
+                        config.to_dict(), dataset, trainer, seeds=(model_seed,), name=f"{name}-{kind}-{draw}"[:64]
+                    )[0]
                     cls.Candidate.insert1(dict(key, core_kind=kind, draw=draw, **task))
         return key
 
@@ -501,17 +547,27 @@ class SearchBest(Readiness, dj.Computed):
             rows = (Search.Candidate & key & dict(core_kind=kind)) * TrainedModel
             draws, val, test = rows.to_arrays("draw", "val_correlation", "test_correlation", order_by="draw")
             best = search.best_candidate(val)
-            self.Kind.insert1(dict(key, core_kind=kind, best_draw=int(draws[best]), n_candidates=len(draws),
-                                   val_correlation=float(val[best]), test_correlation=float(test[best]),
-                                   val_correlation_sd=float(np.std(val))))
+            self.Kind.insert1(
+                dict(
+                    key,
+                    core_kind=kind,
+                    best_draw=int(draws[best]),
+                    n_candidates=len(draws),
+                    val_correlation=float(val[best]),
+                    test_correlation=float(test[best]),
+                    val_correlation_sd=float(np.std(val)),
+                )
+            )
 
     @classmethod
     def best_tasks(cls, key) -> dict[str, dict]:
         """``{core kind: training-task key}`` of the chosen models of one search."""
         out = {}
         for row in (cls.Kind & key).to_dicts():
-            candidate = (Search.Candidate & dict(search_name=row["search_name"], core_kind=row["core_kind"],
-                                                 draw=row["best_draw"])).fetch1()
+            candidate = (
+                Search.Candidate
+                & dict(search_name=row["search_name"], core_kind=row["core_kind"], draw=row["best_draw"])
+            ).fetch1()
             out[row["core_kind"]] = {k: candidate[k] for k in TrainingTask.primary_key}
         return out
 
@@ -523,5 +579,6 @@ def _ground_truth(scan: dict) -> dict | None:
     if not query:
         return None
     types, orientation = query.to_arrays("unit_type", "orientation", order_by="unit_index")
-    return dict(unit_type=types.astype(str),
-                orientation=np.array([np.nan if o is None else o for o in orientation], np.float64))
+    return dict(
+        unit_type=types.astype(str), orientation=np.array([np.nan if o is None else o for o in orientation], np.float64)
+    )

@@ -86,8 +86,10 @@ class PredictedResponses(Readiness, dj.Computed):
         return (Ensemble.proj() * ImageSet.proj()) & (SimilarityTask * SimilarityTask.Ensemble).proj("image_set")
 
     def inputs(self) -> dict:
-        return {"TrainedModel of every member": ensembles_with_every(TrainedModel),
-                "Normalization": ensembles_with_scan(Normalization)}
+        return {
+            "TrainedModel of every member": ensembles_with_every(TrainedModel),
+            "Normalization": ensembles_with_scan(Normalization),
+        }
 
     def make(self, key):
         members = (Ensemble.Member & key).keys()
@@ -98,8 +100,14 @@ class PredictedResponses(Readiness, dj.Computed):
         inputs = denoise.model_inputs(ImageSet.images(key), stats, dataset.image_shape)
         predictions = denoise.ensemble_predict(models, inputs) * stats.response_std
         correlation = denoise.ensemble_test_correlation(models, load_scan_tensors(scan, dataset.image_shape))
-        self.insert1(dict(key, responses=predictions.astype(np.float32), unit_correlation=correlation,
-                          device=str(resolve_device())))
+        self.insert1(
+            dict(
+                key,
+                responses=predictions.astype(np.float32),
+                unit_correlation=correlation,
+                device=str(resolve_device()),
+            )
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +203,7 @@ def _unit_scales(task_key, ensembles) -> list[np.ndarray]:
 
 def _scan_trials(scan, image_hashes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Non-withheld responses of a scan, each trial's image row in the set, and the set's rows shown."""
-    rows, image_ids = (Scan.Trial & scan & dict(withheld=False)).to_arrays("response_row", "image_id",
-                                                                           order_by="trial")
+    rows, image_ids = (Scan.Trial & scan & dict(withheld=False)).to_arrays("response_row", "image_id", order_by="trial")
     to_hash = dict(zip(*(Scan.Image & scan).to_arrays("image_id", "image_hash")))
     index = {h: i for i, h in enumerate(image_hashes)}
     trial_rows = np.array([index.get(to_hash[i], -1) for i in image_ids])
@@ -228,10 +235,10 @@ class Similarity(Readiness, dj.Computed):
         # reliability (unit weights); a pixel task has no ensembles and is ready at once.
         tasks = SimilarityTask.proj()
         return {
-            "PredictedResponses of every ensemble":
-                tasks - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set"))).proj(),
-            "Reliability of every ensemble's scan":
-                tasks - (SimilarityTask.Ensemble - ensembles_with_scan(Reliability)).proj(),
+            "PredictedResponses of every ensemble": tasks
+            - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set"))).proj(),
+            "Reliability of every ensemble's scan": tasks
+            - (SimilarityTask.Ensemble - ensembles_with_scan(Reliability)).proj(),
         }
 
     def make(self, key):
@@ -256,10 +263,19 @@ class Similarity(Readiness, dj.Computed):
                     agreement = self._oracle_agreement(task, ensembles, scales, image_hashes)
                 else:
                     scans = [_scan_trials(_ensemble_scan(e), image_hashes)[:2] for e in ensembles]
-                    store = sim.single_trial_similarity(scans, np.arange(len(image_hashes)), out,
-                                                        unit_scales=scales, seed=settings.seed, **write)
-            self.insert1(dict(key, n_images=store.n, n_scans=len(ensembles) or 1, matrix=str(out),
-                             device=str(resolve_device()), **agreement))
+                    store = sim.single_trial_similarity(
+                        scans, np.arange(len(image_hashes)), out, unit_scales=scales, seed=settings.seed, **write
+                    )
+            self.insert1(
+                dict(
+                    key,
+                    n_images=store.n,
+                    n_scans=len(ensembles) or 1,
+                    matrix=str(out),
+                    device=str(resolve_device()),
+                    **agreement,
+                )
+            )
 
     @staticmethod
     def _oracle_agreement(task, ensembles, scales, image_hashes) -> dict:

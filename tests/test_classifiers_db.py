@@ -12,8 +12,7 @@ from tests.cifar_fixtures import write_fake_cifar10
 from tests.conftest import SCAN_KEY
 
 TINY_CLASSIFIER = dict(width=4, epochs=1, max_steps_per_epoch=6, batch_size=16, pair_batch=4)
-TINY_EVALUATION = dict(noise_images=40, attack_images=4, attack_steps=30, pgd_steps=3,
-                       pgd_linf=(0.01,), pgd_l2=(0.2,))
+TINY_EVALUATION = dict(noise_images=40, attack_images=4, attack_steps=30, pgd_steps=3, pgd_linf=(0.01,), pgd_l2=(0.2,))
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,10 @@ def similarity(trained_models):
 
     Ensemble.create("test", list(trained_models.values()))
     ImageSet.from_scans("test", [SCAN_KEY])
-    SimilarityTask.add("test-neural", dict(method="model", block_rows=37, dtype="float32"), image_set="test",
-                       ensembles=["test"])
-    SimilarityTask.add("test-single", dict(method="single_trial", block_rows=37), image_set="test",
-                       ensembles=["test"])
+    SimilarityTask.add(
+        "test-neural", dict(method="model", block_rows=37, dtype="float32"), image_set="test", ensembles=["test"]
+    )
+    SimilarityTask.add("test-single", dict(method="single_trial", block_rows=37), image_set="test", ensembles=["test"])
     SimilarityTask.add("test-pixel", dict(method="pixel"), image_set="test")
     run.populate_all(tables=["PredictedResponses", "Similarity"], progress=False)
     return "test-neural"
@@ -103,8 +102,9 @@ def classifiers(similarity):
     targets = {"single_trial": "test-single", "pixel": "test-pixel"}
     for control in ("none", "neural", "shuffled", "single_trial", "pixel"):
         config = dict(TINY_CLASSIFIER, control=control, alpha=0.0 if control == "none" else 20.0)
-        tasks[control] = ClassifierTask.add(config, "photos-test", neural=similarity, seeds=(0,),
-                                            target=targets.get(control))[0]
+        tasks[control] = ClassifierTask.add(
+            config, "photos-test", neural=similarity, seeds=(0,), target=targets.get(control)
+        )[0]
     EvaluationConfig.add(TINY_EVALUATION)
     run.populate_all(tables=["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"], progress=False)
     return tasks
@@ -115,8 +115,7 @@ def test_classifier_task_validation(similarity, row_counts):
 
     before = row_counts()
     with pytest.raises(ValueError, match="pixel"):
-        ClassifierTask.add(dict(TINY_CLASSIFIER, control="pixel"), "photos-test", neural=similarity,
-                           target=similarity)
+        ClassifierTask.add(dict(TINY_CLASSIFIER, control="pixel"), "photos-test", neural=similarity, target=similarity)
     with pytest.raises(ValueError, match="not model-based"):
         ClassifierTask.add(dict(TINY_CLASSIFIER, control="neural"), "photos-test", neural="test-pixel")
     with pytest.raises(ValueError, match="seed"):
@@ -143,8 +142,16 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["control"] for r in rows} >= {"none", "neural", "shuffled", "single_trial", "pixel"}
     for r in rows:
-        assert {"classifier_hash", "control", "alpha", "clean_accuracy", "noise", "median_l2", "median_linf",
-                "similarity_fidelity"} <= set(r)
+        assert {
+            "classifier_hash",
+            "control",
+            "alpha",
+            "clean_accuracy",
+            "noise",
+            "median_l2",
+            "median_linf",
+            "similarity_fidelity",
+        } <= set(r)
         assert not set(r) & {"weights", "regularizer", "history"}
         assert set(r["noise"]) == set(NOISE_KINDS)
 
@@ -153,8 +160,13 @@ def test_each_control_trains_towards_its_own_target(classifiers):
     from schemas.classifiers import ClassifierTask
 
     targets = {c: (ClassifierTask & k).fetch1("target_name") for c, k in classifiers.items()}
-    assert targets == {"none": None, "neural": "test-neural", "shuffled": "test-neural",
-                       "single_trial": "test-single", "pixel": "test-pixel"}
+    assert targets == {
+        "none": None,
+        "neural": "test-neural",
+        "shuffled": "test-neural",
+        "single_trial": "test-single",
+        "pixel": "test-pixel",
+    }
 
 
 def test_loaded_classifier_reproduces_clean_accuracy(classifiers):

@@ -208,8 +208,10 @@ def test_the_command_line_parses_before_datajoint_is_imported():
     import subprocess
     import sys
 
-    code = ("import sys; from populate.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('datajoint', 'pandas', 'schemas.compat') if m in sys.modules))")
+    code = (
+        "import sys; from populate.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('datajoint', 'pandas', 'schemas.compat') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -159,13 +159,20 @@ def equivariance_error(core: Core, x: torch.Tensor, quarter_turns: int, shift: i
 
 @pytest.mark.parametrize(
     "rotations, skip, batch_norm, mode, layer_features",
-    [(8, 0, True, "eval", None), (8, 0, True, "train", None), (8, 2, True, "eval", None), (4, 0, False, "eval", None),
-     (8, 0, True, "train", (3, 5, 4)), (8, 2, True, "eval", (3, 5, 4))],
+    [
+        (8, 0, True, "eval", None),
+        (8, 0, True, "train", None),
+        (8, 2, True, "eval", None),
+        (4, 0, False, "eval", None),
+        (8, 0, True, "train", (3, 5, 4)),
+        (8, 2, True, "eval", (3, 5, 4)),
+    ],
 )
 def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm, mode, layer_features):
     torch.manual_seed(0)
-    config = CoreConfig(features=4, rotations=rotations, skip=skip, batch_norm=batch_norm, hermite_rank=9,
-                        layer_features=layer_features)
+    config = CoreConfig(
+        features=4, rotations=rotations, skip=skip, batch_norm=batch_norm, hermite_rank=9, layer_features=layer_features
+    )
     core = build_core(config)
     randomize_norms(core)
     warm_up_running_stats(core, 33)
@@ -174,8 +181,10 @@ def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm,
     quarter = rotations // 4
     errors = {k: equivariance_error(core, x, k, k * quarter) for k in (1, 2, 3)}
     wrong_shift = equivariance_error(core, x, 1, 0)
-    print(f"\n90-degree equivariance R={rotations} skip={skip} bn={batch_norm} {mode}: "
-          f"rel. max error {errors} (no channel shift: {wrong_shift:.2f})")
+    print(
+        f"\n90-degree equivariance R={rotations} skip={skip} bn={batch_norm} {mode}: "
+        f"rel. max error {errors} (no channel shift: {wrong_shift:.2f})"
+    )
     assert max(errors.values()) < 1e-4
     assert wrong_shift > 0.05
 
@@ -301,6 +310,7 @@ def test_shapes_and_parameter_counts(skip):
 
     sources = [1, min(max(skip, 1), 1), min(max(skip, 1), 2)]  # previous layers each layer sees
     in_features = [1] + [s * F for s in sources[1:]]
+
     def norm_params(f):  # scale + bias, last layer bias only
         return 2 * f * (len(ks) - 1) + f
 
@@ -308,8 +318,10 @@ def test_shapes_and_parameter_counts(skip):
     assert count(rotation) == hermite + norm_params(F)
     conv = sum(F * R * (g if i == 0 else g * R) * k * k for i, (g, k) in enumerate(zip(in_features, ks)))
     assert count(cnn) == conv + norm_params(F * R)
-    print(f"\nparameters (skip={skip}): rotation core {count(rotation)}, CNN {count(cnn)}, "
-          f"ratio {count(cnn) / count(rotation):.1f}")
+    print(
+        f"\nparameters (skip={skip}): rotation core {count(rotation)}, CNN {count(cnn)}, "
+        f"ratio {count(cnn) / count(rotation):.1f}"
+    )
     assert count(cnn) / count(rotation) > R
 
 

@@ -22,14 +22,28 @@ def trained(trained_models):
 def test_equivalent_config_spellings_are_one_entry(db, row_counts):
     from schemas.models import ModelConfig
 
-    a = ModelConfig.add(dict(core=dict(kind="cnn", features=8, kernel_sizes=[5, 3], layers=2,
-                                       gamma_laplace=0.02), readout=dict(gamma_readout=0.5)))
+    a = ModelConfig.add(
+        dict(
+            core=dict(kind="cnn", features=8, kernel_sizes=[5, 3], layers=2, gamma_laplace=0.02),
+            readout=dict(gamma_readout=0.5),
+        )
+    )
     before = row_counts()
     spellings = [
-        dict(readout=dict(gamma_readout=np.float32(0.5)), core=dict(layers=2.0, kernel_sizes=(5, 3),
-             features=np.int64(8), kind="cnn", gamma_laplace=0.02)),
-        dict(core=dict(gamma_laplace=np.float64(0.02), kind="cnn", features=8.0, layers=np.int32(2),
-                       kernel_sizes=np.array([5, 3])), readout=dict(gamma_readout=0.5)),
+        dict(
+            readout=dict(gamma_readout=np.float32(0.5)),
+            core=dict(layers=2.0, kernel_sizes=(5, 3), features=np.int64(8), kind="cnn", gamma_laplace=0.02),
+        ),
+        dict(
+            core=dict(
+                gamma_laplace=np.float64(0.02),
+                kind="cnn",
+                features=8.0,
+                layers=np.int32(2),
+                kernel_sizes=np.array([5, 3]),
+            ),
+            readout=dict(gamma_readout=0.5),
+        ),
     ]
     for config in spellings:
         assert ModelConfig.add(config) == a
@@ -92,8 +106,7 @@ data = load_scan_tensors({SCAN_KEY!r}, (18, 32))
 print(json.dumps(float(np.mean(score(model, data).correlation))))
 """
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) == (TrainedModel & key).fetch1("test_correlation")
 
@@ -116,8 +129,13 @@ def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
     from populate import run
     from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainedModel, TrainingTask
 
-    second = TrainingTask.add(model=tiny_model("rotation"), dataset=dict(scan=SCAN, image_shape=(18, 32)),
-                              trainer=QUICK_TRAINER, seeds=(1,), name="test-rotation-seed1")[0]
+    second = TrainingTask.add(
+        model=tiny_model("rotation"),
+        dataset=dict(scan=SCAN, image_shape=(18, 32)),
+        trainer=QUICK_TRAINER,
+        seeds=(1,),
+        name="test-rotation-seed1",
+    )[0]
     run.populate_all(tables=["TrainedModel", "CellTypes"], progress=False)
     members = [trained["rotation"], second]
     Ensemble.create("test-types", members, n_types=2)  # k fixed at the models' 2 features
@@ -156,7 +174,9 @@ def test_results_json(trained, capsys, monkeypatch):
 
     connection, sent = dj.conn(), []
     query = connection.query
-    monkeypatch.setattr(connection, "query", lambda sql, *args, **kwargs: sent.append(sql) or query(sql, *args, **kwargs))
+    monkeypatch.setattr(
+        connection, "query", lambda sql, *args, **kwargs: sent.append(sql) or query(sql, *args, **kwargs)
+    )
     assert main(["results", "models", "--json"]) == 0
     assert sent and not [sql for sql in sent if "weights" in sql or "history" in sql], "a listing fetched weights"
     monkeypatch.undo()
@@ -169,8 +189,9 @@ def test_results_json(trained, capsys, monkeypatch):
         assert not set(r) & {"weights", "history"}
     key = ["model_hash", "dataset_hash", "trainer_hash", "seed"]
     scores = {tuple(r[k] for k in key): r["test_correlation"] for r in rows}
-    assert scores == pytest.approx({tuple(r[k] for k in key): r["test_correlation"]
-                                    for r in listing.to_dict("records")})
+    assert scores == pytest.approx(
+        {tuple(r[k] for k in key): r["test_correlation"] for r in listing.to_dict("records")}
+    )
     assert main(["results", "celltypes", "--json"]) == 0
     units = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert units and all(u["true_type"] is not None for u in units if u["scan"] == SCAN)

@@ -46,8 +46,12 @@ def trained_cnn(photo_data):
     (x, y), _ = photo_data
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 5, 2, 2), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+        nn.Conv2d(1, 16, 5, 2, 2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
     )
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(300):
@@ -231,7 +235,7 @@ def test_starting_points_are_nearest_images_of_another_predicted_class():
         others = [j for j in range(12) if predictions[j] != labels[i]]
         expected = min(others, key=lambda j: (images[i] - images[j]).double().norm().item())
         assert starts[i] == expected
-    assert (boundary_starting_points(images, labels, torch.full((12,), 0)) [labels == 0] == -1).all()
+    assert (boundary_starting_points(images, labels, torch.full((12,), 0))[labels == 0] == -1).all()
 
 
 def test_boundary_attack_finds_closer_adversarials(trained_cnn, photo_data):

@@ -9,8 +9,10 @@ from pipeline import search
 from pipeline.config import ConfigError
 from tests.conftest import QUICK_TRAINER, SCAN, tiny_model
 
-BASES = {"rotation": dict(core=dict(kind="rotation", features=6, kernel_sizes=(9, 5, 5))),
-         "cnn": dict(core=dict(kind="cnn", features=48, kernel_sizes=(9, 5, 5)))}
+BASES = {
+    "rotation": dict(core=dict(kind="rotation", features=6, kernel_sizes=(9, 5, 5))),
+    "cnn": dict(core=dict(kind="cnn", features=48, kernel_sizes=(9, 5, 5))),
+}
 
 
 def test_every_core_kind_gets_the_same_draws():
@@ -22,19 +24,24 @@ def test_every_core_kind_gets_the_same_draws():
         assert rotation.readout.gamma_readout == cnn.readout.gamma_readout
     values = np.array([c.core.gamma_laplace for c in drawn["rotation"]])
     assert len(set(values)) == 5 and values.min() >= 0.005 and values.max() <= 0.1
-    again = search.draw_configs(dict(reversed(list(BASES.items()))), dict(reversed(list(search.DEFAULT_SPACE.items()))),
-                                budget=5, seed=3)
+    again = search.draw_configs(
+        dict(reversed(list(BASES.items()))), dict(reversed(list(search.DEFAULT_SPACE.items()))), budget=5, seed=3
+    )
     assert [c.hash for c in again["rotation"]] == [c.hash for c in drawn["rotation"]]  # order-free, seeded
-    choice = search.draw_configs({"rotation": BASES["rotation"]}, {"core.layer_features": ["choice", [16, 16, 6]]},
-                                 budget=1, seed=0)
+    choice = search.draw_configs(
+        {"rotation": BASES["rotation"]}, {"core.layer_features": ["choice", [16, 16, 6]]}, budget=1, seed=0
+    )
     assert choice["rotation"][0].core.layer_features == (16, 16, 6)
 
 
 def test_bad_spaces_are_refused():
-    for space, message in [({}, "no hyper-parameters"), ({"core.gamma_laplace": ["normal", 0, 1]}, "distribution"),
-                           ({"core.gamma_laplace": ["log_uniform", 0, 1]}, "0 < low <= high"),
-                           ({"core.gamma_laplace": ["uniform", 2, 1]}, "low <= high"),
-                           ({"core.gamma_laplace": ["choice"]}, "at least one value")]:
+    for space, message in [
+        ({}, "no hyper-parameters"),
+        ({"core.gamma_laplace": ["normal", 0, 1]}, "distribution"),
+        ({"core.gamma_laplace": ["log_uniform", 0, 1]}, "0 < low <= high"),
+        ({"core.gamma_laplace": ["uniform", 2, 1]}, "low <= high"),
+        ({"core.gamma_laplace": ["choice"]}, "at least one value"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             search.check_space(space)
     with pytest.raises(ConfigError, match="unknown CoreConfig key 'core.gamma_smooth'"):
@@ -54,8 +61,9 @@ def test_search_trains_every_draw_and_picks_on_validation(trained_models):
     from schemas.models import Search, SearchBest, TrainedModel, TrainingTask
 
     bases = {kind: tiny_model(kind) for kind in ("rotation", "cnn")}
-    key = Search.create("test-search", bases, dict(scan=SCAN, image_shape=(18, 32)), budget=2,
-                        trainer=QUICK_TRAINER, search_seed=1)
+    key = Search.create(
+        "test-search", bases, dict(scan=SCAN, image_shape=(18, 32)), budget=2, trainer=QUICK_TRAINER, search_seed=1
+    )
     candidates = (Search.Candidate & key).to_dicts()
     assert len(candidates) == 4 and all(TrainingTask & c for c in candidates)
     TrainedModel.populate(candidates[0], display_progress=False)
@@ -64,7 +72,8 @@ def test_search_trains_every_draw_and_picks_on_validation(trained_models):
     assert SearchBest & key and (SearchBest & key).fetch1("criterion") == "val_correlation"
     for kind in bases:
         rows = ((Search.Candidate & key & dict(core_kind=kind)) * TrainedModel).to_arrays(
-            "draw", "val_correlation", "test_correlation", order_by="draw")
+            "draw", "val_correlation", "test_correlation", order_by="draw"
+        )
         chosen = (SearchBest.Kind & key & dict(core_kind=kind)).fetch1()
         assert chosen["best_draw"] == rows[0][np.argmax(rows[1])] and chosen["n_candidates"] == 2
         assert chosen["val_correlation"] == rows[1].max()

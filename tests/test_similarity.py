@@ -204,9 +204,7 @@ def test_single_trial_vectors():
     ]
     assert sum(matches) == 1
     # different seeds eventually draw different trials
-    assert any(
-        not np.allclose(a, single_trial_vectors(responses, trial_ids, image_ids, seed=s)) for s in range(1, 20)
-    )
+    assert any(not np.allclose(a, single_trial_vectors(responses, trial_ids, image_ids, seed=s)) for s in range(1, 20))
 
     mean = single_trial_vectors(responses, trial_ids, image_ids, mode="mean")
     averaged = np.stack([responses[trial_ids == i].mean(0) for i in image_ids])

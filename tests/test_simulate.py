@@ -104,7 +104,9 @@ def test_sample_patches_is_deterministic_and_uses_the_specs():
 
 
 def test_presets_and_config_errors():
-    assert set(PRESETS) == {"tiny", "demo", "large"} | {f"{size}-{name}" for size in ("tiny", "demo") for name in VARIANTS}
+    assert set(PRESETS) == {"tiny", "demo", "large"} | {
+        f"{size}-{name}" for size in ("tiny", "demo") for name in VARIANTS
+    }
     assert PRESETS["large"].n_trials == 6000 and PRESETS["large"].n_units == 8000
     with pytest.raises(ConfigError, match="unknown simulation preset"):
         simulate("huge", 0)
@@ -261,9 +263,11 @@ def test_behavioral_gain_is_present(tiny):
     rng = np.random.default_rng(0)
     shuffled = np.array([rank_corr(rng.permutation(speed)).mean() for _ in range(200)])
     across_units = np.corrcoef(observed, truth.extra["running_gain"])[0, 1]
-    print(f"\nmean rank correlation with running {observed.mean():.3f} "
-          f"(shuffled {shuffled.mean():.3f} +- {shuffled.std():.3f}); "
-          f"vs running gain across units r = {across_units:.2f}")
+    print(
+        f"\nmean rank correlation with running {observed.mean():.3f} "
+        f"(shuffled {shuffled.mean():.3f} +- {shuffled.std():.3f}); "
+        f"vs running gain across units r = {across_units:.2f}"
+    )
     assert observed.mean() > shuffled.mean() + 5 * shuffled.std()
     # Units with a stronger running gain correlate more with running.
     assert across_units > 0.2
@@ -400,8 +404,10 @@ def test_variant_presets_change_only_what_they_say():
         assert set(variant_changes(preset)) == set(changes), name
         assert preset.replace(**{k: getattr(default, k) for k in changes}) == default, name
     # fields added for the variants leave the default configs' hashes (stored in scan sources) alone
-    assert "orientation_bias" not in default.to_dict() and default.hash == SimulationConfig.from_dict(
-        {k: v for k, v in default.to_dict().items()}).hash
+    assert (
+        "orientation_bias" not in default.to_dict()
+        and default.hash == SimulationConfig.from_dict({k: v for k, v in default.to_dict().items()}).hash
+    )
     assert PRESETS["demo-cardinal"].hash != default.hash
     with pytest.raises(ConfigError, match="not in cell_types"):
         PRESETS["tiny"].replace(unrotated_types=("edge",))
@@ -434,8 +440,14 @@ def _preferred_wavelength(population, units, wavelengths):
     """(len(units),) wavelength (pixels) of the grating at each unit's orientation that drives it most
     (best phase)."""
     shape, phases = population.image_shape, np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    stimuli = [[grating(shape, population.rotation[u], w, p, (population.rf_x[u], population.rf_y[u]))
-                for w in wavelengths for p in phases] for u in units]
+    stimuli = [
+        [
+            grating(shape, population.rotation[u], w, p, (population.rf_x[u], population.rf_y[u]))
+            for w in wavelengths
+            for p in phases
+        ]
+        for u in units
+    ]
     responses = own_responses_of(population, units, stimuli)
     return np.array([wavelengths[r.reshape(len(wavelengths), len(phases)).max(axis=1).argmax()] for r in responses])
 
@@ -461,9 +473,12 @@ def test_scale_types_differ_only_in_size_and_spatial_frequency():
     ratio = np.median(per_size[is_large]) / np.median(per_size[~is_large])
     assert 0.75 < ratio < 1.33
     assert np.median(preferred[is_large]) > 1.6 * np.median(preferred[~is_large])
-    truth = simulate(variant("scales", n_units=24, n_single_images=60, n_test_images=4, calibration_images=60),
-                     seed=0).ground_truth
-    np.testing.assert_array_equal(truth.extra["type_scale"], np.where(np.char.endswith(truth.unit_type.astype(str), "@2"), 2.0, 1.0))
+    truth = simulate(
+        variant("scales", n_units=24, n_single_images=60, n_test_images=4, calibration_images=60), seed=0
+    ).ground_truth
+    np.testing.assert_array_equal(
+        truth.extra["type_scale"], np.where(np.char.endswith(truth.unit_type.astype(str), "@2"), 2.0, 1.0)
+    )
 
 
 def test_mixtures_are_graded_between_two_types():
@@ -482,10 +497,13 @@ def test_mixtures_are_graded_between_two_types():
     pure_other = population._template_drives(images, other[mixed], mixed, False, 1024)
     pure_own = population._template_drives(images, names[mixed], mixed, False, 1024)
     w, scale = weight[mixed].astype(np.float32), population.component_scale[mixed].astype(np.float32)
-    np.testing.assert_allclose(drive, (1 - w) * pure_own / scale[:, 0] + w * pure_other / scale[:, 1], rtol=1e-5,
-                               atol=1e-6)
-    similarity = [np.corrcoef(drive[:, i], pure_other[:, i])[0, 1] - np.corrcoef(drive[:, i], pure_own[:, i])[0, 1]
-                  for i in range(len(mixed))]
+    np.testing.assert_allclose(
+        drive, (1 - w) * pure_own / scale[:, 0] + w * pure_other / scale[:, 1], rtol=1e-5, atol=1e-6
+    )
+    similarity = [
+        np.corrcoef(drive[:, i], pure_other[:, i])[0, 1] - np.corrcoef(drive[:, i], pure_own[:, i])[0, 1]
+        for i in range(len(mixed))
+    ]
     assert np.corrcoef(w, similarity)[0, 1] > 0.7
 
 
@@ -500,14 +518,16 @@ def test_cardinal_bias_concentrates_orientations():
     # density (1 + b cos 4 theta) / pi puts 1/2 + b / pi within 22.5 degrees of a cardinal
     assert near_cardinal(0.8) == pytest.approx(0.5 + 0.8 / np.pi, abs=0.03)
     assert near_cardinal(0.0) == pytest.approx(0.5, abs=0.03)
-    truth = simulate(variant("cardinal", n_units=24, n_single_images=60, n_test_images=4, calibration_images=60),
-                     seed=0).ground_truth
+    truth = simulate(
+        variant("cardinal", n_units=24, n_single_images=60, n_test_images=4, calibration_images=60), seed=0
+    ).ground_truth
     assert '"orientation_bias":0.8' in str(truth.extra["variant"])
 
 
 def test_unrotated_type_has_one_orientation():
-    truth = simulate(variant("unrotated", n_units=40, n_single_images=60, n_test_images=4, calibration_images=60),
-                     seed=0).ground_truth
+    truth = simulate(
+        variant("unrotated", n_units=40, n_single_images=60, n_test_images=4, calibration_images=60), seed=0
+    ).ground_truth
     fixed = truth.unit_type == "end_stopped"
     np.testing.assert_array_equal(truth.extra["unrotated"], fixed)
     assert fixed.sum() >= 4 and (truth.orientation[fixed] == 0).all()

@@ -421,8 +421,7 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
-    return (logits.detach(), float(loss.detach()),
-            None if similarity_loss is None else float(similarity_loss.detach()))
+    return (logits.detach(), float(loss.detach()), None if similarity_loss is None else float(similarity_loss.detach()))
 
 
 @torch.no_grad()
@@ -482,8 +481,9 @@ def similarity_pairs(
     return np.concatenate(s_model), np.asarray(lookup(i, j), dtype=np.float64)
 
 
-def similarity_fidelity(model: ResNet18, regularizer: SimilarityRegularizer, stimulus_images: Any, similarity: Any,
-                        **kwargs) -> float:
+def similarity_fidelity(
+    model: ResNet18, regularizer: SimilarityRegularizer, stimulus_images: Any, similarity: Any, **kwargs
+) -> float:
     """Pearson correlation between S_model and S_neural over the pairs of :func:`similarity_pairs`."""
     s_model, s_neural = similarity_pairs(model, regularizer, stimulus_images, similarity, **kwargs)
     return float(np.corrcoef(s_model, s_neural)[0, 1])

@@ -73,8 +73,7 @@ class ClassificationSet:
                 raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
             if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
                 raise ValueError(
-                    f"{split}_labels must lie in 0..{len(self.class_names) - 1}, "
-                    f"got {labels.min()}..{labels.max()}"
+                    f"{split}_labels must lie in 0..{len(self.class_names) - 1}, got {labels.min()}..{labels.max()}"
                 )
 
     @property
@@ -118,9 +117,12 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     frombuffer = _numpy_attr(f"{core}.numeric", "_frombuffer")
     import codecs
 
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               # protocol-2 pickles written by Python 3 spell bytes objects as _codecs.encode(str, 'latin1')
-               ("_codecs", "encode"): codecs.encode}
+    allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # protocol-2 pickles written by Python 3 spell bytes objects as _codecs.encode(str, 'latin1')
+        ("_codecs", "encode"): codecs.encode,
+    }
     for prefix in ("numpy.core", "numpy._core"):
         allowed[(f"{prefix}.multiarray", "_reconstruct")] = reconstruct
         allowed[(f"{prefix}.multiarray", "scalar")] = scalar

@@ -34,8 +34,8 @@ def downsample_images(images: np.ndarray, shape: tuple[int, int], chunk: int = 5
         raise ValueError(f"downsample_images: cannot upsample {images.shape[1:]} to {(h, w)}")
     out = np.empty((len(images), h, w), dtype=np.float32)
     for start in range(0, len(images), chunk):
-        block = torch.from_numpy(images[start:start + chunk].astype(np.float32))[:, None]
-        out[start:start + chunk] = F.adaptive_avg_pool2d(block, (h, w))[:, 0].numpy()
+        block = torch.from_numpy(images[start : start + chunk].astype(np.float32))[:, None]
+        out[start : start + chunk] = F.adaptive_avg_pool2d(block, (h, w))[:, 0].numpy()
     return out
 
 
@@ -169,8 +169,11 @@ class ScanTensors:
             return t.to(device)
 
         return dataclasses.replace(
-            self, images=move(self.images), responses=move(self.responses),
-            behavior=move(self.behavior), pupil_center=move(self.pupil_center),
+            self,
+            images=move(self.images),
+            responses=move(self.responses),
+            behavior=move(self.behavior),
+            pupil_center=move(self.pupil_center),
         )
 
     def batches(
@@ -186,5 +189,5 @@ class ScanTensors:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.images.device)
         for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             yield Batch(self.images[rows], self.responses[rows], self.behavior[rows], self.pupil_center[rows])

@@ -195,9 +195,7 @@ CELL_TYPES: dict[str, CellType] = {
         ),
         CellType(
             "texture",
-            tuple(
-                Subunit(across=a, sigma_along=0.7, sigma_across=0.7, wavelength=2.0) for a in (-1.2, 0.0, 1.2)
-            ),
+            tuple(Subunit(across=a, sigma_along=0.7, sigma_across=0.7, wavelength=2.0) for a in (-1.2, 0.0, 1.2)),
             quadrature=True,
             combine=_conjunction,
             description="conjunction of three fine-scale parallel energy subunits side by side "
@@ -389,8 +387,9 @@ class SimulatedPopulation:
         own[:, mixed] = (1 - w) * own[:, mixed] / scale[:, 0] + w * other / scale[:, 1]
         return own
 
-    def _template_drives(self, images: np.ndarray, type_names: np.ndarray, units: np.ndarray, progress: bool,
-                         filters_per_block: int) -> np.ndarray:
+    def _template_drives(
+        self, images: np.ndarray, type_names: np.ndarray, units: np.ndarray, progress: bool, filters_per_block: int
+    ) -> np.ndarray:
         """(N, len(units)) drives of ``units`` under the templates ``type_names`` (one per unit)."""
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[1:] != tuple(self.image_shape):
@@ -617,27 +616,39 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     # (experiments) and "tiny-<name>" (tests).
     "ten-types": (
         dict(cell_types=TYPE_NAMES + ("edge", "cross", "long_contour", "off_center"), type_fractions=(0.1,) * 10),
-        "10 functional types, more than a 6-feature core has features"),
+        "10 functional types, more than a 6-feature core has features",
+    ),
     "scales": (
-        dict(cell_types=("simple", "simple@2", "complex", "complex@2", "texture", "texture@2"),
-             type_fractions=(1 / 6,) * 6),
-        "three templates at two sizes (x1, x2): types that differ only in scale and spatial frequency"),
+        dict(
+            cell_types=("simple", "simple@2", "complex", "complex@2", "texture", "texture@2"),
+            type_fractions=(1 / 6,) * 6,
+        ),
+        "three templates at two sizes (x1, x2): types that differ only in scale and spatial frequency",
+    ),
     "mixtures": (
         dict(mixture_types=("simple", "complex")),
         "simple and complex units form a graded continuum: each is driven by its own type and, with a "
-        "weight uniform in [0, 0.5], by the other"),
+        "weight uniform in [0, 0.5], by the other",
+    ),
     "cardinal": (
         dict(orientation_bias=0.8),
-        "orientations concentrated at the cardinals (density 1 + 0.8 cos(4 theta)), as in mouse V1"),
+        "orientations concentrated at the cardinals (density 1 + 0.8 cos(4 theta)), as in mouse V1",
+    ),
     "unrotated": (
         dict(unrotated_types=("end_stopped",)),
-        "every end-stopped unit at one orientation: a type with no rotated counterpart"),
+        "every end-stopped unit at one orientation: a type with no rotated counterpart",
+    ),
 }
 """The harder ground truths: each breaks one assumption the rotation-equivariant model is built on
 (one template per feature, at one scale, seen at every orientation equally often)."""
 
-PRESETS.update({f"{size}-{name}": PRESETS[size].replace(**changes)
-                for size in ("tiny", "demo") for name, (changes, _) in VARIANTS.items()})
+PRESETS.update(
+    {
+        f"{size}-{name}": PRESETS[size].replace(**changes)
+        for size in ("tiny", "demo")
+        for name, (changes, _) in VARIANTS.items()
+    }
+)
 
 _VARIANT_FIELDS = ("cell_types", "type_fractions", "orientation_bias", "unrotated_types", "mixture_types")
 
@@ -646,8 +657,11 @@ def variant_changes(config: SimulationConfig) -> dict:
     """The settings of ``config`` that the harder variants change and that differ from the default
     population's (empty for the default)."""
     default = SimulationConfig()
-    return {name: canonical(getattr(config, name)) for name in _VARIANT_FIELDS
-            if canonical(getattr(config, name)) != canonical(getattr(default, name))}
+    return {
+        name: canonical(getattr(config, name))
+        for name in _VARIANT_FIELDS
+        if canonical(getattr(config, name)) != canonical(getattr(default, name))
+    }
 
 
 def resolve_config(config: SimulationConfig | str | Mapping) -> SimulationConfig:
@@ -768,9 +782,7 @@ def _cardinal_orientations(rng: np.random.Generator, n: int, bias: float) -> np.
     return out[:n]
 
 
-def make_population(
-    config: SimulationConfig | str | Mapping, seed: int, progress: bool = False
-) -> SimulatedPopulation:
+def make_population(config: SimulationConfig | str | Mapping, seed: int, progress: bool = False) -> SimulatedPopulation:
     """The calibrated population that :func:`simulate` uses for this config and seed."""
     config = resolve_config(config)
     return _make_population(config, _streams(seed), progress)[0]
@@ -834,8 +846,10 @@ def _variant_truth(config: SimulationConfig, population: SimulatedPopulation) ->
     changes = variant_changes(config)
     if not changes:
         return {}
-    out = dict(variant=np.array(canonical_json(changes)),
-               type_scale=np.array([cell_type_of(t)[1] for t in population.unit_type]))
+    out = dict(
+        variant=np.array(canonical_json(changes)),
+        type_scale=np.array([cell_type_of(t)[1] for t in population.unit_type]),
+    )
     if config.unrotated_types:
         out["unrotated"] = np.isin(population.unit_type, config.unrotated_types)
     if population.mixture_weight is not None:
@@ -857,9 +871,9 @@ def simulate(config: SimulationConfig | str | Mapping, seed: int, progress: bool
 
     # Stimuli and trial design.
     n_images = config.n_single_images + config.n_test_images
-    images = np.round(
-        sample_patches(n_images, (H, W), streams["stimuli"], scale=tuple(config.patch_scale))
-    ).astype(np.uint8)
+    images = np.round(sample_patches(n_images, (H, W), streams["stimuli"], scale=tuple(config.patch_scale))).astype(
+        np.uint8
+    )
     design = streams["design"]
     image_ids = np.sort(design.choice(np.arange(1, 100 * n_images + 1), n_images, replace=False)).astype(np.int64)
     image_tier = np.full(n_images, "train", dtype=object)

@@ -98,11 +98,14 @@ class CoreConfig(Config):
             raise ConfigError(f"kernel_sizes must be odd and >= 1 ('same' padding), got {tuple(self.kernel_sizes)}")
         if self.layer_features is not None:
             if len(self.layer_features) != self.layers or min(self.layer_features) < 1:
-                raise ConfigError(f"layer_features {tuple(self.layer_features)} must give layers = {self.layers} "
-                                  "counts, each >= 1")
+                raise ConfigError(
+                    f"layer_features {tuple(self.layer_features)} must give layers = {self.layers} counts, each >= 1"
+                )
             if self.layer_features[-1] != self.features:
-                raise ConfigError(f"layer_features {tuple(self.layer_features)} must end with features = "
-                                  f"{self.features} (the last layer's, read out)")
+                raise ConfigError(
+                    f"layer_features {tuple(self.layer_features)} must end with features = "
+                    f"{self.features} (the last layer's, read out)"
+                )
         if self.hermite_rank is not None and self.hermite_rank < 1:
             raise ConfigError(f"hermite_rank must be >= 1 or None, got {self.hermite_rank}")
         if self.skip < 0:
@@ -200,8 +203,11 @@ class Core(nn.Module):
         convs, norms = [], []
         for layer, kernel_size in enumerate(config.kernel_sizes):
             features = config.features_of(layer)
-            in_features = config.input_channels if layer == 0 else sum(
-                config.features_of(source) for source in range(layer - self._sources(layer), layer))
+            in_features = (
+                config.input_channels
+                if layer == 0
+                else sum(config.features_of(source) for source in range(layer - self._sources(layer), layer))
+            )
             if config.kind == "rotation":
                 rank = kernel_size if config.hermite_rank is None else min(config.hermite_rank, kernel_size)
                 conv = HermiteConv2d(

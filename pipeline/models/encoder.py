@@ -148,12 +148,26 @@ def build_readout(
     config: ReadoutConfig, in_channels: int, spatial: tuple[int, int], n_units: int, bias: np.ndarray | None
 ) -> nn.Module:
     if config.kind == "factorized":
-        return FactorizedReadout(in_channels, spatial, n_units, gamma=config.gamma_readout, bias=bias,
-                                 init_mask_std=config.init_mask_std, init_feature_std=config.init_feature_std,
-                                 positive=config.positive_weights)
-    return GaussianReadout(in_channels, n_units, gamma=config.gamma_readout, bias=bias,
-                           init_mu_range=config.init_mu_range, init_sigma=config.init_sigma,
-                           init_feature_std=config.init_feature_std, positive=config.positive_weights)
+        return FactorizedReadout(
+            in_channels,
+            spatial,
+            n_units,
+            gamma=config.gamma_readout,
+            bias=bias,
+            init_mask_std=config.init_mask_std,
+            init_feature_std=config.init_feature_std,
+            positive=config.positive_weights,
+        )
+    return GaussianReadout(
+        in_channels,
+        n_units,
+        gamma=config.gamma_readout,
+        bias=bias,
+        init_mu_range=config.init_mu_range,
+        init_sigma=config.init_sigma,
+        init_feature_std=config.init_feature_std,
+        positive=config.positive_weights,
+    )
 
 
 def build_encoder(

@@ -177,8 +177,9 @@ class GaussianReadout(nn.Module):
         """Features (B, C, h, w), optional shift (B, 2) -> drive (B, n_units)."""
         _check_input(x, self.in_channels, None, "GaussianReadout")
         _check_shift(shift, len(x), "GaussianReadout")
-        sampled = F.grid_sample(x, self.sample_grid(len(x), shift), mode="bilinear",
-                                padding_mode="zeros", align_corners=False)  # (B, C, n, 1)
+        sampled = F.grid_sample(
+            x, self.sample_grid(len(x), shift), mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (B, C, n, 1)
         return torch.einsum("bcn,nc->bn", sampled[..., 0], _feature_weights(self.features, self.positive)) + self.bias
 
     def regularizer(self) -> torch.Tensor:
