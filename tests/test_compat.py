@@ -49,7 +49,7 @@ def _touches(path: Path, private: set[str]) -> list[str]:
                 datajoint_classes.add(node)
     in_dj_class = {id(n) for c in datajoint_classes for n in ast.walk(c)}
     for node in ast.walk(tree):
-        where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
+        where = f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path.name}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("datajoint"):
             found += [f"{where} from {node.module} import {a.name}" for a in node.names if _is_private(a.name)]
             if any(_is_private(part) for part in (node.module or "").split(".")):
@@ -90,22 +90,19 @@ def test_only_compat_touches_datajoint_private_names(db):
 
 def test_the_scan_would_catch_a_private_name(tmp_path):
     """The check above is not vacuous: it flags the very uses compat exists to hold."""
-    sample = REPO / "schemas" / "_sample_for_test.py"
-    try:
-        sample.write_text(
-            "from datajoint.jobs import _get_job_version\n"
-            "import datajoint as dj\n"
-            "def f(table, connection):\n"
-            "    connection._in_transaction = False\n"
-            "    getattr(connection, '_pipeline_x', None)\n"
-            "    return table._populate1({}, None, True, True)\n"
-            "class T(dj.Computed):\n"
-            "    def make(self, key):\n"
-            "        self._populate1(key, None, True, True)\n"
-        )
-        hits = _touches(sample, _datajoint_private_names())
-    finally:
-        sample.unlink()
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from datajoint.jobs import _get_job_version\n"
+        "import datajoint as dj\n"
+        "def f(table, connection):\n"
+        "    connection._in_transaction = False\n"
+        "    getattr(connection, '_pipeline_x', None)\n"
+        "    return table._populate1({}, None, True, True)\n"
+        "class T(dj.Computed):\n"
+        "    def make(self, key):\n"
+        "        self._populate1(key, None, True, True)\n"
+    )
+    hits = _touches(sample, _datajoint_private_names())
     assert len(hits) == 5, hits
 
 
