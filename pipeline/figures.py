@@ -275,6 +275,40 @@ def consensus_curve(rows: Sequence[Mapping], goal: float | None = 0.8) -> Figure
     return fig
 
 
+def type_count_curve(rows: Sequence[Mapping]) -> Figure:
+    """The evidence for an ensemble's number of cell types, as :func:`pipeline.type_count` stores it.
+
+    rows : one mapping per candidate k with ``k``, ``lifetime`` (how long the k-cluster partition
+        survives in the tree of the pooled clusterings; the criterion), ``stability`` and ``sd``
+        (mean and sd of the half-ensemble ARI), and ``chosen``.
+    """
+    if not rows:
+        raise ValueError("type_count_curve: no rows")
+    k = np.array([int(r["k"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    if all("lifetime" in r for r in rows):
+        ax.plot(k, [float(r["lifetime"]) for r in rows], "o-", color="C0", label="lifetime (criterion)")
+    if all("stability" in r for r in rows):
+        ax.errorbar(
+            k,
+            [float(r["stability"]) for r in rows],
+            yerr=[float(r.get("sd", 0.0)) for r in rows],
+            fmt="s--",
+            color="C1",
+            capsize=2,
+            label="half-ensemble ARI",
+        )
+    chosen = [int(r["k"]) for r in rows if r.get("chosen")]
+    for value in chosen:
+        ax.axvline(value, color="C3", linestyle=":", linewidth=1.5, label=f"chosen k = {value}")
+    ax.set_xticks(k)
+    ax.set_xlabel("number of types k")
+    ax.set_ylabel("evidence")
+    ax.set_title("Number of consensus cell types")
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------------------------------
 # Neural similarity
 # --------------------------------------------------------------------------------------------------

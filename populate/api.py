@@ -177,6 +177,29 @@ def cell_types(restriction=None) -> pd.DataFrame:
     return frame
 
 
+def ensembles(restriction=None) -> pd.DataFrame:
+    """Per ensemble consensus of cell types (``EnsembleCellTypes``): ``n_models``, ``n_clusters``,
+    ``k_source`` (``fixed``: the ensemble's ``n_types`` or the members' features; ``data``: chosen by
+    :mod:`pipeline.type_count`), ``ari_clusters`` against the simulated types (missing without ground
+    truth), ``description`` and the ``k_curve`` evidence (list of dicts per candidate k, else None)."""
+    m = stage("models")
+    query = restrict(m.EnsembleCellTypes * m.Ensemble.proj("description"), restriction)
+    return to_frame(query, order_by=["ensemble_name"])
+
+
+def ensemble_cell_types(restriction=None) -> pd.DataFrame:
+    """Per unit of every ensemble consensus: consensus ``cell_type`` and its ``agreement`` (mean fraction
+    of members that group the unit with the rest of its type, 0-1), with ``n_models``, ``n_clusters``
+    and ``k_source`` of the consensus, and the simulated ``true_type``/``true_orientation`` where the scan
+    has ground truth (else missing)."""
+    recordings, m = stage("recordings"), stage("models")
+    query = restrict(
+        m.EnsembleCellTypes.Unit * m.EnsembleCellTypes.proj("n_models", "n_clusters", "k_source"), restriction
+    )
+    truth = recordings.GroundTruth.Unit.proj(true_type="unit_type", true_orientation="orientation")
+    return to_frame(query.join(truth, left=True), order_by=["ensemble_name", *SCAN_KEY, "unit_id"])
+
+
 def cell_type_filters(key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each type's layer-1 filter of a rotation-equivariant model, turned to the type's preferred
     orientation.

@@ -22,10 +22,10 @@ from typing import Callable
 import jinja2
 
 from . import api
+from .report_celltypes import cell_types
 from .report_sections import (
     NotComputed,
     Panel,
-    cell_types,
     classifiers,
     neural_similarity,
     pipeline_progress,

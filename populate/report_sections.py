@@ -206,46 +206,6 @@ def _best_per_kind(models: pd.DataFrame) -> dict:
     }
 
 
-def cell_types(panel: Panel) -> None:
-    from pipeline import figures
-
-    _require("models")
-    units = api.cell_types()
-    if units.empty:
-        raise NotComputed(
-            "no cell types yet: they are computed for rotation-equivariant models "
-            "(`python -m populate run --tables CellTypes`)"
-        )
-    model_key = ["model_hash", "dataset_hash", "trainer_hash", "seed"]
-    summary = units.groupby(["scan", "config_name", *model_key], as_index=False).agg(
-        units=("unit_id", "size"),
-        types_used=("cell_type", "nunique"),
-        clusters=("cluster", "nunique"),
-        clean_fraction=("clean", "mean"),
-    )
-    panel.table(summary.drop(columns=["dataset_hash", "trainer_hash"]), "Cell types per rotation-equivariant model")
-    panel.note("Cell types, " + experiments.quote(experiments.CELL_TYPES) + ".")
-    for _, model in summary.head(MAX_CELLTYPE_MODELS).iterrows():
-        label = f"{model['config_name']} (seed {model['seed']}, {model['model_hash'][:6]})"
-        filters, orientation, counts = api.cell_type_filters(model)
-        panel.figure(
-            figures.cell_type_gallery(filters, counts, orientation),
-            f"{label}: layer-1 filter of each used type at its units' typical preferred orientation, "
-            "and units per type.",
-        )
-        rows = units[(units[model_key] == model[model_key]).all(axis=1)]
-        truth = rows["true_type"].notna()
-        if truth.any():
-            panel.figure(
-                figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cell_type"]),
-                f"{label}: simulated type against learned type (units).",
-            )
-            clusters = figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cluster"], "cluster")
-            panel.figure(clusters, f"{label}: simulated type against rotation-invariant cluster (units).")
-        else:
-            panel.note(f"{label}: no ground truth (not a simulated scan), so no agreement matrix.")
-
-
 def neural_similarity(panel: Panel) -> None:
     from pipeline import figures
 

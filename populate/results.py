@@ -32,8 +32,13 @@ def models() -> list[dict]:
 
 
 def celltypes() -> list[dict]:
-    """One row per unit of every rotation-equivariant model (:func:`populate.api.cell_types`)."""
-    return records(api.cell_types())
+    """One row per unit of every rotation-equivariant model (:func:`populate.api.cell_types`,
+    ``source`` ``CellTypes``), then one per unit of every ensemble's consensus
+    (:func:`populate.api.ensemble_cell_types`, ``source`` ``EnsembleCellTypes``: ``ensemble_name``,
+    ``agreement``, no per-model columns)."""
+    per_model = api.cell_types().assign(source="CellTypes")
+    consensus = api.ensemble_cell_types().assign(source="EnsembleCellTypes")
+    return records(per_model) + records(consensus)
 
 
 def classifiers() -> list[dict]:
@@ -98,6 +103,8 @@ TEXT_COLUMNS = {
         "train_seconds",
     ),
     "celltypes": (
+        "source",
+        "ensemble_name",
         "config_name",
         "seed",
         "scan",
@@ -107,6 +114,7 @@ TEXT_COLUMNS = {
         "preferred_orientation_deg",
         "main_share",
         "clean",
+        "agreement",
         "true_type",
     ),
     "classifiers": (

@@ -192,6 +192,20 @@ def test_results_json(trained, capsys, monkeypatch):
     assert scores == pytest.approx(
         {tuple(r[k] for k in key): r["test_correlation"] for r in listing.to_dict("records")}
     )
+    from populate import run
+    from schemas.models import Ensemble
+
+    if not Ensemble & dict(ensemble_name="test-json"):
+        Ensemble.create("test-json", [trained["rotation"]], n_types=2)
+    run.populate_all(tables=["CellTypes", "EnsembleCellTypes"], progress=False)
     assert main(["results", "celltypes", "--json"]) == 0
     units = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert units and all(u["true_type"] is not None for u in units if u["scan"] == SCAN)
+    # every row names the table it comes from: per-model types, then the ensembles' consensus
+    assert {u["source"] for u in units} == {"CellTypes", "EnsembleCellTypes"}
+    consensus = [u for u in units if u["source"] == "EnsembleCellTypes"]
+    expected = api.ensemble_cell_types()
+    assert len(consensus) == len(expected) and len(units) - len(consensus) == len(api.cell_types())
+    mine = {(u["unit_id"], u["cell_type"], u["agreement"]) for u in consensus if u["ensemble_name"] == "test-json"}
+    stored = expected[expected["ensemble_name"] == "test-json"]
+    assert mine == set(zip(stored["unit_id"], stored["cell_type"], stored["agreement"])) and len(mine) > 0

@@ -98,3 +98,5 @@ def test_getting_started_notebook_runs(demo_quick, monkeypatch):
     # reliability, training curves (models, classifiers), oracle-vs-correlation, cell types, noise curves
     assert len(images) >= 7
     assert "cell_type" in text
+    # the consensus of the demo's rotation-equivariant ensemble (EnsembleCellTypes)
+    assert "consensus of demo-rotation: mean agreement" in text

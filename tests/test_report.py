@@ -257,9 +257,14 @@ def test_report_on_an_empty_database_shows_not_computed_panels(db, tmp_path):
 
 @pytest.fixture(scope="module")
 def report_file(db, tmp_path_factory):
+    from populate import run
     from populate.report import write_report
+    from schemas.models import Ensemble
 
-    make_demo_models()
+    tasks = make_demo_models()
+    if not Ensemble & dict(ensemble_name="report-rotation"):
+        Ensemble.create("report-rotation", [tasks["rotation"]], n_types=2)
+    run.populate_all(tables=["EnsembleCellTypes"], progress=False)
     return write_report(tmp_path_factory.mktemp("report") / "report.html")
 
 
@@ -282,7 +287,13 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
     from populate.report_sections import MAX_CELLTYPE_MODELS
 
     rotation = min(len(models[models["core_kind"] == "rotation"]), MAX_CELLTYPE_MODELS)
-    assert rotation <= int(found["cell-types"]["data-figures"]) <= 3 * rotation
+    # and per ensemble consensus (simulated scan, k fixed): one agreement matrix, no k curve
+    ensembles = min(len(api.ensembles()), MAX_CELLTYPE_MODELS)
+    assert ensembles >= 1
+    assert rotation + ensembles <= int(found["cell-types"]["data-figures"]) <= 3 * rotation + 2 * ensembles
+    html = report_file.read_text()
+    assert "Consensus cell types per ensemble (EnsembleCellTypes)" in html
+    assert "Ensemble report-rotation: simulated type against consensus type" in html
 
 
 def test_api_tables_agree_with_the_stored_scores(report_file):
