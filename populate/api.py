@@ -382,11 +382,21 @@ def classifier_robustness(restriction=None) -> pd.DataFrame:
 
 
 def adversarial(restriction=None) -> pd.DataFrame:
-    """Long form: one row per classifier x attacked image with its control, alpha, seed and minimal
-    adversarial perturbation (``l2``, ``linf``; missing where the attack found none)."""
+    """Long form: one row per comparison x classifier x attacked image (the comparison's common set)
+    with its control, alpha, seed and minimal adversarial perturbation (``l2``, ``linf``: separate
+    attacks; missing where the attack found none)."""
     c = stage("classifiers")
-    query = c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
-    return _frame(_restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
+    query = _restrict(c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS), restriction)
+    frame = _frame(query, order_by=["control", "alpha", "seed", "image_index"])
+    index = [name for name in frame.columns if name not in ("norm", "distance")]
+    wide = frame.pivot_table(index=index, columns="norm", values="distance", dropna=False, aggfunc="first") \
+        if not frame.empty else pd.DataFrame(columns=index)
+    wide = wide.reset_index() if not frame.empty else wide
+    wide.columns.name = None
+    for norm in ("l2", "linf"):
+        if norm not in wide.columns:
+            wide[norm] = np.nan
+    return wide
 
 
 def classifier_similarity_pairs(

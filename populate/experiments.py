@@ -19,6 +19,12 @@ CELL_TYPES = (
 )
 
 
+ROBUSTNESS = (
+    "full experiment (4 arms x 5 seeds, width 8, early stopping): see docs/results.md",
+    "python -m benchmarks.experiment_robustness",
+)
+
+
 def quote(entry: tuple[str, str]) -> str:
     """One line: the finding, then the command."""
     finding, command = entry

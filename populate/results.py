@@ -98,7 +98,6 @@ def classifiers() -> list[dict]:
             noise=noise.get(key, {}),
             median_l2=attack.get("median_l2"),
             median_linf=attack.get("median_linf"),
-            pgd=attack.get("pgd"),
             similarity_fidelity=row["similarity_fidelity"],
         ))
     return rows

@@ -99,7 +99,7 @@ def test_worker_sets_its_threads_from_the_cpus_it_may_use(db):
 def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
     """On a node where torch reports a GPU, `worker --device cpu` computes every stage on the CPU."""
     from populate import ingest
-    from schemas.classifiers import ClassifierTask, EvaluationConfig
+    from schemas.classifiers import ClassifierTask, ComparisonGroup, EvaluationConfig
     from schemas.models import Ensemble, TrainedModel, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
     from tests.conftest import SCAN, QUICK_TRAINER, tiny_model
@@ -126,9 +126,11 @@ def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
     ingest.photo_classes(12, 4, name="photos-device")
     classifier = ClassifierTask.add(dict(width=4, epochs=1, max_steps_per_epoch=3, batch_size=16, pair_batch=4,
                                          alpha=5.0), "photos-device", neural="device-neural", seeds=(0,))[0]
-    EvaluationConfig.add(dict(noise_images=20, attack_images=2, attack_steps=10, pgd_steps=2, pgd_linf=(0.01,),
-                              pgd_l2=(0.2,)), name="device")
-    worker("TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation")
+    ComparisonGroup.create("device", [classifier])
+    EvaluationConfig.add(dict(noise_images=20, gaussian=(0.0, 0.1), salt_pepper=(), attack_images=2,
+                              attack_schedule=(2,), invariance_std=(0.1,), invariance_images=20,
+                              invariance_pairs=50), name="device")
+    worker("TrainedClassifier", "NoiseEvaluation", "CommonImages", "AdversarialEvaluation")
 
     from populate.jobs import select_tables
 
