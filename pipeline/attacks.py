@@ -19,15 +19,15 @@ over all C x H x W pixels).  An image for which no adversarial was found has dis
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from pipeline.device import resolve_device
 from pipeline.progress import progress_bar
+from pipeline.robustness import evaluating
 
 FOOLBOX_VERSION = "3.3.4"
 NORMS = ("l2", "linf")
@@ -46,16 +46,6 @@ def import_foolbox():
     if foolbox.__version__ != FOOLBOX_VERSION:
         raise RuntimeError(f"foolbox {foolbox.__version__} is installed; the pipeline is pinned to {FOOLBOX_VERSION}")
     return foolbox
-
-
-@contextlib.contextmanager
-def _evaluating(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def common_images(correct: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -119,7 +109,7 @@ def minimal_perturbations(
     foolbox = import_foolbox()
     device = resolve_device(device)
     best = np.full((len(schedule), len(images)), np.inf)
-    with _evaluating(model):
+    with evaluating(model):
         fmodel = foolbox.PyTorchModel(model.to(device), bounds=(0, 1), device=device)
         runs = [(k, lo) for k in range(len(schedule)) for lo in range(0, len(images), batch_size)]
         for k, lo in progress_bar(runs, desc=f"{norm} attack", enabled=progress):

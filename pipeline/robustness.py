@@ -37,7 +37,7 @@ NOISE_LEVELS: dict[str, tuple[float, ...]] = {
 
 
 @contextlib.contextmanager
-def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
     """Eval mode inside the block, the model's previous mode after it."""
     was_training = model.training
     model.eval()
@@ -66,7 +66,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, device=None, batch_siz
     """Predicted classes (N,) int64 on the CPU, evaluated in batches."""
     device = resolve_device(device)
     model.to(device)
-    with _evaluating(model):
+    with evaluating(model):
         out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
 

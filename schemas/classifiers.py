@@ -322,9 +322,7 @@ def _invariance_stimuli(similarity_name: str, settings: EvaluationSettings) -> n
 
 def _network_invariance(key, model, settings: EvaluationSettings) -> list[dict]:
     """Noise invariance of a classifier's own layer similarity over its reference stimuli."""
-    stimuli = _invariance_stimuli(key["similarity_name"], settings)
     regularizer = TrainedClassifier.load_regularizer(key, model)
-    i, j = invariance.random_pairs(len(stimuli), settings.invariance_pairs, settings.seed)
 
     def similarities(images: np.ndarray) -> np.ndarray:
         lookup = lambda a, b: np.zeros(len(a))  # noqa: E731 (no target: only S_model is wanted)
@@ -332,11 +330,17 @@ def _network_invariance(key, model, settings: EvaluationSettings) -> list[dict]:
                                                  n_pairs=settings.invariance_pairs, seed=settings.seed)
         return s_model
 
+    return _invariance_levels(similarities, _invariance_stimuli(key["similarity_name"], settings), settings)
+
+
+def _invariance_levels(similarities, stimuli: np.ndarray, settings: EvaluationSettings) -> list[dict]:
+    """Rows {noise_std, n_pairs, correlation}: r of ``similarities(stimuli)`` with that of noisy stimuli.
+
+    similarities : (n, H, W) grey-level images -> (invariance_pairs,) similarities of the same pairs.
+    """
     clean = similarities(stimuli)
-    return [dict(noise_std=float(std), n_pairs=len(i),
-                 correlation=invariance.invariance(clean, similarities(
-                     invariance.noisy_images(stimuli, std, settings.seed))))
-            for std in settings.invariance_std]
+    return [dict(noise_std=float(std), n_pairs=len(clean), correlation=invariance.invariance(
+        clean, similarities(invariance.noisy_images(stimuli, std, settings.seed)))) for std in settings.invariance_std]
 
 
 @schema
@@ -376,12 +380,9 @@ class TargetInvariance(Readiness, dj.Computed):
             return np.mean([invariance.pair_similarity(v, i, j)
                             for v in target_vectors(key["similarity_name"], images)], axis=0)
 
-        clean = similarities(stimuli)
-        levels = [dict(key, noise_std=float(std), n_pairs=len(i), correlation=invariance.invariance(
-            clean, similarities(invariance.noisy_images(stimuli, std, settings.seed))))
-            for std in settings.invariance_std]
+        levels = _invariance_levels(similarities, stimuli, settings)
         self.insert1(dict(key, n_images=len(stimuli)))
-        self.Level.insert(levels)
+        self.Level.insert(dict(key, **level) for level in levels)
 
 
 @schema
