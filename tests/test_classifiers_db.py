@@ -13,7 +13,7 @@ from tests.conftest import SCAN_KEY
 
 TINY_CLASSIFIER = dict(width=4, epochs=1, max_steps_per_epoch=6, batch_size=16, pair_batch=4)
 TINY_EVALUATION = dict(noise_images=40, gaussian=(0.0, 0.1), salt_pepper=(0.0, 0.05), attack_images=12,
-                       attack_schedule=(2, 6), invariance_std=(0.1,), invariance_images=30, invariance_pairs=200)
+                       attack_schedule=(3, 12), invariance_std=(0.1,), invariance_images=30, invariance_pairs=200)
 EVALUATED = ["TrainedClassifier", "NoiseEvaluation", "TargetInvariance", "CommonImages", "AdversarialEvaluation"]
 
 
@@ -220,6 +220,7 @@ def test_arms_are_attacked_on_the_same_images(comparison):
     correct = np.stack([(predict(TrainedClassifier.load_model(t), images) == labels).numpy() for t in tasks])
     np.testing.assert_array_equal(common, np.flatnonzero(correct.all(axis=0))[:TINY_EVALUATION["attack_images"]])
     assert len(common) >= 4 and not correct.all()  # the common set is a real restriction, and not empty
+    found = 0
     for task in tasks:
         member = dict(task, **key)
         summary = (AdversarialEvaluation & member).fetch1()
@@ -228,13 +229,16 @@ def test_arms_are_attacked_on_the_same_images(comparison):
             rows = (AdversarialEvaluation.Image & member & dict(norm=norm)).to_dicts(order_by="image_index")
             np.testing.assert_array_equal([r["image_index"] for r in rows], common)
             distances = np.array([np.inf if r["distance"] is None else r["distance"] for r in rows])
-            assert summary[f"median_{norm}"] == pytest.approx(np.median(distances))
+            found += np.isfinite(distances).sum()
+            median = np.median(distances)  # +inf when over half the images kept their class: stored as null
+            assert summary[f"median_{norm}"] == (pytest.approx(median) if np.isfinite(median) else None)
             curve = (AdversarialEvaluation.Convergence & member & dict(norm=norm)).to_arrays(
                 "steps", "median_distance", order_by="steps")
             assert list(curve[0]) == list(TINY_EVALUATION["attack_schedule"])
-            medians = np.array([np.inf if m is None else m for m in curve[1]], dtype=float)
-            assert (np.diff(medians) <= 0).all() and medians[-1] == pytest.approx(np.median(distances))
+            medians = [np.inf if m is None else m for m in curve[1]]
+            assert all(a >= b for a, b in zip(medians, medians[1:])) and medians[-1] == pytest.approx(median)
             assert summary[f"{norm}_flat_steps"] in TINY_EVALUATION["attack_schedule"]
+    assert found > len(common) * len(tasks)  # adversarials were found for most image x norm x member
 
 
 def test_comparison_group_validation(comparison, row_counts):
@@ -259,5 +263,5 @@ def test_target_invariance_is_measured(comparison, similarity):
     for r in rows:
         assert -1 <= r["correlation"] <= 1 and r["n_pairs"] == TINY_EVALUATION["invariance_pairs"]
     by_name = {r["similarity_name"]: r["correlation"] for r in rows}
-    # the positive control's target: blurring averages the pixel noise away
-    assert by_name["test-lowpass"] > by_name["test-pixel"] + 0.1
+    # the positive control's target: blurring averages most of the pixel noise away
+    assert 1 - by_name["test-lowpass"] < 0.3 * (1 - by_name["test-pixel"])
