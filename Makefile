@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: demo test install setup db-stop benchmarks clean-local
+.PHONY: demo test lint install setup db-stop benchmarks clean-local
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,12 @@ demo: $(STAMP)
 # two cores of CI); the MariaDB output follows the PostgreSQL output.  Then the torch-kernel tests
 # (marker `kernels`) run again under the next lower CPU instruction set, so that kernels only an
 # older CPU takes run here too (tests/isa.py).
-test: $(STAMP)
+# ruff (lint and format, settings in pyproject.toml) on the whole tree, mypy on pipeline/.
+lint: $(STAMP)
+	@echo "== ruff check, ruff format --check, mypy"
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+test: $(STAMP) lint
 	@populate/deploy/ensure_program.sh dot graphviz
 	@populate/deploy/ensure_program.sh chromium chromium
 	@set -e; if [ -n "$$DJ_HOST" ]; then \

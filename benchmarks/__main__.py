@@ -18,8 +18,9 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
-    failed = [name for name in names
-              if subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}"]).returncode != 0]
+    failed = [
+        name for name in names if subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}"]).returncode != 0
+    ]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

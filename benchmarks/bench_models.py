@@ -68,8 +68,14 @@ def populate_overhead(iterations: int) -> dict:
     TrainedModel.populate(task, display_progress=False)
     ours = time.perf_counter() - start
     bare = bare_loop(ModelConfig.from_dict(model), data, iterations, eval_every, batch_size, seed=0)
-    return dict(populate_seconds=ours, bare_loop_seconds=bare, populate_overhead=ours / bare - 1,
-                iterations=iterations, device="cpu", torch_threads=torch.get_num_threads())
+    return dict(
+        populate_seconds=ours,
+        bare_loop_seconds=bare,
+        populate_overhead=ours / bare - 1,
+        iterations=iterations,
+        device="cpu",
+        torch_threads=torch.get_num_threads(),
+    )
 
 
 def core_cost(features: int, rotations: int, batch: int) -> dict:
@@ -80,15 +86,20 @@ def core_cost(features: int, rotations: int, batch: int) -> dict:
     for kind, n in (("rotation", features), ("cnn", features * rotations)):
         core = build_core(CoreConfig(kind=kind, features=n, rotations=rotations))
 
-        def step():
+        def step(core=core):
             core.zero_grad()
             (core(images).square().mean() + core.regularizer()).backward()
 
         step()
         times[kind] = best_of(step, 3)
-    return dict(core_features=features, core_rotations=rotations, core_batch=batch,
-                rotation_step_seconds=times["rotation"], cnn_step_seconds=times["cnn"],
-                rotation_over_cnn_time=times["rotation"] / times["cnn"])
+    return dict(
+        core_features=features,
+        core_rotations=rotations,
+        core_batch=batch,
+        rotation_step_seconds=times["rotation"],
+        cnn_step_seconds=times["cnn"],
+        rotation_over_cnn_time=times["rotation"] / times["cnn"],
+    )
 
 
 def loading_share(batch_size: int = 128, steps: int = 40) -> dict:
@@ -96,8 +107,11 @@ def loading_share(batch_size: int = 128, steps: int = 40) -> dict:
     from schemas.models import load_scan_tensors
 
     data = load_scan_tensors(dict(animal_id=5, session=1, scan_idx=1), (18, 32)).split("train")
-    model = build_encoder(ModelConfig.from_dict(dict(core=dict(kind="cnn", features=32, kernel_sizes=(9, 5, 5)))),
-                          data.n_units, data.image_shape)
+    model = build_encoder(
+        ModelConfig.from_dict(dict(core=dict(kind="cnn", features=32, kernel_sizes=(9, 5, 5)))),
+        data.n_units,
+        data.image_shape,
+    )
     optimizer = torch.optim.Adam(model.parameters())
 
     def step(batch):
@@ -124,8 +138,12 @@ def loading_share(batch_size: int = 128, steps: int = 40) -> dict:
             step(batch)
 
     alone, loading = best_of(step_alone, 3), best_of(with_loading, 3)
-    return dict(loading_batch=batch_size, step_alone_seconds=alone, with_loading_seconds=loading,
-                throughput_with_loading_over_step_alone=alone / loading)
+    return dict(
+        loading_batch=batch_size,
+        step_alone_seconds=alone,
+        with_loading_seconds=loading,
+        throughput_with_loading_over_step_alone=alone / loading,
+    )
 
 
 def main(argv=None) -> dict:

@@ -27,20 +27,29 @@ def sensorium_sized(n_trials: int, n_units: int, seed: int = 0):
     n_once = n_trials - n_test_images * repeats
     image_ids = np.arange(n_once + n_test_images, dtype=np.int64) + 1000
     trial_images = np.concatenate([image_ids[:n_once], np.repeat(image_ids[n_once:], repeats)])
-    tiers = np.array(["train"] * int(n_once * 0.9) + ["validation"] * (n_once - int(n_once * 0.9))
-                     + ["test"] * (n_test_images * repeats))
+    tiers = np.array(
+        ["train"] * int(n_once * 0.9)
+        + ["validation"] * (n_once - int(n_once * 0.9))
+        + ["test"] * (n_test_images * repeats)
+    )
     order = rng.permutation(n_trials)
     return Recording(
-        animal_id=99, session=1, scan_idx=1,
+        animal_id=99,
+        session=1,
+        scan_idx=1,
         images=rng.integers(0, 256, size=(len(image_ids), 144, 256)).astype(np.float32),
-        image_ids=image_ids, trial_idx=np.arange(n_trials, dtype=np.int64)[order],
-        trial_image_ids=trial_images[order], tiers=tiers[order],
+        image_ids=image_ids,
+        trial_idx=np.arange(n_trials, dtype=np.int64)[order],
+        trial_image_ids=trial_images[order],
+        tiers=tiers[order],
         responses=rng.gamma(0.5, 1.0, size=(n_trials, n_units)).astype(np.float32),
         withheld=np.zeros(n_trials, bool),
         behavior=rng.random((n_trials, 3)).astype(np.float32),
         pupil_center=rng.random((n_trials, 2)).astype(np.float32),
-        unit_ids=np.arange(1, n_units + 1, dtype=np.int64), unit_area=np.array(["V1"] * n_units),
-        unit_layer=np.array(["L2/3"] * n_units), unit_xyz=rng.random((n_units, 3)).astype(np.float32),
+        unit_ids=np.arange(1, n_units + 1, dtype=np.int64),
+        unit_area=np.array(["V1"] * n_units),
+        unit_layer=np.array(["L2/3"] * n_units),
+        unit_xyz=rng.random((n_units, 3)).astype(np.float32),
     )
 
 

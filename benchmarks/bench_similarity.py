@@ -46,9 +46,14 @@ def throughput(n: int, d: int) -> dict:
         return x @ x.T
 
     t_ours, t_matmul = best_of(ours, 2), best_of(matmul, 2)
-    return dict(similarity_n=n, similarity_units=d, similarity_seconds=t_ours, matmul_seconds=t_matmul,
-                similarity_throughput_ratio=t_matmul / t_ours,
-                similarity_pairs_per_second=n * (n - 1) / 2 / t_ours)
+    return dict(
+        similarity_n=n,
+        similarity_units=d,
+        similarity_seconds=t_ours,
+        matmul_seconds=t_matmul,
+        similarity_throughput_ratio=t_matmul / t_ours,
+        similarity_pairs_per_second=n * (n - 1) / 2 / t_ours,
+    )
 
 
 def _peak_child(n: int, d: int) -> None:
@@ -62,20 +67,32 @@ def _peak_child(n: int, d: int) -> None:
         start = time.perf_counter()
         store = write_similarity([vectors], Path(tmp) / "s", progress=False)
         seconds = time.perf_counter() - start
-        check = store.rows([n - 1])[0, : 10]
+        check = store.rows([n - 1])[0, :10]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(peak_bytes=peak, seconds=seconds, input_bytes=vectors.nbytes,
-                          check=float(np.abs(check).sum()))))
+    print(
+        json.dumps(dict(peak_bytes=peak, seconds=seconds, input_bytes=vectors.nbytes, check=float(np.abs(check).sum())))
+    )
 
 
 def peak_memory(n: int, d: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_similarity", "--peak-child", str(n), str(d)],
-                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_similarity", "--peak-child", str(n), str(d)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     dense = n * n * 4
-    return dict(peak_n=n, peak_units=d, peak_resident_gib=result["peak_bytes"] / 2**30,
-                peak_input_gib=result["input_bytes"] / 2**30, dense_matrix_gib=dense / 2**30,
-                peak_over_dense=result["peak_bytes"] / dense, peak_write_seconds=result["seconds"])
+    return dict(
+        peak_n=n,
+        peak_units=d,
+        peak_resident_gib=result["peak_bytes"] / 2**30,
+        peak_input_gib=result["input_bytes"] / 2**30,
+        dense_matrix_gib=dense / 2**30,
+        peak_over_dense=result["peak_bytes"] / dense,
+        peak_write_seconds=result["seconds"],
+    )
 
 
 def step_time(width: int, steps: int) -> dict:
@@ -94,16 +111,22 @@ def step_time(width: int, steps: int) -> dict:
     target = vectors @ vectors.T
     times = {}
     for name, control, alpha in (("baseline", "none", 0.0), ("regularized", "neural", 20.0)):
-        config = ClassifierConfig(width=width, control=control, alpha=alpha, epochs=1, max_steps_per_epoch=steps,
-                                  holdout_fraction=0.0)
+        config = ClassifierConfig(
+            width=width, control=control, alpha=alpha, epochs=1, max_steps_per_epoch=steps, holdout_fraction=0.0
+        )
 
-        def run():
-            fit_classifier(build_classifier(config), images, labels, stimuli, target, config, device="cpu",
-                           progress=False)
+        def run(config=config):
+            fit_classifier(
+                build_classifier(config), images, labels, stimuli, target, config, device="cpu", progress=False
+            )
 
         times[name] = best_of(run, 2) / steps
-    return dict(width=width, baseline_step_seconds=times["baseline"], regularized_step_seconds=times["regularized"],
-                regularized_over_baseline_step=times["regularized"] / times["baseline"])
+    return dict(
+        width=width,
+        baseline_step_seconds=times["baseline"],
+        regularized_step_seconds=times["regularized"],
+        regularized_over_baseline_step=times["regularized"] / times["baseline"],
+    )
 
 
 def robustness_throughput(width: int, n: int = 256) -> dict:

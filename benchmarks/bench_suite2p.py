@@ -28,7 +28,6 @@ import numpy as np
 
 from benchmarks.common import save
 
-
 CONDITIONS = {
     "clean": {},
     "hard": dict(motion_pixels=3, photons_per_unit=0.5, brightness=(80.0, 200.0)),
@@ -53,8 +52,9 @@ def score(seed: int, condition: str, workdir: Path) -> dict[str, float]:
     rates = sim.recording.ground_truth.rates[[slot[int(i)] for i in schedule.image_id]]
     figures = dict(suite2p_seconds=seconds, n_rois=len(traces.footprints))
     for signal in ("spikes", "dff"):
-        recording, footprints = extract(traces, schedule, ExtractionConfig(signal=signal),
-                                        dict(animal_id=1, session=1, scan_idx=1))
+        recording, footprints = extract(
+            traces, schedule, ExtractionConfig(signal=signal), dict(animal_id=1, session=1, scan_idx=1)
+        )
         shape = sim.movie.shape[1:]
         match, _ = match_rois(sim.footprints, [p[:, :2].astype(int) for p in footprints.pixels], shape)
         found = np.flatnonzero(match >= 0)
@@ -65,8 +65,9 @@ def score(seed: int, condition: str, workdir: Path) -> dict[str, float]:
             r = [np.corrcoef(recording.responses[:, match[u]], truth[:, u])[0, 1] for u in found]
             figures[f"r_{name}_{signal}"] = float(np.median(r)) if r else float("nan")
     # the ceiling of r_rates: the simulated activity itself against the rates (trial-to-trial noise)
-    figures["r_rates_ceiling"] = float(np.median([np.corrcoef(activity[:, u], rates[:, u])[0, 1]
-                                                  for u in range(len(match))]))
+    figures["r_rates_ceiling"] = float(
+        np.median([np.corrcoef(activity[:, u], rates[:, u])[0, 1] for u in range(len(match))])
+    )
     return figures
 
 

@@ -19,23 +19,23 @@ from typing import Callable
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Shortest wall time of ``repeats`` calls, seconds (the least disturbed run)."""
+def wall_times(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` calls of ``fn``, seconds."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Shortest wall time of ``repeats`` calls, seconds (the least disturbed run)."""
+    return min(wall_times(fn, repeats))
 
 
 def median_of(fn: Callable[[], object], repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(wall_times(fn, repeats))
 
 
 @contextlib.contextmanager

@@ -23,8 +23,10 @@ from benchmarks.common import RESULTS, save
 def confusion(unit_type, labels, n_groups: int) -> dict[str, list[int]]:
     """Simulated type -> number of its units in each recovered group (feature or cluster)."""
     unit_type, labels = np.asarray(unit_type).astype(str), np.asarray(labels)
-    return {str(name): np.bincount(labels[unit_type == name], minlength=n_groups).tolist()
-            for name in sorted(set(unit_type))}
+    return {
+        str(name): np.bincount(labels[unit_type == name], minlength=n_groups).tolist()
+        for name in sorted(set(unit_type))
+    }
 
 
 def main(argv=None) -> dict:
@@ -36,12 +38,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-shape", type=int, nargs=2, default=[18, 32])
-    parser.add_argument("--gamma-readout", type=float, default=None,
-                        help="L1 weight of the readouts (default: the ReadoutConfig default, the paper's 0.017)")
+    parser.add_argument(
+        "--gamma-readout",
+        type=float,
+        default=None,
+        help="L1 weight of the readouts (default: the ReadoutConfig default, the paper's 0.017)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the results file (variants keep the main figures)")
     parser.add_argument("--cores", nargs="+", default=["rotation", "cnn"], choices=["rotation", "cnn"])
-    parser.add_argument("--noise-free", action="store_true",
-                        help="fit the simulator's noise-free rates instead of the noisy responses (a ceiling)")
+    parser.add_argument(
+        "--save-readouts",
+        action="store_true",
+        help="also write the rotation models' readouts and the true types to "
+        "benchmarks/results/experiment_cores[-tag]-readouts.npz (for pipeline.type_count)",
+    )
+    parser.add_argument(
+        "--noise-free",
+        action="store_true",
+        help="fit the simulator's noise-free rates instead of the noisy responses (a ceiling)",
+    )
     args = parser.parse_args(argv)
 
     from pipeline import celltypes, experiment, stats
@@ -62,8 +77,9 @@ def main(argv=None) -> dict:
     oracle = stats.oracle_correlation(recording.responses[test], recording.trial_image_ids[test])
     kernels = (9, 5, 5)
     configs = {
-        "rotation": dict(core=dict(kind="rotation", features=args.features, rotations=args.rotations,
-                                   kernel_sizes=kernels)),
+        "rotation": dict(
+            core=dict(kind="rotation", features=args.features, rotations=args.rotations, kernel_sizes=kernels)
+        ),
         "cnn": dict(core=dict(kind="cnn", features=args.features * args.rotations, kernel_sizes=kernels)),
     }
     configs = {name: configs[name] for name in args.cores}
@@ -71,25 +87,38 @@ def main(argv=None) -> dict:
         for config in configs.values():
             config["readout"] = dict(gamma_readout=args.gamma_readout)
     trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
-    per_seed, clusters = [], []
+    per_seed, clusters, readouts = [], [], []
     for seed in args.seeds:
         for name, config in configs.items():
             result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
-            row = dict(core=name, seed=seed, test_correlation=float(np.nanmean(result.test.correlation)),
-                       feve=result.test.mean_feve, iterations=result.fit.iterations,
-                       seconds=result.seconds,
-                       parameters=sum(p.numel() for p in result.model.core.parameters()))
+            row = dict(
+                core=name,
+                seed=seed,
+                test_correlation=float(np.nanmean(result.test.correlation)),
+                feve=result.test.mean_feve,
+                iterations=result.fit.iterations,
+                seconds=result.seconds,
+                parameters=sum(p.numel() for p in result.model.core.parameters()),
+            )
             if name == "rotation":
-                typed = celltypes.summarize(result.model.feature_weights(), args.rotations,
-                                            truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
-                                            seed=seed, n_clusters=args.features)
+                readouts.append(result.model.feature_weights())
+                typed = celltypes.summarize(
+                    result.model.feature_weights(),
+                    args.rotations,
+                    truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
+                    seed=seed,
+                    n_clusters=args.features,
+                )
                 clusters.append(np.array([u["cluster"] for u in typed.units]))
                 summary = typed.summary
-                row.update(ari_types=summary["ari_types"], ari_clusters=summary["ari_clusters"],
-                           n_clusters=summary["n_clusters"], orientation_error_deg=summary["orientation_error"],
-                           type_confusion=confusion(truth.unit_type, [u["cell_type"] for u in typed.units],
-                                                    args.features),
-                           cluster_confusion=confusion(truth.unit_type, clusters[-1], args.features))
+                row.update(
+                    ari_types=summary["ari_types"],
+                    ari_clusters=summary["ari_clusters"],
+                    n_clusters=summary["n_clusters"],
+                    orientation_error_deg=summary["orientation_error"],
+                    type_confusion=confusion(truth.unit_type, [u["cell_type"] for u in typed.units], args.features),
+                    cluster_confusion=confusion(truth.unit_type, clusters[-1], args.features),
+                )
             per_seed.append(row)
             print(row, flush=True)
 
@@ -97,10 +126,17 @@ def main(argv=None) -> dict:
         values = np.array([r[field] for r in per_seed if r["core"] == core and r.get(field) is not None], float)
         return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
-    figures = dict(preset=args.preset, noise_free=args.noise_free, seeds=args.seeds,
-                   feature_maps=args.features * args.rotations,
-                   features=args.features, gamma_readout=args.gamma_readout, iterations=args.iterations,
-                   mean_oracle=float(np.nanmean(oracle)), torch_threads=torch.get_num_threads())
+    figures = dict(
+        preset=args.preset,
+        noise_free=args.noise_free,
+        seeds=args.seeds,
+        feature_maps=args.features * args.rotations,
+        features=args.features,
+        gamma_readout=args.gamma_readout,
+        iterations=args.iterations,
+        mean_oracle=float(np.nanmean(oracle)),
+        torch_threads=torch.get_num_threads(),
+    )
     for core in configs:
         for field in ("test_correlation", "feve"):
             mean, sd = spread(core, field)
@@ -117,7 +153,8 @@ def main(argv=None) -> dict:
         # Every subset size: how many models a consensus needs (the single models are size 1).
         curve = celltypes.consensus_by_ensemble_size(clusters, args.features, truth.unit_type)
         figures["rotation_consensus_by_size"] = [
-            {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items() if k != "ari"} for row in curve]
+            {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items() if k != "ari"} for row in curve
+        ]
         figure_path = RESULTS / f"experiment_cores{'-' + args.tag if args.tag else ''}-consensus.png"
         RESULTS.mkdir(exist_ok=True)
         figures_module.consensus_curve(curve).savefig(figure_path, dpi=120)
@@ -130,6 +167,14 @@ def main(argv=None) -> dict:
         ]
         figures["rotation_beats_cnn_seeds"] = f"{sum(wins)}/{len(wins)}"
     figures["per_seed"] = per_seed
+    if args.save_readouts and readouts:
+        RESULTS.mkdir(exist_ok=True)
+        np.savez(
+            RESULTS / f"experiment_cores{'-' + args.tag if args.tag else ''}-readouts.npz",
+            readouts=np.stack(readouts),
+            unit_type=np.asarray(truth.unit_type).astype(str),
+            rotations=args.rotations,
+        )
     save("experiment_cores" + (f"-{args.tag}" if args.tag else ""), figures)
     return figures
 

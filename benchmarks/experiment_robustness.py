@@ -33,8 +33,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import RESULTS
 from populate import comparison
 from populate.comparison import ARMS
@@ -48,24 +46,52 @@ def settings(quick: bool) -> dict:
     """Sizes of the experiment; the full one fits about an hour on 2 CPU cores."""
     if quick:
         return dict(
-            preset="tiny", photos=(30, 10), model_iterations=40, model_seeds=(0,),
-            classifier=dict(width=4, epochs=3, max_steps_per_epoch=5, batch_size=16, pair_batch=4,
-                            holdout_fraction=0.2, patience=1, decay_every=2),
-            evaluation=dict(noise_images=60, gaussian=(0.0, 0.1, 0.3), salt_pepper=(0.0, 0.1),
-                            attack_images=8, attack_schedule=(2, 5), invariance_std=(0.1,),
-                            invariance_images=40, invariance_pairs=200),
+            preset="tiny",
+            photos=(30, 10),
+            model_iterations=40,
+            model_seeds=(0,),
+            classifier=dict(
+                width=4,
+                epochs=3,
+                max_steps_per_epoch=5,
+                batch_size=16,
+                pair_batch=4,
+                holdout_fraction=0.2,
+                patience=1,
+                decay_every=2,
+            ),
+            evaluation=dict(
+                noise_images=60,
+                gaussian=(0.0, 0.1, 0.3),
+                salt_pepper=(0.0, 0.1),
+                attack_images=8,
+                attack_schedule=(2, 5),
+                invariance_std=(0.1,),
+                invariance_images=40,
+                invariance_pairs=200,
+            ),
         )
     return dict(
-        preset="demo", photos=(400, 100), model_iterations=400, model_seeds=(0, 1),
+        preset="demo",
+        photos=(400, 100),
+        model_iterations=400,
+        model_seeds=(0, 1),
         # width 8 (a step costs about a third of width 16's), 50-step epochs, early stopping with
         # patience 3 on 400 held-out images, at most 16 epochs: the validation accuracy plateaus
         # within that (every epoch's is in the results file)
-        classifier=dict(width=8, epochs=16, max_steps_per_epoch=50, decay_every=4, reset_every=16,
-                        holdout_fraction=0.1, patience=3),
-        evaluation=dict(noise_images=None, gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
-                        salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2), attack_images=100,
-                        attack_schedule=(5, 10, 25, 50), invariance_std=(0.05, 0.1, 0.2),
-                        invariance_images=500, invariance_pairs=5000),
+        classifier=dict(
+            width=8, epochs=16, max_steps_per_epoch=50, decay_every=4, reset_every=16, holdout_fraction=0.1, patience=3
+        ),
+        evaluation=dict(
+            noise_images=None,
+            gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
+            salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
+            attack_images=100,
+            attack_schedule=(5, 10, 25, 50),
+            invariance_std=(0.05, 0.1, 0.2),
+            invariance_images=500,
+            invariance_pairs=5000,
+        ),
     )
 
 
@@ -79,29 +105,47 @@ def declare(args, sizes: dict) -> dict:
     scan, _ = ingest.simulate(sizes["preset"], seed=0, scan=SCAN)
     ingest.photo_classes(*sizes["photos"], name="photos")
     kernels = (9, 5, 5) if not args.quick else (5, 3)
-    model = dict(core=dict(kind="rotation", features=6 if not args.quick else 2, rotations=8, layers=len(kernels),
-                           kernel_sizes=kernels), shifter=True, modulator=True)
-    trainer = dict(max_iterations=sizes["model_iterations"], eval_every=50 if not args.quick else 10,
-                   patience=4, batch_size=64)
-    models = TrainingTask.add(model=model, dataset=dict(scan=SCAN, image_shape=(18, 32)), trainer=trainer,
-                              seeds=sizes["model_seeds"], name="robustness-denoiser")
+    model = dict(
+        core=dict(
+            kind="rotation", features=6 if not args.quick else 2, rotations=8, layers=len(kernels), kernel_sizes=kernels
+        ),
+        shifter=True,
+        modulator=True,
+    )
+    trainer = dict(
+        max_iterations=sizes["model_iterations"], eval_every=50 if not args.quick else 10, patience=4, batch_size=64
+    )
+    models = TrainingTask.add(
+        model=model,
+        dataset=dict(scan=SCAN, image_shape=(18, 32)),
+        trainer=trainer,
+        seeds=sizes["model_seeds"],
+        name="robustness-denoiser",
+    )
     if not (Ensemble & dict(ensemble_name="robustness")):
         Ensemble.create("robustness", models, description="denoisers with shifter and modulator, scan " + SCAN)
     if not (ImageSet & dict(image_set="robustness")):
         ImageSet.from_scans("robustness", [scan], description="stimuli of scan " + SCAN)
     SimilarityTask.add("robustness-neural", dict(method="model"), image_set="robustness", ensembles=["robustness"])
-    SimilarityTask.add("robustness-lowpass", dict(method="lowpass", lowpass_sigma=args.lowpass_sigma),
-                       image_set="robustness")
+    SimilarityTask.add(
+        "robustness-lowpass", dict(method="lowpass", lowpass_sigma=args.lowpass_sigma), image_set="robustness"
+    )
     tasks = []
     for control in CONTROLS:
         config = dict(sizes["classifier"], control=control, alpha=0.0 if control == "none" else args.alpha)
         if args.width:
             config["width"] = args.width
-        tasks += ClassifierTask.add(config, classification_set="photos", neural="robustness-neural",
-                                    seeds=args.seeds, target="robustness-lowpass" if control == "lowpass" else None,
-                                    name=f"robustness-{control}")
-    group = ComparisonGroup.create(args.comparison, tasks,
-                                   description="baseline, neural, shuffled and positive control, paired by seed")
+        tasks += ClassifierTask.add(
+            config,
+            classification_set="photos",
+            neural="robustness-neural",
+            seeds=args.seeds,
+            target="robustness-lowpass" if control == "lowpass" else None,
+            name=f"robustness-{control}",
+        )
+    group = ComparisonGroup.create(
+        args.comparison, tasks, description="baseline, neural, shuffled and positive control, paired by seed"
+    )
     evaluation = EvaluationConfig.add(sizes["evaluation"], name="robustness")
     return dict(comparison=group, evaluation=evaluation)
 
@@ -125,8 +169,11 @@ def work(threads: int, poll: float = 5.0) -> None:
             table.populate(reserve_jobs=True, suppress_errors=True, display_progress=False)
             if len(table()) > before:
                 added += len(table()) - before
-                print(f"[{time.strftime('%H:%M:%S')} pid {os.getpid()}] {table.__name__}: +{len(table()) - before} "
-                      f"({time.monotonic() - start:.0f} s)", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')} pid {os.getpid()}] {table.__name__}: +{len(table()) - before} "
+                    f"({time.monotonic() - start:.0f} s)",
+                    flush=True,
+                )
         if not added and not any(len(table.jobs.reserved) for table in tables):
             return
         if not added:
@@ -158,8 +205,10 @@ def figures(data: dict, tag: str) -> list[Path]:
 
     FIGURES.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in (("noise", figs.noise_curves_ci(_noise_frame(data), labels=ARMS)),
-                      ("convergence", figs.attack_convergence(_convergence_frame(data), labels=ARMS))):
+    for name, fig in (
+        ("noise", figs.noise_curves_ci(_noise_frame(data), labels=ARMS)),
+        ("convergence", figs.attack_convergence(_convergence_frame(data), labels=ARMS)),
+    ):
         path = FIGURES / f"robustness{'-' + tag if tag else ''}-{name}.png"
         fig.savefig(path, dpi=110)
         paths.append(path)
@@ -173,8 +222,10 @@ def _noise_frame(data: dict):
     for control, arm in data["arms"].items():
         for kind, noise in arm["noise"].items():
             for seed, accuracies in zip(arm["seeds"], noise["accuracy"]):
-                rows += [dict(control=control, seed=seed, noise_type=kind, strength=s, accuracy=a)
-                         for s, a in zip(noise["strengths"], accuracies)]
+                rows += [
+                    dict(control=control, seed=seed, noise_type=kind, strength=s, accuracy=a)
+                    for s, a in zip(noise["strengths"], accuracies)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -185,8 +236,10 @@ def _convergence_frame(data: dict):
     for control, arm in data["arms"].items():
         for norm, curve in arm["convergence"].items():
             for seed, medians in zip(arm["seeds"], curve["median"]):
-                rows += [dict(control=control, seed=seed, norm=norm, steps=n, median_distance=m)
-                         for n, m in zip(curve["steps"], medians)]
+                rows += [
+                    dict(control=control, seed=seed, norm=norm, steps=n, median_distance=m)
+                    for n, m in zip(curve["steps"], medians)
+                ]
     return pd.DataFrame(rows)
 
 
@@ -195,8 +248,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--alpha", type=float, default=5.0, help="similarity weight of the regularized arms")
     parser.add_argument("--width", type=int, default=None, help="ResNet18 width (default 8)")
-    parser.add_argument("--lowpass-sigma", type=float, default=3.0,
-                        help="blur of the positive control's stimuli, pixels of the 36 x 64 stimuli")
+    parser.add_argument(
+        "--lowpass-sigma",
+        type=float,
+        default=3.0,
+        help="blur of the positive control's stimuli, pixels of the 36 x 64 stimuli",
+    )
     parser.add_argument("--comparison", default="robustness")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     parser.add_argument("--work", action="store_true", help=argparse.SUPPRESS)

@@ -59,7 +59,7 @@ class Login:
         self.connection = connection
         self.name, self.password = f"fc{uuid.uuid4().hex[:10]}", "pw" + uuid.uuid4().hex[:16]
         if self.pg:
-            connection.query(f'CREATE ROLE "{self.name}" LOGIN SUPERUSER PASSWORD \'{self.password}\'')
+            connection.query(f"CREATE ROLE \"{self.name}\" LOGIN SUPERUSER PASSWORD '{self.password}'")
         else:
             for host in HOSTS:
                 connection.query(f"CREATE USER '{self.name}'@'{host}' IDENTIFIED BY '{self.password}'")
@@ -72,18 +72,22 @@ class Login:
     def end_connections(self, pids: set[int] | None = None) -> int:
         """End the login's connections on the server (only those of ``pids`` when given)."""
         if self.pg:
-            rows = self.connection.query("SELECT pid FROM pg_stat_activity WHERE usename = %s",
-                                         args=(self.name,)).fetchall()
+            rows = self.connection.query(
+                "SELECT pid FROM pg_stat_activity WHERE usename = %s", args=(self.name,)
+            ).fetchall()
         else:
-            rows = self.connection.query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
-                                         args=(self.name,)).fetchall()
+            rows = self.connection.query(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", args=(self.name,)
+            ).fetchall()
         ended = 0
         for (pid,) in rows:
             if pids is not None and int(pid) not in pids:
                 continue
             try:
-                self.connection.query("SELECT pg_terminate_backend(%s)" if self.pg else f"KILL CONNECTION {int(pid)}",
-                                      args=(int(pid),) if self.pg else ())
+                self.connection.query(
+                    "SELECT pg_terminate_backend(%s)" if self.pg else f"KILL CONNECTION {int(pid)}",
+                    args=(int(pid),) if self.pg else (),
+                )
                 ended += 1
             except Exception:
                 pass
@@ -115,13 +119,15 @@ def _env(login: Login | None, log_dir: Path) -> dict:
 
 
 def _start(args, env, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "populate", *args], cwd=REPO, env=env,
-                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "populate", *args], cwd=REPO, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT
+    )
 
 
 def _worker(env, log_dir: Path, n: int) -> subprocess.Popen:
-    return _start(["worker", *MODULE, "--poll", "0.2", "--heartbeat", "0.5", "--idle-exit", "8"], env,
-                  log_dir / f"worker-{n}.log")
+    return _start(
+        ["worker", *MODULE, "--poll", "0.2", "--heartbeat", "0.5", "--idle-exit", "8"], env, log_dir / f"worker-{n}.log"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +189,9 @@ def _run_queue(tables, items: int, seconds: float) -> None:
 
 def _clear(tables) -> None:
     from schemas import operations
+    from tests.worker_setup import clear
 
-    for table in (tables.Square, tables.Cube):
-        table.jobs.delete_quick()
-        table.Piece.delete_quick()
-        table.delete_quick()
-    tables.Item.delete_quick()
+    clear(tables)
     operations.Worker.delete_quick()
     operations.JobRetry.delete_quick()
 
@@ -203,21 +206,35 @@ def _gc_race(log_dir: Path) -> dict:
     connection = dj.conn()
     q = connection.adapter.quote_identifier
     schema = db.schema_name("recordings")
-    holder = dj.Connection(dj.config["database.host"], dj.config["database.user"], dj.config["database.password"],
-                           port=dj.config["database.port"], use_tls=dj.config["database.use_tls"])
+    holder = dj.Connection(
+        dj.config["database.host"],
+        dj.config["database.user"],
+        dj.config["database.password"],
+        port=dj.config["database.port"],
+        use_tls=dj.config["database.use_tls"],
+    )
     holder.query("BEGIN")
     leaf = f"{q(schema)}.{q('ground_truth__unit')}"
-    holder.query(f"LOCK TABLE {leaf} IN SHARE MODE" if holder.adapter.backend == "postgresql"
-                 else f"SELECT * FROM {leaf} WHERE animal_id = 6 FOR UPDATE")
-    importer = _start(["simulate", "--preset", "tiny", "--seed", "6", "--scan", "6-6-6"], _env(None, log_dir),
-                      log_dir / "import.log")
+    holder.query(
+        f"LOCK TABLE {leaf} IN SHARE MODE"
+        if holder.adapter.backend == "postgresql"
+        else f"SELECT * FROM {leaf} WHERE animal_id = 6 FOR UPDATE"
+    )
+    importer = _start(
+        ["simulate", "--preset", "tiny", "--seed", "6", "--scan", "6-6-6"], _env(None, log_dir), log_dir / "import.log"
+    )
     store = db.store_dir()
     deadline = time.monotonic() + 120
     while not any("ground_truth" in p.parts for p in store.rglob("*.npy")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
-    gc = subprocess.run([sys.executable, "-m", "populate", "gc", "--delete", "--grace", "0", "--wait", "0"], cwd=REPO,
-                        env=_env(None, log_dir), capture_output=True, text=True)
+    gc = subprocess.run(
+        [sys.executable, "-m", "populate", "gc", "--delete", "--grace", "0", "--wait", "0"],
+        cwd=REPO,
+        env=_env(None, log_dir),
+        capture_output=True,
+        text=True,
+    )
     holder.query("ROLLBACK")
     holder.close()
     importer.wait(180)
@@ -227,9 +244,13 @@ def _gc_race(log_dir: Path) -> dict:
     except Exception:
         exported = False
     kept = next((line for line in gc.stdout.splitlines() if "kept" in line), "")
-    return dict(injected=1, recovered=int(recordings.scan_exists(dict(animal_id=6, session=6, scan_idx=6))
-                                          and importer.returncode == 0 and exported),
-                detail=f"gc exit {gc.returncode}; {kept.strip()}")
+    return dict(
+        injected=1,
+        recovered=int(
+            recordings.scan_exists(dict(animal_id=6, session=6, scan_idx=6)) and importer.returncode == 0 and exported
+        ),
+        detail=f"gc exit {gc.returncode}; {kept.strip()}",
+    )
 
 
 def campaign(items: int, rounds: int, seconds: float) -> dict:
@@ -258,8 +279,22 @@ def campaign(items: int, rounds: int, seconds: float) -> dict:
     started = 0
     try:
         _run_queue(tables, items, seconds)
-        scheduler = _start(["scheduler", *MODULE, "--interval", "0.5", "--stale-after", "3", "--backoff", "0.5",
-                            "--max-retries", "10"], env, log_dir / "scheduler.log")
+        scheduler = _start(
+            [
+                "scheduler",
+                *MODULE,
+                "--interval",
+                "0.5",
+                "--stale-after",
+                "3",
+                "--backoff",
+                "0.5",
+                "--max-retries",
+                "10",
+            ],
+            env,
+            log_dir / "scheduler.log",
+        )
         for _ in range(2):
             started += 1
             w = _worker(env, log_dir, started)
@@ -324,22 +359,36 @@ def campaign(items: int, rounds: int, seconds: float) -> dict:
 
     for name, jobs in hit.items():  # a struck job is recovered when its entry is complete and nothing is left queued
         faults[name]["recovered"] = sum(
-            len(table & dict(item=item)) == 1 and len(table.Piece & dict(item=item)) == PIECES
-            and not (table.jobs & dict(item=item)) for table, item in jobs)
+            len(table & dict(item=item)) == 1
+            and len(table.Piece & dict(item=item)) == PIECES
+            and not (table.jobs & dict(item=item))
+            for table, item in jobs
+        )
     worker_errors = {pid: code for pid, code in exits.items() if code not in (0, -signal.SIGKILL)}
     return dict(
-        backend=connection.adapter.backend, items=items, faults=faults, jobs_recovered=recovered,
-        rows_lost=rows_lost, files_lost=_missing_files(), identical=result == reference,
+        backend=connection.adapter.backend,
+        items=items,
+        faults=faults,
+        jobs_recovered=recovered,
+        rows_lost=rows_lost,
+        files_lost=_missing_files(),
+        identical=result == reference,
         complete=all(len(result[n]) == len(reference[n]) for n in reference),
-        sigterm_exit_s=dict(n=len(sigterm_s), median=statistics.median(sigterm_s) if sigterm_s else None,
-                            max=max(sigterm_s) if sigterm_s else None),
-        unexpected_worker_exits=worker_errors, log_dir=None,
+        sigterm_exit_s=dict(
+            n=len(sigterm_s),
+            median=statistics.median(sigterm_s) if sigterm_s else None,
+            max=max(sigterm_s) if sigterm_s else None,
+        ),
+        unexpected_worker_exits=worker_errors,
+        log_dir=None,
     )
 
 
 def _table(report: dict) -> str:
-    lines = [f"fault campaign on {report['backend']}: {report['items']} items x 2 tables",
-             f"{'fault':<10} {'injected':>8} {'recovered':>9}  detail"]
+    lines = [
+        f"fault campaign on {report['backend']}: {report['items']} items x 2 tables",
+        f"{'fault':<10} {'injected':>8} {'recovered':>9}  detail",
+    ]
     for name, f in report["faults"].items():
         lines.append(f"{name:<10} {f['injected']:>8} {f['recovered']:>9}  {f['detail']}")
     s = report["sigterm_exit_s"]
@@ -347,7 +396,9 @@ def _table(report: dict) -> str:
         f"jobs re-run after a fault: {report['jobs_recovered']}",
         f"rows lost: {report['rows_lost']}   files lost: {report['files_lost']}",
         f"results identical to the undisturbed run: {report['identical']}",
-        f"SIGTERM to exit: median {s['median']:.2f} s, max {s['max']:.2f} s over {s['n']}" if s["n"] else "SIGTERM: none",
+        f"SIGTERM to exit: median {s['median']:.2f} s, max {s['max']:.2f} s over {s['n']}"
+        if s["n"]
+        else "SIGTERM: none",
         f"worker exits other than 0 or SIGKILL: {report['unexpected_worker_exits'] or 'none'}",
     ]
     return "\n".join(lines)
@@ -375,8 +426,13 @@ def main() -> int:
     print(_table(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"faults-{report['backend']}.json").write_text(json.dumps(report, indent=2, default=str))
-    ok = report["rows_lost"] == 0 and report["files_lost"] == 0 and report["identical"] and \
-        not report["unexpected_worker_exits"] and all(f["recovered"] == f["injected"] for f in report["faults"].values())
+    ok = (
+        report["rows_lost"] == 0
+        and report["files_lost"] == 0
+        and report["identical"]
+        and not report["unexpected_worker_exits"]
+        and all(f["recovered"] == f["injected"] for f in report["faults"].values())
+    )
     return 0 if ok else 1
 
 

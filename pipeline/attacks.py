@@ -104,8 +104,9 @@ def minimal_perturbations(
     if not schedule or any(s < 1 for s in schedule) or sorted(set(schedule)) != schedule:
         raise ValueError(f"schedule must be increasing step counts >= 1, got {schedule}")
     if images.ndim != 4 or labels.shape != (len(images),):
-        raise ValueError(f"images (N, C, H, W) and labels (N,) expected, got {tuple(images.shape)}, "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"images (N, C, H, W) and labels (N,) expected, got {tuple(images.shape)}, {tuple(labels.shape)}"
+        )
     foolbox = import_foolbox()
     device = resolve_device(device)
     best = np.full((len(schedule), len(images)), np.inf)
@@ -113,13 +114,13 @@ def minimal_perturbations(
         fmodel = foolbox.PyTorchModel(model.to(device), bounds=(0, 1), device=device)
         runs = [(k, lo) for k in range(len(schedule)) for lo in range(0, len(images), batch_size)]
         for k, lo in progress_bar(runs, desc=f"{norm} attack", enabled=progress):
-            x = images[lo:lo + batch_size].to(device)
-            y = labels[lo:lo + batch_size].to(device, torch.int64)
+            x = images[lo : lo + batch_size].to(device)
+            y = labels[lo : lo + batch_size].to(device, torch.int64)
             adversarial = _attack(foolbox, norm, schedule[k]).run(fmodel, x, foolbox.criteria.Misclassification(y))
             with torch.no_grad():
                 fooled = (model(adversarial).argmax(1) != y).cpu().numpy()
             distance = _norm(adversarial - x, norm).cpu().numpy()
-            best[k, lo:lo + len(x)] = np.where(fooled, distance, np.inf)
+            best[k, lo : lo + len(x)] = np.where(fooled, distance, np.inf)
     return np.minimum.accumulate(best, axis=0)
 
 
@@ -134,11 +135,11 @@ def flattening_step(schedule: Sequence[int], medians: Sequence[float], tolerance
     If that is the last step count of the schedule, the curve had not yet flattened before it and
     the schedule should be extended.
     """
-    medians = np.asarray(medians, dtype=np.float64)
-    if len(medians) != len(schedule) or not len(medians):
+    values = np.asarray(medians, dtype=np.float64)
+    if len(values) != len(schedule) or not len(values):
         raise ValueError("schedule and medians must be non-empty and of equal length")
-    final = medians[-1]
-    for steps, value in zip(schedule, medians):
+    final = values[-1]
+    for steps, value in zip(schedule, values):
         if np.isfinite(value) and value <= final * (1 + tolerance):
             return int(steps)
     return int(schedule[-1])

@@ -104,7 +104,12 @@ def _rotated(spectra: np.ndarray, shifts: np.ndarray, rotations: int) -> np.ndar
 
 
 def rotation_invariant_kmeans(
-    vectors: np.ndarray, rotations: int, n_clusters: int, steps: int = 8, n_init: int = 5, seed: int = 0,
+    vectors: np.ndarray,
+    rotations: int,
+    n_clusters: int,
+    steps: int = 8,
+    n_init: int = 5,
+    seed: int = 0,
     max_iter: int = 100,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means whose distance is the minimum over rotations (Ustyuzhaninov et al. 2020).
@@ -145,8 +150,9 @@ def rotation_invariant_kmeans(
             if labels is not None and np.array_equal(new_labels, labels):
                 break
             labels = new_labels
-            centres = np.stack([aligned[labels == j].mean(axis=0) if (labels == j).any() else centres[j]
-                                for j in range(n_clusters)])
+            centres = np.stack(
+                [aligned[labels == j].mean(axis=0) if (labels == j).any() else centres[j] for j in range(n_clusters)]
+            )
         inertia = float(((aligned - centres[labels]) ** 2).sum())
         if best is None or inertia < best[0]:
             best = (inertia, labels, shifts)
@@ -204,8 +210,10 @@ def consensus_by_ensemble_size(
     labelings = [np.asarray(labels) for labels in labelings]
     truth = np.asarray(truth)
     if not labelings or any(labels.shape != truth.shape for labels in labelings):
-        raise ValueError(f"consensus_by_ensemble_size: expected labelings shaped like truth {truth.shape}, "
-                         f"got {[labels.shape for labels in labelings]}")
+        raise ValueError(
+            f"consensus_by_ensemble_size: expected labelings shaped like truth {truth.shape}, "
+            f"got {[labels.shape for labels in labelings]}"
+        )
     n = len(labelings)
     rng = np.random.default_rng(seed)
     rows = []
@@ -217,10 +225,20 @@ def consensus_by_ensemble_size(
             while len(drawn) < max_subsets:
                 drawn.add(tuple(sorted(rng.choice(n, size, replace=False).tolist())))
             subsets = [list(c) for c in sorted(drawn)]
-        ari = np.array([adjusted_rand_index(truth, consensus_types([labelings[i] for i in s], n_clusters)[0])
-                        for s in subsets])
-        rows.append(dict(models=size, subsets=len(subsets), mean=float(ari.mean()), sd=float(ari.std()),
-                         min=float(ari.min()), max=float(ari.max()), ari=ari.tolist()))
+        ari = np.array(
+            [adjusted_rand_index(truth, consensus_types([labelings[i] for i in s], n_clusters)[0]) for s in subsets]
+        )
+        rows.append(
+            dict(
+                models=size,
+                subsets=len(subsets),
+                mean=float(ari.mean()),
+                sd=float(ari.std()),
+                min=float(ari.min()),
+                max=float(ari.max()),
+                ari=ari.tolist(),
+            )
+        )
     return rows
 
 
@@ -235,9 +253,7 @@ def circular_orientation_error(pred: np.ndarray, true: np.ndarray, period: float
     return np.minimum(d, period - d)
 
 
-def align_orientations(
-    pred: np.ndarray, true: np.ndarray, groups: np.ndarray, period: float = np.pi
-) -> np.ndarray:
+def align_orientations(pred: np.ndarray, true: np.ndarray, groups: np.ndarray, period: float = np.pi) -> np.ndarray:
     """``pred`` plus, per group (e.g. cell type), the circular-mean offset to ``true``, mod period.
 
     Model orientations are relative to each feature's unknown reference orientation; this removes

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import numbers
+import types
 import typing
 from typing import Any, Mapping, TypeVar
 
@@ -67,7 +68,7 @@ def canonical_hash(value: Any) -> str:
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
         errors = []
@@ -95,7 +96,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if annotation is int:
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
             if float(value).is_integer():
-                return int(value)
+                return int(float(value))
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
@@ -112,6 +113,19 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return value
         return annotation.from_dict(value, _path=f"{name}.")
     return value
+
+
+OMIT_AT_DEFAULT = "omit_at_default"
+
+
+def added_field(default: Any) -> Any:
+    """A field added to a config class after configs of it were stored.
+
+    While it holds its default it is left out of :meth:`Config.to_dict` and so of the hash: every
+    config written before the field existed keeps its hash (and its database key), and
+    :meth:`Config.from_dict` fills the default back in.  A non-default value is stored and hashed.
+    """
+    return dataclasses.field(default=default, metadata={OMIT_AT_DEFAULT: True})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,12 +165,20 @@ class Config:
         """Check cross-field constraints; subclasses raise :class:`ConfigError`."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dictionary of every field (defaults included)."""
-        return canonical({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        """Plain-JSON dictionary of every field (defaults included), except fields declared with
+        :func:`added_field` while they hold their default."""
+        return canonical(
+            {
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if not (f.metadata.get(OMIT_AT_DEFAULT) and canonical(getattr(self, f.name)) == canonical(f.default))
+            }
+        )
 
     @property
     def hash(self) -> str:
-        """Canonical content hash over every field, defaults included."""
+        """Canonical content hash over :meth:`to_dict` (every field, defaults included, except
+        :func:`added_field` fields at their default)."""
         return canonical_hash(self.to_dict())
 
     def replace(self: C, **changes) -> C:

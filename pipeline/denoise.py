@@ -7,7 +7,7 @@ so a prediction is the response of an average trial.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -16,16 +16,19 @@ from . import metrics
 from .data.dataset import ScanTensors, downsample_images
 from .stats import NormalizationStats
 
+if TYPE_CHECKING:
+    from .models.encoder import Encoder
+
 
 def model_inputs(images: np.ndarray, stats: NormalizationStats, image_shape: tuple[int, int]) -> torch.Tensor:
     """(N, H, W) grey-level images -> (N, 1, h, w) float32 model inputs, z-scored like training."""
-    small = downsample_images(np.asarray(images), tuple(image_shape))
+    small = downsample_images(np.asarray(images), image_shape)
     return torch.from_numpy((small - np.float32(stats.image_mean)) / np.float32(stats.image_std))[:, None]
 
 
 @torch.no_grad()
 def ensemble_predict(
-    models: Sequence[torch.nn.Module],
+    models: Sequence[Encoder],
     inputs: torch.Tensor,
     behavior: torch.Tensor | None = None,
     pupil_center: torch.Tensor | None = None,
@@ -41,21 +44,26 @@ def ensemble_predict(
     n = len(inputs)
     behavior = torch.zeros(n, 3) if behavior is None else behavior
     pupil_center = torch.zeros(n, 2) if pupil_center is None else pupil_center
-    total = None
-    for model in models:
+    total = torch.zeros(0)
+    for k, model in enumerate(models):
         device = next(model.parameters()).device
         model.eval()
         parts = [
-            model(inputs[s:s + batch_size].to(device), behavior=behavior[s:s + batch_size].to(device),
-                  pupil_center=pupil_center[s:s + batch_size].to(device)).double().cpu()
+            model(
+                inputs[s : s + batch_size].to(device),
+                behavior=behavior[s : s + batch_size].to(device),
+                pupil_center=pupil_center[s : s + batch_size].to(device),
+            )
+            .double()
+            .cpu()
             for s in range(0, n, batch_size)
         ]
         prediction = torch.cat(parts) if parts else torch.zeros(0, model.n_units, dtype=torch.float64)
-        total = prediction if total is None else total + prediction
+        total = prediction if k == 0 else total + prediction
     return (total / len(models)).numpy()
 
 
-def ensemble_test_correlation(models: Sequence[torch.nn.Module], data: ScanTensors) -> np.ndarray:
+def ensemble_test_correlation(models: Sequence[Encoder], data: ScanTensors) -> np.ndarray:
     """(n_units,) test correlation (repeat-averaged) of the ensemble's averaged prediction."""
     test = data.split("test")
     prediction = ensemble_predict(models, test.images, test.behavior, test.pupil_center)
@@ -84,5 +92,5 @@ def classifier_inputs(images: np.ndarray, side: int = 32) -> torch.Tensor:
     h, w = images.shape[1:]
     square = min(h, w)
     top, left = (h - square) // 2, (w - square) // 2
-    crop = images[:, top:top + square, left:left + square]
+    crop = images[:, top : top + square, left : left + square]
     return torch.from_numpy(np.clip(downsample_images(crop, (side, side)) / 255.0, 0.0, 1.0))[:, None]

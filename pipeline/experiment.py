@@ -18,7 +18,6 @@ from .models.encoder import ModelConfig, build_encoder
 from .training import FitResult, TrainerConfig, fit, predict
 
 
-
 @dataclasses.dataclass
 class TestScores:
     """Per-unit scores on the test tier (repeated images).
@@ -96,10 +95,13 @@ def arrays_to_state(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def load_encoder(
-    model_config: ModelConfig, n_units: int, image_shape: tuple[int, int], weights: dict[str, np.ndarray],
+    model_config: ModelConfig,
+    n_units: int,
+    image_shape: tuple[int, int],
+    weights: dict[str, np.ndarray],
     device: str | torch.device | None = None,
 ) -> torch.nn.Module:
     """Rebuild a stored encoder from its config, size and weights, in eval mode on ``device``."""
-    model = build_encoder(model_config, n_units, tuple(image_shape))
+    model = build_encoder(model_config, n_units, (image_shape[0], image_shape[1]))
     model.load_state_dict(arrays_to_state(weights))
     return model.to(resolve_device(device)).eval()

@@ -60,9 +60,7 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def oracle_vs_correlation(
-    oracle: np.ndarray, correlation: np.ndarray, groups: Sequence[str] | None = None
-) -> Figure:
+def oracle_vs_correlation(oracle: np.ndarray, correlation: np.ndarray, groups: Sequence[str] | None = None) -> Figure:
     """Per-unit model test correlation against the unit's oracle correlation (its ceiling).
 
     oracle, correlation : (n,) per unit (one point per unit and model).
@@ -79,8 +77,13 @@ def oracle_vs_correlation(
     fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
     for label in dict.fromkeys(labels):
         members = labels == label
-        ax.scatter(oracle[members], correlation[members], s=10, alpha=0.6,
-                   label=f"{label} (mean {np.nanmean(correlation[members]):.2f})")
+        ax.scatter(
+            oracle[members],
+            correlation[members],
+            s=10,
+            alpha=0.6,
+            label=f"{label} (mean {np.nanmean(correlation[members]):.2f})",
+        )
     _identity_line(ax, oracle, correlation)
     ax.set_xlabel("oracle correlation (leave-one-out, repeats)")
     ax.set_ylabel("model test correlation")
@@ -113,7 +116,12 @@ def score_histograms(
         below = int((kept < lo).sum())
         notes += f", {below} < {lo:g} in the first bin" if below else ""
         median = f"{np.median(kept):.2f}" if kept.size else "n/a"
-        ax.hist(np.clip(kept, lo, hi), bins=edges, alpha=0.5, label=f"{label} (median {median}, n={len(kept)}{notes})")
+        ax.hist(
+            np.clip(kept, lo, hi),
+            bins=edges.tolist(),
+            alpha=0.5,
+            label=f"{label} (median {median}, n={len(kept)}{notes})",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("units")
     ax.set_title(title)
@@ -126,18 +134,21 @@ def feve_distributions(feve: Mapping[str, np.ndarray], bins: int = 30) -> Figure
 
     feve : {label (e.g. 'rotation', 'cnn'): (n_units,) FEVE}.
     """
-    return score_histograms(feve, "FEVE (fraction of explainable variance explained)", "FEVE per unit", bins,
-                            lower=-1.0)
+    return score_histograms(
+        feve, "FEVE (fraction of explainable variance explained)", "FEVE per unit", bins, lower=-1.0
+    )
 
 
 def oracle_distributions(oracle: Mapping[str, np.ndarray], bins: int = 30) -> Figure:
     """Histograms of per-unit oracle correlation (leave-one-out over repeats), one per scan."""
-    return score_histograms(oracle, "oracle correlation (leave-one-out, repeats)", "Response reliability per unit",
-                            bins)
+    return score_histograms(
+        oracle, "oracle correlation (leave-one-out, repeats)", "Response reliability per unit", bins
+    )
 
 
-def unit_comparison(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str,
-                    quantity: str = "test correlation") -> Figure:
+def unit_comparison(
+    a: np.ndarray, b: np.ndarray, label_a: str, label_b: str, quantity: str = "test correlation"
+) -> Figure:
     """Per-unit scatter of one score under two models (e.g. rotation vs CNN), with the identity line.
 
     a, b : (n_units,) the score of the same units, in the same order.
@@ -162,9 +173,7 @@ def unit_comparison(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str,
 # --------------------------------------------------------------------------------------------------
 
 
-def cell_type_gallery(
-    filters: np.ndarray, counts: np.ndarray, orientation_deg: np.ndarray | None = None
-) -> Figure:
+def cell_type_gallery(filters: np.ndarray, counts: np.ndarray, orientation_deg: np.ndarray | None = None) -> Figure:
     """The used functional types: each type's first-layer filter, with units per type.
 
     filters : (n_types, k, k) one image per type (e.g. the rotation core's layer-1 filter of the
@@ -199,8 +208,9 @@ def cell_type_gallery(
     bar.set_xticks(np.arange(len(counts)))
     bar.set_xlabel("functional type (main feature of the readout)")
     bar.set_ylabel("units")
-    fig.suptitle("Cell types: layer-1 filter of each used type (blue: excitatory, red: inhibitory weights)",
-                 fontsize="medium")
+    fig.suptitle(
+        "Cell types: layer-1 filter of each used type (blue: excitatory, red: inhibitory weights)", fontsize="medium"
+    )
     return fig
 
 
@@ -210,19 +220,26 @@ def cell_type_confusion(true_types: Sequence, learned_types: Sequence, learned_l
     true_types, learned_types : (n_units,) labels of the same units.
     learned_label : x-axis label (e.g. "cluster" for clusters instead of argmax types).
     """
-    true_types = np.asarray(true_types).astype(str)
-    learned_types = np.asarray(learned_types)
-    if true_types.shape != learned_types.shape or true_types.ndim != 1:
-        raise ValueError(f"cell_type_confusion: shapes differ: {true_types.shape} vs {learned_types.shape}")
-    rows = sorted(set(true_types))
-    cols = sorted(set(learned_types.tolist()))
-    table = pd.crosstab(pd.Categorical(true_types, rows), pd.Categorical(learned_types, cols), dropna=False)
+    true = np.asarray(true_types).astype(str)
+    learned = np.asarray(learned_types)
+    if true.shape != learned.shape or true.ndim != 1:
+        raise ValueError(f"cell_type_confusion: shapes differ: {true.shape} vs {learned.shape}")
+    rows = sorted(set(true))
+    cols = sorted(set(learned.tolist()))
+    table = pd.crosstab(pd.Categorical(true, rows), pd.Categorical(learned, cols), dropna=False)
     matrix = table.to_numpy()
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols) + 2, 1.2 + 0.5 * len(rows) + 1), layout="constrained")
     image = ax.imshow(matrix, cmap="Blues", aspect="auto")
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center",
-                color="white" if value > matrix.max() / 2 else "black", fontsize="small")
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > matrix.max() / 2 else "black",
+            fontsize="small",
+        )
     ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols])
     ax.set_yticks(np.arange(len(rows)), rows)
     ax.set_xlabel(learned_label)
@@ -360,8 +377,13 @@ def noise_curves_ci(levels: pd.DataFrame, labels: Mapping[str, str] | None = Non
             strengths = np.sort(rows["strength"].unique())
             cis = [bootstrap_mean(rows[rows["strength"] == s]["accuracy"].to_numpy()) for s in strengths]
             n_seeds = rows["seed"].nunique()
-            (line,) = ax.plot(strengths, [c.estimate for c in cis], marker="o", ms=3,
-                              label=f"{(labels or {}).get(control, control)} ({n_seeds} seeds)")
+            (line,) = ax.plot(
+                strengths,
+                [c.estimate for c in cis],
+                marker="o",
+                ms=3,
+                label=f"{(labels or {}).get(control, control)} ({n_seeds} seeds)",
+            )
             ax.fill_between(strengths, [c.low for c in cis], [c.high for c in cis], color=line.get_color(), alpha=0.2)
         ax.set_xlabel(f"{kind} noise strength (pixel scale, images in [0, 1])")
         ax.set_ylabel("accuracy (fraction correct)")
@@ -391,8 +413,15 @@ def attack_convergence(curves: pd.DataFrame, labels: Mapping[str, str] | None = 
                 (line,) = ax.plot(seed["steps"], seed["median_distance"], lw=0.6, alpha=0.5, color=color)
                 color = line.get_color()
             mean = rows.groupby("steps")["median_distance"].mean()
-            ax.plot(mean.index, mean.to_numpy(), lw=2, marker="o", ms=3, color=color,
-                    label=(labels or {}).get(control, control))
+            ax.plot(
+                mean.index,
+                mean.to_numpy(),
+                lw=2,
+                marker="o",
+                ms=3,
+                color=color,
+                label=(labels or {}).get(control, control),
+            )
         name = {"l2": "L2", "linf": "L∞"}.get(norm, norm)
         ax.set_xscale("log")
         ax.set_xlabel("attack steps (foolbox FMN)")
@@ -437,8 +466,13 @@ def perturbation_distributions(images: pd.DataFrame, norm: str = "l2", group: st
 # --------------------------------------------------------------------------------------------------
 
 
-def training_curves(curves: pd.DataFrame, x: str, metrics: Sequence[str], labels: Mapping[str, str] | None = None,
-                    title: str = "Training curves") -> Figure:
+def training_curves(
+    curves: pd.DataFrame,
+    x: str,
+    metrics: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    title: str = "Training curves",
+) -> Figure:
     """One panel per metric against ``x``, one line per training run.
 
     curves : long form, one row per run and evaluation, with a ``run`` column (the line's label),
@@ -454,8 +488,14 @@ def training_curves(curves: pd.DataFrame, x: str, metrics: Sequence[str], labels
     for ax, metric in zip(axes[0], metrics):
         for run, rows in curves.groupby("run", sort=True):
             rows = rows.sort_values(x)
-            ax.plot(rows[x].to_numpy(dtype=np.float64), pd.to_numeric(rows[metric], errors="coerce").to_numpy(),
-                    marker="o", ms=2.5, lw=1.2, label=str(run))
+            ax.plot(
+                rows[x].to_numpy(dtype=np.float64),
+                pd.to_numeric(rows[metric], errors="coerce").to_numpy(),
+                marker="o",
+                ms=2.5,
+                lw=1.2,
+                label=str(run),
+            )
         ax.set_xlabel(labels.get(x, x))
         ax.set_ylabel(labels.get(metric, metric))
     axes[0][-1].legend(fontsize="x-small")

@@ -80,8 +80,9 @@ FEVE divides by the explainable variance, so a unit with almost none gives an ar
 negative value that swamps a population mean; Cadena et al. (2019) keep units above 15%."""
 
 
-def population_feve(feve_per_unit: np.ndarray, explainable_fraction: np.ndarray,
-                    min_fraction: float = MIN_EXPLAINABLE_FRACTION) -> float:
+def population_feve(
+    feve_per_unit: np.ndarray, explainable_fraction: np.ndarray, min_fraction: float = MIN_EXPLAINABLE_FRACTION
+) -> float:
     """Mean FEVE (a float) over units whose fraction of explainable variance is >= ``min_fraction``.
 
     feve_per_unit, explainable_fraction : (n_units,) as from :func:`feve` and
@@ -90,11 +91,13 @@ def population_feve(feve_per_unit: np.ndarray, explainable_fraction: np.ndarray,
     feve_per_unit = np.asarray(feve_per_unit, float)
     explainable_fraction = np.asarray(explainable_fraction, float)
     if feve_per_unit.shape != explainable_fraction.shape:
-        raise ValueError(f"population_feve: feve {feve_per_unit.shape} and explainable fraction "
-                         f"{explainable_fraction.shape} differ in shape")
+        raise ValueError(
+            f"population_feve: feve {feve_per_unit.shape} and explainable fraction "
+            f"{explainable_fraction.shape} differ in shape"
+        )
     keep = (explainable_fraction >= min_fraction) & np.isfinite(feve_per_unit)
     return float(feve_per_unit[keep].mean()) if keep.any() else float("nan")
 
 
 # The name starts with "test": keep pytest from collecting it where a test module imports it.
-test_correlation.__test__ = False
+test_correlation.__test__ = False  # type: ignore[attr-defined]

@@ -20,9 +20,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from pipeline.progress import progress_bar
-
 from pipeline.device import resolve_device
+from pipeline.progress import progress_bar
 
 NOISE_KINDS = ("gaussian", "uniform", "salt_pepper")
 
@@ -75,7 +74,9 @@ def predict(model: torch.nn.Module, images: torch.Tensor, device=None, batch_siz
 # noise
 
 
-def add_noise(images: torch.Tensor, kind: str, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def add_noise(
+    images: torch.Tensor, kind: str, strength: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Corrupt [0, 1] images with pixel noise and clip back to [0, 1].
 
     kind ``"gaussian"``: add N(0, strength^2); ``"uniform"``: add U(-strength, strength);

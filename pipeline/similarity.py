@@ -35,9 +35,8 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import torch
 
-from pipeline.progress import progress_bar
-
 from pipeline.device import resolve_device
+from pipeline.progress import progress_bar
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -296,8 +295,9 @@ def pixel_vectors(images: np.ndarray, lowpass_sigma: float = 0.0) -> np.ndarray:
     return population_vectors(lowpass(images, lowpass_sigma).reshape(len(images), -1))
 
 
-def pixel_similarity(images: np.ndarray, out_dir: str | Path, lowpass_sigma: float = 0.0,
-                     **write_kwargs) -> "SimilarityStore":
+def pixel_similarity(
+    images: np.ndarray, out_dir: str | Path, lowpass_sigma: float = 0.0, **write_kwargs
+) -> "SimilarityStore":
     """Similarity store of the pixel-space control, or with ``lowpass_sigma`` > 0 of blurred images.
 
     Each pixel plays the role of a unit: pixels are centred across images and each image's centred
@@ -311,8 +311,11 @@ def pixel_similarity(images: np.ndarray, out_dir: str | Path, lowpass_sigma: flo
     write_kwargs : passed to :func:`write_similarity`.
     """
     vectors = pixel_vectors(images, lowpass_sigma)
-    meta = {"control": "lowpass" if lowpass_sigma else "pixel", "lowpass_sigma": float(lowpass_sigma),
-            **write_kwargs.pop("metadata", {})}
+    meta = {
+        "control": "lowpass" if lowpass_sigma else "pixel",
+        "lowpass_sigma": float(lowpass_sigma),
+        **write_kwargs.pop("metadata", {}),
+    }
     return write_similarity([vectors], out_dir, metadata=meta, **write_kwargs)
 
 
@@ -520,3 +523,33 @@ def oracle_similarity_agreement(
     cand = dense_similarity([population_vectors(c, s) for c, s in zip(candidate_responses, scales)])
     ref = dense_similarity([population_vectors(r, s) for r, s in zip(reference_responses, scales)])
     return upper_triangle_correlation(cand, ref)
+
+
+def repeat_split(
+    responses: np.ndarray, image_rows: np.ndarray, n_images: int, min_repeats: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The repeated images' trials split into one held-out trial and the mean of the other repeats.
+
+    The inputs of :func:`oracle_similarity_agreement` for one scan: the single trial is left out of
+    the reference average so that the two share no trial noise.
+
+    Parameters
+    ----------
+    responses : (n_trials, n_units) responses of one scan.
+    image_rows : (n_trials,) each trial's image, as a row index in [0, n_images).
+    min_repeats : images shown at least this often count as repeated.
+
+    Returns
+    -------
+    ``repeated`` (n_repeated,) image rows in increasing order, ``single`` (n_repeated, n_units) the
+    first trial of each, ``reference`` (n_repeated, n_units) the mean of its other trials; None when
+    fewer than 3 images are repeated (no pair correlation to speak of).
+    """
+    image_rows = np.asarray(image_rows)
+    repeated = np.flatnonzero(np.bincount(image_rows, minlength=n_images) >= min_repeats)
+    if len(repeated) < 3:
+        return None
+    trials = [np.flatnonzero(image_rows == r) for r in repeated]
+    single = np.stack([responses[t[0]] for t in trials])
+    reference = np.stack([responses[t[1:]].mean(axis=0) for t in trials])
+    return repeated, single, reference

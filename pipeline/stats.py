@@ -97,9 +97,7 @@ def _checked_groups(responses: np.ndarray, image_ids: np.ndarray, what: str) -> 
         raise ValueError(f"{what}: {len(image_ids)} image ids for {len(responses)} trials")
     groups = repeat_groups(image_ids)
     if groups.n_groups < 2:
-        raise ValueError(
-            f"{what}: needs at least two images shown at least twice, found {groups.n_groups}"
-        )
+        raise ValueError(f"{what}: needs at least two images shown at least twice, found {groups.n_groups}")
     return responses, groups
 
 
@@ -178,8 +176,11 @@ class NormalizationStats:
     def to_dict(self) -> dict:
         """Plain dictionary (floats and lists) for storage."""
         return {
-            f.name: (getattr(self, f.name).tolist() if isinstance(getattr(self, f.name), np.ndarray)
-                     else float(getattr(self, f.name)))
+            f.name: (
+                getattr(self, f.name).tolist()
+                if isinstance(getattr(self, f.name), np.ndarray)
+                else float(getattr(self, f.name))
+            )
             for f in dataclasses.fields(self)
         }
 
@@ -204,8 +205,8 @@ def image_moments(images: np.ndarray, weights: np.ndarray, chunk: int = 256) -> 
     total = first = second = 0.0
     pixels = images[0].size
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].astype(np.float64).reshape(-1, pixels)
-        w = weights[start:start + chunk]
+        block = images[start : start + chunk].astype(np.float64).reshape(-1, pixels)
+        w = weights[start : start + chunk]
         first += float(w @ block.mean(axis=1))
         second += float(w @ (block**2).mean(axis=1))
         total += float(w.sum())

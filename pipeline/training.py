@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from pipeline.device import resolve_device
 from pipeline.metrics import single_trial_correlation
 from pipeline.models.losses import get_loss
 from pipeline.progress import progress_bar
+
+if TYPE_CHECKING:
+    from pipeline.models.encoder import Encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +109,11 @@ def predict(
     was_training = model.training
     model.eval()
     data = data.to(device)
-    out = torch.cat([_forward(model, batch).float().cpu() for batch in data.batches(batch_size)]) \
-        if len(data) else torch.zeros(0, data.n_units)
+    out = (
+        torch.cat([_forward(model, batch).float().cpu() for batch in data.batches(batch_size)])
+        if len(data)
+        else torch.zeros(0, data.n_units)
+    )
     model.train(was_training)
     pred = out.double().numpy()
     return pred * data.response_std if original_units else pred
@@ -122,7 +128,7 @@ def evaluate(model: nn.Module, data: ScanTensors, loss: str = "poisson", batch_s
 
 
 def fit(
-    model: nn.Module,
+    model: Encoder,
     data: ScanTensors,
     config: TrainerConfig = TrainerConfig(),
     device: torch.device | str | None = None,
@@ -155,8 +161,7 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     best = evaluate(model, validation, config.loss)
     best_state, best_iteration = _cpu_state(model), 0
-    history = [dict(iteration=0, lr=lr, train_loss=None, val_loss=best["loss"],
-                    val_correlation=best["correlation"])]
+    history = [dict(iteration=0, lr=lr, train_loss=None, val_loss=best["loss"], val_correlation=best["correlation"])]
     stalls = decays = iteration = 0
     running, steps = 0.0, 0
     stop_reason = "max_iterations"
@@ -176,8 +181,15 @@ def fit(
             if iteration % eval_every and iteration < config.max_iterations:
                 continue
             scores = evaluate(model, validation, config.loss)
-            history.append(dict(iteration=iteration, lr=lr, train_loss=running / steps,
-                                val_loss=scores["loss"], val_correlation=scores["correlation"]))
+            history.append(
+                dict(
+                    iteration=iteration,
+                    lr=lr,
+                    train_loss=running / steps,
+                    val_loss=scores["loss"],
+                    val_correlation=scores["correlation"],
+                )
+            )
             running, steps = 0.0, 0
             bar.set_postfix(val_corr=f"{scores['correlation']:.3f}", lr=f"{lr:.0e}")
             if score(scores) > score(best) + config.min_improvement:
@@ -201,6 +213,12 @@ def fit(
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
-    return FitResult(state_dict=best_state, best_correlation=best["correlation"], best_loss=best["loss"],
-                     best_iteration=best_iteration, history=history, iterations=iteration,
-                     stop_reason=stop_reason)
+    return FitResult(
+        state_dict=best_state,
+        best_correlation=best["correlation"],
+        best_loss=best["loss"],
+        best_iteration=best_iteration,
+        history=history,
+        iterations=iteration,
+        stop_reason=stop_reason,
+    )

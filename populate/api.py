@@ -19,140 +19,23 @@ DataFrames.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Mapping
-
 import numpy as np
 import pandas as pd
 
-STAGES = ("recordings", "stats", "models", "similarity", "classifiers")
-"""The pipeline's stage modules (``schemas.<stage>``), upstream first."""
-
-SCAN_KEY = ("animal_id", "session", "scan_idx")
-
-
-class StageNotComputed(LookupError):
-    """A stage's schema is not declared on the server, or its module is not part of this version."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Connection and stages
-# --------------------------------------------------------------------------------------------------
-
-
-def connect() -> dict[str, str]:
-    """Connect with the environment's settings; returns where: host, backend, schema prefix, store."""
-    import datajoint as dj
-
-    from schemas import db
-
-    db.configure()
-    dj.conn()
-    store = dj.config.stores.get(db.STORE, {})
-    return dict(
-        host=f"{dj.config.database.host}:{dj.config.database.port}",
-        backend=db.backend(),
-        user=str(dj.config.database.user),
-        prefix=db.prefix(),
-        store=str(store.get("location", store)),
-    )
-
-
-def stage(name: str):
-    """The ``schemas.<name>`` module; :class:`StageNotComputed` when it cannot be used yet."""
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    import datajoint as dj
-
-    try:
-        module = importlib.import_module(f"schemas.{name}")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("schemas"):
-            raise StageNotComputed(f"stage {name!r} is not part of this version of the pipeline") from err
-        raise
-    except (dj.errors.LostConnectionError, dj.errors.AccessError):
-        raise
-    except dj.DataJointError as err:
-        # importing binds the tables; an undeclared schema refuses (workers never create tables)
-        raise StageNotComputed(
-            f"stage {name!r} is not set up on this server ({' '.join(str(err).split())}); "
-            "run `python -m populate setup`"
-        ) from err
-    missing = [
-        table.__name__ for table in vars(module).values()
-        if isinstance(table, type) and issubclass(table, dj.Table) and table.__module__ == module.__name__
-        and not table().is_declared
-    ]
-    if missing:
-        raise StageNotComputed(f"stage {name!r}: table(s) {', '.join(missing)} are not declared on this server "
-                               "(a newer pipeline version); run `python -m populate setup`")
-    return module
-
-
-def stage_available(name: str) -> bool:
-    """Whether ``name``'s tables can be read (declared on the server); they may still be empty."""
-    try:
-        stage(name)
-    except StageNotComputed:
-        return False
-    return True
-
-
-def scan_name(row: Mapping[str, Any]) -> str:
-    return "-".join(str(int(row[k])) for k in SCAN_KEY)
-
-
-def parse_scan(scan: str | Mapping[str, Any]) -> dict[str, int]:
-    """``"1-1-1"`` or any mapping holding the scan key -> ``{"animal_id": 1, "session": 1, "scan_idx": 1}``."""
-    if isinstance(scan, str):
-        from .ingest import parse_scan as parse
-
-        return parse(scan)
-    missing = [k for k in SCAN_KEY if k not in scan]
-    if missing:
-        raise ValueError(f"scan key lacks {missing}: give 'animal-session-scan' or a mapping with {list(SCAN_KEY)}")
-    return {k: int(scan[k]) for k in SCAN_KEY}
-
-
-def _frame(query, order_by=None) -> pd.DataFrame:
-    """The query's rows with the primary key as columns, and a ``scan`` column when it has one."""
-    frame = query.to_pandas(order_by=order_by)
-    if frame.empty:  # keep the columns, so that empty results can still be filtered and merged
-        frame = pd.DataFrame(columns=list(query.heading.names))
-    elif frame.index.names != [None]:
-        frame = frame.reset_index()
-    if set(SCAN_KEY) <= set(frame.columns):
-        frame.insert(0, "scan", [scan_name(r) for r in frame[list(SCAN_KEY)].to_dict("records")])
-    return frame
-
-
-def _key(table, key) -> dict:
-    """The primary key of the one entry of ``table`` that ``key`` (dict, DataFrame row, query) selects."""
-    if isinstance(key, pd.Series):
-        key = key.to_dict()
-    if isinstance(key, Mapping):
-        key = {k: _plain(v) for k, v in key.items() if k in table.primary_key}
-    keys = (table & key).keys()
-    if len(keys) != 1:
-        raise LookupError(f"{table.__name__}: {len(keys)} entries match {key!r}; exactly one is needed")
-    return keys[0]
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _restrict(query, restriction):
-    """``query & restriction``; a DataFrame row restricts by its primary-key values only (its scores
-    are floats, not selection criteria)."""
-    if restriction is None:
-        return query
-    if isinstance(restriction, pd.Series):
-        restriction = {k: _plain(v) for k, v in restriction.items() if k in query.primary_key}
-    elif isinstance(restriction, Mapping):
-        restriction = {k: _plain(v) for k, v in restriction.items()}
-    return query & restriction
-
+from .frames import (  # noqa: F401  (connect, scan_name, StageNotComputed: part of the notebook API)
+    SCAN_KEY,
+    STAGES,
+    StageNotComputed,
+    connect,
+    curves,
+    one_key,
+    parse_scan,
+    restrict,
+    scan_name,
+    stage,
+    stage_available,
+    to_frame,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Recordings
@@ -163,27 +46,41 @@ def scans() -> pd.DataFrame:
     """One row per scan: area, layers, depth range [um], trials, units, and (when computed) its mean
     oracle correlation and explainable variance."""
     recordings = stage("recordings")
-    frame = _frame(recordings.Scan.proj(
-        "area", "layers", "depth_min", "depth_max", "n_trials", "n_units", "n_withheld", "image_height",
-        "image_width", "simulated", "source"), order_by=list(SCAN_KEY))
-    summary = _frame(stage("stats").Reliability)
+    frame = to_frame(
+        recordings.Scan.proj(
+            "area",
+            "layers",
+            "depth_min",
+            "depth_max",
+            "n_trials",
+            "n_units",
+            "n_withheld",
+            "image_height",
+            "image_width",
+            "simulated",
+            "source",
+        ),
+        order_by=list(SCAN_KEY),
+    )
+    summary = to_frame(stage("stats").Reliability)
     if summary.empty:
-        return frame.assign(n_repeated_images=pd.NA, mean_repeats=np.nan, mean_oracle=np.nan,
-                            mean_explainable_variance=np.nan)
+        return frame.assign(
+            n_repeated_images=pd.NA, mean_repeats=np.nan, mean_oracle=np.nan, mean_explainable_variance=np.nan
+        )
     return frame.merge(summary.drop(columns="scan"), on=list(SCAN_KEY), how="left")
 
 
-def reliability(scan: str | Mapping | None = None) -> pd.DataFrame:
+def reliability(scan: str | dict | None = None) -> pd.DataFrame:
     """Per unit: oracle correlation, explainable variance and signal-to-noise ratio, with area, layer
     and cortical position (x, y, z in um); all scans, or one."""
     recordings, stats = stage("recordings"), stage("stats")
     query = stats.Reliability.Unit * recordings.Scan.Unit
     if scan is not None:
         query = query & parse_scan(scan)
-    return _frame(query, order_by=[*SCAN_KEY, "unit_index"])
+    return to_frame(query, order_by=[*SCAN_KEY, "unit_index"])
 
 
-def scan_tensors(scan: str | Mapping = "1-1-1", image_shape: tuple[int, int] = (36, 64)):
+def scan_tensors(scan: str | dict = "1-1-1", image_shape: tuple[int, int] = (36, 64)):
     """One scan's trials in model units (:class:`pipeline.data.dataset.ScanTensors`): images
     (n, 1, h, w), responses (n, n_units), behaviour, tiers, image ids."""
     models = stage("models")
@@ -202,11 +99,24 @@ def models(restriction=None) -> pd.DataFrame:
     (``image_height``, ``image_width`` pixels) and mean scores (test correlation, single-trial
     correlation, FEVE, oracle ceiling, validation correlation)."""
     m = stage("models")
-    query = m.TrainedModel.proj(
-        "n_units", "image_height", "image_width", "test_correlation", "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation",
-        "iterations", "train_seconds", "device",
-    ) * m.ModelConfig.proj(*_MODEL_COLUMNS) * m.DatasetConfig.proj(*SCAN_KEY)
-    return _frame(_restrict(query, restriction), order_by=["core_kind", "model_hash", "seed"])
+    query = (
+        m.TrainedModel.proj(
+            "n_units",
+            "image_height",
+            "image_width",
+            "test_correlation",
+            "test_single_trial",
+            "test_feve",
+            "oracle_ceiling",
+            "val_correlation",
+            "iterations",
+            "train_seconds",
+            "device",
+        )
+        * m.ModelConfig.proj(*_MODEL_COLUMNS)
+        * m.DatasetConfig.proj(*SCAN_KEY)
+    )
+    return to_frame(restrict(query, restriction), order_by=["core_kind", "model_hash", "seed"])
 
 
 def load_predictor(key, device=None):
@@ -217,24 +127,7 @@ def load_predictor(key, device=None):
     it returns rates (B, n_units) in model units (multiply by ``response_std`` for original units).
     """
     m = stage("models")
-    return m.TrainedModel.load_model(_key(m.TrainedModel, key), device=device)
-
-
-def _curves(query, order_by, label, columns) -> pd.DataFrame:
-    """Long form of the ``history`` blobs of ``query``: one row per entry and stored evaluation, the
-    entry's other attributes repeated, a ``run`` label per entry, and the history's scalar ``columns``."""
-    rows = []
-    for entry in query.to_dicts(order_by=order_by):
-        history = entry.pop("history") or []
-        for point in history:
-            rows.append({**entry, "run": label(entry), **{c: point.get(c) for c in columns}})
-    names = [n for n in query.heading.names if n != "history"]
-    frame = pd.DataFrame(rows, columns=[*names, "run", *columns])
-    for column in columns:  # None (e.g. no training loss before the first step) becomes NaN
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    if set(SCAN_KEY) <= set(frame.columns):
-        frame.insert(0, "scan", [scan_name(r) for r in frame[list(SCAN_KEY)].to_dict("records")])
-    return frame
+    return m.TrainedModel.load_model(one_key(m.TrainedModel, key), device=device)
 
 
 PREDICTOR_CURVE = ("iteration", "lr", "train_loss", "val_loss", "val_correlation")
@@ -246,11 +139,16 @@ def training_curves(restriction=None) -> pd.DataFrame:
     ``iteration``, ``lr``, ``train_loss`` (mean since the previous evaluation, regularizers included;
     NaN at iteration 0), ``val_loss`` and ``val_correlation``."""
     m = stage("models")
-    query = _restrict(m.TrainedModel.proj("history") * m.ModelConfig.proj(*_MODEL_COLUMNS)
-                      * m.DatasetConfig.proj(*SCAN_KEY), restriction)
-    return _curves(query, ["core_kind", "model_hash", "seed"],
-                   lambda r: f"{r['config_name'] or r['core_kind']} seed {r['seed']} ({r['model_hash'][:6]})",
-                   PREDICTOR_CURVE)
+    query = restrict(
+        m.TrainedModel.proj("history") * m.ModelConfig.proj(*_MODEL_COLUMNS) * m.DatasetConfig.proj(*SCAN_KEY),
+        restriction,
+    )
+    return curves(
+        query,
+        ["core_kind", "model_hash", "seed"],
+        lambda r: f"{r['config_name'] or r['core_kind']} seed {r['seed']} ({r['model_hash'][:6]})",
+        PREDICTOR_CURVE,
+    )
 
 
 def unit_scores(restriction=None) -> pd.DataFrame:
@@ -264,7 +162,7 @@ def unit_scores(restriction=None) -> pd.DataFrame:
         * stats.Reliability.Unit.proj("oracle", "explainable_variance", "snr")
         * m.ModelConfig.proj(*_MODEL_COLUMNS)
     )
-    return _frame(_restrict(query, restriction), order_by=["model_hash", "seed", *SCAN_KEY, "unit_index"])
+    return to_frame(restrict(query, restriction), order_by=["model_hash", "seed", *SCAN_KEY, "unit_index"])
 
 
 def cell_types(restriction=None) -> pd.DataFrame:
@@ -272,9 +170,9 @@ def cell_types(restriction=None) -> pd.DataFrame:
     (radians and degrees), weight share of the main feature; with the simulated type and orientation
     (``true_type``, ``true_orientation``) where the scan has ground truth (else missing)."""
     recordings, m = stage("recordings"), stage("models")
-    query = _restrict(m.CellTypes.Unit * m.ModelConfig.proj("config_name"), restriction)
+    query = restrict(m.CellTypes.Unit * m.ModelConfig.proj("config_name"), restriction)
     truth = recordings.GroundTruth.Unit.proj(true_type="unit_type", true_orientation="orientation")
-    frame = _frame(query.join(truth, left=True), order_by=["model_hash", "seed", *SCAN_KEY, "unit_id"])
+    frame = to_frame(query.join(truth, left=True), order_by=["model_hash", "seed", *SCAN_KEY, "unit_id"])
     frame["preferred_orientation_deg"] = np.degrees(frame["preferred_orientation"].astype(float))
     return frame
 
@@ -288,25 +186,16 @@ def cell_type_filters(key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rotation grid; 0 for unused types), and ``counts`` (features,) units per type.
     """
     m = stage("models")
-    key = _key(m.TrainedModel, key)
+    key = one_key(m.TrainedModel, key)
     if (m.ModelConfig & key).fetch1("core_kind") != "rotation":
         raise ValueError(f"model {key['model_hash'][:8]} has no rotation-equivariant core: no cell types")
     model = m.TrainedModel.load_model(key, device="cpu")
+    from pipeline.models.rotation_filters import type_filters
+
     core = model.core
-    weight = core.convs[0].weight.detach().cpu().numpy()  # (R * F, C_in, k, k), rotation-major
-    rotations, features = core.rotations, core.features
-    per_rotation = weight[:, 0].reshape(rotations, features, *weight.shape[-2:])
     types, orientation = (m.CellTypes.Unit & key).to_arrays("cell_type", "preferred_orientation")
-    counts = np.bincount(types.astype(int), minlength=features)
-    step = 2 * np.pi / rotations
-    shown = np.zeros(features, dtype=int)
-    for f in np.flatnonzero(counts):
-        # orientations are pi-periodic: average on the doubled circle, then pick the nearest rotation
-        mean = np.mod(np.angle(np.exp(2j * orientation[types == f]).mean()) / 2, np.pi)
-        nearest = int(np.round(mean / step))
-        shown[f] = 0 if nearest * step >= np.pi - 1e-9 else nearest  # a half turn is the same orientation
-    filters = per_rotation[shown, np.arange(features)]
-    return filters, np.degrees(shown * step), counts
+    weight = core.convs[0].weight.detach().cpu().numpy()
+    return type_filters(weight, types, orientation, core.features, core.rotations)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,7 +208,7 @@ def similarities(restriction=None) -> pd.DataFrame:
     with repeat-averaged similarity on repeated images (model-based and single-trial)."""
     s = stage("similarity")
     query = s.Similarity.proj(..., "-matrix") * s.SimilarityTask * s.SimilarityConfig.proj("method")
-    return _frame(_restrict(query, restriction), order_by="similarity_name")
+    return to_frame(restrict(query, restriction), order_by="similarity_name")
 
 
 def similarity_matrix(name: str, images: int | None = 64) -> np.ndarray:
@@ -342,9 +231,14 @@ def classifiers(restriction=None) -> pd.DataFrame:
     similarity fidelity (r of S_model with the neural similarity), training time."""
     c = stage("classifiers")
     query = c.TrainedClassifier.proj(
-        "clean_accuracy", "validation_accuracy", "similarity_fidelity", "steps", "train_seconds", "device",
+        "clean_accuracy",
+        "validation_accuracy",
+        "similarity_fidelity",
+        "steps",
+        "train_seconds",
+        "device",
     ) * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
-    return _frame(_restrict(query, restriction), order_by=["control", "alpha", "seed"])
+    return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
 
 
 def load_classifier(key, device=None):
@@ -354,11 +248,19 @@ def load_classifier(key, device=None):
     Inputs are (B, 1, 32, 32) grey images in [0, 1]; outputs are class logits (B, n_classes).
     """
     c = stage("classifiers")
-    return c.TrainedClassifier.load_model(_key(c.TrainedClassifier, key), device=device)
+    return c.TrainedClassifier.load_model(one_key(c.TrainedClassifier, key), device=device)
 
 
-CLASSIFIER_CURVE = ("epoch", "lr", "steps", "train_loss", "train_accuracy", "similarity_loss",
-                    "validation_accuracy", "seconds")
+CLASSIFIER_CURVE = (
+    "epoch",
+    "lr",
+    "steps",
+    "train_loss",
+    "train_accuracy",
+    "similarity_loss",
+    "validation_accuracy",
+    "seconds",
+)
 
 
 def classifier_curves(restriction=None) -> pd.DataFrame:
@@ -367,10 +269,13 @@ def classifier_curves(restriction=None) -> pd.DataFrame:
     ``lr``, ``steps``, ``train_loss`` (cross-entropy), ``train_accuracy``, ``similarity_loss``
     (unweighted regularizer loss; NaN for the baseline), ``validation_accuracy`` and ``seconds``."""
     c = stage("classifiers")
-    query = _restrict(c.TrainedClassifier.proj("history") * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS),
-                      restriction)
-    return _curves(query, ["control", "alpha", "seed"],
-                   lambda r: f"{r['control']} alpha {r['alpha']:g} seed {r['seed']}", CLASSIFIER_CURVE)
+    query = restrict(c.TrainedClassifier.proj("history") * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS), restriction)
+    return curves(
+        query,
+        ["control", "alpha", "seed"],
+        lambda r: f"{r['control']} alpha {r['alpha']:g} seed {r['seed']}",
+        CLASSIFIER_CURVE,
+    )
 
 
 def classifier_robustness(restriction=None) -> pd.DataFrame:
@@ -378,7 +283,19 @@ def classifier_robustness(restriction=None) -> pd.DataFrame:
     accuracy (fraction correct); strengths are on [0, 1] images."""
     c = stage("classifiers")
     query = c.NoiseEvaluation.Level * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
-    return _frame(_restrict(query, restriction), order_by=["noise_type", "control", "alpha", "seed", "strength"])
+    return to_frame(restrict(query, restriction), order_by=["noise_type", "control", "alpha", "seed", "strength"])
+
+
+def adversarial_summary(restriction=None) -> pd.DataFrame:
+    """One row per comparison x evaluated classifier with its control, alpha, seed, common images
+    attacked, median minimal perturbation (``median_l2``, ``median_linf``; missing when over half the
+    attacks failed) and the step counts where the attacks' median flattened (``l2_flat_steps``,
+    ``linf_flat_steps``)."""
+    c = stage("classifiers")
+    query = c.AdversarialEvaluation.proj(
+        "n_images", "median_l2", "median_linf", "l2_flat_steps", "linf_flat_steps"
+    ) * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
 
 
 def adversarial(restriction=None) -> pd.DataFrame:
@@ -386,11 +303,14 @@ def adversarial(restriction=None) -> pd.DataFrame:
     with its control, alpha, seed and minimal adversarial perturbation (``l2``, ``linf``: separate
     attacks; missing where the attack found none)."""
     c = stage("classifiers")
-    query = _restrict(c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS), restriction)
-    frame = _frame(query, order_by=["control", "alpha", "seed", "image_index"])
+    query = c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    frame = to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
     index = [name for name in frame.columns if name not in ("norm", "distance")]
-    wide = frame.pivot_table(index=index, columns="norm", values="distance", dropna=False, aggfunc="first") \
-        if not frame.empty else pd.DataFrame(columns=index)
+    wide = (
+        frame.pivot_table(index=index, columns="norm", values="distance", dropna=False, aggfunc="first")
+        if not frame.empty
+        else pd.DataFrame(columns=index)
+    )
     wide = wide.reset_index() if not frame.empty else wide
     wide.columns.name = None
     for norm in ("l2", "linf"):
@@ -414,7 +334,7 @@ def classifier_similarity_pairs(
     from pipeline.classifier import train
 
     c = stage("classifiers")
-    key = _key(c.TrainedClassifier, key)
+    key = one_key(c.TrainedClassifier, key)
     model = load_classifier(key, device=device)
     config = c.ClassifierConfig.load(key)
     regularizer = train.build_regularizer(model, config)
@@ -422,8 +342,15 @@ def classifier_similarity_pairs(
     regularizer.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     stimuli = c._stimulus_images(key["similarity_name"])
     reference = c.Similarity.open(c.SimilarityTask & key)
-    return train.similarity_pairs(model, regularizer, stimuli, reference, n_pairs=n_pairs,
-                                  seed=key["seed"] if seed is None else seed, device=device)
+    return train.similarity_pairs(
+        model,
+        regularizer,
+        stimuli,
+        reference,
+        n_pairs=n_pairs,
+        seed=key["seed"] if seed is None else seed,
+        device=device,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,7 +361,7 @@ def classifier_similarity_pairs(
 def progress() -> pd.DataFrame:
     """One row per computed table of the declared stages, upstream first: keys ``done``, ``pending``
     (not computed yet, including running) and ``error`` (failed in the job queue)."""
-    import datajoint as dj
+    from schemas import module_tables
 
     from .jobs import QueueError, queue
 
@@ -442,17 +369,21 @@ def progress() -> pd.DataFrame:
     for name in STAGES:
         if not stage_available(name):
             continue
-        module = stage(name)
-        for table in vars(module).values():
-            if not (isinstance(table, type) and issubclass(table, (dj.Imported, dj.Computed))
-                    and table.__module__ == module.__name__):
-                continue
+        for table in module_tables(stage(name)):
             remaining, total = table().progress()
             try:
                 errors = len(queue(table).errors)
             except QueueError:
                 errors = 0
             errors = min(errors, remaining)
-            rows.append(dict(stage=name, table=table.__name__, done=total - remaining,
-                             pending=remaining - errors, error=errors, keys=total))
+            rows.append(
+                dict(
+                    stage=name,
+                    table=table.__name__,
+                    done=total - remaining,
+                    pending=remaining - errors,
+                    error=errors,
+                    keys=total,
+                )
+            )
     return pd.DataFrame(rows, columns=["stage", "table", "done", "pending", "error", "keys"])

@@ -6,7 +6,6 @@ Every command exits 0 on success and non-zero with a one-line reason on any erro
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
@@ -69,7 +68,7 @@ def _cmd_run(args) -> None:
 def _cmd_results(args) -> None:
     from . import results
 
-    results.print_rows(results.REPORTS[args.what](), as_json=args.json)
+    results.print_rows(results.REPORTS[args.what](), as_json=args.json, columns=results.TEXT_COLUMNS[args.what])
 
 
 def _cmd_report(args) -> None:
@@ -104,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     command("setup", _cmd_setup, "declare every schema and table (idempotent; the only command that creates tables)")
 
     sub = command("simulate", _cmd_simulate, "simulate a V1 scan with ground truth and insert it")
-    sub.add_argument("--preset", choices=("tiny", "demo", "large"), default="demo")
+    from pipeline.data.simulate import PRESETS
+
+    sub.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="demo",
+        help="simulation preset; demo-<variant> are the harder ground truths (docs/results.md)",
+    )
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--scan", help="scan key animal-session-scan (default: the preset's)")
     imaging_cli.add_simulate_options(sub)
@@ -133,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub = command("results", _cmd_results, "print results: one JSON object per row with --json")
-    from . import results
-
-    sub.add_argument("what", choices=sorted(results.REPORTS))
+    sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS, without pandas yet
     sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
     sub = command("report", _cmd_report, "write one self-contained HTML report of every stage")

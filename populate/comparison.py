@@ -10,22 +10,36 @@ from __future__ import annotations
 
 import numpy as np
 
-ARMS = {"none": "baseline", "neural": "neural", "shuffled": "shuffled", "lowpass": "positive control",
-        "single_trial": "single trial", "pixel": "pixel"}
+ARMS = {
+    "none": "baseline",
+    "neural": "neural",
+    "shuffled": "shuffled",
+    "lowpass": "positive control",
+    "single_trial": "single trial",
+    "pixel": "pixel",
+}
 COMPARISONS = (("neural", "none"), ("neural", "shuffled"), ("lowpass", "none"))
 
 
 def collect(keys: dict) -> dict:
     """Every result of the comparison, as plain arrays per arm (rows ordered by seed)."""
-    from schemas.classifiers import (AdversarialEvaluation, ClassifierConfig, ClassifierTask, ComparisonGroup,
-                                     NoiseEvaluation, TargetInvariance, TrainedClassifier)
+    from schemas.classifiers import (
+        AdversarialEvaluation,
+        ClassifierConfig,
+        ClassifierTask,
+        ComparisonGroup,
+        NoiseEvaluation,
+        TargetInvariance,
+        TrainedClassifier,
+    )
 
     members = ComparisonGroup.Member & keys["comparison"]
     trained = (TrainedClassifier * ClassifierConfig.proj("control") & members).to_dicts(order_by=["control", "seed"])
     arms: dict[str, dict] = {}
     for row in trained:
-        arm = arms.setdefault(row["control"], dict(seeds=[], clean=[], validation=[], steps=[], fidelity=[],
-                                                   history=[], task=[]))
+        arm = arms.setdefault(
+            row["control"], dict(seeds=[], clean=[], validation=[], steps=[], fidelity=[], history=[], task=[])
+        )
         arm["seeds"].append(row["seed"])
         arm["clean"].append(row["clean_accuracy"])
         arm["validation"].append(row["validation_accuracy"])
@@ -33,15 +47,16 @@ def collect(keys: dict) -> dict:
         arm["fidelity"].append(row["similarity_fidelity"])
         arm["history"].append([h["validation_accuracy"] for h in row["history"]])
         arm["task"].append({k: row[k] for k in TrainedClassifier.primary_key})
-    for control, arm in arms.items():
+    for arm in arms.values():
         restriction = [dict(t, **keys["evaluation"]) for t in arm["task"]]
         levels = (NoiseEvaluation.Level & restriction).to_dicts()
         arm["noise"] = {}
         for kind in sorted({r["noise_type"] for r in levels}):
             strengths = sorted({r["strength"] for r in levels if r["noise_type"] == kind})
             table = {(r["seed"], r["strength"]): r["accuracy"] for r in levels if r["noise_type"] == kind}
-            arm["noise"][kind] = dict(strengths=strengths, accuracy=[[table.get((s, x), np.nan) for x in strengths]
-                                                                     for s in arm["seeds"]])
+            arm["noise"][kind] = dict(
+                strengths=strengths, accuracy=[[table.get((s, x), np.nan) for x in strengths] for s in arm["seeds"]]
+            )
         invariance = (NoiseEvaluation.Invariance & restriction).to_dicts()
         arm["invariance"] = _by_std(invariance, arm["seeds"])
         attack_key = [dict(t, **keys["evaluation"], **keys["comparison"]) for t in arm["task"]]
@@ -50,14 +65,18 @@ def collect(keys: dict) -> dict:
             rows = (AdversarialEvaluation.Image & attack_key & dict(norm=norm)).to_dicts()
             images = sorted({r["image_index"] for r in rows})
             table = {(r["seed"], r["image_index"]): (np.inf if r["distance"] is None else r["distance"]) for r in rows}
-            arm["distances"][norm] = dict(images=images, distance=[[table.get((s, i), np.nan) for i in images]
-                                                                   for s in arm["seeds"]])
+            arm["distances"][norm] = dict(
+                images=images, distance=[[table.get((s, i), np.nan) for i in images] for s in arm["seeds"]]
+            )
             curve = (AdversarialEvaluation.Convergence & attack_key & dict(norm=norm)).to_dicts()
             steps = sorted({r["steps"] for r in curve})
-            table = {(r["seed"], r["steps"]): (np.inf if r["median_distance"] is None else r["median_distance"])
-                     for r in curve}
-            arm["convergence"][norm] = dict(steps=steps, median=[[table.get((s, n), np.nan) for n in steps]
-                                                                 for s in arm["seeds"]])
+            table = {
+                (r["seed"], r["steps"]): (np.inf if r["median_distance"] is None else r["median_distance"])
+                for r in curve
+            }
+            arm["convergence"][norm] = dict(
+                steps=steps, median=[[table.get((s, n), np.nan) for n in steps] for s in arm["seeds"]]
+            )
             arm["flat_steps"][norm] = (AdversarialEvaluation & attack_key).to_arrays(f"{norm}_flat_steps").tolist()
     names = {t["similarity_name"] for arm in arms.values() for t in arm["task"]}
     names |= {n for n in (ClassifierTask & members).to_arrays("target_name") if n is not None}
@@ -97,8 +116,15 @@ def analyse(data: dict) -> dict:
 
     summary = {}
     for control, arm in arms.items():
-        entry = dict(seeds=arm["seeds"], clean=interval(arm["clean"]), steps=arm["steps"],
-                     fidelity=interval(arm["fidelity"]), noise={}, median={}, invariance={})
+        entry = dict(
+            seeds=arm["seeds"],
+            clean=interval(arm["clean"]),
+            steps=arm["steps"],
+            fidelity=interval(arm["fidelity"]),
+            noise={},
+            median={},
+            invariance={},
+        )
         for kind, noise in arm["noise"].items():
             acc = np.asarray(noise["accuracy"])
             entry["noise"][kind] = {f"{s:g}": interval(acc[:, k]) for k, s in enumerate(noise["strengths"])}
@@ -129,8 +155,9 @@ def analyse(data: dict) -> dict:
         entry = dict(clean=diff(np.asarray(A["clean"])[ia], np.asarray(B["clean"])[ib]), noise={}, median={})
         for kind in A["noise"]:
             xa, xb = np.asarray(A["noise"][kind]["accuracy"])[ia], np.asarray(B["noise"][kind]["accuracy"])[ib]
-            entry["noise"][kind] = {f"{s:g}": diff(xa[:, k], xb[:, k])
-                                    for k, s in enumerate(A["noise"][kind]["strengths"])}
+            entry["noise"][kind] = {
+                f"{s:g}": diff(xa[:, k], xb[:, k]) for k, s in enumerate(A["noise"][kind]["strengths"])
+            }
         for norm in A["distances"]:
             da = np.asarray(A["distances"][norm]["distance"], dtype=np.float64)[ia]
             db_ = np.asarray(B["distances"][norm]["distance"], dtype=np.float64)[ib]
@@ -157,21 +184,26 @@ def plain(value):
 
 def report(summary: dict) -> None:
     """The tables of docs/results.md, printed."""
+
     def fmt(ci, spec=".3f"):
         return "n/a" if ci is None else f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
 
     print("\n== arms: mean [95% bootstrap CI over seeds]")
     for control, arm in summary["arms"].items():
-        print(f"{ARMS.get(control, control)} ({len(arm['seeds'])} seeds): clean {fmt(arm['clean'])}; "
-              f"median L2 {fmt(arm['median'].get('l2'))}; median Linf {fmt(arm['median'].get('linf'), '.4f')}; "
-              f"steps {arm['steps']}")
+        print(
+            f"{ARMS.get(control, control)} ({len(arm['seeds'])} seeds): clean {fmt(arm['clean'])}; "
+            f"median L2 {fmt(arm['median'].get('l2'))}; median Linf {fmt(arm['median'].get('linf'), '.4f')}; "
+            f"steps {arm['steps']}"
+        )
         for kind, levels in arm["noise"].items():
             print(f"  {kind}: " + "; ".join(f"{s}: {fmt(ci)}" for s, ci in levels.items()))
         print("  network invariance: " + "; ".join(f"std {s}: {fmt(ci)}" for s, ci in arm["invariance"].items()))
     print("\n== paired differences: mean [95% CI]")
     for name, entry in summary["differences"].items():
-        print(f"{name}: clean {fmt(entry['clean'])}; median L2 {fmt(entry['median'].get('l2'))}; "
-              f"median Linf {fmt(entry['median'].get('linf'), '.4f')}")
+        print(
+            f"{name}: clean {fmt(entry['clean'])}; median L2 {fmt(entry['median'].get('l2'))}; "
+            f"median Linf {fmt(entry['median'].get('linf'), '.4f')}"
+        )
         for kind, levels in entry["noise"].items():
             print(f"  {kind}: " + "; ".join(f"{s}: {fmt(ci)}" for s, ci in levels.items()))
     print("\n== target noise invariance (r of clean with noisy pair similarity)")

@@ -29,7 +29,6 @@ MODEL_SEEDS = (0, 1)
 DEMO_ITERATIONS = 400
 
 
-
 def model_configs(quick: bool) -> dict[str, dict]:
     kernels = (9, 5, 5) if not quick else (5, 3)
     layers = len(kernels)
@@ -56,8 +55,11 @@ CLASSIFIER_CONTROLS = ("none", "neural", "shuffled")
 
 
 def classifier_config(control: str, quick: bool) -> dict:
-    schedule = dict(width=4, epochs=2, max_steps_per_epoch=8) if quick else \
-        dict(width=16, epochs=4, max_steps_per_epoch=120, decay_every=2)
+    schedule = (
+        dict(width=4, epochs=2, max_steps_per_epoch=8)
+        if quick
+        else dict(width=16, epochs=4, max_steps_per_epoch=120, decay_every=2)
+    )
     # alpha 5: on this short schedule alpha 20 halved clean accuracy, 2 and 5 kept most of it with
     # the same similarity fidelity (one-seed probe, README "Results")
     return dict(control=control, alpha=0.0 if control == "none" else 5.0, **schedule)
@@ -65,13 +67,28 @@ def classifier_config(control: str, quick: bool) -> dict:
 
 def evaluation_config(quick: bool) -> dict:
     if quick:
-        return dict(noise_images=100, gaussian=(0.0, 0.1, 0.2), salt_pepper=(0.0, 0.05), attack_images=10,
-                    attack_schedule=(2, 5), invariance_std=(0.1,), invariance_images=100, invariance_pairs=500)
+        return dict(
+            noise_images=100,
+            gaussian=(0.0, 0.1, 0.2),
+            salt_pepper=(0.0, 0.05),
+            attack_images=10,
+            attack_schedule=(2, 5),
+            invariance_std=(0.1,),
+            invariance_images=100,
+            invariance_pairs=500,
+        )
     # The experiment's evaluation (benchmarks/experiment_robustness.py) on fewer common images; the
     # attacks cost about what 50 images x 1,000 Boundary steps did, so the demo keeps its time.
-    return dict(noise_images=1000, gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
-                salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2), attack_images=50, attack_schedule=(5, 10, 25, 50),
-                invariance_std=(0.05, 0.1, 0.2), invariance_images=500, invariance_pairs=5000)
+    return dict(
+        noise_images=1000,
+        gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
+        salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
+        attack_images=50,
+        attack_schedule=(5, 10, 25, 50),
+        invariance_std=(0.05, 0.1, 0.2),
+        invariance_images=500,
+        invariance_pairs=5000,
+    )
 
 
 def main(quick: bool = False, seeds=None, classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
@@ -102,26 +119,39 @@ def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> N
     key, inserted = ingest.simulate(preset, seed=0, scan=SCAN)
     print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if inserted else 'already present'})")
     photos, inserted = ingest.photo_classes(*((30, 10) if quick else (400, 100)), name="photos")
-    print(f"[data] classification set 'photos' from shipped photographs "
-          f"({'inserted' if inserted else 'already present'})")
+    print(
+        f"[data] classification set 'photos' from shipped photographs ({'inserted' if inserted else 'already present'})"
+    )
 
     tasks = {}
     for name, model in model_configs(quick).items():
-        tasks[name] = TrainingTask.add(model=model, dataset=dataset_config(quick), trainer=trainer_config(quick),
-                                       seeds=seeds, name=f"demo-{name}")
+        tasks[name] = TrainingTask.add(
+            model=model, dataset=dataset_config(quick), trainer=trainer_config(quick), seeds=seeds, name=f"demo-{name}"
+        )
     if not (Ensemble & dict(ensemble_name="demo")):
         Ensemble.create("demo", tasks["rotation"] + tasks["cnn"], description="every demo model of scan " + SCAN)
     if not (Ensemble & dict(ensemble_name="demo-rotation")):
-        Ensemble.create("demo-rotation", tasks["rotation"],
-                        description="the rotation-equivariant demo models: their consensus cell types")
+        # k fixed at the models' features: choosing it from the data needs more than the demo's two
+        # models (docs/results.md, "Cell types without knowing their number")
+        Ensemble.create(
+            "demo-rotation",
+            tasks["rotation"],
+            description="the rotation-equivariant demo models: their consensus cell types",
+            n_types=model_configs(quick)["rotation"]["core"]["features"],
+        )
     if not (ImageSet & dict(image_set="demo")):
         ImageSet.from_scans("demo", [key], description="stimuli of scan " + SCAN)
     SimilarityTask.add("demo-neural", dict(method="model"), image_set="demo", ensembles=["demo"])
 
     classifiers = []
     for control in CLASSIFIER_CONTROLS:
-        classifiers += ClassifierTask.add(classifier_config(control, quick), classification_set="photos",
-                                          neural="demo-neural", seeds=classifier_seeds, name=f"demo-{control}")
+        classifiers += ClassifierTask.add(
+            classifier_config(control, quick),
+            classification_set="photos",
+            neural="demo-neural",
+            seeds=classifier_seeds,
+            name=f"demo-{control}",
+        )
     ComparisonGroup.create("demo", classifiers, description="the demo's classifiers: attacked on common images")
     EvaluationConfig.add(evaluation_config(quick), name="demo")
 
@@ -151,16 +181,27 @@ def summary(seconds: float) -> None:
     print()
     print("== Response reliability (test repeats)")
     for row in Reliability.to_dicts():
-        print(f"scan {row['animal_id']}-{row['session']}-{row['scan_idx']}: mean oracle correlation "
-              f"{row['mean_oracle']:.3f}, mean explainable variance {row['mean_explainable_variance']:.3f} "
-              f"over {row['n_repeated_images']} repeated images")
+        print(
+            f"scan {row['animal_id']}-{row['session']}-{row['scan_idx']}: mean oracle correlation "
+            f"{row['mean_oracle']:.3f}, mean explainable variance {row['mean_explainable_variance']:.3f} "
+            f"over {row['n_repeated_images']} repeated images"
+        )
     print()
     print("== Predictive models (test tier)")
     rows = results.models()
     results.print_rows(
-        [{k: r[k] for k in ("name", "core", "feature_maps", "seed", "test_correlation", "feve", "oracle",
-                            "train_seconds")} for r in rows],
+        rows,
         as_json=False,
+        columns=(
+            "config_name",
+            "core_kind",
+            "feature_maps",
+            "seed",
+            "test_correlation",
+            "test_feve",
+            "oracle_ceiling",
+            "train_seconds",
+        ),
     )
     _print_core_comparison(rows)
     _print_celltypes()
@@ -174,15 +215,17 @@ def _print_core_comparison(rows: list[dict]) -> None:
     """Rotation-equivariant vs CNN at equal feature maps: per seed, mean +/- sd, and the reference."""
     by_core: dict[str, dict[int, float]] = {}
     for row in rows:
-        by_core.setdefault(row["core"], {})[row["seed"]] = row["test_correlation"]
+        by_core.setdefault(row["core_kind"], {})[row["seed"]] = row["test_correlation"]
     rotation, cnn = by_core.get("rotation", {}), by_core.get("cnn", {})
     seeds = sorted(set(rotation) & set(cnn))
     if not seeds:
         return
     ahead = sum(rotation[s] >= cnn[s] for s in seeds)
-    print(f"rotation-equivariant vs CNN at equal feature maps: {_spread(rotation.values())} vs "
-          f"{_spread(cnn.values())}; rotation >= CNN on {ahead}/{len(seeds)} seeds "
-          f"({', '.join(f'seed {s}: {rotation[s]:.3f} vs {cnn[s]:.3f}' for s in seeds)})")
+    print(
+        f"rotation-equivariant vs CNN at equal feature maps: {_spread(rotation.values())} vs "
+        f"{_spread(cnn.values())}; rotation >= CNN on {ahead}/{len(seeds)} seeds "
+        f"({', '.join(f'seed {s}: {rotation[s]:.3f} vs {cnn[s]:.3f}' for s in seeds)})"
+    )
     print(f"  {experiments.quote(experiments.CORES)}")
 
 
@@ -206,13 +249,17 @@ def _print_celltypes() -> None:
     print()
     print("== Functional cell types (rotation-equivariant models)")
     for row in rows:
-        print(f"model {row['model_hash'][:8]} seed {row['seed']}: {row['n_types']} types used, "
-              f"{row['n_clusters']} clusters, clean {_fmt(row['clean_fraction'])}; agreement with simulated "
-              f"types: ARI {_fmt(row['ari_types'])} (argmax types), {_fmt(row['ari_clusters'])} (clusters); "
-              f"median orientation error {_fmt(row['orientation_error'], '.1f')} deg")
+        print(
+            f"model {row['model_hash'][:8]} seed {row['seed']}: {row['n_types']} types used, "
+            f"{row['n_clusters']} clusters, clean {_fmt(row['clean_fraction'])}; agreement with simulated "
+            f"types: ARI {_fmt(row['ari_types'])} (argmax types), {_fmt(row['ari_clusters'])} (clusters); "
+            f"median orientation error {_fmt(row['orientation_error'], '.1f')} deg"
+        )
     for row in EnsembleCellTypes.to_dicts():
-        print(f"consensus of ensemble '{row['ensemble_name']}' ({row['n_models']} models, EnsembleCellTypes): "
-              f"{row['n_clusters']} types, ARI {_fmt(row['ari_clusters'])} with the simulated types")
+        print(
+            f"consensus of ensemble '{row['ensemble_name']}' ({row['n_models']} models, EnsembleCellTypes): "
+            f"{row['n_clusters']} types, ARI {_fmt(row['ari_clusters'])} with the simulated types"
+        )
     print(f"  {experiments.quote(experiments.CELL_TYPES)}")
 
 
@@ -224,11 +271,18 @@ def _print_similarity() -> None:
     for row in Similarity.to_dicts():
         agreement = row["oracle_agreement"]
         single = row["single_trial_agreement"]
-        extra = "" if agreement is None else (
-            f"; on repeated images r = {agreement:.2f} with repeat-averaged similarity "
-            f"(single trials: r = {single:.2f})")
-        print(f"{row['similarity_name']}: {row['n_images']} images, {row['n_images'] * (row['n_images'] - 1) // 2} "
-              f"pairs, {row['n_scans']} scan(s){extra}")
+        extra = (
+            ""
+            if agreement is None
+            else (
+                f"; on repeated images r = {agreement:.2f} with repeat-averaged similarity "
+                f"(single trials: r = {single:.2f})"
+            )
+        )
+        print(
+            f"{row['similarity_name']}: {row['n_images']} images, {row['n_images'] * (row['n_images'] - 1) // 2} "
+            f"pairs, {row['n_scans']} scan(s){extra}"
+        )
 
 
 def _print_classifiers() -> None:
@@ -244,7 +298,8 @@ def _print_classifiers() -> None:
         return
     print()
     print("== Paired comparison (comparison 'demo': the same seeds, noise and common attack images for every arm)")
-    summary = comparison.analyse(comparison.collect(dict(comparison=dict(comparison="demo"),
-                                                         evaluation=evaluation.keys()[0])))
+    summary = comparison.analyse(
+        comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation.keys()[0]))
+    )
     comparison.report(summary)
     print(f"  {experiments.quote(experiments.ROBUSTNESS)}")

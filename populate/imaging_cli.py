@@ -8,8 +8,9 @@ import argparse
 
 def _extraction(args) -> dict:
     """The extraction config given on the command line (unset options keep the defaults)."""
-    values = dict(signal=args.signal, neuropil_coefficient=args.neuropil, iscell_threshold=args.iscell,
-                  window_s=args.window)
+    values = dict(
+        signal=args.signal, neuropil_coefficient=args.neuropil, iscell_threshold=args.iscell, window_s=args.window
+    )
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -23,9 +24,18 @@ def _report_import(key, inserted: bool, path) -> None:
 def _cmd_import_suite2p(args) -> None:
     from . import ingest
 
-    key, inserted = ingest.import_suite2p(args.folder, args.stimuli, args.images, args.scan, behavior=args.behavior,
-                                          extraction=_extraction(args), um_per_pixel=args.um_per_pixel,
-                                          depth_um=args.depth, area=args.area, layer=args.layer)
+    key, inserted = ingest.import_suite2p(
+        args.folder,
+        args.stimuli,
+        args.images,
+        args.scan,
+        behavior=args.behavior,
+        extraction=_extraction(args),
+        um_per_pixel=args.um_per_pixel,
+        depth_um=args.depth,
+        area=args.area,
+        layer=args.layer,
+    )
     _report_import(key, inserted, args.folder)
 
 
@@ -54,8 +64,12 @@ def simulate_movie(args) -> bool:
 
 
 def add_simulate_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--movie", metavar="OUT", help="instead: write a simulated two-photon movie, its stimulus "
-                     "table, images, behaviour and ground truth to the folder OUT (inserts nothing)")
+    sub.add_argument(
+        "--movie",
+        metavar="OUT",
+        help="instead: write a simulated two-photon movie, its stimulus "
+        "table, images, behaviour and ground truth to the folder OUT (inserts nothing)",
+    )
     sub.add_argument("--suite2p", action="store_true", help="with --movie: also run suite2p on it (OUT/suite2p)")
 
 
@@ -63,16 +77,25 @@ def _extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signal", choices=("spikes", "dff"), help="response signal (default spikes)")
     parser.add_argument("--neuropil", type=float, help="neuropil coefficient (default 0.7)")
     parser.add_argument("--iscell", type=float, help="least cell probability (default 0.5)")
-    parser.add_argument("--window", type=float, nargs=2, metavar=("START", "END"),
-                        help="response window, seconds after onset (default 0 0.5)")
+    parser.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("START", "END"),
+        help="response window, seconds after onset (default 0 0.5)",
+    )
 
 
 def add_import_kinds(kinds) -> None:
     """``import suite2p`` and ``import nwb`` on the ``import`` command's sub-parsers."""
     suite2p = kinds.add_parser("suite2p", help="suite2p output folder with its stimulus table")
     suite2p.add_argument("folder", metavar="FOLDER", help="suite2p output (holding plane0/, ...)")
-    suite2p.add_argument("--stimuli", required=True, metavar="TABLE",
-                         help="CSV: onset_frame, image_id, tier[, trial_idx], one row per trial")
+    suite2p.add_argument(
+        "--stimuli",
+        required=True,
+        metavar="TABLE",
+        help="CSV: onset_frame, image_id, tier[, trial_idx], one row per trial",
+    )
     suite2p.add_argument("--images", required=True, help=".npz with images (n, H, W) and image_ids (n,)")
     suite2p.add_argument("--behavior", help=".npz of per-frame pupil_size, running_speed, pupil_x, pupil_y")
     suite2p.add_argument("--scan", required=True, help="scan key of the new scan, animal-session-scan")

@@ -35,19 +35,23 @@ def check_ids(recording) -> None:
     ):
         values = np.asarray(array)
         if values.size and values.dtype.kind in "iu" and (values.min() < low or values.max() > high):
-            raise IngestError(f"{name}: values from {int(values.min())} to {int(values.max())} are outside "
-                               f"{low}..{high}")
+            raise IngestError(
+                f"{name}: values from {int(values.min())} to {int(values.max())} are outside {low}..{high}"
+            )
 
 
 def import_limits():
-    """:class:`ImportLimits` from ``PIPELINE_IMPORT_MAX_FILE_MB`` and ``PIPELINE_IMPORT_MAX_GB`` (defaults otherwise)."""
+    """:class:`ImportLimits` from ``PIPELINE_IMPORT_MAX_FILE_MB`` and ``PIPELINE_IMPORT_MAX_GB`` (defaults
+    otherwise)."""
     import os
 
     from pipeline.data.sensorium import DEFAULT_LIMITS, ImportLimits
 
     values = {}
-    for var, field, unit in (("PIPELINE_IMPORT_MAX_FILE_MB", "max_file_bytes", 2**20),
-                             ("PIPELINE_IMPORT_MAX_GB", "max_total_bytes", 2**30)):
+    for var, field, unit in (
+        ("PIPELINE_IMPORT_MAX_FILE_MB", "max_file_bytes", 2**20),
+        ("PIPELINE_IMPORT_MAX_GB", "max_total_bytes", 2**30),
+    ):
         text = os.environ.get(var)
         if text is None:
             values[field] = getattr(DEFAULT_LIMITS, field)
@@ -90,13 +94,14 @@ def parse_scan(text: str) -> dict[str, int]:
 
 
 def scan_name(key) -> str:
-    return f"{key['animal_id']}-{key['session']}-{key['scan_idx']}"
+    """``{"animal_id": 11521, "session": 7, "scan_idx": 2, ...}`` (any mapping holding the scan key) ->
+    ``"11521-7-2"``."""
+    return "-".join(str(int(key[k])) for k in ("animal_id", "session", "scan_idx"))
 
 
 def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, bool]:
     """Simulate a scan and insert it; returns (scan key, inserted).  Already present -> not inserted."""
     from pipeline.data.simulate import simulate as run_simulation
-
     from schemas import recordings
 
     if scan is not None and recordings.scan_exists(parse_scan(scan)):
@@ -113,21 +118,18 @@ def simulate(preset: str, seed: int, scan: str | None = None) -> tuple[dict, boo
 def import_sensorium(path: str | Path) -> tuple[dict, bool]:
     """Import one Sensorium folder or .zip; returns (scan key, inserted)."""
     from pipeline.data.sensorium import IMAGE_ID_NAMES, read_sensorium
-
     from schemas import recordings
 
     recording = read_sensorium(path, limits=import_limits())
     recording.source = recording.source or Path(path).name
     check_ids(recording)
     image_id_name = next((n for n in IMAGE_ID_NAMES if n in recording.extra_trial_arrays), IMAGE_ID_NAMES[0])
-    return _insert_once(recording.scan_key,
-                        lambda: recordings.insert_recording(recording, image_id_name=image_id_name))
+    return _insert_once(recording.scan_key, lambda: recordings.insert_recording(recording, image_id_name=image_id_name))
 
 
 def export_sensorium(scan: str, out: str | Path) -> Path:
     """Write a stored scan back in the Sensorium layout."""
     from pipeline.data.sensorium import write_sensorium
-
     from schemas import recordings
 
     key = parse_scan(scan)
@@ -139,7 +141,6 @@ def export_sensorium(scan: str, out: str | Path) -> Path:
 def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]:
     """Import a ``cifar-10-batches-py`` folder as grayscale; returns (key, inserted)."""
     from pipeline.data.cifar import read_cifar10
-
     from schemas import db
     from schemas.classifiers import ClassificationSet
 
@@ -151,7 +152,6 @@ def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]
 def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, name: str = "photos"):
     """Insert the embedded photograph classification set; returns (key, inserted)."""
     from pipeline.data.photo_classes import photo_classification_set
-
     from schemas.classifiers import ClassificationSet
 
     if ClassificationSet & dict(classification_set=name):
@@ -159,31 +159,58 @@ def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, 
     return ClassificationSet.add(name, photo_classification_set(n_train_per_class, n_test_per_class, seed))
 
 
-def _insert_extracted(traces, schedule, scan: str, extraction: dict | None, source_kind: str, source: str,
-                      um_per_pixel: float, depth_um: float, area: str, layer: str) -> tuple[dict, bool]:
+def _insert_extracted(
+    traces,
+    schedule,
+    scan: str,
+    extraction: dict | None,
+    source_kind: str,
+    source: str,
+    um_per_pixel: float,
+    depth_um: float,
+    area: str,
+    layer: str,
+) -> tuple[dict, bool]:
     """Extract a scan from traces + schedule and insert it with its extraction and ROIs."""
     from pipeline.data.extraction import extract
     from pipeline.data.suite2p import content_hash
-
     from schemas import recordings
 
     key = parse_scan(scan)
     config = recordings.ExtractionConfig.validated(extraction or {})
     # every check runs first: bad input is refused even where the same traces are already imported
-    recording, footprints = extract(traces, schedule, config, key, um_per_pixel=um_per_pixel,
-                                    plane_depths_um=(depth_um,), area=area, layer=layer, source=source)
+    recording, footprints = extract(
+        traces,
+        schedule,
+        config,
+        key,
+        um_per_pixel=um_per_pixel,
+        plane_depths_um=(depth_um,),
+        area=area,
+        layer=layer,
+        source=source,
+    )
     source_hash = content_hash(traces, schedule)
     same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
     if same:
         return _scan_key(same.to_dicts()[0]), False
     if recordings.scan_exists(key):
         raise recordings.DuplicateScanError(
-            f"scan {scan} is already in the database with other data; give another --scan for this extraction")
+            f"scan {scan} is already in the database with other data; give another --scan for this extraction"
+        )
 
     def then(scan_key: dict) -> None:  # inside the scan's transaction: all rows or none
         config_key = recordings.ExtractionConfig.add(config)
-        recordings.Extraction.inserter(footprints, recording.unit_ids, config_key, source_kind, source_hash,
-                                       traces.n_frames, len(traces.footprints), um_per_pixel)(scan_key)
+        recordings.Extraction.inserter(
+            footprints,
+            recording.unit_ids,
+            config_key,
+            source_kind,
+            source_hash,
+            traces.n_frames,
+            len(traces.footprints),
+            um_per_pixel,
+        )(scan_key)
 
     return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
 
@@ -192,9 +219,18 @@ def _scan_key(row) -> dict[str, int]:
     return {k: int(row[k]) for k in ("animal_id", "session", "scan_idx")}
 
 
-def import_suite2p(folder: str | Path, stimuli: str | Path, images: str | Path, scan: str,
-                   behavior: str | Path | None = None, extraction: dict | None = None, um_per_pixel: float = 1.0,
-                   depth_um: float = 0.0, area: str = "unknown", layer: str = "unknown") -> tuple[dict, bool]:
+def import_suite2p(
+    folder: str | Path,
+    stimuli: str | Path,
+    images: str | Path,
+    scan: str,
+    behavior: str | Path | None = None,
+    extraction: dict | None = None,
+    um_per_pixel: float = 1.0,
+    depth_um: float = 0.0,
+    area: str = "unknown",
+    layer: str = "unknown",
+) -> tuple[dict, bool]:
     """Import a suite2p output folder with its stimulus table as scan ``scan``; returns (key, inserted).
 
     The same folder under the same extraction config is imported once (a second call returns the
@@ -204,12 +240,23 @@ def import_suite2p(folder: str | Path, stimuli: str | Path, images: str | Path, 
 
     traces = read_suite2p(folder)
     schedule = read_schedule(stimuli, images, behavior)
-    return _insert_extracted(traces, schedule, scan, extraction, "suite2p", f"suite2p:{Path(folder).name}",
-                             um_per_pixel, depth_um, area, layer)
+    return _insert_extracted(
+        traces,
+        schedule,
+        scan,
+        extraction,
+        "suite2p",
+        f"suite2p:{Path(folder).name}",
+        um_per_pixel,
+        depth_um,
+        area,
+        layer,
+    )
 
 
-def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | None = None,
-               um_per_pixel: float = 1.0) -> tuple[dict, bool]:
+def import_nwb(
+    path: str | Path, scan: str | None = None, extraction: dict | None = None, um_per_pixel: float = 1.0
+) -> tuple[dict, bool]:
     """Import one NWB file; returns (scan key, inserted).
 
     A file with per-trial responses (as ``export nwb`` writes it) becomes the scan it holds; a file
@@ -218,7 +265,6 @@ def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | Non
     """
     from pipeline.data.extraction import ExtractionConfig
     from pipeline.data.nwb import read_nwb
-
     from schemas import recordings
 
     config = ExtractionConfig.from_dict(extraction or {})
@@ -242,8 +288,16 @@ def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | Non
 
         def then(scan_key: dict) -> None:
             config_key = recordings.ExtractionConfig.add(config)
-            recordings.Extraction.inserter(footprints, recording.unit_ids, config_key, "nwb", source_hash,
-                                           info["n_frames"], info["n_rois"], um_per_pixel)(scan_key)
+            recordings.Extraction.inserter(
+                footprints,
+                recording.unit_ids,
+                config_key,
+                "nwb",
+                source_hash,
+                info["n_frames"],
+                info["n_rois"],
+                um_per_pixel,
+            )(scan_key)
 
     return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
 
@@ -251,7 +305,6 @@ def import_nwb(path: str | Path, scan: str | None = None, extraction: dict | Non
 def export_nwb(scan: str, out: str | Path) -> Path:
     """Write a stored scan (with its ROI footprints when it has them) to a new NWB file."""
     from pipeline.data.nwb import write_nwb
-
     from schemas import recordings
 
     key = parse_scan(scan)
@@ -260,10 +313,12 @@ def export_nwb(scan: str, out: str | Path) -> Path:
     extraction = None
     if recordings.Extraction & key:
         row = (recordings.Extraction * recordings.ExtractionConfig & key).fetch1()
-        extraction = dict(config=row["config"], n_frames=row["n_frames"], n_rois=row["n_rois"],
-                          um_per_pixel=row["um_per_pixel"])
-    return write_nwb(recordings.fetch_recording(key), out, footprints=recordings.fetch_footprints(key),
-                     extraction=extraction)
+        extraction = dict(
+            config=row["config"], n_frames=row["n_frames"], n_rois=row["n_rois"], um_per_pixel=row["um_per_pixel"]
+        )
+    return write_nwb(
+        recordings.fetch_recording(key), out, footprints=recordings.fetch_footprints(key), extraction=extraction
+    )
 
 
 def simulate_movie(out: str | Path, seed: int = 0, run_suite2p: bool = False) -> dict[str, Path]:

@@ -1,21 +1,24 @@
-"""The job queues of the computed tables: which tables, their state, and the changes people make.
+"""The job queues of the computed tables: which tables, filling them, keys, and ``ignore``.
 
 DataJoint 2.x keeps one queue per auto-populated table (``~~name`` in the table's schema) with a
 row per key: ``pending`` -> ``reserved`` (by a worker's connection, host and pid) -> deleted on
-success (``jobs.keep_completed`` false) or ``error`` (message and traceback).  This module reads
-those queues for ``status``, puts jobs back for ``retry``/``ignore``, and holds what the scheduler
-and the workers share: :func:`requeue` with its durable retry count and :func:`transient_reason`.
+success (``jobs.keep_completed`` false) or ``error`` (message and traceback).  This module finds
+the queues (:func:`queue`, :func:`select_tables`), fills them (:func:`refresh`), parses and prints
+job keys, and tells transient failures from real ones (:func:`transient_reason`).  The SQL that
+moves rows between states is in :mod:`populate.reservation`; the ``status`` report in
+:mod:`populate.status`.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import importlib
 import json
 import logging
 import re
 from datetime import datetime
+
+from .plain import plain
 
 log = logging.getLogger(__name__)
 
@@ -115,35 +118,9 @@ def refresh(jobs) -> int:
     return added
 
 
-def hand_back_unready(jobs, key: dict, reason: str, *, host: str, pid: int, delay: float) -> bool:
-    """Put a job whose make found an input missing back to pending, due after ``delay`` seconds.
-
-    Not an error: the job simply was not ready.  The reason stays in its ``error_message`` for
-    ``status``.  Returns whether the job was still this worker's (host, pid) to hand back.
-    """
-    q = jobs.adapter.quote_identifier
-    interval = jobs.adapter.interval_expr(max(float(delay), 0.0), "second")
-    cursor = jobs.connection.query(
-        f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', "
-        f"{q('scheduled_time')}=CURRENT_TIMESTAMP(3) + {interval}, {q('reserved_time')}=NULL, "
-        f"{q('error_message')}=%s, {q('error_stack')}=NULL, {q('host')}='', {q('pid')}=0, {q('connection_id')}=0 "
-        f"WHERE {_where(jobs, key)} AND {q('status')}='reserved' AND {q('host')}=%s AND {q('pid')}=%s",
-        args=[reason[:2047], host, pid],
-    )
-    return bool(cursor.rowcount)
-
-
 def key_json(key: dict) -> str:
     """Canonical JSON of a primary key (sorted names, plain values)."""
-    return json.dumps({k: _plain(v) for k, v in sorted(key.items())}, sort_keys=True)
-
-
-def _plain(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+    return json.dumps({k: plain(v) for k, v in sorted(key.items())}, sort_keys=True, default=str)
 
 
 def key_hash(key: dict) -> str:
@@ -206,122 +183,6 @@ def server_now(connection) -> datetime:
     return now.replace(tzinfo=None)
 
 
-def _where(jobs, key: dict) -> str:
-    from datajoint.condition import make_condition
-
-    return make_condition(jobs, {k: key[k] for k in jobs.primary_key}, set())
-
-
-# ---------------------------------------------------------------------------------------------
-# putting jobs back
-
-
-def _retry_table():
-    from schemas import operations
-
-    return operations.JobRetry
-
-
-def retries(table, key: dict) -> int:
-    """Automatic re-queues of one job so far."""
-    rows = (_retry_table() & dict(job_table=table.full_table_name, key_hash=key_hash(key))).to_dicts()
-    return rows[0]["retries"] if rows else 0
-
-
-def _count_retry(table, key: dict, reason: str) -> None:
-    retry = _retry_table()
-    restriction = dict(job_table=table.full_table_name, key_hash=key_hash(key))
-    count = retries(table, key) + 1
-    (retry & restriction).delete_quick()
-    retry.insert1(dict(restriction, job_key=key_json(key)[:2047], retries=count, last_reason=reason[:2047]))
-
-
-def requeue(
-    jobs,
-    key: dict,
-    reason: str,
-    *,
-    expect: dict,
-    max_retries: int | None = None,
-    delay: float = 0.0,
-) -> str:
-    """Put one job back to pending, unless done already or out of automatic retries.
-
-    ``expect`` holds the column values the job row must still have (e.g. its status and the
-    dead worker's connection id), so a job that changed hands meanwhile is left alone.  With
-    ``max_retries``, the re-queue counts against the job's durable budget in
-    ``{prefix}__operations.job_retry``; once spent, the job becomes an ``error`` naming why.
-    Returns ``"requeued"``, ``"done"`` (its result is in the table), ``"failed"`` or ``"changed"``.
-    """
-    target = jobs.target
-    q = jobs.adapter.quote_identifier
-    where = _where(jobs, key) + "".join(f" AND {q(column)}=%s" for column in expect)
-    guard = list(expect.values())
-    if key in target:
-        # The make committed but the job was never marked complete (worker died in between).
-        if jobs.connection._config.jobs.keep_completed:
-            query = f"UPDATE {jobs.full_table_name} SET {q('status')}='success' WHERE {where}"
-        else:
-            query = f"DELETE FROM {jobs.full_table_name} WHERE {where}"
-        jobs.connection.query(query, args=guard)
-        return "done"
-    if max_retries is not None:
-        used = retries(target, key)
-        if used >= max_retries:
-            message = f"{reason} [not retried: {used} automatic retries used, limit {max_retries}]"
-            cursor = jobs.connection.query(
-                f"UPDATE {jobs.full_table_name} SET {q('status')}='error', {q('error_message')}=%s, "
-                f"{q('completed_time')}=CURRENT_TIMESTAMP(3) WHERE {where}",
-                args=[message[:2047], *guard],
-            )
-            return "failed" if cursor.rowcount else "changed"
-    interval = jobs.adapter.interval_expr(max(float(delay), 0.0), "second")
-    cursor = jobs.connection.query(
-        f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', "
-        f"{q('scheduled_time')}=CURRENT_TIMESTAMP(3) + {interval}, {q('reserved_time')}=NULL, "
-        f"{q('host')}='', {q('pid')}=0, {q('connection_id')}=0 WHERE {where}",
-        args=guard,
-    )
-    if not cursor.rowcount:
-        return "changed"
-    if max_retries is not None:
-        _count_retry(target, key, reason)
-    return "requeued"
-
-
-def retry(tables: list, key: dict | None = None, include_ignored: bool = False) -> dict[str, int]:
-    """Put failed jobs (and with ``include_ignored`` ignored ones) back to pending, afresh.
-
-    Clears their error and their automatic-retry count.  Returns the number per table.
-    """
-    import datajoint as dj
-
-    statuses = ("error", "ignore") if include_ignored else ("error",)
-    done = {}
-    with dj.conn().transaction:  # all tables or none
-        _retry(tables, key, statuses, done)
-    return done
-
-
-def _retry(tables: list, key: dict | None, statuses: tuple, done: dict) -> None:
-    for table in tables:
-        jobs = queue(table)
-        q = jobs.adapter.quote_identifier
-        rows = jobs & f"{q('status')} in ({', '.join(repr(s) for s in statuses)})"
-        if key is not None:
-            rows = rows & key
-        keys = rows.keys()
-        for job in keys:
-            jobs.connection.query(
-                f"UPDATE {jobs.full_table_name} SET {q('status')}='pending', "
-                f"{q('scheduled_time')}=CURRENT_TIMESTAMP(3), {q('reserved_time')}=NULL, "
-                f"{q('completed_time')}=NULL, {q('error_message')}='', {q('error_stack')}=NULL "
-                f"WHERE {_where(jobs, job)} AND {q('status')} in ({', '.join(repr(s) for s in statuses)})"
-            )
-            (_retry_table() & dict(job_table=table.full_table_name, key_hash=key_hash(job))).delete_quick()
-        done[table.__name__] = len(keys)
-
-
 def ignore(tables: list, key: dict | None = None) -> dict[str, int]:
     """Mark failed jobs, or the job of ``key`` whatever its state but reserved, as ``ignore``.
 
@@ -357,136 +218,3 @@ def _ignore(tables: list, key: dict | None, done: dict) -> None:
             for job in keys:
                 jobs.ignore(job)
             done[table.__name__] = len(keys)
-
-
-# ---------------------------------------------------------------------------------------------
-# status
-
-
-def _heartbeats(connection, now: datetime) -> list[dict]:
-    from schemas import operations
-
-    from .scheduler import DEFAULT_STALE_AFTER_S, live_connection_ids
-    from .worker import DEFAULT_HEARTBEAT_S
-
-    rows = operations.Worker().to_dicts(order_by="worker")
-    try:
-        alive = live_connection_ids(connection)
-    except Exception:  # not allowed to list connections: judge by heartbeats alone
-        alive = None
-    for row in rows:
-        age = row["heartbeat_age_s"] = (now - row["heartbeat"]).total_seconds()
-        # A killed worker's connection vanishes at once; a reconnecting one reports its new id with the next beat.
-        gone = alive is not None and int(row["connection_id"] or 0) not in alive
-        if (gone and age >= 3 * DEFAULT_HEARTBEAT_S) or (alive is None and age >= DEFAULT_STALE_AFTER_S):
-            row["state"] = "dead"
-        elif age >= DEFAULT_STALE_AFTER_S:
-            row["state"] = "unresponsive"
-    return rows
-
-
-def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
-    """Every queue's counts, its failed and running jobs, and the workers' heartbeats (JSON-ready).
-
-    ``keys`` counts every key a table is meant to compute; ``waiting`` those whose inputs are not
-    all in place yet (never queued, see :mod:`schemas.readiness`), listed up to ``max_waiting`` per
-    table with the inputs each lacks; ``not_queued`` ready keys the queue has not picked up yet.
-    """
-    import datajoint as dj
-
-    from schemas import readiness
-
-    connection = dj.conn()
-    now = server_now(connection)
-    workers = _heartbeats(connection, now)
-    by_process = {(w["host"], w["pid"]): w for w in workers}
-    report = {"server_time": now.isoformat(), "tables": [], "waiting": [], "errors": [], "running": [],
-              "workers": []}
-    for table in tables:
-        jobs = queue(table)
-        remaining, total = table().progress()
-        n_waiting, blocked = readiness.waiting(table, limit=max_waiting)
-        counts = jobs.progress()
-        counts.pop("total", None)
-        queued = counts["pending"] + counts["reserved"] + counts["error"] + counts["ignore"]
-        report["tables"].append(
-            dict(table=table.__name__, full_name=table.full_table_name, keys=total + n_waiting,
-                 done=total - remaining, waiting=n_waiting, not_queued=max(remaining - queued, 0), **counts)
-        )
-        report["waiting"] += [dict(table=table.__name__, key=json.loads(key_json(key)), inputs=inputs)
-                              for key, inputs in blocked]
-        for row in jobs.errors.to_dicts(order_by="completed_time DESC", limit=max_errors):
-            key = {k: row[k] for k in jobs.primary_key}
-            stack = row.get("error_stack")
-            report["errors"].append(
-                dict(table=table.__name__, key=json.loads(key_json(key)), message=row["error_message"],
-                     traceback=stack if isinstance(stack, str) else (None if stack is None else str(stack)),
-                     time=row["completed_time"].isoformat() if row["completed_time"] else None,
-                     host=row["host"], pid=row["pid"], retries=retries(table, key))
-            )
-        for row in jobs.reserved.to_dicts(order_by="reserved_time"):
-            key = {k: row[k] for k in jobs.primary_key}
-            worker = by_process.get((row["host"], row["pid"]))
-            report["running"].append(
-                dict(table=table.__name__, key=json.loads(key_json(key)), host=row["host"], pid=row["pid"],
-                     connection_id=row["connection_id"], user=row["user"],
-                     elapsed_s=round((now - row["reserved_time"]).total_seconds(), 1) if row["reserved_time"] else None,
-                     worker=worker["worker"] if worker else None,
-                     heartbeat_age_s=round(worker["heartbeat_age_s"], 1) if worker else None)
-            )
-    for w in workers:
-        report["workers"].append(
-            dict(worker=w["worker"], host=w["host"], pid=w["pid"], device=w["device"], state=w["state"],
-                 heartbeat_age_s=round(w["heartbeat_age_s"], 1), job_table=w["job_table"], job_key=w["job_key"],
-                 jobs_done=w["jobs_done"], jobs_failed=w["jobs_failed"], started=w["started"].isoformat())
-        )
-    return report
-
-
-def format_status(report: dict, tracebacks: bool = True, traceback_lines: int = 12) -> str:
-    """The status report as text for people."""
-    lines = [f"server time {report['server_time']}", ""]
-    header = ("table", "keys", "done", "waiting", "not queued", "pending", "reserved", "error", "ignore")
-    rows = [(t["table"], t["keys"], t["done"], t["waiting"], t["not_queued"], t["pending"], t["reserved"], t["error"],
-             t["ignore"]) for t in report["tables"]]
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    for r in (header, *rows):
-        lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
-    if report["waiting"]:
-        lines += ["", "waiting for inputs (not queued until every input is in place):"]
-        by_table = collections.defaultdict(list)
-        for w in report["waiting"]:
-            by_table[w["table"]].append(w)
-        for t in report["tables"]:
-            listed = by_table[t["table"]]
-            lines += [f"  {t['table']} {json.dumps(w['key'])} waits for {', '.join(w['inputs'])}" for w in listed]
-            if t["waiting"] > len(listed):
-                lines.append(f"  {t['table']}: {t['waiting'] - len(listed)} more waiting")
-    if report["running"]:
-        lines += ["", "running jobs:"]
-        for job in report["running"]:
-            beat = "no heartbeat" if job["heartbeat_age_s"] is None else f"heartbeat {job['heartbeat_age_s']:.0f} s ago"
-            lines.append(
-                f"  {job['table']} {json.dumps(job['key'])} on {job['host']} pid {job['pid']} "
-                f"(connection {job['connection_id']}), {job['elapsed_s']:.0f} s, {beat}"
-            )
-    if report["errors"]:
-        lines += ["", "errors:"]
-        for err in report["errors"]:
-            retried = f", retried {err['retries']}x automatically" if err["retries"] else ""
-            lines.append(f"  {err['table']} {json.dumps(err['key'])} at {err['time']} on {err['host']}{retried}")
-            lines.append(f"    {err['message']}")
-            if tracebacks and err["traceback"]:
-                tb = err["traceback"].rstrip().splitlines()
-                if traceback_lines and len(tb) > traceback_lines:
-                    tb = ["..."] + tb[-traceback_lines:]
-                lines += [f"      {line}" for line in tb]
-    if report["workers"]:
-        lines += ["", "workers:"]
-        for w in report["workers"]:
-            job = f" on {w['job_table']} {w['job_key']}" if w["job_key"] else ""
-            lines.append(
-                f"  {w['worker']} {w['device'] or '-'} {w['state']}{job}, heartbeat {w['heartbeat_age_s']:.0f} s ago, "
-                f"{w['jobs_done']} done, {w['jobs_failed']} failed"
-            )
-    return "\n".join(lines)

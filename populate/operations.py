@@ -9,41 +9,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 
 exit_without_teardown = False
 """Set by long-running commands once finished: ``python -m populate`` then ends at once (see ``__main__``)."""
 
 
-def _positive(kind):
+def _number(kind, rule: str, ok):
+    """argparse type: a ``kind`` number for which ``ok(value)`` holds, else the error ``rule``."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
         return value
 
     return parse
+
+
+def _positive(kind):
+    return _number(kind, "must be positive", lambda value: value > 0)
 
 
 def _non_negative(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-        return value
-
-    return parse
+    return _number(kind, "must not be negative", lambda value: value >= 0)
 
 
 def _tables(args, names=None):
-    from . import jobs
-
     from schemas import db
+
+    from . import jobs
 
     db.configure()
     return jobs.select_tables(names, args.schema_module)
@@ -51,7 +49,9 @@ def _tables(args, names=None):
 
 def _schema_module_option(sub) -> None:
     sub.add_argument(
-        "--schema-module", action="append", metavar="MODULE",
+        "--schema-module",
+        action="append",
+        metavar="MODULE",
         help="serve the computed tables of this module instead of the pipeline's (extensions, tests); repeatable",
     )
 
@@ -62,15 +62,28 @@ def _schema_module_option(sub) -> None:
 
 def _cmd_worker(args) -> None:
     from .worker import Worker
+    from .worker_connection import until_reachable
 
+    # Importing the table modules queries the server: a worker started while it is away waits for it.
+    tables = until_reachable(lambda: _tables(args, args.tables), threading.Event(), "at start", args.start_timeout)
     worker = Worker(
-        _tables(args, args.tables), device=args.device, max_jobs=args.max_jobs, idle_exit=args.idle_exit,
-        poll=args.poll, heartbeat=args.heartbeat, stop_timeout=args.stop_timeout, batch=args.batch,
-        refresh=not args.no_refresh, threads=args.threads,
+        tables,
+        device=args.device,
+        max_jobs=args.max_jobs,
+        idle_exit=args.idle_exit,
+        poll=args.poll,
+        heartbeat=args.heartbeat,
+        stop_timeout=args.stop_timeout,
+        batch=args.batch,
+        refresh=not args.no_refresh,
+        threads=args.threads,
+        start_timeout=args.start_timeout,
     )
     summary = worker.run()
-    print(f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
-          f"({summary.reason or 'stopped'})")
+    print(
+        f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "
+        f"({summary.reason or 'stopped'})"
+    )
     _done_for_good()
 
 
@@ -83,7 +96,10 @@ def _cmd_scheduler(args) -> None:
     from .scheduler import Scheduler
 
     scheduler = Scheduler(
-        _tables(args), max_retries=args.max_retries, stale_after=args.stale_after, lost_after=args.lost_after,
+        _tables(args),
+        max_retries=args.max_retries,
+        stale_after=args.stale_after,
+        lost_after=args.lost_after,
         backoff=args.backoff,
     )
     report = scheduler.run(interval=args.interval, once=args.once)
@@ -93,13 +109,13 @@ def _cmd_scheduler(args) -> None:
 
 
 def _cmd_status(args) -> None:
-    from . import jobs
+    from . import status
 
-    report = jobs.status(_tables(args), max_errors=args.max_errors)
+    report = status.status(_tables(args), max_errors=args.max_errors)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print(jobs.format_status(report, tracebacks=not args.no_traceback, traceback_lines=args.traceback_lines))
+        print(status.format_status(report, tracebacks=not args.no_traceback, traceback_lines=args.traceback_lines))
 
 
 def _selection(args):
@@ -111,10 +127,11 @@ def _selection(args):
 
 
 def _cmd_retry(args) -> None:
-    from . import jobs
 
     tables, key = _selection(args)
-    done = jobs.retry(tables, key, include_ignored=args.ignored)
+    from .reservation import retry
+
+    done = retry(tables, key, include_ignored=args.ignored)
     print("re-queued: " + (", ".join(f"{name} {n}" for name, n in done.items() if n) or "nothing"))
 
 
@@ -170,54 +187,125 @@ def _cmd_gc(args) -> None:
 # registration
 
 
+def _with_defaults(sub, command: str) -> None:
+    """The options of ``command`` that have a default, which their help names."""
+    from .scheduler import (
+        DEFAULT_BACKOFF_S,
+        DEFAULT_INTERVAL_S,
+        DEFAULT_LOST_AFTER_S,
+        DEFAULT_MAX_RETRIES,
+        DEFAULT_STALE_AFTER_S,
+    )
+    from .worker_settings import (
+        DEFAULT_BATCH,
+        DEFAULT_HEARTBEAT_S,
+        DEFAULT_POLL_S,
+        DEFAULT_START_TIMEOUT_S,
+        DEFAULT_STOP_TIMEOUT_S,
+    )
+
+    options = {  # flag: (type, default, metavar, help)
+        "worker": {
+            "--poll": (_positive(float), DEFAULT_POLL_S, "SECONDS", "wait between looks at empty queues"),
+            "--heartbeat": (_positive(float), DEFAULT_HEARTBEAT_S, "SECONDS", "interval of the liveness beat"),
+            "--stop-timeout": (
+                _positive(float),
+                DEFAULT_STOP_TIMEOUT_S,
+                "SECONDS",
+                "after SIGTERM, exit by force after this long",
+            ),
+            "--batch": (
+                _positive(int),
+                DEFAULT_BATCH,
+                "N",
+                "pending keys fetched per look, and the most reserved ahead when makes are fast",
+            ),
+            "--start-timeout": (
+                _non_negative(float),
+                DEFAULT_START_TIMEOUT_S,
+                "SECONDS",
+                "at start, wait this long for a database that does not answer yet, then exit 1 "
+                "(once started, a worker waits for it without limit)",
+            ),
+        },
+        "scheduler": {
+            "--interval": (_positive(float), DEFAULT_INTERVAL_S, "S", "seconds between passes"),
+            "--max-retries": (_non_negative(int), DEFAULT_MAX_RETRIES, "N", "automatic re-queues per job"),
+            "--stale-after": (
+                _positive(float),
+                DEFAULT_STALE_AFTER_S,
+                "S",
+                "heartbeat age after which a worker without a connection is dead",
+            ),
+            "--lost-after": (
+                _non_negative(float),
+                DEFAULT_LOST_AFTER_S,
+                "S",
+                "heartbeat age after which a worker "
+                "is presumed lost even while the server lists its connection; 0: never",
+            ),
+            "--backoff": (
+                _non_negative(float),
+                DEFAULT_BACKOFF_S,
+                "S",
+                "delay before the first retry of a transient error, doubled each time",
+            ),
+        },
+    }
+    for flag, (kind, default, metavar, text) in options[command].items():
+        sub.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})")
+
+
 def add_commands(command) -> None:
     """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
-    from .scheduler import (DEFAULT_BACKOFF_S, DEFAULT_INTERVAL_S, DEFAULT_LOST_AFTER_S, DEFAULT_MAX_RETRIES,
-                            DEFAULT_STALE_AFTER_S)
-    from .worker import DEFAULT_BATCH, DEFAULT_HEARTBEAT_S, DEFAULT_POLL_S, DEFAULT_STOP_TIMEOUT_S, device_spec
+    from .worker_settings import device_spec
 
-    sub = command("worker", _cmd_worker, "compute jobs one at a time from the job queues until stopped (SIGTERM hands "
-                  "the running job back)")
+    sub = command(
+        "worker",
+        _cmd_worker,
+        "compute jobs one at a time from the job queues until stopped (SIGTERM hands the running job back)",
+    )
     sub.add_argument("--tables", nargs="+", metavar="T", help="only these tables (class names)")
-    sub.add_argument("--device", type=device_spec, help="cpu, auto, cuda or cuda:N for the makes "
-                     "(exported as PIPELINE_DEVICE; default: leave it as set)")
-    sub.add_argument("--threads", type=_positive(int), metavar="N", help="torch threads for the makes (default: "
-                     "$PIPELINE_THREADS, else the CPUs this process may use: affinity mask and cgroup quota)")
+    sub.add_argument(
+        "--device",
+        type=device_spec,
+        help="cpu, auto, cuda or cuda:N for the makes (exported as PIPELINE_DEVICE; default: leave it as set)",
+    )
+    sub.add_argument(
+        "--threads",
+        type=_positive(int),
+        metavar="N",
+        help="torch threads for the makes (default: "
+        "$PIPELINE_THREADS, else the CPUs this process may use: affinity mask and cgroup quota)",
+    )
     sub.add_argument("--max-jobs", type=_positive(int), metavar="N", help="exit after N makes")
-    sub.add_argument("--idle-exit", type=_non_negative(float), metavar="SECONDS", help="exit after this long without work")
-    sub.add_argument("--poll", type=_positive(float), default=DEFAULT_POLL_S, metavar="SECONDS",
-                     help=f"wait between looks at empty queues (default {DEFAULT_POLL_S:g})")
-    sub.add_argument("--heartbeat", type=_positive(float), default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
-                     help=f"interval of the liveness beat (default {DEFAULT_HEARTBEAT_S:g})")
-    sub.add_argument("--stop-timeout", type=_positive(float), default=DEFAULT_STOP_TIMEOUT_S, metavar="SECONDS",
-                     help=f"after SIGTERM, exit by force after this long (default {DEFAULT_STOP_TIMEOUT_S:g})")
-    sub.add_argument("--batch", type=_positive(int), default=DEFAULT_BATCH, metavar="N",
-                     help=f"pending keys fetched per look, and the most reserved ahead when makes are fast (default {DEFAULT_BATCH})")
+    sub.add_argument(
+        "--idle-exit", type=_non_negative(float), metavar="SECONDS", help="exit after this long without work"
+    )
+    _with_defaults(sub, "worker")
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
     _schema_module_option(sub)
 
-    sub = command("scheduler", _cmd_scheduler, "refresh the job queues and re-queue jobs of dead workers and "
-                  "transient failures, on a timer")
+    sub = command(
+        "scheduler",
+        _cmd_scheduler,
+        "refresh the job queues and re-queue jobs of dead workers and transient failures, on a timer",
+    )
     sub.add_argument("--once", action="store_true", help="one pass, then exit")
-    sub.add_argument("--interval", type=_positive(float), default=DEFAULT_INTERVAL_S, metavar="S",
-                     help=f"seconds between passes (default {DEFAULT_INTERVAL_S:g})")
-    sub.add_argument("--max-retries", type=_non_negative(int), default=DEFAULT_MAX_RETRIES, metavar="N",
-                     help=f"automatic re-queues per job (default {DEFAULT_MAX_RETRIES})")
-    sub.add_argument("--stale-after", type=_positive(float), default=DEFAULT_STALE_AFTER_S, metavar="S",
-                     help=f"heartbeat age after which a worker without a connection is dead (default {DEFAULT_STALE_AFTER_S:g})")
-    sub.add_argument("--lost-after", type=_non_negative(float), default=DEFAULT_LOST_AFTER_S, metavar="S",
-                     help="heartbeat age after which a worker is presumed lost even while the server lists its "
-                          f"connection; 0: never (default {DEFAULT_LOST_AFTER_S:g})")
-    sub.add_argument("--backoff", type=_non_negative(float), default=DEFAULT_BACKOFF_S, metavar="S",
-                     help=f"delay before the first retry of a transient error, doubled each time (default {DEFAULT_BACKOFF_S:g})")
+    _with_defaults(sub, "scheduler")
     _schema_module_option(sub)
 
     sub = command("status", _cmd_status, "job counts per table, errors with tracebacks, running jobs and workers")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--max-errors", type=_positive(int), default=50, metavar="N", help="errors listed per table")
     sub.add_argument("--no-traceback", action="store_true", help="messages only")
-    sub.add_argument("--traceback-lines", type=_non_negative(int), default=12, metavar="N",
-                     help="last lines of each traceback shown; 0: all (default 12)")
+    sub.add_argument(
+        "--traceback-lines",
+        type=_non_negative(int),
+        default=12,
+        metavar="N",
+        help="last lines of each traceback shown; 0: all (default 12)",
+    )
     _schema_module_option(sub)
 
     for name, handler, text in (
@@ -233,7 +321,9 @@ def add_commands(command) -> None:
 
     sub = command("roles", None, "database roles scoped to the schema prefix: admin, worker, member")
     actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="create or update the roles and their grants (idempotent; rerun after setup)")
+    create = actions.add_parser(
+        "create", help="create or update the roles and their grants (idempotent; rerun after setup)"
+    )
     create.add_argument("--dry-run", action="store_true", help="print the SQL only")
     create.set_defaults(handler=_cmd_roles_create)
     drop = actions.add_parser("drop", help="drop the roles")
@@ -242,8 +332,11 @@ def add_commands(command) -> None:
     user = actions.add_parser("user", help="create a login user holding one role")
     user.add_argument("name")
     user.add_argument("--role", required=True, choices=("admin", "worker", "member"))
-    user.add_argument("--password-env", metavar="VAR", help="environment variable holding the password "
-                      "(default: generate one and print it)")
+    user.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the password (default: generate one and print it)",
+    )
     user.add_argument("--host", default="%", help="MySQL/MariaDB account host (default %%)")
     user.add_argument("--dry-run", action="store_true", help="print the SQL only (password masked)")
     user.set_defaults(handler=_cmd_roles_user)
@@ -253,15 +346,32 @@ def add_commands(command) -> None:
     drop_user.add_argument("--dry-run", action="store_true", help="print the SQL only")
     drop_user.set_defaults(handler=_cmd_roles_drop_user)
 
-    sub = command("gc", _cmd_gc, "list object-store files no row of this prefix's schemas refers to (dry run); "
-                  "--delete removes them")
+    sub = command(
+        "gc",
+        _cmd_gc,
+        "list object-store files no row of this prefix's schemas refers to (dry run); --delete removes them",
+    )
     from .store_gc import DEFAULT_GRACE_S, DEFAULT_WAIT_S
 
-    sub.add_argument("--delete", action="store_true", help="delete the orphans (safe while anything runs: files "
-                     "younger than --grace, than the oldest open transaction or reserved job are kept)")
-    sub.add_argument("--grace", type=_non_negative(float), default=DEFAULT_GRACE_S, metavar="SECONDS",
-                     help=f"never delete files younger than this (default {DEFAULT_GRACE_S:g})")
-    sub.add_argument("--wait", type=_non_negative(float), default=DEFAULT_WAIT_S, metavar="SECONDS",
-                     help="with --delete, rescan for up to this long while work in flight holds orphans back "
-                          f"(default {DEFAULT_WAIT_S:g})")
+    sub.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete the orphans (safe while anything runs: files "
+        "younger than --grace, than the oldest open transaction or reserved job are kept)",
+    )
+    sub.add_argument(
+        "--grace",
+        type=_non_negative(float),
+        default=DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help=f"never delete files younger than this (default {DEFAULT_GRACE_S:g})",
+    )
+    sub.add_argument(
+        "--wait",
+        type=_non_negative(float),
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help="with --delete, rescan for up to this long while work in flight holds orphans back "
+        f"(default {DEFAULT_WAIT_S:g})",
+    )
     sub.add_argument("--limit", type=_non_negative(int), default=50, metavar="N", help="paths listed (0: all)")

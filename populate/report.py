@@ -1,5 +1,9 @@
 """``python -m populate report --out FILE.html``: one self-contained HTML page of every stage's results.
 
+The page is rendered from ``populate/templates/report.html`` by Jinja2 with autoescaping on, so
+captions, error messages, the server's host and every other value reach the HTML escaped; only the
+tables pandas has already escaped are inserted as markup.
+
 Figures are embedded as base64 PNG, so the file can be mailed or attached as it is.  Every stage has
 a ``<section>`` with a stable ``id`` (:data:`SECTION_IDS`), a ``data-status`` (``computed``,
 ``not-computed`` or ``error``) and a ``data-figures`` count.  A stage whose schema is not declared,
@@ -9,269 +13,27 @@ failure while drawing one stage shows an error panel and leaves the other stages
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime
-import html
-import io
 import logging
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import pandas as pd
+import jinja2
 
-from . import api, experiments
+from . import api
+from .report_sections import (
+    NotComputed,
+    Panel,
+    cell_types,
+    classifiers,
+    neural_similarity,
+    pipeline_progress,
+    predictive_models,
+    recordings,
+)
 
 log = logging.getLogger(__name__)
-
-MAX_TABLE_ROWS = 50
-MAX_CELLTYPE_MODELS = 3
-MAX_MATRICES = 3
-MATRIX_IMAGES = 64
-
-
-class NotComputed(Exception):
-    """A stage has nothing to show yet; the message says what to run."""
-
-
-@dataclasses.dataclass
-class Panel:
-    """The body of one section: HTML blocks in order, and how many of them are figures."""
-
-    blocks: list[str] = dataclasses.field(default_factory=list)
-    figures: int = 0
-
-    def figure(self, fig, caption: str) -> None:
-        import matplotlib.pyplot as plt
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        data = base64.b64encode(buffer.getvalue()).decode("ascii")
-        self.blocks.append(
-            f'<figure><img class="figure" alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-        self.figures += 1
-
-    def table(self, frame: pd.DataFrame, caption: str) -> None:
-        shown = frame.head(MAX_TABLE_ROWS)
-        more = f" (first {MAX_TABLE_ROWS} of {len(frame)} rows)" if len(frame) > MAX_TABLE_ROWS else ""
-        body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0,
-                             classes="data")
-        self.blocks.append(f"<h3>{html.escape(caption + more)}</h3>{body}")
-
-    def note(self, text: str) -> None:
-        self.blocks.append(f'<p class="note">{html.escape(text)}</p>')
-
-
-def _model_label(row) -> str:
-    name = row["config_name"] or row["core_kind"]
-    return f"{name} (seed {row['seed']}, {row['model_hash'][:6]})"
-
-
-def _require(stage: str) -> None:
-    if not api.stage_available(stage):
-        raise NotComputed(f"the {stage} schema is not set up on this server: run `python -m populate setup`")
-
-
-# --------------------------------------------------------------------------------------------------
-# Sections
-# --------------------------------------------------------------------------------------------------
-
-
-def recordings(panel: Panel) -> None:
-    from pipeline import figures
-
-    _require("recordings")
-    _require("stats")
-    scans = api.scans()
-    if scans.empty:
-        raise NotComputed("no scans yet: `python -m populate simulate` or `python -m populate import sensorium PATH`")
-    panel.table(scans[["scan", "area", "layers", "depth_min", "depth_max", "n_trials", "n_units", "n_withheld",
-                       "simulated", "n_repeated_images", "mean_oracle", "mean_explainable_variance"]],
-                "Scans (depths in micrometres below the surface)")
-    units = api.reliability()
-    if units.empty:
-        panel.note("Reliability is not computed yet: run `python -m populate run --tables Reliability`.")
-        return
-    panel.figure(
-        figures.oracle_distributions({scan: rows["oracle"].to_numpy() for scan, rows in units.groupby("scan")}),
-        "Oracle correlation of each unit (leave-one-out correlation over the repeated test images), per scan.",
-    )
-
-
-def predictive_models(panel: Panel) -> None:
-    from pipeline import figures
-
-    _require("models")
-    models = api.models()
-    if models.empty:
-        raise NotComputed("no trained models yet: add training tasks and run `python -m populate run` (or `make demo`)")
-    panel.table(models[["scan", "config_name", "core_kind", "feature_maps", "seed", "test_correlation",
-                        "test_single_trial", "test_feve", "oracle_ceiling", "val_correlation", "train_seconds"]],
-                "Trained models (test tier; correlations averaged over units)")
-    panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
-    curves = api.training_curves()
-    if not curves.empty:
-        panel.figure(figures.training_curves(curves, "iteration", ["val_correlation", "train_loss"],
-                                             dict(iteration="iteration (optimizer steps)",
-                                                  val_correlation="validation correlation",
-                                                  train_loss="training loss (with regularizers)"),
-                                             "Predictive models: training curves"),
-                     "Validation correlation and training loss of every model at each evaluation; the stored "
-                     "weights are those of the best validation score.")
-    scores = api.unit_scores()
-    if scores.empty:
-        panel.note("Per-unit scores need the scan's reliability (stats stage).")
-        return
-    labels = np.array([_model_label(r) for r in scores.to_dict("records")], dtype=object)
-    panel.figure(figures.oracle_vs_correlation(scores["oracle"], scores["test_correlation"], labels),
-                 "Per-unit test correlation of every model against the unit's oracle correlation.")
-    panel.figure(figures.feve_distributions({label: scores.loc[labels == label, "test_feve"].to_numpy()
-                                             for label in dict.fromkeys(labels)}),
-                 "Fraction of explainable variance explained per unit, per model.")
-    for scan, rows in scores.groupby("scan"):
-        best = _best_per_kind(models[models["scan"] == scan])
-        if {"rotation", "cnn"} <= set(best):
-            a, b = (rows[rows["model_hash"].eq(best[k]["model_hash"]) & rows["seed"].eq(best[k]["seed"])]
-                    .sort_values("unit_index") for k in ("cnn", "rotation"))
-            panel.figure(figures.unit_comparison(a["test_correlation"], b["test_correlation"], "CNN", "rotation"),
-                         f"Scan {scan}: per-unit test correlation of the best rotation-equivariant model, "
-                         f"{_model_label(best['rotation'])}, against the best CNN, {_model_label(best['cnn'])}.")
-        else:
-            panel.note(f"Scan {scan}: a rotation-vs-CNN comparison needs a trained model of each core kind.")
-
-
-def _best_per_kind(models: pd.DataFrame) -> dict:
-    return {kind: rows.sort_values("test_correlation", ascending=False).iloc[0]
-            for kind, rows in models.groupby("core_kind")}
-
-
-def cell_types(panel: Panel) -> None:
-    from pipeline import figures
-
-    _require("models")
-    units = api.cell_types()
-    if units.empty:
-        raise NotComputed("no cell types yet: they are computed for rotation-equivariant models "
-                          "(`python -m populate run --tables CellTypes`)")
-    model_key = ["model_hash", "dataset_hash", "trainer_hash", "seed"]
-    summary = units.groupby(["scan", "config_name", *model_key], as_index=False).agg(
-        units=("unit_id", "size"), types_used=("cell_type", "nunique"), clusters=("cluster", "nunique"),
-        clean_fraction=("clean", "mean"))
-    panel.table(summary.drop(columns=["dataset_hash", "trainer_hash"]), "Cell types per rotation-equivariant model")
-    panel.note("Cell types, " + experiments.quote(experiments.CELL_TYPES) + ".")
-    for _, model in summary.head(MAX_CELLTYPE_MODELS).iterrows():
-        label = f"{model['config_name']} (seed {model['seed']}, {model['model_hash'][:6]})"
-        filters, orientation, counts = api.cell_type_filters(model)
-        panel.figure(figures.cell_type_gallery(filters, counts, orientation),
-                     f"{label}: layer-1 filter of each used type at its units' typical preferred orientation, "
-                     "and units per type.")
-        rows = units[(units[model_key] == model[model_key]).all(axis=1)]
-        truth = rows["true_type"].notna()
-        if truth.any():
-            panel.figure(figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cell_type"]),
-                         f"{label}: simulated type against learned type (units).")
-            clusters = figures.cell_type_confusion(rows.loc[truth, "true_type"], rows.loc[truth, "cluster"], "cluster")
-            panel.figure(clusters,
-                         f"{label}: simulated type against rotation-invariant cluster (units).")
-        else:
-            panel.note(f"{label}: no ground truth (not a simulated scan), so no agreement matrix.")
-
-
-def neural_similarity(panel: Panel) -> None:
-    from pipeline import figures
-
-    _require("similarity")
-    matrices = api.similarities()
-    if matrices.empty:
-        raise NotComputed("no similarity matrices yet: add a SimilarityTask and run `python -m populate run`")
-    panel.table(matrices[[c for c in ("similarity_name", "method", "image_set", "n_images", "n_scans",
-                                      "oracle_agreement", "single_trial_agreement") if c in matrices.columns]],
-                "Similarity matrices")
-    shown = {}
-    for _, row in matrices.head(MAX_MATRICES).iterrows():
-        matrix = api.similarity_matrix(row["similarity_name"], MATRIX_IMAGES)
-        shown[row["similarity_name"]] = (row, matrix)
-        panel.figure(figures.similarity_matrix(matrix, f"{row['similarity_name']} ({row['method']})"),
-                     f"{row['similarity_name']}: similarity of the first {len(matrix)} images of set "
-                     f"{row['image_set']}.")
-    references = [(name, r, m) for name, (r, m) in shown.items() if r["method"] == "model"]
-    upper = None
-    for name, (row, matrix) in shown.items():
-        for ref_name, ref_row, ref in references:
-            if name == ref_name or row["image_set"] != ref_row["image_set"]:
-                continue
-            n = min(len(matrix), len(ref))
-            upper = np.triu_indices(n, k=1)
-            panel.figure(figures.similarity_scatter(ref[:n, :n][upper], matrix[:n, :n][upper],
-                                                    f"S_neural ({ref_name})", f"{name} ({row['method']})"),
-                         f"{name} against the model-based neural similarity {ref_name}, pairs of the first {n} images.")
-    if upper is None and len(shown) < 2:
-        panel.note("Only one similarity matrix: comparisons between methods appear once controls are computed.")
-
-
-def classifiers(panel: Panel) -> None:
-    from pipeline import figures
-
-    _require("classifiers")
-    trained = api.classifiers()
-    if trained.empty:
-        raise NotComputed("no trained classifiers yet: add ClassifierTasks and run `python -m populate run`")
-    panel.table(trained[["control", "alpha", "width", "seed", "clean_accuracy", "validation_accuracy",
-                         "similarity_fidelity", "train_seconds"]], "Trained classifiers")
-    curves = api.classifier_curves()
-    if not curves.empty:
-        panel.figure(figures.training_curves(curves, "epoch", ["train_loss", "validation_accuracy"],
-                                             dict(train_loss="training loss (cross-entropy)",
-                                                  validation_accuracy="validation accuracy (fraction correct)"),
-                                             "Classifiers: training curves"),
-                     "Training loss and held-out accuracy of every classifier after each epoch.")
-    levels = api.classifier_robustness()
-    if levels.empty:
-        panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")
-    else:
-        panel.figure(figures.noise_curves(levels), "Accuracy under additive noise per control, mean ± SEM over seeds.")
-    images = api.adversarial()
-    if images.empty:
-        panel.note("Adversarial robustness is not evaluated yet (AdversarialEvaluation).")
-    else:
-        for norm in ("l2", "linf"):
-            if not np.isfinite(images[norm].to_numpy(dtype=np.float64)).any():
-                panel.note(f"The attacks found no adversarial example within their budget ({norm}): "
-                           "no perturbation sizes to show.")
-                continue
-            panel.figure(figures.perturbation_distributions(images, norm=norm),
-                         f"Minimal adversarial perturbation per image ({norm}), per control.")
-    regularized = trained[trained["control"] == "neural"]
-    if regularized.empty:
-        panel.note("No neurally regularized classifier: S_model vs S_neural is shown for those only.")
-        return
-    row = regularized.iloc[0]
-    try:
-        s_model, s_neural = api.classifier_similarity_pairs(row, device="cpu")
-    except Exception as err:  # an optional panel: say why it is missing, keep the section
-        log.warning("S_model vs S_neural skipped: %s", err)
-        panel.note(f"S_model vs S_neural could not be computed: {' '.join(str(err).split())}")
-        return
-    panel.figure(figures.similarity_scatter(s_neural, s_model, "S_neural", "S_model (classifier)"),
-                 f"Classifier {row['config_name'] or row['control']} (seed {row['seed']}): its representational "
-                 f"similarity against the neural target over {len(s_model)} random stimulus pairs (the pairs of its "
-                 f"similarity fidelity, r = {row['similarity_fidelity']:.2f}).")
-
-
-def pipeline_progress(panel: Panel) -> None:
-    from pipeline import figures
-
-    progress = api.progress()
-    if progress.empty:
-        raise NotComputed("no schema is set up on this server: run `python -m populate setup`")
-    if not progress["keys"].any():
-        raise NotComputed("nothing to compute yet: the computed tables have no upstream data (add scans and tasks)")
-    panel.table(progress, "Keys per computed table")
-    panel.figure(figures.populate_progress(progress), "Done, pending and failed keys of every computed table.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,42 +58,32 @@ SECTION_IDS = tuple(s.id for s in SECTIONS)
 # Page
 # --------------------------------------------------------------------------------------------------
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-header p { color: #555; }
-nav a { margin-right: 1em; }
-section { border-top: 2px solid #ddd; margin-top: 2em; padding-top: .5em; }
-figure { display: inline-block; margin: .5em; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: .85em; color: #555; max-width: 600px; }
-table.data { border-collapse: collapse; font-size: .8em; margin-bottom: 1em; }
-table.data th, table.data td { padding: 2px 6px; border-bottom: 1px solid #eee; text-align: right; }
-.status { padding: 1em; border-radius: 4px; }
-.not-computed { background: #f4f4f4; color: #555; }
-.error { background: #fde8e8; color: #900; }
-.note { color: #555; font-style: italic; }
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("populate", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
-def _section_html(section: Section) -> str:
+def _section(section: Section) -> dict:
+    """One section for the template: id, title, status, figure count, and its blocks or message."""
     panel = Panel()
     try:
         section.build(panel)
-        status, body = "computed", "".join(panel.blocks)
-    except NotComputed as reason:
-        status = "not-computed"
-        body = f'<div class="status not-computed"><strong>Not computed yet.</strong> {html.escape(str(reason))}</div>'
-    except api.StageNotComputed as reason:
-        status = "not-computed"
-        body = f'<div class="status not-computed"><strong>Not computed yet.</strong> {html.escape(str(reason))}</div>'
+        status, message = "computed", ""
+    except (NotComputed, api.StageNotComputed) as reason:
+        status, message = "not-computed", str(reason)
     except Exception as err:  # one broken stage must not hide the others
         log.exception("report section %s failed", section.id)
-        status = "error"
-        message = " ".join(str(err).split()) or type(err).__name__
-        body = f'<div class="status error"><strong>Error:</strong> {html.escape(type(err).__name__)}: {html.escape(message)}</div>'
-    figures = panel.figures if status == "computed" else 0
-    return (f'<section id="{section.id}" data-status="{status}" data-figures="{figures}">'
-            f"<h2>{html.escape(section.title)}</h2>{body}</section>")
+        status, message = "error", f"{type(err).__name__}: {' '.join(str(err).split()) or type(err).__name__}"
+    return dict(
+        id=section.id,
+        title=section.title,
+        status=status,
+        message=message,
+        blocks=panel.blocks,
+        figures=panel.figures if status == "computed" else 0,
+    )
 
 
 def render_report() -> str:
@@ -340,17 +92,14 @@ def render_report() -> str:
 
     try:
         where = api.connect()
-        origin = f"{where['backend']} at {where['host']}, schema prefix <code>{html.escape(where['prefix'])}</code>"
     except Exception as err:
         raise RuntimeError(f"report: cannot connect to the database ({' '.join(str(err).split())})") from err
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    sections = "".join(_section_html(section) for section in SECTIONS)
-    nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in SECTIONS)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>V1 pipeline report ({html.escape(db.prefix())})</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>V1 pipeline report</h1><p>{origin}; generated {html.escape(now)}</p><nav>{nav}</nav></header>"
-        f"{sections}</body></html>\n"
+    return _TEMPLATES.get_template("report.html").render(
+        backend=where["backend"],
+        host=where["host"],
+        prefix=db.prefix(),
+        generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        sections=[_section(section) for section in SECTIONS],
     )
 
 

@@ -1,112 +1,61 @@
-"""``python -m populate results ...``: results as JSON lines (one object per row) or a text table."""
+"""``python -m populate results ...``: the notebook API's frames as JSON lines or as a text table.
+
+Each listing is built on :mod:`populate.api` frames and keeps their column names (``docs/api.md``);
+none fetches weights, histories or other heavy attributes.  ``--json`` prints every column, one
+object per row; the text table shows the columns of :data:`TEXT_COLUMNS`.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-from typing import Iterable
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import api
+from .plain import plain
 
 
-def _plain(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _plain(value.item())
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value
+def records(frame: pd.DataFrame) -> list[dict]:
+    """The rows of ``frame`` as dicts of plain Python values (missing values as None)."""
+    return [{k: plain(v) if not _missing(v) else None for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
 
 
 def models() -> list[dict]:
-    """One row per trained model: key, core type, feature maps, seed, scores."""
-    from schemas.models import ModelConfig, TrainedModel
-
-    query = TrainedModel * ModelConfig.proj("core_kind", "feature_maps", "config_name")
-    rows = []
-    for row in query.to_dicts(order_by=["core_kind", "seed"]):
-        rows.append(
-            dict(
-                key={k: row[k] for k in TrainedModel.primary_key},
-                name=row["config_name"],
-                core=row["core_kind"],
-                feature_maps=row["feature_maps"],
-                seed=row["seed"],
-                test_correlation=row["test_correlation"],
-                test_single_trial=row["test_single_trial"],
-                feve=row["test_feve"],
-                oracle=row["oracle_ceiling"],
-                val_correlation=row["val_correlation"],
-                train_seconds=row["train_seconds"],
-            )
-        )
-    return rows
+    """One row per trained model (:func:`populate.api.models`)."""
+    return records(api.models())
 
 
 def celltypes() -> list[dict]:
-    """One row per unit of every rotation-equivariant model: its type, cluster and orientation."""
-    from schemas.models import CellTypes, TrainedModel
-    from schemas.recordings import GroundTruth
-
-    rows = []
-    truth = {
-        (r["animal_id"], r["session"], r["scan_idx"], r["unit_id"]): r
-        for r in GroundTruth.Unit.to_dicts()
-    }
-    for row in CellTypes.Unit.to_dicts(order_by=["model_hash", "seed", "unit_id"]):
-        unit = (row["animal_id"], row["session"], row["scan_idx"], row["unit_id"])
-        true = truth.get(unit)
-        rows.append(
-            dict(
-                model={k: row[k] for k in TrainedModel.primary_key},
-                scan=f"{unit[0]}-{unit[1]}-{unit[2]}",
-                unit_id=row["unit_id"],
-                cell_type=row["cell_type"],
-                cluster=row["cluster"],
-                preferred_orientation=row["preferred_orientation"],
-                main_share=row["main_share"],
-                clean=bool(row["clean"]),
-                true_type=None if true is None else true["unit_type"],
-                true_orientation=None if true is None else true["orientation"],
-            )
-        )
-    return rows
+    """One row per unit of every rotation-equivariant model (:func:`populate.api.cell_types`)."""
+    return records(api.cell_types())
 
 
 def classifiers() -> list[dict]:
-    """One row per trained classifier: control, alpha, clean and noisy accuracy, adversarial medians."""
-    from schemas.classifiers import (AdversarialEvaluation, ClassifierConfig, NoiseEvaluation,
-                                     TrainedClassifier)
-
-    noise = {}
-    for row in NoiseEvaluation.Level.to_dicts(order_by=["noise_type", "strength"]):
-        key = tuple(row[k] for k in TrainedClassifier.primary_key)
-        noise.setdefault(key, {}).setdefault(row["noise_type"], []).append(
-            dict(strength=row["strength"], accuracy=row["accuracy"]))
-    adversarial = {tuple(r[k] for k in TrainedClassifier.primary_key): r for r in AdversarialEvaluation.to_dicts()}
-    rows = []
-    query = TrainedClassifier * ClassifierConfig.proj("control", "alpha", "width")
-    for row in query.to_dicts(order_by=["control", "seed"]):
-        key = tuple(row[k] for k in TrainedClassifier.primary_key)
-        attack = adversarial.get(key, {})
-        rows.append(dict(
-            key={k: row[k] for k in TrainedClassifier.primary_key},
-            control=row["control"],
-            alpha=row["alpha"],
-            width=row["width"],
-            seed=row["seed"],
-            clean_accuracy=row["clean_accuracy"],
-            noise=noise.get(key, {}),
-            median_l2=attack.get("median_l2"),
-            median_linf=attack.get("median_linf"),
-            similarity_fidelity=row["similarity_fidelity"],
-        ))
+    """One row per trained classifier (:func:`populate.api.classifiers`) with its adversarial summary
+    (:func:`populate.api.adversarial_summary`) and ``noise``: per noise type, a list of
+    ``{strength, accuracy}`` (:func:`populate.api.classifier_robustness`)."""
+    frame = api.classifiers()
+    key = list(api.stage("classifiers").TrainedClassifier.primary_key)
+    attacks = api.adversarial_summary()[[*key, "n_images", "median_l2", "median_linf"]]
+    frame = frame.merge(attacks, on=key, how="left")
+    noise: dict[tuple, dict[str, list]] = {}
+    for row in records(api.classifier_robustness()):
+        levels = noise.setdefault(tuple(row[k] for k in key), {}).setdefault(row["noise_type"], [])
+        levels.append(dict(strength=row["strength"], accuracy=row["accuracy"]))
+    rows = records(frame)
+    for row in rows:
+        row["noise"] = noise.get(tuple(row[k] for k in key), {})
     return rows
 
 
 def classifier_summary() -> list[dict]:
     """Per control (mean ± SEM over seeds): clean accuracy, Gaussian-noise accuracies, median perturbation."""
-    import numpy as np
-
     groups: dict[str, list[dict]] = {}
     for row in classifiers():
         groups.setdefault(row["control"], []).append(row)
@@ -133,20 +82,59 @@ def classifier_summary() -> list[dict]:
     return table
 
 
-REPORTS = {"models": models, "celltypes": celltypes, "classifiers": classifiers}
+REPORTS: dict[str, Callable[[], list[dict]]] = {"models": models, "celltypes": celltypes, "classifiers": classifiers}
+
+TEXT_COLUMNS = {
+    "models": (
+        "config_name",
+        "core_kind",
+        "feature_maps",
+        "seed",
+        "scan",
+        "test_correlation",
+        "test_single_trial",
+        "test_feve",
+        "oracle_ceiling",
+        "train_seconds",
+    ),
+    "celltypes": (
+        "config_name",
+        "seed",
+        "scan",
+        "unit_id",
+        "cell_type",
+        "cluster",
+        "preferred_orientation_deg",
+        "main_share",
+        "clean",
+        "true_type",
+    ),
+    "classifiers": (
+        "config_name",
+        "control",
+        "alpha",
+        "seed",
+        "clean_accuracy",
+        "median_l2",
+        "median_linf",
+        "similarity_fidelity",
+    ),
+}
+"""The columns of each listing in the text table (``--json`` prints all)."""
 
 
-def print_rows(rows: Iterable[dict], as_json: bool) -> None:
+def print_rows(rows: Iterable[dict], as_json: bool, columns: Iterable[str] | None = None) -> None:
+    """Rows as JSON lines (every column), or as a text table of ``columns`` (default: all but nested ones)."""
     rows = list(rows)
     if as_json:
         for row in rows:
-            print(json.dumps({k: _plain(v) for k, v in row.items()}, default=_plain))
+            print(json.dumps({k: plain(v) for k, v in row.items()}, default=plain))
         return
     if not rows:
         print("(no rows)")
         return
-    columns = [c for c in rows[0] if not isinstance(rows[0][c], dict)]
-    cells = [[_format(row[c]) for c in columns] for row in rows]
+    columns = list(columns or [c for c in rows[0] if not isinstance(rows[0][c], (dict, list))])
+    cells = [[_format(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in cells:
@@ -154,7 +142,7 @@ def print_rows(rows: Iterable[dict], as_json: bool) -> None:
 
 
 def _format(value) -> str:
-    value = _plain(value)
+    value = plain(value)
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return "-" if value is None else str(value)

@@ -149,7 +149,9 @@ def mysql_plan(prefix: str, schemas: dict[str, list[str]]) -> list[str]:
             plan.append(f"GRANT {', '.join(everywhere)} ON {pattern}.* TO {account}")
         for stage in spec.writes_stages:
             privileges = [p for p in everywhere if p != "ALL PRIVILEGES"] + list(_WRITE)
-            plan.append(f"GRANT {', '.join(privileges)} ON `{_mysql_literal(_stage_schema(prefix, stage))}`.* TO {account}")
+            plan.append(
+                f"GRANT {', '.join(privileges)} ON `{_mysql_literal(_stage_schema(prefix, stage))}`.* TO {account}"
+            )
         if spec.sees_connections:
             plan.append(f"GRANT PROCESS ON *.* TO {account}")
         if spec.writes_computed and not spec.owns:
@@ -161,9 +163,9 @@ def mysql_plan(prefix: str, schemas: dict[str, list[str]]) -> list[str]:
 
 
 def _is_mariadb(connection) -> bool:
-    from schemas import mariadb
+    from schemas import compat
 
-    return mariadb.is_mariadb(connection)
+    return compat.is_mariadb(connection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +176,9 @@ def _pg(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def postgresql_plan(prefix: str, schemas: dict[str, list[str]], database: str, types: dict[str, list[str]]) -> list[str]:
+def postgresql_plan(
+    prefix: str, schemas: dict[str, list[str]], database: str, types: dict[str, list[str]]
+) -> list[str]:
     """The statements creating the roles of ``prefix`` on PostgreSQL database ``database``.
 
     ``schemas`` maps each schema of the prefix to its tables, ``types`` to its enum types.  The
@@ -184,8 +188,7 @@ def postgresql_plan(prefix: str, schemas: dict[str, list[str]], database: str, t
     quoted = {r: _pg(names[r]) for r in ROLES}
     owner = next(r for r in ROLES if SPECS[r].owns)
     plan = [
-        f"DO $$ BEGIN CREATE ROLE {quoted[r]} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        for r in ROLES
+        f"DO $$ BEGIN CREATE ROLE {quoted[r]} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$" for r in ROLES
     ]
     plan.append(f"GRANT CONNECT, CREATE ON DATABASE {_pg(database)} TO {quoted[owner]}")
     others = [r for r in ROLES if r != owner]
@@ -262,7 +265,9 @@ def create(dry_run: bool = False) -> list[str]:
         plan = mysql_plan(prefix, schemas)
     lines = _run(connection, plan, dry_run)
     if not dry_run:
-        lines.append(f"roles {', '.join(role_names(prefix).values())} cover {len(schemas)} schema(s) of prefix {prefix}")
+        lines.append(
+            f"roles {', '.join(role_names(prefix).values())} cover {len(schemas)} schema(s) of prefix {prefix}"
+        )
     lines += [f"warning: {w}" for w in public_grants(connection, prefix)]
     return lines
 
@@ -277,7 +282,8 @@ def public_grants(connection, prefix: str) -> list[str]:
         return []
     try:
         rows = connection.query(
-            "SELECT Db, User FROM mysql.db WHERE User IN ('', 'PUBLIC') AND %s LIKE Db", args=(_stage_schema(prefix, "x"),)
+            "SELECT Db, User FROM mysql.db WHERE User IN ('', 'PUBLIC') AND %s LIKE Db",
+            args=(_stage_schema(prefix, "x"),),
         ).fetchall()
     except Exception:  # mysql.db is not readable without privileges; nothing to say then
         return []
@@ -300,8 +306,11 @@ def drop(dry_run: bool = False) -> list[str]:
             exists = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall()
             if exists or dry_run:
                 # Objects the role owns go to the caller; then its grants go, then the role.
-                plan += [f"REASSIGN OWNED BY {_pg(name)} TO CURRENT_USER", f"DROP OWNED BY {_pg(name)}",
-                         f"DROP ROLE IF EXISTS {_pg(name)}"]
+                plan += [
+                    f"REASSIGN OWNED BY {_pg(name)} TO CURRENT_USER",
+                    f"DROP OWNED BY {_pg(name)}",
+                    f"DROP ROLE IF EXISTS {_pg(name)}",
+                ]
     else:
         plan = [f"DROP ROLE IF EXISTS '{name}'" for name in names.values()]
     return _run(connection, plan, dry_run)
@@ -329,14 +338,20 @@ def create_user(name: str, role: str, password: str | None = None, host: str = "
     masked = "'********'"
     if connection.adapter.backend == "postgresql":
         exists = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(group,)).fetchall()
-        verb = "ALTER" if connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall() else "CREATE"
+        verb = (
+            "ALTER"
+            if connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall()
+            else "CREATE"
+        )
         template = [f"{verb} ROLE {_pg(name)} LOGIN PASSWORD {{pw}}", f"GRANT {_pg(group)} TO {_pg(name)}"]
         if role == "admin":
             template.append(f"ALTER ROLE {_pg(name)} SET role = {_pg(group)}")
     else:
-        exists = connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND is_role = 'Y'", args=(group,)).fetchall() \
-            if _is_mariadb(connection) else connection.query(
-                "SELECT 1 FROM mysql.user WHERE user = %s AND host = '%%'", args=(group,)).fetchall()
+        exists = (
+            connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND is_role = 'Y'", args=(group,)).fetchall()
+            if _is_mariadb(connection)
+            else connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND host = '%%'", args=(group,)).fetchall()
+        )
         account = f"'{name}'@'{host}'"
         default = "FOR" if _is_mariadb(connection) else "TO"
         template = [

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import jobs as queues
+from . import reservation
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ def _reconnect() -> None:
         pass
     try:
         connection.connect()
-        connection._in_transaction = False
+        from schemas import compat
+
+        compat.forget_transaction(connection)
     except Exception as err:
         log.warning("database unreachable (%s); next pass retries", " ".join(str(err).split()))
 
@@ -110,14 +113,17 @@ class Scheduler:
         lost_after: float = DEFAULT_LOST_AFTER_S,
         backoff: float = DEFAULT_BACKOFF_S,
     ) -> None:
-        if max_retries < 0:
-            raise SchedulerError(f"--max-retries must not be negative, got {max_retries}")
-        if not stale_after > 0:
-            raise SchedulerError(f"--stale-after must be positive, got {stale_after}")
+        from .worker_settings import check_settings
+
+        check_settings(
+            SchedulerError,
+            non_negative={"--max-retries": max_retries, "--backoff": backoff},
+            positive={"--stale-after": stale_after},
+        )
         if lost_after and lost_after < stale_after:
-            raise SchedulerError(f"--lost-after ({lost_after:g} s) must be 0 (off) or at least --stale-after ({stale_after:g} s)")
-        if backoff < 0:
-            raise SchedulerError(f"--backoff must not be negative, got {backoff}")
+            raise SchedulerError(
+                f"--lost-after ({lost_after:g} s) must be 0 (off) or at least --stale-after ({stale_after:g} s)"
+            )
         self.tables = tables
         self.max_retries = max_retries
         self.stale_after = stale_after
@@ -173,8 +179,11 @@ class Scheduler:
             key = {k: job[k] for k in jobs.primary_key}
             if "still listed" in reason:
                 kill_connection(jobs.connection, job["connection_id"])
-            outcome = queues.requeue(
-                jobs, key, reason, expect=dict(status="reserved", **{f: job[f] for f in fields}),
+            outcome = reservation.requeue(
+                jobs,
+                key,
+                reason,
+                expect=dict(status="reserved", **{f: job[f] for f in fields}),
                 max_retries=self.max_retries,
             )
             self._tally(report, jobs, key, reason, outcome, "dead_requeued")
@@ -185,13 +194,17 @@ class Scheduler:
             if kind is None:
                 continue
             key = {k: job[k] for k in jobs.primary_key}
-            used = queues.retries(jobs.target, key)
+            used = reservation.retries(jobs.target, key)
             if used >= self.max_retries:
                 continue  # already reported as spent, or a person will decide
             reason = f"{kind}: {job['error_message']}"
-            outcome = queues.requeue(
-                jobs, key, reason, expect=dict(status="error", error_message=job["error_message"]),
-                max_retries=self.max_retries, delay=self.backoff * 2**used,
+            outcome = reservation.requeue(
+                jobs,
+                key,
+                reason,
+                expect=dict(status="error", error_message=job["error_message"]),
+                max_retries=self.max_retries,
+                delay=self.backoff * 2**used,
             )
             self._tally(report, jobs, key, reason, outcome, "transient_requeued")
 
@@ -229,7 +242,7 @@ class Scheduler:
             raise SchedulerError(f"--interval must be positive, got {interval}")
         import datajoint as dj
 
-        from .worker import make_resilient
+        from schemas.compat import make_resilient
 
         make_resilient(dj.conn())
         if once:

@@ -114,9 +114,13 @@ def _reserved_jobs(connection, schemas: list) -> tuple[float | None, int]:
     q = connection.adapter.quote_identifier
     oldest, count = None, 0
     for schema in schemas:
-        queues = [row[0] for row in connection.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", args=(schema.database,)
-        ).fetchall() if row[0].startswith("~~")]
+        queues = [
+            row[0]
+            for row in connection.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", args=(schema.database,)
+            ).fetchall()
+            if row[0].startswith("~~")
+        ]
         for name in queues:
             age, n = connection.query(
                 f"SELECT MAX({_age_expr(connection, q('reserved_time'))}), COUNT(*) "
@@ -148,17 +152,19 @@ def horizon(connection, schemas: list) -> Horizon:
 
 def _temp_files(collector, schema_name: str) -> dict[str, int]:
     """``*.saving`` files of one schema's hash section, which DataJoint's listing skips."""
+    from schemas import compat, db
+
     backend = collector.backend
-    hp = collector._hash_prefix
+    hp = collector.config.get_store_spec(db.STORE)["hash_prefix"].strip("/")
     section = f"{hp}/{schema_name}/" if hp else f"{schema_name}/"
-    root = backend._full_path("")
+    root = compat.store_path(backend, "")
     found = {}
     try:
-        for folder, _dirs, files in backend.fs.walk(backend._full_path(section)):
+        for folder, _dirs, files in backend.fs.walk(compat.store_path(backend, section)):
             for filename in files:
                 if filename.endswith(_TEMP_SUFFIX):
                     path = f"{folder}/{filename}"
-                    found[path[len(root):].lstrip("/")] = backend.fs.size(path)
+                    found[path[len(root) :].lstrip("/")] = backend.fs.size(path)
     except FileNotFoundError:
         pass
     return found
@@ -167,7 +173,9 @@ def _temp_files(collector, schema_name: str) -> dict[str, int]:
 def _mtime(collector, path: str) -> float | None:
     """Modification time (seconds since the epoch) of a store file; None when the store does not say."""
     try:
-        modified = collector.backend.fs.modified(collector.backend._full_path(path))
+        from schemas import compat
+
+        modified = collector.backend.fs.modified(compat.store_path(collector.backend, path))
     except Exception:
         return None
     if modified.tzinfo is None:  # fsspec reports UTC
@@ -218,8 +226,10 @@ def _scan(collector, schemas: list, grace_s: float) -> dict:
     report["temp_bytes"] = sum(temps.values())
     report["deletable"] = deletable
     report["kept"] = kept
-    report["in_flight"] = dict(transactions=max(before.transactions, after.transactions),
-                               reserved_jobs=max(before.reservations, after.reservations))
+    report["in_flight"] = dict(
+        transactions=max(before.transactions, after.transactions),
+        reserved_jobs=max(before.reservations, after.reservations),
+    )
     return report
 
 
@@ -260,9 +270,12 @@ def collect(delete: bool = False, grace_s: float = DEFAULT_GRACE_S, wait_s: floa
 
     for path, kind in report["deletable"]:
         try:
-            size = collector.backend.fs.size(collector.backend._full_path(path))
-            gone = delete_path(path, db.STORE, config=collector.config) if kind == "hash" \
+            size = collector.backend.size(path)
+            gone = (
+                delete_path(path, db.STORE, config=collector.config)
+                if kind == "hash"
                 else collector.delete_schema_path(path)
+            )
         except Exception as err:
             log.warning("could not delete %s: %s", path, err)
             report["errors"] += 1
@@ -277,9 +290,11 @@ def format_report(report: dict, limit: int = 50) -> str:
     orphans = report["orphaned_hash_paths"] + report["orphaned_schema_paths"] + report["temp_paths"]
     size = report["hash_paths_orphaned_bytes"] + report["schema_paths_orphaned_bytes"] + report["temp_bytes"]
     stored = report["hash_paths_stored"] + report["schema_paths_stored"]
-    lines = [f"schemas: {', '.join(report['schemas'])}",
-             f"{stored} stored file(s), {len(orphans)} orphaned ({size / 1e6:.2f} MB), "
-             f"{len(report['temp_paths'])} of them temporary (.saving)"]
+    lines = [
+        f"schemas: {', '.join(report['schemas'])}",
+        f"{stored} stored file(s), {len(orphans)} orphaned ({size / 1e6:.2f} MB), "
+        f"{len(report['temp_paths'])} of them temporary (.saving)",
+    ]
     shown = orphans if not limit else orphans[:limit]
     lines += [f"  {path}" for path in shown]
     if len(shown) < len(orphans):
@@ -288,15 +303,24 @@ def format_report(report: dict, limit: int = 50) -> str:
         reasons = {}
         for why in report["kept"].values():
             reasons[why] = reasons.get(why, 0) + 1
-        lines.append(f"{len(report['kept'])} orphan(s) kept: " + ", ".join(f"{n} {why}" for why, n in reasons.items())
-                     + f" ({report['in_flight']['transactions']} open transaction(s), "
-                       f"{report['in_flight']['reserved_jobs']} reserved job(s))")
+        lines.append(
+            f"{len(report['kept'])} orphan(s) kept: "
+            + ", ".join(f"{n} {why}" for why, n in reasons.items())
+            + f" ({report['in_flight']['transactions']} open transaction(s), "
+            f"{report['in_flight']['reserved_jobs']} reserved job(s))"
+        )
     if report["scan_errors"]:
         lines.append("scan errors (nothing may be deleted until they are fixed):")
         lines += [f"  {e}" for e in report["scan_errors"]]
     if report["dry_run"]:
-        lines.append(f"dry run: nothing deleted ({len(report['deletable'])} would be; use --delete)"
-                     if orphans else "nothing to delete")
+        lines.append(
+            f"dry run: nothing deleted ({len(report['deletable'])} would be; use --delete)"
+            if orphans
+            else "nothing to delete"
+        )
     else:
-        lines.append(f"deleted {report['deleted']} file(s), {report['bytes_freed'] / 1e6:.2f} MB freed, {report['errors']} error(s)")
+        lines.append(
+            f"deleted {report['deleted']} file(s), {report['bytes_freed'] / 1e6:.2f} MB freed, "
+            f"{report['errors']} error(s)"
+        )
     return "\n".join(lines)

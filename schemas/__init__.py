@@ -49,16 +49,16 @@ def drop_all() -> list[str]:
     return dropped
 
 
-def module_tables(module) -> list:
-    """The auto-populated tables (Imported or Computed) a module defines, in definition order."""
+def module_tables(module, kinds: type | tuple[type, ...] | None = None) -> list:
+    """The tables of ``kinds`` (default: auto-populated, Imported or Computed) a module defines, in
+    definition order."""
     import datajoint as dj
 
+    kinds = kinds or (dj.Imported, dj.Computed)
     return [
         value
         for value in vars(module).values()
-        if isinstance(value, type)
-        and issubclass(value, (dj.Imported, dj.Computed))
-        and value.__module__ == module.__name__
+        if isinstance(value, type) and issubclass(value, kinds) and value.__module__ == module.__name__
     ]
 
 

@@ -12,9 +12,9 @@ import pipeline
 from pipeline import attacks, denoise, invariance, robustness
 from pipeline import similarity as sim
 from pipeline.classifier import train as classifier
-from pipeline.evaluation import EvaluationSettings
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
+from pipeline.evaluation import EvaluationSettings
 
 from . import db
 from .configs import ConfigTable
@@ -24,8 +24,13 @@ from .similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask, 
 
 schema = db.schema("classifiers")
 
-CONTROL_METHODS = {"neural": "model", "shuffled": "model", "single_trial": "single_trial", "pixel": "pixel",
-                   "lowpass": "lowpass"}
+CONTROL_METHODS = {
+    "neural": "model",
+    "shuffled": "model",
+    "single_trial": "single_trial",
+    "pixel": "pixel",
+    "lowpass": "lowpass",
+}
 """Similarity method each control trains towards; "none" trains towards nothing."""
 
 
@@ -50,10 +55,18 @@ class ClassificationSet(dj.Manual):
         key = dict(classification_set=name)
         if cls & key:
             return key, False
-        cls.insert1(dict(key, source=images.source[:1024], n_classes=images.n_classes,
-                         class_names=list(images.class_names), train_images=images.train_images,
-                         train_labels=images.train_labels, test_images=images.test_images,
-                         test_labels=images.test_labels))
+        cls.insert1(
+            dict(
+                key,
+                source=images.source[:1024],
+                n_classes=images.n_classes,
+                class_names=list(images.class_names),
+                train_images=images.train_images,
+                train_labels=images.train_labels,
+                test_images=images.test_images,
+                test_labels=images.test_labels,
+            )
+        )
         return key, True
 
     @classmethod
@@ -105,8 +118,9 @@ class ClassifierTask(dj.Manual):
     """
 
     @classmethod
-    def add(cls, config: dict, classification_set: str, neural: str, seeds=(0,), target: str | None = None,
-            name: str = "") -> list[dict]:
+    def add(
+        cls, config: dict, classification_set: str, neural: str, seeds=(0,), target: str | None = None, name: str = ""
+    ) -> list[dict]:
         """Insert tasks; ``target`` defaults to ``neural`` for the neural and shuffled controls.
 
         The similarities need not be computed yet: training waits until they are."""
@@ -118,10 +132,13 @@ class ClassifierTask(dj.Manual):
         else:
             target = target or (neural if settings.control in ("neural", "shuffled") else None)
             if target is None or _method(target) != CONTROL_METHODS[settings.control]:
-                raise ValueError(f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
-                                 f"similarity as target, got {target!r}")
-        base = dict(**ClassifierConfig.add(settings, name=name), classification_set=classification_set,
-                    similarity_name=neural)
+                raise ValueError(
+                    f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
+                    f"similarity as target, got {target!r}"
+                )
+        base = dict(
+            **ClassifierConfig.add(settings, name=name), classification_set=classification_set, similarity_name=neural
+        )
         keys = []
         for seed in seeds:
             Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
@@ -197,20 +214,23 @@ class TrainedClassifier(Readiness, dj.Computed):
         fit = classifier.fit_classifier(model, train_images, train_labels, stimuli, target, config, device=device)
         seconds = time.perf_counter() - start
         model, regularizer = classifier.restore(fit, config)
-        fidelity = classifier.similarity_fidelity(model, regularizer, _stimulus_images(key["similarity_name"]),
-                                                  reference, seed=key["seed"], device=device)
-        return (dict(
-            weights={k: v.numpy() for k, v in fit.state_dict.items()},
-            regularizer={k: v.numpy() for k, v in fit.regularizer_state.items()},
-            clean_accuracy=classifier.accuracy(model, test_images, test_labels),
-            validation_accuracy=fit.validation_accuracy,
-            similarity_fidelity=fidelity,
-            layer_weights=dict(fit.layer_weights),
-            steps=fit.n_steps,
-            train_seconds=seconds,
-            device=str(device),
-            history=fit.history,
-        ),)
+        fidelity = classifier.similarity_fidelity(
+            model, regularizer, _stimulus_images(key["similarity_name"]), reference, seed=key["seed"], device=device
+        )
+        return (
+            dict(
+                weights={k: v.numpy() for k, v in fit.state_dict.items()},
+                regularizer={k: v.numpy() for k, v in fit.regularizer_state.items()},
+                clean_accuracy=classifier.accuracy(model, test_images, test_labels),
+                validation_accuracy=fit.validation_accuracy,
+                similarity_fidelity=fidelity,
+                layer_weights=dict(fit.layer_weights),
+                steps=fit.n_steps,
+                train_seconds=seconds,
+                device=str(device),
+                history=fit.history,
+            ),
+        )
 
     def make_insert(self, key, result):
         self.insert1(dict(key, **result, code_version=pipeline.code_version()))
@@ -304,12 +324,20 @@ class NoiseEvaluation(_Evaluation, dj.Computed):
         settings = EvaluationConfig.load(key)
         _, images, labels = _test_subset(key, settings.noise_images, settings.seed)
         model = TrainedClassifier.load_model(key)
-        rows = robustness.noise_accuracy(model, images, labels, kinds=tuple(settings.noise_levels),
-                                         strengths=settings.noise_levels, seed=settings.seed, progress=True)
+        rows = robustness.noise_accuracy(
+            model,
+            images,
+            labels,
+            kinds=tuple(settings.noise_levels),
+            strengths=settings.noise_levels,
+            seed=settings.seed,
+            progress=True,
+        )
         invariance_rows = _network_invariance(key, model, settings)
         self.insert1(dict(key, n_images=len(labels), device=str(resolve_device())))
-        self.Level.insert(dict(key, noise_type=r["kind"], strength=float(r["strength"]),
-                               accuracy=float(r["accuracy"])) for r in rows)
+        self.Level.insert(
+            dict(key, noise_type=r["kind"], strength=float(r["strength"]), accuracy=float(r["accuracy"])) for r in rows
+        )
         self.Invariance.insert(dict(key, **row) for row in invariance_rows)
 
 
@@ -326,8 +354,14 @@ def _network_invariance(key, model, settings: EvaluationSettings) -> list[dict]:
 
     def similarities(images: np.ndarray) -> np.ndarray:
         lookup = lambda a, b: np.zeros(len(a))  # noqa: E731 (no target: only S_model is wanted)
-        s_model, _ = classifier.similarity_pairs(model, regularizer, denoise.classifier_inputs(images), lookup,
-                                                 n_pairs=settings.invariance_pairs, seed=settings.seed)
+        s_model, _ = classifier.similarity_pairs(
+            model,
+            regularizer,
+            denoise.classifier_inputs(images),
+            lookup,
+            n_pairs=settings.invariance_pairs,
+            seed=settings.seed,
+        )
         return s_model
 
     return _invariance_levels(similarities, _invariance_stimuli(key["similarity_name"], settings), settings)
@@ -339,8 +373,16 @@ def _invariance_levels(similarities, stimuli: np.ndarray, settings: EvaluationSe
     similarities : (n, H, W) grey-level images -> (invariance_pairs,) similarities of the same pairs.
     """
     clean = similarities(stimuli)
-    return [dict(noise_std=float(std), n_pairs=len(clean), correlation=invariance.invariance(
-        clean, similarities(invariance.noisy_images(stimuli, std, settings.seed)))) for std in settings.invariance_std]
+    return [
+        dict(
+            noise_std=float(std),
+            n_pairs=len(clean),
+            correlation=invariance.invariance(
+                clean, similarities(invariance.noisy_images(stimuli, std, settings.seed))
+            ),
+        )
+        for std in settings.invariance_std
+    ]
 
 
 @schema
@@ -377,8 +419,9 @@ class TargetInvariance(Readiness, dj.Computed):
         i, j = invariance.random_pairs(len(stimuli), settings.invariance_pairs, settings.seed)
 
         def similarities(images: np.ndarray) -> np.ndarray:
-            return np.mean([invariance.pair_similarity(v, i, j)
-                            for v in target_vectors(key["similarity_name"], images)], axis=0)
+            return np.mean(
+                [invariance.pair_similarity(v, i, j) for v in target_vectors(key["similarity_name"], images)], axis=0
+            )
 
         levels = _invariance_levels(similarities, stimuli, settings)
         self.insert1(dict(key, n_images=len(stimuli)))
@@ -450,10 +493,9 @@ class CommonImages(Readiness, dj.Computed):
         group = (ComparisonGroup & key).fetch1()
         index, images, labels = _test_subset(group, settings.attack_candidates, settings.seed)
         members = (ComparisonGroup.Member & key).keys()
-        correct = np.stack([
-            (robustness.predict(TrainedClassifier.load_model(m), images) == labels).numpy()
-            for m in members
-        ])
+        correct = np.stack(
+            [(robustness.predict(TrainedClassifier.load_model(m), images) == labels).numpy() for m in members]
+        )
         chosen = index[attacks.common_images(correct, settings.attack_images)]
         self.insert1(dict(key, n_candidates=len(index), n_members=len(members)))
         self.Image.insert(dict(key, image_index=int(i)) for i in chosen)
@@ -500,7 +542,8 @@ class AdversarialEvaluation(Readiness, dj.Computed):
 
     def make_fetch(self, key):
         return (EvaluationConfig & key).fetch1("config"), (CommonImages.Image & key).to_arrays(
-            "image_index", order_by="image_index")
+            "image_index", order_by="image_index"
+        )
 
     def make_compute(self, key, config, index):
         settings = EvaluationSettings.from_dict(config)
@@ -510,16 +553,21 @@ class AdversarialEvaluation(Readiness, dj.Computed):
         summary = dict(n_images=len(index), device=str(resolve_device()))
         per_image, curve = [], []
         for norm in settings.norms:
-            distances = attacks.minimal_perturbations(model, images, labels, norm, settings.attack_schedule,
-                                                      progress=True)
+            distances = attacks.minimal_perturbations(
+                model, images, labels, norm, settings.attack_schedule, progress=True
+            )
             medians = attacks.median_curve(distances)
             summary[f"median_{norm}"] = _finite(medians[-1])
-            summary[f"{norm}_flat_steps"] = attacks.flattening_step(settings.attack_schedule, medians,
-                                                                    settings.flatten_tolerance)
-            per_image += [dict(norm=norm, image_index=int(i), distance=_finite(d))
-                          for i, d in zip(index, distances[-1])]
-            curve += [dict(norm=norm, steps=int(s), median_distance=_finite(m))
-                      for s, m in zip(settings.attack_schedule, medians)]
+            summary[f"{norm}_flat_steps"] = attacks.flattening_step(
+                settings.attack_schedule, medians, settings.flatten_tolerance
+            )
+            per_image += [
+                dict(norm=norm, image_index=int(i), distance=_finite(d)) for i, d in zip(index, distances[-1])
+            ]
+            curve += [
+                dict(norm=norm, steps=int(s), median_distance=_finite(m))
+                for s, m in zip(settings.attack_schedule, medians)
+            ]
         return summary, per_image, curve
 
     def make_insert(self, key, summary, per_image, curve):

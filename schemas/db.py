@@ -29,7 +29,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from . import mariadb
+from . import compat
 
 STORE = "pipeline"
 """Name of the object store every store-backed attribute uses (``<npy@pipeline>``, ...)."""
@@ -62,7 +62,7 @@ def schema_name(stage: str) -> str:
 def is_prefix_schema(name: str, of: str | None = None) -> bool:
     """Whether schema ``name`` belongs to prefix ``of`` (default: this prefix), e.g. not ``v1_test__x`` to ``v1``."""
     start = (of or prefix()) + SEPARATOR
-    return name.startswith(start) and SEPARATOR not in name[len(start):] and len(name) > len(start)
+    return name.startswith(start) and SEPARATOR not in name[len(start) :] and len(name) > len(start)
 
 
 def check_connection_settings() -> None:
@@ -109,7 +109,7 @@ def configure() -> None:
     # A private loopback server has no certificates; skip the failing TLS attempt and its warning.
     if dj.config.database.host in ("localhost", "127.0.0.1", "::1") and dj.config.database.use_tls is None:
         dj.config.database.use_tls = False
-    mariadb.install()
+    compat.install_mariadb_json_fix()
     _configured = True
 
 
@@ -130,7 +130,7 @@ def backend() -> str:
     connection = dj.conn()
     if connection.adapter.backend == "postgresql":
         return "postgresql"
-    return "mariadb" if mariadb.is_mariadb(connection) else "mysql"
+    return "mariadb" if compat.is_mariadb(connection) else "mysql"
 
 
 @contextlib.contextmanager

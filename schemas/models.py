@@ -6,7 +6,7 @@ import datajoint as dj
 import numpy as np
 
 import pipeline
-from pipeline import celltypes, experiment, metrics
+from pipeline import celltypes, experiment, metrics, search, type_count
 from pipeline.data.dataset import ScanTensors
 from pipeline.data.dataset_config import DatasetConfig as DatasetSettings
 from pipeline.models.encoder import ModelConfig as ModelSettings
@@ -230,8 +230,14 @@ class TrainedModel(Readiness, dj.Computed):
         )
         unit_ids = (Scan.Unit & dataset.scan_key).to_arrays("unit_id", order_by="unit_index")
         self.Unit.insert(
-            dict(key, **dataset.scan_key, unit_id=int(u), test_correlation=_finite(c), test_single_trial=_finite(s),
-                 test_feve=_finite(f))
+            dict(
+                key,
+                **dataset.scan_key,
+                unit_id=int(u),
+                test_correlation=_finite(c),
+                test_single_trial=_finite(s),
+                test_feve=_finite(f),
+            )
             for u, c, s, f in zip(unit_ids, test["correlation"], test["single_trial"], test["feve"])
         )
 
@@ -265,6 +271,7 @@ class Ensemble(dj.Manual):
     ---
     description = '': varchar(255)
     -> DatasetConfig                    # every member is fitted to this data
+    n_types = null: int32               # cell types of the consensus (EnsembleCellTypes); null: chosen from the data
     """
 
     class Member(dj.Part):
@@ -274,9 +281,14 @@ class Ensemble(dj.Manual):
         """
 
     @classmethod
-    def create(cls, name: str, models, description: str = "") -> dict:
+    def create(cls, name: str, models, description: str = "", n_types: int | None = None) -> dict:
         """Group models (training-task or trained-model keys, or a query) into an ensemble; they must
-        share one dataset.  Members need not be trained yet: what reads them waits until they are."""
+        share one dataset.  Members need not be trained yet: what reads them waits until they are.
+
+        ``n_types`` fixes the number of consensus cell types of :class:`EnsembleCellTypes`; None
+        (the default) has it chosen from the members' readouts (:mod:`pipeline.type_count`)."""
+        if n_types is not None and (isinstance(n_types, bool) or int(n_types) != n_types or n_types < 1):
+            raise ValueError(f"ensemble {name!r}: n_types must be a positive integer or None, got {n_types!r}")
         members = (TrainingTask.proj() & models).keys()
         if not members:
             raise ValueError(f"ensemble {name!r}: no training task matches")
@@ -285,7 +297,14 @@ class Ensemble(dj.Manual):
             raise ValueError(f"ensemble {name!r}: members are fitted to {len(datasets)} datasets; one is required")
         key = dict(ensemble_name=name)
         with dj.conn().transaction:
-            cls.insert1(dict(key, description=description, dataset_hash=datasets.pop()))
+            cls.insert1(
+                dict(
+                    key,
+                    description=description,
+                    dataset_hash=datasets.pop(),
+                    n_types=None if n_types is None else int(n_types),
+                )
+            )
             cls.Member.insert(dict(key, **m) for m in members)
         return key
 
@@ -340,13 +359,16 @@ class CellTypes(Readiness, dj.Computed):
         weights = TrainedModel.load_model(key, device="cpu").feature_weights()
         # As many clusters as the model has features: the argmax types and the clusters are then two
         # partitions of the same size, comparable unit by unit.
-        result = celltypes.summarize(weights, model_config.core.rotations, truth=_ground_truth(scan), seed=key["seed"],
-                                     n_clusters=model_config.core.features)
+        result = celltypes.summarize(
+            weights,
+            model_config.core.rotations,
+            truth=_ground_truth(scan),
+            seed=key["seed"],
+            n_clusters=model_config.core.features,
+        )
         self.insert1(dict(key, **result.summary))
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
-        self.Unit.insert(
-            dict(key, **scan, unit_id=int(u), **row) for u, row in zip(unit_ids, result.units)
-        )
+        self.Unit.insert(dict(key, **scan, unit_id=int(u), **row) for u, row in zip(unit_ids, result.units))
 
 
 @schema
@@ -357,6 +379,8 @@ class EnsembleCellTypes(Readiness, dj.Computed):
     ---
     n_models: int32                     # members whose clusters were combined
     n_clusters: int32
+    k_source = 'fixed': varchar(16)     # how the number of clusters was set: 'fixed' or 'data' (pipeline.type_count)
+    k_curve = null: <blob>              # from the data: one dict per candidate k (k, lifetime, stability, sd, chosen)
     ari_clusters = null: float64        # adjusted Rand index vs simulated ground truth
     """
 
@@ -378,28 +402,174 @@ class EnsembleCellTypes(Readiness, dj.Computed):
         return {"CellTypes of every member": ensembles_with_every(CellTypes)}
 
     def make(self, key):
+        ensemble = (Ensemble & key).fetch1()
         # the ensemble's dataset: `key` alone names no dataset, and would restrict nothing
-        scan = DatasetConfig.load((Ensemble & key).proj("dataset_hash").fetch1()).scan_key
+        scan = DatasetConfig.load(dict(dataset_hash=ensemble["dataset_hash"])).scan_key
         members = (Ensemble.Member & key).keys()
-        n_clusters = {ModelConfig.load(m).core.features for m in members}  # CellTypes' k for each member
-        if len(n_clusters) != 1:
-            raise ValueError(f"ensemble {key['ensemble_name']!r}: members have {sorted(n_clusters)} features; "
-                             "a consensus needs models with the same number of features")
-        unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
-        labelings = []
+        cores = {ModelConfig.load(m).core for m in members}
+        shapes = {(c.features, c.rotations) for c in cores}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"ensemble {key['ensemble_name']!r}: members have (features, rotations) {sorted(shapes)}; "
+                "a consensus needs readouts of one shape"
+            )
+        features, rotations = shapes.pop()
         for member in members:
             require(CellTypes(), member)
-            cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
-            labelings.append(np.array([cluster_of[u] for u in unit_ids]))
-        consensus, agreement = celltypes.consensus_types(labelings, n_clusters.pop())
+        unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
+        k, curve = ensemble["n_types"], None
+        if k is not None and k == features:
+            # CellTypes already clustered every member at this k
+            labelings = []
+            for member in members:
+                cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
+                labelings.append(np.array([cluster_of[u] for u in unit_ids]))
+        else:
+            readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+            if k is None:
+                count = type_count.choose_type_count(readouts, rotations)
+                k, curve, labelings = count.k, count.curve(), count.labelings[count.k]
+            else:
+                labelings = [
+                    celltypes.cluster_types(w, rotations, k, seed=m["seed"]) for w, m in zip(readouts, members)
+                ]
+        consensus, agreement = celltypes.consensus_types(labelings, k)
         truth = _ground_truth(scan)
-        self.insert1(dict(
-            key, n_models=len(members), n_clusters=int(len(np.unique(consensus))),
-            ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus)))
+        self.insert1(
+            dict(
+                key,
+                n_models=len(members),
+                n_clusters=int(len(np.unique(consensus))),
+                k_source="fixed" if curve is None else "data",
+                k_curve=curve,
+                ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus),
+            )
+        )
         self.Unit.insert(
             dict(key, **scan, unit_id=int(u), cell_type=int(c), agreement=float(a))
             for u, c, a in zip(unit_ids, consensus, agreement)
         )
+
+
+@schema
+class Search(dj.Manual):
+    definition = """
+    # a random hyper-parameter search over model configs: the same draws for every core kind
+    search_name: varchar(64)
+    ---
+    description = '': varchar(255)
+    -> DatasetConfig
+    -> TrainerConfig
+    budget: int32                       # models drawn per core kind
+    search_seed: int32                  # seeds the draws
+    model_seed: int32                   # the training seed of every candidate
+    space: json                         # dotted model-config path -> [distribution, low, high] or ['choice', ...]
+    """
+
+    class Candidate(dj.Part):
+        definition = """
+        -> master
+        core_kind: varchar(16)          # the base config's name, e.g. 'rotation' or 'cnn'
+        draw: int32                     # which draw of the space
+        ---
+        -> TrainingTask
+        """
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        bases: dict,
+        dataset: dict,
+        space: dict | None = None,
+        budget: int = 32,
+        trainer: dict | None = None,
+        search_seed: int = 0,
+        model_seed: int = 0,
+        description: str = "",
+    ) -> dict:
+        """Draw ``budget`` configs per base model config (``{kind: model dict}``) and declare one training
+        task each; :class:`SearchBest` picks each kind's best once they are trained."""
+        space = search.check_space(search.DEFAULT_SPACE if space is None else space)
+        drawn = search.draw_configs(bases, space, budget, search_seed)
+        key = dict(search_name=name)
+        with dj.conn().transaction:
+            dataset_key, trainer_key = DatasetConfig.add(dataset), TrainerConfig.add(trainer or {})
+            cls.insert1(
+                dict(
+                    key,
+                    description=description,
+                    **dataset_key,
+                    **trainer_key,
+                    budget=int(budget),
+                    search_seed=int(search_seed),
+                    model_seed=int(model_seed),
+                    space=space,
+                )
+            )
+            for kind, configs in drawn.items():
+                for draw, config in enumerate(configs):
+                    task = TrainingTask.add(
+                        config.to_dict(), dataset, trainer, seeds=(model_seed,), name=f"{name}-{kind}-{draw}"[:64]
+                    )[0]
+                    cls.Candidate.insert1(dict(key, core_kind=kind, draw=draw, **task))
+        return key
+
+
+@schema
+class SearchBest(Readiness, dj.Computed):
+    definition = """
+    # the best candidate of a search per core kind, chosen on the validation tier only
+    -> Search
+    ---
+    criterion: varchar(32)              # TrainedModel attribute that chose (validation tier)
+    """
+
+    class Kind(dj.Part):
+        definition = """
+        -> master
+        core_kind: varchar(16)
+        ---
+        best_draw: int32                # Search.Candidate draw of the chosen model
+        n_candidates: int32
+        val_correlation: float64        # of the chosen model: the criterion
+        test_correlation: float64       # of the chosen model: reported, never used to choose
+        val_correlation_sd: float64     # spread of the criterion over the kind's candidates
+        """
+
+    def inputs(self) -> dict:
+        untrained = Search.Candidate.proj(*TrainingTask.primary_key) - TrainedModel.proj()
+        return {"TrainedModel of every candidate": Search.proj() - untrained}
+
+    def make(self, key):
+        self.insert1(dict(key, criterion="val_correlation"))
+        for kind in sorted(set((Search.Candidate & key).to_arrays("core_kind"))):
+            rows = (Search.Candidate & key & dict(core_kind=kind)) * TrainedModel
+            draws, val, test = rows.to_arrays("draw", "val_correlation", "test_correlation", order_by="draw")
+            best = search.best_candidate(val)
+            self.Kind.insert1(
+                dict(
+                    key,
+                    core_kind=kind,
+                    best_draw=int(draws[best]),
+                    n_candidates=len(draws),
+                    val_correlation=float(val[best]),
+                    test_correlation=float(test[best]),
+                    val_correlation_sd=float(np.std(val)),
+                )
+            )
+
+    @classmethod
+    def best_tasks(cls, key) -> dict[str, dict]:
+        """``{core kind: training-task key}`` of the chosen models of one search."""
+        out = {}
+        for row in (cls.Kind & key).to_dicts():
+            candidate = (
+                Search.Candidate
+                & dict(search_name=row["search_name"], core_kind=row["core_kind"], draw=row["best_draw"])
+            ).fetch1()
+            out[row["core_kind"]] = {k: candidate[k] for k in TrainingTask.primary_key}
+        return out
 
 
 def _ground_truth(scan: dict) -> dict | None:
@@ -409,5 +579,6 @@ def _ground_truth(scan: dict) -> dict | None:
     if not query:
         return None
     types, orientation = query.to_arrays("unit_type", "orientation", order_by="unit_index")
-    return dict(unit_type=types.astype(str),
-                orientation=np.array([np.nan if o is None else o for o in orientation], np.float64))
+    return dict(
+        unit_type=types.astype(str), orientation=np.array([np.nan if o is None else o for o in orientation], np.float64)
+    )

@@ -46,7 +46,7 @@ def require(query, key: dict):
 
 def _name(query) -> str:
     name = type(query).__name__
-    master = getattr(type(query), "_master", None)
+    master = getattr(type(query), "master", None)  # a Part table names its master
     return f"{master.__name__}.{name}" if master is not None else name
 
 

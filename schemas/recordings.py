@@ -135,7 +135,7 @@ class Scan(dj.Manual):
         # deconvolved responses of the non-withheld trials, one matrix per scan
         -> master
         ---
-        matrix: <npy@pipeline>          # (n_kept_trials, n_units) float32 (source dtype), rows by trial, columns by unit_index
+        matrix: <npy@pipeline>  # (n_kept_trials, n_units) float32 (source dtype), rows by trial, columns by unit_index
         """
 
     class TrialArray(dj.Part):
@@ -183,7 +183,15 @@ class GroundTruth(dj.Manual):
 
 
 _TYPED_ARRAYS = (
-    "responses", "behavior", "pupil_center", "trial_idx", "tiers", "unit_ids", "unit_area", "unit_layer", "unit_xyz"
+    "responses",
+    "behavior",
+    "pupil_center",
+    "trial_idx",
+    "tiers",
+    "unit_ids",
+    "unit_area",
+    "unit_layer",
+    "unit_xyz",
 )
 
 
@@ -257,9 +265,7 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
             )
             for u, i, a, layer, x in zip(recording.unit_ids, unit_index, recording.unit_area, recording.unit_layer, xyz)
         )
-        Scan.Image.insert(
-            dict(key, image_id=int(i), image_hash=h) for i, h in zip(recording.image_ids, image_hashes)
-        )
+        Scan.Image.insert(dict(key, image_id=int(i), image_hash=h) for i, h in zip(recording.image_ids, image_hashes))
         behavior = np.asarray(recording.behavior, np.float64)
         pupil = np.asarray(recording.pupil_center, np.float64)
         Scan.Trial.insert(
@@ -279,9 +285,7 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
             )
             for t in range(recording.n_trials)
         )
-        Scan.Responses.insert1(
-            dict(key, matrix=np.ascontiguousarray(recording.responses[~withheld]))
-        )
+        Scan.Responses.insert1(dict(key, matrix=np.ascontiguousarray(recording.responses[~withheld])))
         Scan.TrialArray.insert(
             dict(key, name=name, values=np.asarray(values)) for name, values in recording.extra_trial_arrays.items()
         )
@@ -364,7 +368,6 @@ def fetch_recording(key) -> Recording:
     )
 
 
-
 # ------------------------------------------------------------------- scans extracted from imaging
 
 
@@ -422,17 +425,41 @@ class Extraction(dj.Manual):
         """
 
     @staticmethod
-    def inserter(footprints: Footprints, unit_ids, config_key: dict, source_kind: str, source_hash: str,
-                 n_frames: int, n_rois: int, um_per_pixel: float):
+    def inserter(
+        footprints: Footprints,
+        unit_ids,
+        config_key: dict,
+        source_kind: str,
+        source_hash: str,
+        n_frames: int,
+        n_rois: int,
+        um_per_pixel: float,
+    ):
         """The ``then`` callback of :func:`insert_recording` that records the extraction and ROIs."""
 
         def insert(key: dict) -> None:
-            Extraction.insert1(dict(key, **config_key, source_kind=source_kind, source_hash=source_hash,
-                                    n_frames=int(n_frames), n_rois=int(n_rois), um_per_pixel=float(um_per_pixel)))
+            Extraction.insert1(
+                dict(
+                    key,
+                    **config_key,
+                    source_kind=source_kind,
+                    source_hash=source_hash,
+                    n_frames=int(n_frames),
+                    n_rois=int(n_rois),
+                    um_per_pixel=float(um_per_pixel),
+                )
+            )
             Extraction.Roi.insert(
-                dict(key, unit_id=int(u), plane=int(footprints.plane[i]), roi=int(footprints.roi[i]),
-                     iscell=float(footprints.iscell[i]), centre_y=float(footprints.centre[i, 0]),
-                     centre_x=float(footprints.centre[i, 1]), footprint=np.asarray(footprints.pixels[i], np.float32))
+                dict(
+                    key,
+                    unit_id=int(u),
+                    plane=int(footprints.plane[i]),
+                    roi=int(footprints.roi[i]),
+                    iscell=float(footprints.iscell[i]),
+                    centre_y=float(footprints.centre[i, 0]),
+                    centre_x=float(footprints.centre[i, 1]),
+                    footprint=np.asarray(footprints.pixels[i], np.float32),
+                )
                 for i, u in enumerate(unit_ids)
             )
 

@@ -17,8 +17,7 @@ from pipeline.device import resolve_device
 
 from . import db
 from .configs import ConfigTable
-from .models import (DatasetConfig, Ensemble, TrainedModel, ensembles_with_every, ensembles_with_scan,
-                     load_scan_tensors)
+from .models import DatasetConfig, Ensemble, TrainedModel, ensembles_with_every, ensembles_with_scan, load_scan_tensors
 from .readiness import Readiness, require
 from .recordings import Scan, StimulusImage
 from .stats import Normalization, Reliability
@@ -99,15 +98,23 @@ class PredictedResponses(Readiness, dj.Computed):
         return (Ensemble.proj() * ImageSet.proj()) & (SimilarityTask * SimilarityTask.Ensemble).proj("image_set")
 
     def inputs(self) -> dict:
-        return {"TrainedModel of every member": ensembles_with_every(TrainedModel),
-                "Normalization": ensembles_with_scan(Normalization)}
+        return {
+            "TrainedModel of every member": ensembles_with_every(TrainedModel),
+            "Normalization": ensembles_with_scan(Normalization),
+        }
 
     def make(self, key):
         predictions, models, dataset = ensemble_predictions(key, ImageSet.images(key))
         data = load_scan_tensors(dataset.scan_key, dataset.image_shape)
         correlation = denoise.ensemble_test_correlation(models, data)
-        self.insert1(dict(key, responses=predictions.astype(np.float32), unit_correlation=correlation,
-                          device=str(resolve_device())))
+        self.insert1(
+            dict(
+                key,
+                responses=predictions.astype(np.float32),
+                unit_correlation=correlation,
+                device=str(resolve_device()),
+            )
+        )
 
 
 IMAGE_METHODS = ("pixel", "lowpass")
@@ -130,7 +137,7 @@ class SimilaritySettings(Config):
     """
 
     method: Literal["model", "single_trial", "pixel", "lowpass"] = "model"
-    lowpass_sigma: float = 3.0              # pixels of the image set; "lowpass" only
+    lowpass_sigma: float = 3.0  # pixels of the image set; "lowpass" only
     scale_units: bool = True
     dtype: Literal["float16", "float32"] = "float16"
     block_rows: int = 1024
@@ -232,8 +239,7 @@ def target_vectors(similarity_name: str, images: np.ndarray) -> list[np.ndarray]
 
 def _scan_trials(scan, image_hashes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Non-withheld responses of a scan, each trial's image row in the set, and the set's rows shown."""
-    rows, image_ids = (Scan.Trial & scan & dict(withheld=False)).to_arrays("response_row", "image_id",
-                                                                           order_by="trial")
+    rows, image_ids = (Scan.Trial & scan & dict(withheld=False)).to_arrays("response_row", "image_id", order_by="trial")
     to_hash = dict(zip(*(Scan.Image & scan).to_arrays("image_id", "image_hash")))
     index = {h: i for i, h in enumerate(image_hashes)}
     trial_rows = np.array([index.get(to_hash[i], -1) for i in image_ids])
@@ -265,10 +271,10 @@ class Similarity(Readiness, dj.Computed):
         # reliability (unit weights); a pixel task has no ensembles and is ready at once.
         tasks = SimilarityTask.proj()
         return {
-            "PredictedResponses of every ensemble":
-                tasks - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set"))).proj(),
-            "Reliability of every ensemble's scan":
-                tasks - (SimilarityTask.Ensemble - ensembles_with_scan(Reliability)).proj(),
+            "PredictedResponses of every ensemble": tasks
+            - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set"))).proj(),
+            "Reliability of every ensemble's scan": tasks
+            - (SimilarityTask.Ensemble - ensembles_with_scan(Reliability)).proj(),
         }
 
     def make(self, key):
@@ -282,8 +288,9 @@ class Similarity(Readiness, dj.Computed):
             agreement = dict(oracle_agreement=None, single_trial_agreement=None)
             if settings.method in IMAGE_METHODS:
                 sigma = settings.lowpass_sigma if settings.method == "lowpass" else 0.0
-                store = sim.pixel_similarity(ImageSet.images(task).astype(np.float32), out, lowpass_sigma=sigma,
-                                             **write)
+                store = sim.pixel_similarity(
+                    ImageSet.images(task).astype(np.float32), out, lowpass_sigma=sigma, **write
+                )
             else:
                 scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)
                 if settings.method == "model":
@@ -295,10 +302,19 @@ class Similarity(Readiness, dj.Computed):
                     agreement = self._oracle_agreement(task, ensembles, scales, image_hashes)
                 else:
                     scans = [_scan_trials(_ensemble_scan(e), image_hashes)[:2] for e in ensembles]
-                    store = sim.single_trial_similarity(scans, np.arange(len(image_hashes)), out,
-                                                        unit_scales=scales, seed=settings.seed, **write)
-            self.insert1(dict(key, n_images=store.n, n_scans=len(ensembles) or 1, matrix=str(out),
-                             device=str(resolve_device()), **agreement))
+                    store = sim.single_trial_similarity(
+                        scans, np.arange(len(image_hashes)), out, unit_scales=scales, seed=settings.seed, **write
+                    )
+            self.insert1(
+                dict(
+                    key,
+                    n_images=store.n,
+                    n_scans=len(ensembles) or 1,
+                    matrix=str(out),
+                    device=str(resolve_device()),
+                    **agreement,
+                )
+            )
 
     @staticmethod
     def _oracle_agreement(task, ensembles, scales, image_hashes) -> dict:
@@ -306,17 +322,13 @@ class Similarity(Readiness, dj.Computed):
         candidates, singles, references, used_scales = [], [], [], []
         for ensemble, scale in zip(ensembles, scales):
             responses, rows, _ = _scan_trials(_ensemble_scan(ensemble), image_hashes)
-            counts = np.bincount(rows, minlength=len(image_hashes))
-            repeated = np.flatnonzero(counts >= 3)
-            if len(repeated) < 3:
+            split = sim.repeat_split(responses, rows, len(image_hashes))
+            if split is None:
                 return dict(oracle_agreement=None, single_trial_agreement=None)
-            predicted = _predictions(ensemble, task).fetch1("responses").load()
-            # reference: mean of all repeats but the first; single trial: the first, left out
-            first = np.array([np.flatnonzero(rows == r)[0] for r in repeated])
-            rest = np.stack([responses[np.flatnonzero(rows == r)[1:]].mean(axis=0) for r in repeated])
-            candidates.append(predicted[repeated])
-            singles.append(responses[first])
-            references.append(rest)
+            repeated, single, reference = split
+            candidates.append(_predictions(ensemble, task).fetch1("responses").load()[repeated])
+            singles.append(single)
+            references.append(reference)
             used_scales.append(scale)
         return dict(
             oracle_agreement=sim.oracle_similarity_agreement(candidates, references, used_scales),

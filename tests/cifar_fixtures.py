@@ -90,6 +90,9 @@ def write_fake_cifar10(root: str | Path, n_per_batch: int = 20, key_spelling: st
     rng = np.random.default_rng(seed)
     for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE):
         dump(fake_batch(n_per_batch, rng, name), folder / name, key_spelling)
-    dump({"label_names": list(LABEL_NAMES), "num_cases_per_batch": n_per_batch, "num_vis": 3072},
-         folder / CIFAR10_META_FILE, key_spelling)
+    dump(
+        {"label_names": list(LABEL_NAMES), "num_cases_per_batch": n_per_batch, "num_vis": 3072},
+        folder / CIFAR10_META_FILE,
+        key_spelling,
+    )
     return folder

@@ -75,8 +75,13 @@ def trained_models(db):
     ingest.simulate("tiny", seed=1, scan=SCAN)
     tasks = {}
     for kind in ("cnn", "rotation"):
-        tasks[kind] = TrainingTask.add(model=tiny_model(kind), dataset=dict(scan=SCAN, image_shape=(18, 32)),
-                                       trainer=QUICK_TRAINER, seeds=(0,), name=f"test-{kind}")[0]
+        tasks[kind] = TrainingTask.add(
+            model=tiny_model(kind),
+            dataset=dict(scan=SCAN, image_shape=(18, 32)),
+            trainer=QUICK_TRAINER,
+            seeds=(0,),
+            name=f"test-{kind}",
+        )[0]
     run.populate_all(tables=["Reliability", "Normalization", "TrainedModel", "CellTypes"], progress=False)
     return tasks
 

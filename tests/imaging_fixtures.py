@@ -62,8 +62,11 @@ def write_fake_suite2p(sim: MovieSimulation, out: Path) -> Path:
     np.save(plane / "spks.npy", spks.astype(np.float32))
     np.save(plane / "iscell.npy", iscell)
     np.save(plane / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
-    np.save(plane / "ops.npy", np.array(dict(fs=float(sim.frame_rate), neucoeff=0.7, Ly=shape[0], Lx=shape[1]),
-                                        dtype=object), allow_pickle=True)
+    np.save(
+        plane / "ops.npy",
+        np.array(dict(fs=float(sim.frame_rate), neucoeff=0.7, Ly=shape[0], Lx=shape[1]), dtype=object),
+        allow_pickle=True,
+    )
     return plane.parent
 
 

@@ -65,8 +65,9 @@ def fake_sensorium_files(
     slots = np.array(slots)[order]
 
     responses = rng.gamma(0.5, 1.0, size=(n_trials, n_units)).astype(np.float32)
-    behavior = np.column_stack([rng.uniform(5, 30, n_trials), rng.normal(0, 0.5, n_trials),
-                                rng.exponential(3.0, n_trials)]).astype(np.float32)
+    behavior = np.column_stack(
+        [rng.uniform(5, 30, n_trials), rng.normal(0, 0.5, n_trials), rng.exponential(3.0, n_trials)]
+    ).astype(np.float32)
     pupil_center = rng.normal([320.0, 240.0], 10.0, size=(n_trials, 2)).astype(np.float32)
     for tier in withhold_responses:
         responses[tiers == tier] = 0
@@ -82,27 +83,33 @@ def fake_sensorium_files(
         files[f"data/pupil_center/{i}.npy"] = pupil_center[i]
 
     animal, session, scan_idx = scan
-    files.update({
-        "meta/neurons/unit_ids.npy": np.sort(rng.choice(10 * n_units + 10, n_units, replace=False)).astype(np.int64) + 1,
-        "meta/neurons/area.npy": np.array(["V1"] * n_units),
-        "meta/neurons/layer.npy": np.array(["L2/3", "L4"])[rng.integers(0, 2, n_units)],
-        "meta/neurons/animal_ids.npy": np.full(n_units, animal, np.int64),
-        "meta/neurons/sessions.npy": np.full(n_units, session, np.int64),
-        "meta/neurons/scan_idx.npy": np.full(n_units, scan_idx, np.int64),
-        "meta/neurons/cell_motor_coordinates.npy": rng.uniform(-400, 400, size=(n_units, 3)).round(1),
-        "meta/trials/tiers.npy": tiers,
-        "meta/trials/trial_idx.npy": order.astype(np.int64),
-        f"meta/trials/{image_id_name}.npy": image_ids[slots],
-        "meta/trials/frame_image_class.npy": np.array(["imagenet"] * n_trials),
-        "meta/trials/frame_trial_ts.npy": 1.6e9 + 0.5 * order.astype(np.float64),
-    })
+    files.update(
+        {
+            "meta/neurons/unit_ids.npy": np.sort(rng.choice(10 * n_units + 10, n_units, replace=False)).astype(np.int64)
+            + 1,
+            "meta/neurons/area.npy": np.array(["V1"] * n_units),
+            "meta/neurons/layer.npy": np.array(["L2/3", "L4"])[rng.integers(0, 2, n_units)],
+            "meta/neurons/animal_ids.npy": np.full(n_units, animal, np.int64),
+            "meta/neurons/sessions.npy": np.full(n_units, session, np.int64),
+            "meta/neurons/scan_idx.npy": np.full(n_units, scan_idx, np.int64),
+            "meta/neurons/cell_motor_coordinates.npy": rng.uniform(-400, 400, size=(n_units, 3)).round(1),
+            "meta/trials/tiers.npy": tiers,
+            "meta/trials/trial_idx.npy": order.astype(np.int64),
+            f"meta/trials/{image_id_name}.npy": image_ids[slots],
+            "meta/trials/frame_image_class.npy": np.array(["imagenet"] * n_trials),
+            "meta/trials/frame_trial_ts.npy": 1.6e9 + 0.5 * order.astype(np.float64),
+        }
+    )
 
     if statistics:
         responding = ~np.isin(tiers, withhold_responses)
         behaving = ~np.isin(tiers, withhold_behavior)
-        stacks = {"images": images[slots].reshape(-1, 1),
-                  "responses": responses[responding], "behavior": behavior[behaving],
-                  "pupil_center": pupil_center[behaving]}
+        stacks = {
+            "images": images[slots].reshape(-1, 1),
+            "responses": responses[responding],
+            "behavior": behavior[behaving],
+            "pupil_center": pupil_center[behaving],
+        }
         for kind, values in stacks.items():
             for name in STATISTICS:
                 value = getattr(np, name)(np.asarray(values, np.float64), axis=0)
@@ -172,5 +179,6 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def read_npy_tree(folder: str | Path) -> dict[str, np.ndarray]:
     """Every .npy file under ``folder``: relative POSIX path -> array (loaded without pickle)."""
     folder = Path(folder)
-    return {path.relative_to(folder).as_posix(): np.load(path, allow_pickle=False)
-            for path in sorted(folder.rglob("*.npy"))}
+    return {
+        path.relative_to(folder).as_posix(): np.load(path, allow_pickle=False) for path in sorted(folder.rglob("*.npy"))
+    }

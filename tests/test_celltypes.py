@@ -92,6 +92,7 @@ def test_rotation_invariant_kmeans_aligns_between_rotations():
     w /= np.linalg.norm(w, axis=1, keepdims=True)
     labels, shifts = celltypes.rotation_invariant_kmeans(w, R, n_clusters=F, seed=0)
     assert celltypes.adjusted_rand_index(types, labels) == 1.0
+
     # The shift that aligns a unit with its cluster is its angle, up to one offset per cluster.
     def median_error(labels, shifts):
         shift_angle = 2 * np.pi * shifts / R

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cifar_fixtures import KEY_SPELLINGS, LABEL_NAMES, dump, fake_batch, write_fake_cifar10
 from pipeline.data.cifar import (
     CIFAR10_TEST_FILE,
     CIFAR10_TRAIN_FILES,
@@ -27,6 +26,7 @@ from pipeline.data.photo_classes import (
     photo_classification_set,
     photo_crops,
 )
+from tests.cifar_fixtures import KEY_SPELLINGS, LABEL_NAMES, dump, fake_batch, write_fake_cifar10
 
 N_PER_BATCH = 6
 
@@ -54,6 +54,7 @@ def folders(tmp_path_factory):
 
 def test_every_key_spelling_reads_identically_and_matches_an_independent_reading(folders):
     sets = {spelling: read_cifar10(folder) for spelling, folder in folders.items()}
+
     # trusted reading of our own fixture with the plain pickle module
     def plain(name: str) -> dict:
         with open(folders["py2"] / name, "rb") as f:
@@ -76,8 +77,16 @@ def test_every_key_spelling_reads_identically_and_matches_an_independent_reading
 
 def test_luma_rounds_half_up_exactly():
     # every colour whose exact luma lies on a .5 boundary, plus random colours
-    rgb = np.array([(r, g, b) for r in range(0, 256, 3) for g in range(0, 256, 5) for b in range(256)
-                    if (299 * r + 587 * g + 114 * b) % 1000 == 500][:500], dtype=np.uint8)
+    rgb = np.array(
+        [
+            (r, g, b)
+            for r in range(0, 256, 3)
+            for g in range(0, 256, 5)
+            for b in range(256)
+            if (299 * r + 587 * g + 114 * b) % 1000 == 500
+        ][:500],
+        dtype=np.uint8,
+    )
     assert len(rgb) > 100
     rgb = np.concatenate([rgb, np.random.default_rng(0).integers(0, 256, (500, 3), dtype=np.uint8)])
     expected = [exact_luma(*map(int, c)) for c in rgb]
@@ -148,7 +157,9 @@ CORRUPTIONS = {
     "label negative": _rewrite("test_batch", labels=lambda v: [-1] + v[1:]),
     "labels not integers": _rewrite("data_batch_5", labels=lambda v: [0.5] * len(v)),
     "label_names missing": lambda folder: dump({"num_vis": 3072}, folder / "batches.meta", "bytes") or "batches.meta",
-    "label_names short": lambda folder: dump({"label_names": ["a", "b"]}, folder / "batches.meta", "str") or "batches.meta",
+    "label_names short": lambda folder: (
+        dump({"label_names": ["a", "b"]}, folder / "batches.meta", "str") or "batches.meta"
+    ),
 }
 
 
@@ -170,12 +181,22 @@ def test_missing_folder_raises(tmp_path):
 def test_classification_set_validates_its_arrays():
     images = np.zeros((3, 32, 32), np.uint8)
     labels = np.array([0, 1, 1])
-    ok = dict(train_images=images, train_labels=labels, test_images=images, test_labels=labels,
-              class_names=("a", "b"), source="test")
+    ok = dict(
+        train_images=images,
+        train_labels=labels,
+        test_images=images,
+        test_labels=labels,
+        class_names=("a", "b"),
+        source="test",
+    )
     ClassificationSet(**ok)
-    for bad in (dict(train_images=images.astype(np.float32)), dict(test_images=images[:, :16]),
-                dict(train_labels=labels[:2]), dict(test_labels=np.array([0, 1, 2])),
-                dict(class_names=("a", "a"))):
+    for bad in (
+        dict(train_images=images.astype(np.float32)),
+        dict(test_images=images[:, :16]),
+        dict(train_labels=labels[:2]),
+        dict(test_labels=np.array([0, 1, 2])),
+        dict(class_names=("a", "a")),
+    ):
         with pytest.raises(ValueError):
             ClassificationSet(**{**ok, **bad})
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 import numpy as np
 import pytest
 import torch
@@ -166,7 +164,11 @@ def test_resnet_shapes_and_features():
     logits, features = model(x, return_features=True)
     assert list(features) == list(FEATURE_LAYERS)
     expected = {
-        "conv1": (8, 32, 32), "layer1": (8, 32, 32), "layer2": (16, 16, 16), "layer3": (32, 8, 8), "layer4": (64, 4, 4)
+        "conv1": (8, 32, 32),
+        "layer1": (8, 32, 32),
+        "layer2": (16, 16, 16),
+        "layer3": (32, 8, 8),
+        "layer4": (64, 4, 4),
     }
     assert {k: tuple(v.shape[1:]) for k, v in features.items()} == expected
     assert model.feature_channels == {k: v[0] for k, v in expected.items()}
@@ -196,9 +198,10 @@ def test_resnet18_width64_parameter_count():
 def test_config_validation_and_schedule():
     config = ClassifierConfig()
     assert config.alpha == 20.0 and config.control == "neural" and config.layers == FEATURE_LAYERS
-    assert ClassifierConfig.from_dict({"alpha": 0, "control": "none"}).hash == ClassifierConfig.from_dict(
-        {"alpha": 0.0, "control": "none"}
-    ).hash
+    assert (
+        ClassifierConfig.from_dict({"alpha": 0, "control": "none"}).hash
+        == ClassifierConfig.from_dict({"alpha": 0.0, "control": "none"}).hash
+    )
     with pytest.raises(ConfigError, match="baseline"):
         ClassifierConfig.from_dict({"alpha": 0.0})
     with pytest.raises(ConfigError, match="baseline"):
@@ -266,8 +269,15 @@ def toy_data():
 
 def _toy_config(**changes):
     base = dict(
-        width=8, batch_size=16, pair_batch=16, epochs=3, max_steps_per_epoch=12, lr=0.05,
-        holdout_fraction=0.05, decay_every=100, reset_every=100,
+        width=8,
+        batch_size=16,
+        pair_batch=16,
+        epochs=3,
+        max_steps_per_epoch=12,
+        lr=0.05,
+        holdout_fraction=0.05,
+        decay_every=100,
+        reset_every=100,
     )
     return ClassifierConfig.from_dict({**base, **changes})
 
@@ -337,19 +347,32 @@ def test_regularized_path_with_alpha_zero_gives_the_baselines_weights(toy):
     for arm in ("baseline", "regularized"):
         model = build_classifier(config)
         regularizer = build_regularizer(model, config)
-        optimizer = torch.optim.SGD([
-            {"params": list(model.parameters()), "weight_decay": config.weight_decay},
-            {"params": list(regularizer.parameters()), "weight_decay": 0.0},
-        ], lr=config.lr, momentum=config.momentum)
+        optimizer = torch.optim.SGD(
+            [
+                {"params": list(model.parameters()), "weight_decay": config.weight_decay},
+                {"params": list(regularizer.parameters()), "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+            momentum=config.momentum,
+        )
         model.train()
         rng = np.random.default_rng(0)
-        for step in range(12):
+        for _ in range(12):
             index = torch.as_tensor(rng.choice(len(x), 16, replace=False))
             i, j = sample_pairs(rng, len(stimuli), 8)
-            pairs = PairBatch(torch.as_tensor(stimuli)[torch.as_tensor(np.concatenate([i, j]))],
-                              s_neural[torch.as_tensor(i), torch.as_tensor(j)])
-            training_step(model, regularizer, optimizer, torch.as_tensor(x)[index], torch.as_tensor(y)[index],
-                          pairs if arm == "regularized" else None, config)
+            pairs = PairBatch(
+                torch.as_tensor(stimuli)[torch.as_tensor(np.concatenate([i, j]))],
+                s_neural[torch.as_tensor(i), torch.as_tensor(j)],
+            )
+            training_step(
+                model,
+                regularizer,
+                optimizer,
+                torch.as_tensor(x)[index],
+                torch.as_tensor(y)[index],
+                pairs if arm == "regularized" else None,
+                config,
+            )
         arms[arm] = model.state_dict()
     for name, value in arms["baseline"].items():
         if name.endswith("num_batches_tracked"):
@@ -364,10 +387,13 @@ def test_tiny_alpha_stays_next_to_the_baseline(toy):
     fits = {}
     for arm, changes in {"baseline": dict(alpha=0.0, control="none"), "regularized": dict(alpha=1e-9)}.items():
         config = _toy_config(epochs=1, max_steps_per_epoch=12, **changes)
-        fits[arm] = fit_classifier(build_classifier(config), x, y, stimuli, vectors @ vectors.T, config,
-                                   device="cpu", progress=False)
-    base, reg = (torch.cat([v.flatten() for k, v in fits[a].state_dict.items() if v.is_floating_point()
-                            and "running" not in k]) for a in ("baseline", "regularized"))
+        fits[arm] = fit_classifier(
+            build_classifier(config), x, y, stimuli, vectors @ vectors.T, config, device="cpu", progress=False
+        )
+    base, reg = (
+        torch.cat([v.flatten() for k, v in fits[a].state_dict.items() if v.is_floating_point() and "running" not in k])
+        for a in ("baseline", "regularized")
+    )
     assert float((reg - base).norm() / base.norm()) < 1e-4
 
 

@@ -12,8 +12,16 @@ from tests.cifar_fixtures import write_fake_cifar10
 from tests.conftest import SCAN_KEY
 
 TINY_CLASSIFIER = dict(width=4, epochs=1, max_steps_per_epoch=6, batch_size=16, pair_batch=4)
-TINY_EVALUATION = dict(noise_images=40, gaussian=(0.0, 0.1), salt_pepper=(0.0, 0.05), attack_images=12,
-                       attack_schedule=(3, 12), invariance_std=(0.1,), invariance_images=30, invariance_pairs=200)
+TINY_EVALUATION = dict(
+    noise_images=40,
+    gaussian=(0.0, 0.1),
+    salt_pepper=(0.0, 0.05),
+    attack_images=12,
+    attack_schedule=(3, 12),
+    invariance_std=(0.1,),
+    invariance_images=30,
+    invariance_pairs=200,
+)
 EVALUATED = ["TrainedClassifier", "NoiseEvaluation", "TargetInvariance", "CommonImages", "AdversarialEvaluation"]
 
 
@@ -26,10 +34,10 @@ def similarity(trained_models):
 
     Ensemble.create("test", list(trained_models.values()))
     ImageSet.from_scans("test", [SCAN_KEY])
-    SimilarityTask.add("test-neural", dict(method="model", block_rows=37, dtype="float32"), image_set="test",
-                       ensembles=["test"])
-    SimilarityTask.add("test-single", dict(method="single_trial", block_rows=37), image_set="test",
-                       ensembles=["test"])
+    SimilarityTask.add(
+        "test-neural", dict(method="model", block_rows=37, dtype="float32"), image_set="test", ensembles=["test"]
+    )
+    SimilarityTask.add("test-single", dict(method="single_trial", block_rows=37), image_set="test", ensembles=["test"])
     SimilarityTask.add("test-pixel", dict(method="pixel"), image_set="test")
     SimilarityTask.add("test-lowpass", dict(method="lowpass", lowpass_sigma=3.0), image_set="test")
     run.populate_all(tables=["PredictedResponses", "Similarity"], progress=False)
@@ -105,8 +113,9 @@ def classifiers(similarity):
     targets = {"single_trial": "test-single", "pixel": "test-pixel"}
     for control in ("none", "neural", "shuffled", "single_trial", "pixel"):
         config = dict(TINY_CLASSIFIER, control=control, alpha=0.0 if control == "none" else 20.0)
-        tasks[control] = ClassifierTask.add(config, "photos-test", neural=similarity, seeds=(0,),
-                                            target=targets.get(control))[0]
+        tasks[control] = ClassifierTask.add(
+            config, "photos-test", neural=similarity, seeds=(0,), target=targets.get(control)
+        )[0]
     EvaluationConfig.add(TINY_EVALUATION)
     run.populate_all(tables=EVALUATED, progress=False)
     return tasks
@@ -117,8 +126,7 @@ def test_classifier_task_validation(similarity, row_counts):
 
     before = row_counts()
     with pytest.raises(ValueError, match="pixel"):
-        ClassifierTask.add(dict(TINY_CLASSIFIER, control="pixel"), "photos-test", neural=similarity,
-                           target=similarity)
+        ClassifierTask.add(dict(TINY_CLASSIFIER, control="pixel"), "photos-test", neural=similarity, target=similarity)
     with pytest.raises(ValueError, match="not model-based"):
         ClassifierTask.add(dict(TINY_CLASSIFIER, control="neural"), "photos-test", neural="test-pixel")
     with pytest.raises(ValueError, match="seed"):
@@ -129,13 +137,17 @@ def test_classifier_task_validation(similarity, row_counts):
 def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
     from schemas.classifiers import NoiseEvaluation, TrainedClassifier
 
-    for control, key in classifiers.items():
+    for key in classifiers.values():
         row = (TrainedClassifier & key).fetch1()
         assert 0 <= row["clean_accuracy"] <= 1
         assert -1 <= row["similarity_fidelity"] <= 1
         levels = (NoiseEvaluation.Level & key).to_arrays()
         assert sorted(zip(levels["noise_type"], levels["strength"])) == [
-            ("gaussian", 0.0), ("gaussian", 0.1), ("salt_pepper", 0.0), ("salt_pepper", 0.05)]
+            ("gaussian", 0.0),
+            ("gaussian", 0.1),
+            ("salt_pepper", 0.0),
+            ("salt_pepper", 0.05),
+        ]
         invariance = (NoiseEvaluation.Invariance & key).fetch1()
         assert invariance["noise_std"] == 0.1 and -1 <= invariance["correlation"] <= 1
         zero = levels[levels["strength"] == 0]["accuracy"]
@@ -147,8 +159,17 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["control"] for r in rows} >= {"none", "neural", "shuffled", "single_trial", "pixel"}
     for r in rows:
-        assert {"key", "control", "alpha", "clean_accuracy", "noise", "median_l2", "median_linf",
-                "similarity_fidelity"} <= set(r)
+        assert {
+            "classifier_hash",
+            "control",
+            "alpha",
+            "clean_accuracy",
+            "noise",
+            "median_l2",
+            "median_linf",
+            "similarity_fidelity",
+        } <= set(r)
+        assert not set(r) & {"weights", "regularizer", "history"}
         assert set(r["noise"]) == {"gaussian", "salt_pepper"}
 
 
@@ -156,8 +177,13 @@ def test_each_control_trains_towards_its_own_target(classifiers):
     from schemas.classifiers import ClassifierTask
 
     targets = {c: (ClassifierTask & k).fetch1("target_name") for c, k in classifiers.items()}
-    assert targets == {"none": None, "neural": "test-neural", "shuffled": "test-neural",
-                       "single_trial": "test-single", "pixel": "test-pixel"}
+    assert targets == {
+        "none": None,
+        "neural": "test-neural",
+        "shuffled": "test-neural",
+        "single_trial": "test-single",
+        "pixel": "test-pixel",
+    }
 
 
 def test_loaded_classifier_reproduces_clean_accuracy(classifiers):
@@ -186,8 +212,14 @@ def _easy_set(n_train: int = 48, n_test: int = 24):
         return images, labels.astype(np.int64)
 
     (train_x, train_y), (test_x, test_y) = draw(n_train), draw(n_test)
-    return Images(train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y,
-                  class_names=("dark", "bright"), source="test: dark vs bright")
+    return Images(
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        class_names=("dark", "bright"),
+        source="test: dark vs bright",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +231,14 @@ def comparison(similarity):
     ClassificationSet.add("easy-test", _easy_set())
     tasks = []
     for control in ("none", "neural"):
-        config = dict(TINY_CLASSIFIER, n_classes=2, epochs=2, augment=False, control=control,
-                      alpha=0.0 if control == "none" else 1.0)
+        config = dict(
+            TINY_CLASSIFIER,
+            n_classes=2,
+            epochs=2,
+            augment=False,
+            control=control,
+            alpha=0.0 if control == "none" else 1.0,
+        )
         tasks += ClassifierTask.add(config, "easy-test", neural=similarity, seeds=(0, 1))
     ComparisonGroup.create("easy-test", tasks)
     evaluation = EvaluationConfig.add(TINY_EVALUATION)
@@ -218,7 +256,7 @@ def test_arms_are_attacked_on_the_same_images(comparison):
     common = (CommonImages.Image & key).to_arrays("image_index", order_by="image_index")
     images, labels = ClassificationSet.tensors(tasks[0], "test")
     correct = np.stack([(predict(TrainedClassifier.load_model(t), images) == labels).numpy() for t in tasks])
-    np.testing.assert_array_equal(common, np.flatnonzero(correct.all(axis=0))[:TINY_EVALUATION["attack_images"]])
+    np.testing.assert_array_equal(common, np.flatnonzero(correct.all(axis=0))[: TINY_EVALUATION["attack_images"]])
     assert len(common) >= 4 and not correct.all()  # the common set is a real restriction, and not empty
     found = 0
     for task in tasks:
@@ -233,7 +271,8 @@ def test_arms_are_attacked_on_the_same_images(comparison):
             median = np.median(distances)  # +inf when over half the images kept their class: stored as null
             assert summary[f"median_{norm}"] == (pytest.approx(median) if np.isfinite(median) else None)
             curve = (AdversarialEvaluation.Convergence & member & dict(norm=norm)).to_arrays(
-                "steps", "median_distance", order_by="steps")
+                "steps", "median_distance", order_by="steps"
+            )
             assert list(curve[0]) == list(TINY_EVALUATION["attack_schedule"])
             medians = [np.inf if m is None else m for m in curve[1]]
             assert all(a >= b for a, b in zip(medians, medians[1:])) and medians[-1] == pytest.approx(median)

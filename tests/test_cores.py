@@ -113,9 +113,9 @@ def test_rotated_basis_quarter_turn_is_rot90(rotations):
 
 
 def test_rotated_basis_45_degrees_matches_interpolated_rotation():
-    # a low rank on a large kernel is well sampled and decays inside it, so an interpolating rotation of the basis images
-    # is an independent estimate of the exactly rotated functions (checks direction and signs of
-    # the even orders, which 90 degrees cannot distinguish)
+    # a low rank on a large kernel is well sampled and decays inside it, so an interpolating rotation of the
+    # basis images is an independent estimate of the exactly rotated functions (checks direction and signs
+    # of the even orders, which 90 degrees cannot distinguish)
     basis = rotated_hermite_basis(5, 61, 8)
     interpolated = rotate_maps(basis[0], 45)
     c = 30
@@ -158,12 +158,21 @@ def equivariance_error(core: Core, x: torch.Tensor, quarter_turns: int, shift: i
 
 
 @pytest.mark.parametrize(
-    "rotations, skip, batch_norm, mode",
-    [(8, 0, True, "eval"), (8, 0, True, "train"), (8, 2, True, "eval"), (4, 0, False, "eval")],
+    "rotations, skip, batch_norm, mode, layer_features",
+    [
+        (8, 0, True, "eval", None),
+        (8, 0, True, "train", None),
+        (8, 2, True, "eval", None),
+        (4, 0, False, "eval", None),
+        (8, 0, True, "train", (3, 5, 4)),
+        (8, 2, True, "eval", (3, 5, 4)),
+    ],
 )
-def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm, mode):
+def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm, mode, layer_features):
     torch.manual_seed(0)
-    config = CoreConfig(features=4, rotations=rotations, skip=skip, batch_norm=batch_norm, hermite_rank=9)
+    config = CoreConfig(
+        features=4, rotations=rotations, skip=skip, batch_norm=batch_norm, hermite_rank=9, layer_features=layer_features
+    )
     core = build_core(config)
     randomize_norms(core)
     warm_up_running_stats(core, 33)
@@ -172,8 +181,10 @@ def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm,
     quarter = rotations // 4
     errors = {k: equivariance_error(core, x, k, k * quarter) for k in (1, 2, 3)}
     wrong_shift = equivariance_error(core, x, 1, 0)
-    print(f"\n90-degree equivariance R={rotations} skip={skip} bn={batch_norm} {mode}: "
-          f"rel. max error {errors} (no channel shift: {wrong_shift:.2f})")
+    print(
+        f"\n90-degree equivariance R={rotations} skip={skip} bn={batch_norm} {mode}: "
+        f"rel. max error {errors} (no channel shift: {wrong_shift:.2f})"
+    )
     assert max(errors.values()) < 1e-4
     assert wrong_shift > 0.05
 
@@ -299,14 +310,42 @@ def test_shapes_and_parameter_counts(skip):
 
     sources = [1, min(max(skip, 1), 1), min(max(skip, 1), 2)]  # previous layers each layer sees
     in_features = [1] + [s * F for s in sources[1:]]
-    norm_params = lambda f: 2 * f * (len(ks) - 1) + f  # scale + bias, last layer bias only
-    hermite = sum(F * (1 if l == 0 else R) * g * k * (k + 1) // 2 for l, (g, k) in enumerate(zip(in_features, ks)))
+
+    def norm_params(f):  # scale + bias, last layer bias only
+        return 2 * f * (len(ks) - 1) + f
+
+    hermite = sum(F * (1 if i == 0 else R) * g * k * (k + 1) // 2 for i, (g, k) in enumerate(zip(in_features, ks)))
     assert count(rotation) == hermite + norm_params(F)
-    conv = sum(F * R * (g if l == 0 else g * R) * k * k for l, (g, k) in enumerate(zip(in_features, ks)))
+    conv = sum(F * R * (g if i == 0 else g * R) * k * k for i, (g, k) in enumerate(zip(in_features, ks)))
     assert count(cnn) == conv + norm_params(F * R)
-    print(f"\nparameters (skip={skip}): rotation core {count(rotation)}, CNN {count(cnn)}, "
-          f"ratio {count(cnn) / count(rotation):.1f}")
+    print(
+        f"\nparameters (skip={skip}): rotation core {count(rotation)}, CNN {count(cnn)}, "
+        f"ratio {count(cnn) / count(rotation):.1f}"
+    )
     assert count(cnn) / count(rotation) > R
+
+
+@pytest.mark.parametrize("skip", [0, 2])
+def test_per_layer_feature_counts_set_each_layer(skip):
+    counts, R = (3, 5, 4), 8
+    rotation = build_core(CoreConfig(features=4, rotations=R, layer_features=counts, skip=skip, kernel_sizes=(5, 3, 3)))
+    cnn = build_core(CoreConfig(kind="cnn", features=4, layer_features=counts, skip=skip, kernel_sizes=(5, 3, 3)))
+    assert rotation(torch.randn(2, 1, 12, 12)).shape == (2, 4 * R, 12, 12)
+    assert cnn(torch.randn(2, 1, 12, 12)).shape == (2, 4, 12, 12)
+    seen = [[0], [0], [1] if skip == 0 else [0, 1]]  # the layers whose outputs each layer reads
+    for layer, conv in enumerate(rotation.convs):
+        assert conv.out_features == counts[layer]
+        assert conv.in_features == (1 if layer == 0 else sum(counts[s] for s in seen[layer]))
+    for layer, conv in enumerate(cnn.convs):
+        assert conv.weight.shape[:2] == (counts[layer], 1 if layer == 0 else sum(counts[s] for s in seen[layer]))
+    assert [n.bias.numel() for n in rotation.norms] == list(counts)
+    with pytest.raises(ConfigError, match="must end with features"):
+        CoreConfig(features=4, layer_features=(3, 5, 6))
+    with pytest.raises(ConfigError, match="must give layers = 3"):
+        CoreConfig(features=4, layer_features=(3, 4))
+    # one count everywhere is the same core as no per-layer counts, and stores no new key
+    assert CoreConfig(features=4, layer_features=None).hash == CoreConfig(features=4).hash
+    assert "layer_features" not in CoreConfig(features=4).to_dict()
 
 
 @pytest.mark.parametrize("kind", ["rotation", "cnn"])

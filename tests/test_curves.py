@@ -10,15 +10,18 @@ from pipeline import figures
 
 
 def test_training_curves_draw_one_line_per_run_with_its_points():
-    curves = pd.DataFrame([
-        dict(run="a", iteration=0, val_correlation=0.1, train_loss=None),
-        dict(run="a", iteration=10, val_correlation=0.3, train_loss=1.2),
-        dict(run="a", iteration=20, val_correlation=0.4, train_loss=1.0),
-        dict(run="b", iteration=20, val_correlation=0.5, train_loss=0.9),  # out of order: sorted by x
-        dict(run="b", iteration=0, val_correlation=0.2, train_loss=None),
-    ])
-    fig = figures.training_curves(curves, "iteration", ["val_correlation", "train_loss"],
-                                  dict(iteration="iteration (steps)"))
+    curves = pd.DataFrame(
+        [
+            dict(run="a", iteration=0, val_correlation=0.1, train_loss=None),
+            dict(run="a", iteration=10, val_correlation=0.3, train_loss=1.2),
+            dict(run="a", iteration=20, val_correlation=0.4, train_loss=1.0),
+            dict(run="b", iteration=20, val_correlation=0.5, train_loss=0.9),  # out of order: sorted by x
+            dict(run="b", iteration=0, val_correlation=0.2, train_loss=None),
+        ]
+    )
+    fig = figures.training_curves(
+        curves, "iteration", ["val_correlation", "train_loss"], dict(iteration="iteration (steps)")
+    )
     correlation, loss = fig.axes
     assert correlation.get_xlabel() == "iteration (steps)" and loss.get_ylabel() == "train_loss"
     lines = {line.get_label(): line for line in correlation.get_lines()}

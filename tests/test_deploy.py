@@ -29,7 +29,9 @@ SPEC = REPO / "tests" / "data" / "compose-spec.json"
 SBATCH = REPO / "populate" / "deploy" / "slurm_worker.sbatch"
 PIPELINE_SERVICES = ("scheduler", "worker", "gpu-worker", "notebook")
 
-_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VARIABLE = re.compile(
+    r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 def interpolate(value, env: dict[str, str]):
@@ -63,8 +65,11 @@ def interpolate(value, env: dict[str, str]):
 
 
 def env_example() -> dict[str, str]:
-    pairs = [line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    pairs = [
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -85,7 +90,9 @@ def _errors(validator, document) -> list[str]:
 
 def test_interpolation_follows_compose_rules():
     env = {"SET": "x", "EMPTY": ""}
-    assert interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $$HOME ${SET:+a}${EMPTY:+a}", env) == "x d  d $HOME a"
+    assert (
+        interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $$HOME ${SET:+a}${EMPTY:+a}", env) == "x d  d $HOME a"
+    )
     with pytest.raises(KeyError, match="UNSET"):
         interpolate("${UNSET:?set it}", env)
 
@@ -108,27 +115,41 @@ def test_services_log_in_as_the_pipeline_roles_with_passwords_from_secrets(compo
     logins = {name: services[name]["environment"].get("DJ_USER") for name in PIPELINE_SERVICES}
     assert logins == {"scheduler": "worker", "worker": "worker", "gpu-worker": "worker", "notebook": "notebook"}
     for name in PIPELINE_SERVICES:
-        password = {s["source"] for s in services[name]["secrets"]
-                    if isinstance(s, dict) and s["target"] == "/run/secrets/datajoint/database.password"}
+        password = {
+            s["source"]
+            for s in services[name]["secrets"]
+            if isinstance(s, dict) and s["target"] == "/run/secrets/datajoint/database.password"
+        }
         assert password == ({"member_password"} if name == "notebook" else {"worker_password"}), name
     # no password, key or token in any environment; every secret used is defined as a file
     for name, service in services.items():
         environment = service.get("environment", {})
-        assert not [k for k in environment if re.search(r"PASS|SECRET|TOKEN|ACCESS_KEY", k) and not k.endswith("_FILE")], name
-        assert "secret_key" not in environment.get("DJ_STORES", "") and "access_key" not in environment.get("DJ_STORES", "")
+        assert not [
+            k for k in environment if re.search(r"PASS|SECRET|TOKEN|ACCESS_KEY", k) and not k.endswith("_FILE")
+        ], name
+        assert "secret_key" not in environment.get("DJ_STORES", "") and "access_key" not in environment.get(
+            "DJ_STORES", ""
+        )
         for secret in service.get("secrets", []):
             source = secret["source"] if isinstance(secret, dict) else secret
             assert source in stack["secrets"] and "file" in stack["secrets"][source], (name, source)
     # the root password reaches only the database and the set-up
-    root = {name for name, s in services.items() for x in s.get("secrets", [])
-            if (x["source"] if isinstance(x, dict) else x) == "db_root_password"}
+    root = {
+        name
+        for name, s in services.items()
+        for x in s.get("secrets", [])
+        if (x["source"] if isinstance(x, dict) else x) == "db_root_password"
+    }
     assert root == {"db", "setup"}
     setup = services["setup"]
     assert setup["command"] == ["sh", "populate/deploy/stack_setup.sh"]
     script = (REPO / "populate" / "deploy" / "stack_setup.sh").read_text()
     assert "roles create" in script and "roles user" in script and "populate setup" in script
-    assert {setup["environment"][k] for k in ("DB_ADMIN_USER", "DB_WORKER_USER", "DB_MEMBER_USER")} == \
-        {"setup", "worker", "notebook"}
+    assert {setup["environment"][k] for k in ("DB_ADMIN_USER", "DB_WORKER_USER", "DB_MEMBER_USER")} == {
+        "setup",
+        "worker",
+        "notebook",
+    }
 
 
 def test_workers_get_a_thread_limit_from_their_cpu_limit_and_gpu_workers_a_cuda_image(compose):
@@ -165,8 +186,11 @@ def test_one_gpu_worker_per_device_from_the_generator(compose, validator):
     assert all("profiles" not in s for s in services.values())
     merged = dict(compose, services={**compose["services"], **services})
     assert not _errors(validator, interpolate(merged, {}))
-    out = subprocess.run([sys.executable, str(REPO / "populate" / "deploy" / "gpu_services.py"), "0", "x"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "populate" / "deploy" / "gpu_services.py"), "0", "x"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "GPU index 'x'" in out.stderr
 
 
@@ -181,8 +205,11 @@ def test_env_example_names_no_missing_file_and_only_variables_compose_uses():
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image():
-    ignored = [line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for path in (".git", ".venv", ".local", ".store", ".secrets", ".env"):
         assert path in ignored, path
     dockerfile = (REPO / "Dockerfile").read_text()
@@ -196,10 +223,25 @@ def test_code_version_of_a_copy_without_git_is_the_baked_commit(tmp_path):
     shutil.copytree(REPO / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     probe = "import pipeline; print(pipeline.code_version())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    baked = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                           env=dict(env, PYTHONPATH=str(tmp_path), PIPELINE_GIT_COMMIT="0123456789ab", GIT_CEILING_DIRECTORIES=str(tmp_path.parent)))
-    plain = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                           env=dict(env, PYTHONPATH=str(tmp_path), GIT_CEILING_DIRECTORIES=str(tmp_path.parent)))
+    baked = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(
+            env,
+            PYTHONPATH=str(tmp_path),
+            PIPELINE_GIT_COMMIT="0123456789ab",
+            GIT_CEILING_DIRECTORIES=str(tmp_path.parent),
+        ),
+    )
+    plain = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(env, PYTHONPATH=str(tmp_path), GIT_CEILING_DIRECTORIES=str(tmp_path.parent)),
+    )
     assert baked.stdout.strip().endswith("+0123456789ab"), baked.stderr
     assert "+" not in plain.stdout.strip(), plain.stderr
 
@@ -240,13 +282,22 @@ def _fake(path: Path, body: str) -> Path:
 def test_the_worker_receives_the_sigterm_sent_to_the_batch_shell(tmp_path):
     """--signal=B: signals the batch shell's process only: the script must exec the worker."""
     log = tmp_path / "worker.log"
-    python = _fake(tmp_path / "python", f"""echo "args $*" >> {log}
+    python = _fake(
+        tmp_path / "python",
+        f"""echo "args $*" >> {log}
 trap 'echo "got TERM" >> {log}; exit 0' TERM
 echo started >> {log}
 while :; do sleep 0.05; done
-""")
-    env = dict(os.environ, DJ_HOST="db.example", PIPELINE_PREFIX="v1", PYTHON=str(python), SLURM_SUBMIT_DIR=str(tmp_path),
-               SLURM_CPUS_PER_TASK="3")
+""",
+    )
+    env = dict(
+        os.environ,
+        DJ_HOST="db.example",
+        PIPELINE_PREFIX="v1",
+        PYTHON=str(python),
+        SLURM_SUBMIT_DIR=str(tmp_path),
+        SLURM_CPUS_PER_TASK="3",
+    )
     shell = subprocess.Popen(["bash", str(SBATCH)], env=env)
     try:
         deadline = time.monotonic() + 20
@@ -270,7 +321,9 @@ def test_submission_creates_the_log_folder_before_sbatch_opens_the_log(tmp_path)
     work = tmp_path / "submit"
     work.mkdir()
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    subprocess.run([str(REPO / "populate" / "deploy" / "slurm_submit.sh"), "--array=0-3"], cwd=work, env=env, check=True)
+    subprocess.run(
+        [str(REPO / "populate" / "deploy" / "slurm_submit.sh"), "--array=0-3"], cwd=work, env=env, check=True
+    )
     assert record.read_text().startswith("logs exists; args --array=0-3 ")
     assert record.read_text().strip().endswith("slurm_worker.sbatch")
 
@@ -316,11 +369,18 @@ def test_dockerfile_install_steps_resolve_in_a_fresh_venv(tmp_path):
         (context / folder / "__init__.py").touch()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, context / name)
-    result = subprocess.run([*pip, "install", "--dry-run", "--quiet", "--report", str(report), torch_step[2],
-                             *package_step], cwd=context, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [*pip, "install", "--dry-run", "--quiet", "--report", str(report), torch_step[2], *package_step],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    installed = {item["metadata"]["name"].lower(): item["metadata"]["version"]
-                 for item in json.loads(report.read_text())["install"]}
+    installed = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
     wanted = torch_step[2].split("==")[1]
     assert installed["torch"].split("+")[0] == wanted
     for name in ("v1pipeline", "datajoint", "foolbox", "s3fs", "jupyterlab", "cryptography", "pymysql"):
@@ -351,22 +411,40 @@ def test_stack_setup_creates_the_role_logins_and_the_tables(db, tmp_path):
     passwords = {role: tokens.token_urlsafe(12) for role in users}
     for role, password in passwords.items():
         (folder / f"{role}_password").write_text(password + "\n")
-    host = "127.0.0.1" if db.adapter.backend == "mysql" and dj.config["database.host"] in ("127.0.0.1", "localhost") else "%"
+    host = (
+        "127.0.0.1"
+        if db.adapter.backend == "mysql" and dj.config["database.host"] in ("127.0.0.1", "localhost")
+        else "%"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("DJ_PASS", "DJ_USER")}
-    env.update(PIPELINE_PREFIX=prefix, SECRETS_DIR=str(folder), DB_ROOT_USER=os.environ.get("DJ_USER", "root"),
-               DB_ADMIN_USER=users["admin"], DB_WORKER_USER=users["worker"], DB_MEMBER_USER=users["member"],
-               DB_LOGIN_HOST=host, DJ_CREATE_TABLES="false",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.update(
+        PIPELINE_PREFIX=prefix,
+        SECRETS_DIR=str(folder),
+        DB_ROOT_USER=os.environ.get("DJ_USER", "root"),
+        DB_ADMIN_USER=users["admin"],
+        DB_WORKER_USER=users["worker"],
+        DB_MEMBER_USER=users["member"],
+        DB_LOGIN_HOST=host,
+        DJ_CREATE_TABLES="false",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     root = dict(env, DJ_USER=env["DB_ROOT_USER"], DJ_PASS=os.environ.get("DJ_PASS", ""))
 
     def python(code: str, login: dict) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=login, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=login, capture_output=True, text=True, timeout=300
+        )
 
     try:
-        result = subprocess.run(["sh", str(REPO / "populate" / "deploy" / "stack_setup.sh")], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            ["sh", str(REPO / "populate" / "deploy" / "stack_setup.sh")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         assert "roles, logins" in result.stdout
         assert not any(p in result.stdout + result.stderr for p in passwords.values()), "a password was printed"
@@ -393,8 +471,14 @@ except Exception as err:
         assert "manual insert: refused" in outputs["member"] and "operations write: refused" in outputs["member"]
     finally:
         python("import schemas; schemas.drop_all()", root)
-        for role, name in users.items():
-            subprocess.run([sys.executable, "-m", "populate", "roles", "drop-user", name, "--host", host], cwd=REPO,
-                           env=root, capture_output=True, timeout=120)
-        subprocess.run([sys.executable, "-m", "populate", "roles", "drop"], cwd=REPO, env=root, capture_output=True,
-                       timeout=120)
+        for name in users.values():
+            subprocess.run(
+                [sys.executable, "-m", "populate", "roles", "drop-user", name, "--host", host],
+                cwd=REPO,
+                env=root,
+                capture_output=True,
+                timeout=120,
+            )
+        subprocess.run(
+            [sys.executable, "-m", "populate", "roles", "drop"], cwd=REPO, env=root, capture_output=True, timeout=120
+        )

@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 # make that chose its own device would pick CUDA and fail ("Torch not compiled with CUDA enabled").
 FAKE_GPU_NODE = "import torch\ntorch.cuda.is_available = lambda: True\n"
 
-COMPUTED = ("TrainedModel", "PredictedResponses", "Similarity", "TrainedClassifier", "NoiseEvaluation",
-            "AdversarialEvaluation")
+COMPUTED = (
+    "TrainedModel",
+    "PredictedResponses",
+    "Similarity",
+    "TrainedClassifier",
+    "NoiseEvaluation",
+    "AdversarialEvaluation",
+)
 
 
 def _env(extra_path: Path | None = None, **variables) -> dict:
@@ -31,8 +37,9 @@ def _env(extra_path: Path | None = None, **variables) -> dict:
 
 
 def _python(code: str, env: dict, prefix: tuple[str, ...] = ()) -> str:
-    out = subprocess.run([*prefix, sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip()
 
@@ -89,9 +96,28 @@ def test_threads_follow_the_affinity_mask_and_the_setting():
 
 
 def test_worker_sets_its_threads_from_the_cpus_it_may_use(db):
-    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "populate", "worker", "--tables", "Reliability",
-                          "--idle-exit", "0", "--poll", "0.2"], cwd=REPO, env=_env(), capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "populate",
+            "worker",
+            "--tables",
+            "Reliability",
+            "--idle-exit",
+            "0",
+            "--poll",
+            "0.2",
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "1 threads" in out.stderr
 
@@ -102,41 +128,84 @@ def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
     from schemas.classifiers import ClassifierTask, ComparisonGroup, EvaluationConfig
     from schemas.models import Ensemble, TrainedModel, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
-    from tests.conftest import SCAN, QUICK_TRAINER, tiny_model
+    from tests.conftest import QUICK_TRAINER, SCAN, tiny_model
 
     (tmp_path / "sitecustomize.py").write_text(FAKE_GPU_NODE)
     fake = _env(tmp_path)
     assert _python("from pipeline.device import resolve_device; print(resolve_device())", fake) == "cuda"
 
     def worker(*tables: str) -> None:
-        out = subprocess.run([sys.executable, "-m", "populate", "worker", "--device", "cpu", "--idle-exit", "2",
-                              "--poll", "0.3", "--tables", *tables], cwd=REPO, env=fake, capture_output=True,
-                             text=True, timeout=600)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "populate",
+                "worker",
+                "--device",
+                "cpu",
+                "--idle-exit",
+                "2",
+                "--poll",
+                "0.3",
+                "--tables",
+                *tables,
+            ],
+            cwd=REPO,
+            env=fake,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert out.returncode == 0 and " 0 failed" in out.stdout, out.stdout + out.stderr[-3000:]
 
     # each stage's tasks need the stage before computed, so the worker runs stage by stage
-    task = TrainingTask.add(model=tiny_model("cnn"), dataset=dict(scan=SCAN, image_shape=(18, 32)),
-                            trainer=QUICK_TRAINER, seeds=(7,), name="device-test")[0]
+    task = TrainingTask.add(
+        model=tiny_model("cnn"),
+        dataset=dict(scan=SCAN, image_shape=(18, 32)),
+        trainer=QUICK_TRAINER,
+        seeds=(7,),
+        name="device-test",
+    )[0]
     worker("TrainedModel")
     Ensemble.create("device", [task])
     ImageSet.from_scans("device", [SCAN_KEY])
-    SimilarityTask.add("device-neural", dict(method="model", block_rows=64, dtype="float32"), image_set="device",
-                       ensembles=["device"])
+    SimilarityTask.add(
+        "device-neural", dict(method="model", block_rows=64, dtype="float32"), image_set="device", ensembles=["device"]
+    )
     worker("PredictedResponses", "Similarity")
     ingest.photo_classes(12, 4, name="photos-device")
-    classifier = ClassifierTask.add(dict(width=4, epochs=1, max_steps_per_epoch=3, batch_size=16, pair_batch=4,
-                                         alpha=5.0), "photos-device", neural="device-neural", seeds=(0,))[0]
+    classifier = ClassifierTask.add(
+        dict(width=4, epochs=1, max_steps_per_epoch=3, batch_size=16, pair_batch=4, alpha=5.0),
+        "photos-device",
+        neural="device-neural",
+        seeds=(0,),
+    )[0]
     ComparisonGroup.create("device", [classifier])
-    EvaluationConfig.add(dict(noise_images=20, gaussian=(0.0, 0.1), salt_pepper=(), attack_images=2,
-                              attack_schedule=(2,), invariance_std=(0.1,), invariance_images=20,
-                              invariance_pairs=50), name="device")
+    EvaluationConfig.add(
+        dict(
+            noise_images=20,
+            gaussian=(0.0, 0.1),
+            salt_pepper=(),
+            attack_images=2,
+            attack_schedule=(2,),
+            invariance_std=(0.1,),
+            invariance_images=20,
+            invariance_pairs=50,
+        ),
+        name="device",
+    )
     worker("TrainedClassifier", "NoiseEvaluation", "CommonImages", "AdversarialEvaluation")
 
     from populate.jobs import select_tables
 
-    keys = {"TrainedModel": task, "PredictedResponses": dict(ensemble_name="device"),
-            "Similarity": dict(similarity_name="device-neural"), "TrainedClassifier": classifier,
-            "NoiseEvaluation": classifier, "AdversarialEvaluation": classifier}
+    keys = {
+        "TrainedModel": task,
+        "PredictedResponses": dict(ensemble_name="device"),
+        "Similarity": dict(similarity_name="device-neural"),
+        "TrainedClassifier": classifier,
+        "NoiseEvaluation": classifier,
+        "AdversarialEvaluation": classifier,
+    }
     for table in select_tables(list(COMPUTED)):
         name = table.__name__
         devices = set((table & keys[name]).to_arrays("device"))

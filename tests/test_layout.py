@@ -98,8 +98,9 @@ def test_resnet_forward_backward_in_every_layout(channels):
         assert torch.isfinite(grads).all(), name
         # the same values in the standard layout give the same gradients
         model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=torch.contiguous_format).clone()),
-                                          labels).backward()
+        torch.nn.functional.cross_entropy(
+            model(x.contiguous(memory_format=torch.contiguous_format).clone()), labels
+        ).backward()
         torch.testing.assert_close(grads, torch.cat([p.grad.flatten() for p in model.parameters()]))
         reference = grads
     assert reference is not None
@@ -108,11 +109,13 @@ def test_resnet_forward_backward_in_every_layout(channels):
 @pytest.mark.parametrize("kind", ["cnn", "rotation"])
 def test_cores_and_encoder_train_on_every_layout(kind):
     features = 4 if kind == "cnn" else 2
-    config = ModelConfig.from_dict(dict(core=dict(kind=kind, layers=2, features=features, rotations=4,
-                                                  kernel_sizes=[5, 3])))
+    config = ModelConfig.from_dict(
+        dict(core=dict(kind=kind, layers=2, features=features, rotations=4, kernel_sizes=[5, 3]))
+    )
     torch.manual_seed(0)
-    core = build_core(CoreConfig.from_dict(dict(kind=kind, layers=2, features=features, rotations=4,
-                                                kernel_sizes=[5, 3])))
+    core = build_core(
+        CoreConfig.from_dict(dict(kind=kind, layers=2, features=features, rotations=4, kernel_sizes=[5, 3]))
+    )
     encoder = build_encoder(config, n_units=5, image_shape=(16, 16))
     optimizer = torch.optim.SGD(encoder.parameters(), lr=0.01)
     for name, x in layouts(1).items():
@@ -134,10 +137,19 @@ def test_short_classifier_training_on_unusual_layouts(layout):
     stimuli = permuted_one_channel(12, 16, 16, seed=1) if layout == "permuted" else channels_last(12, 3, 16, 16, 1)
     labels = np.arange(48) % 10
     vectors = np.random.default_rng(0).normal(size=(12, 5))
-    config = ClassifierConfig.from_dict(dict(width=4, batch_size=16, pair_batch=4, epochs=2, max_steps_per_epoch=3,
-                                             holdout_fraction=0.0, alpha=1.0))
-    fit = fit_classifier(build_classifier(config, in_channels=channels), x, labels, stimuli, vectors @ vectors.T,
-                         config, device="cpu", progress=False)
+    config = ClassifierConfig.from_dict(
+        dict(width=4, batch_size=16, pair_batch=4, epochs=2, max_steps_per_epoch=3, holdout_fraction=0.0, alpha=1.0)
+    )
+    fit = fit_classifier(
+        build_classifier(config, in_channels=channels),
+        x,
+        labels,
+        stimuli,
+        vectors @ vectors.T,
+        config,
+        device="cpu",
+        progress=False,
+    )
     assert fit.n_steps == 6
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["similarity_loss"]) for h in fit.history)
 
@@ -146,10 +158,10 @@ def test_noise_and_attacks_finish_on_unusual_layouts():
     torch.manual_seed(0)
     model = ResNet18(width=4, n_classes=10).eval()
     images = permuted_one_channel(8, 16, 16)
-    labels = robustness.predict(model, images.contiguous(memory_format=torch.contiguous_format).clone(),
-                                device="cpu")
-    rows = robustness.noise_accuracy(model, images, labels, kinds=("gaussian",), strengths={"gaussian": (0.0, 0.1)},
-                                     device="cpu")
+    labels = robustness.predict(model, images.contiguous(memory_format=torch.contiguous_format).clone(), device="cpu")
+    rows = robustness.noise_accuracy(
+        model, images, labels, kinds=("gaussian",), strengths={"gaussian": (0.0, 0.1)}, device="cpu"
+    )
     assert rows[0]["accuracy"] == 1.0  # no noise: the model's own labels
     for norm, batch in (("l2", channels_last(8, 1, 16, 16)), ("linf", images)):
         distances = attacks.minimal_perturbations(model, batch, labels, norm, (3,), device="cpu")

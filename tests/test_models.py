@@ -11,7 +11,11 @@ from pipeline.config import ConfigError
 from pipeline.models.behavior import Modulator, Shifter
 from pipeline.models.cores import CoreConfig
 from pipeline.models.encoder import (
-    ModelConfig, ReadoutConfig, build_encoder, inverse_output_nonlinearity, output_nonlinearity,
+    ModelConfig,
+    ReadoutConfig,
+    build_encoder,
+    inverse_output_nonlinearity,
+    output_nonlinearity,
 )
 from pipeline.models.losses import poisson_loss
 from pipeline.models.readouts import FactorizedReadout, GaussianReadout, translate
@@ -58,8 +62,11 @@ def test_gaussian_readout_samples_at_position_and_jitters_in_training():
     torch.manual_seed(2)
     h, w = 6, 10
     readout = GaussianReadout(4, n_units=2, gamma=0.1, init_sigma=0.2)
+
     # unit 0 at the centre of pixel (row 2, col 7), unit 1 at pixel (4, 1)
-    centre = lambda row, col: [(2 * col + 1) / w - 1, (2 * row + 1) / h - 1]
+    def centre(row, col):
+        return [(2 * col + 1) / w - 1, (2 * row + 1) / h - 1]
+
     with torch.no_grad():
         readout.mu.copy_(torch.tensor([centre(2, 7), centre(4, 1)]))
     x = torch.randn(3, 4, h, w)
@@ -153,7 +160,9 @@ def test_shifter_and_modulator_act_as_intended():
 
 
 def test_model_config_round_trip_and_validation():
-    config = ModelConfig.from_dict(dict(core=SMALL_ROTATION, readout=dict(kind="gaussian", init_sigma=0.2), shifter=True))
+    config = ModelConfig.from_dict(
+        dict(core=SMALL_ROTATION, readout=dict(kind="gaussian", init_sigma=0.2), shifter=True)
+    )
     assert ModelConfig.from_dict(config.to_dict()) == config
     assert ModelConfig.from_dict(config.to_dict()).hash == config.hash
     assert isinstance(config.readout, ReadoutConfig) and config.readout.gamma_readout == 0.017
@@ -168,8 +177,47 @@ def test_model_config_round_trip_and_validation():
 def test_poisson_loss_matches_hand_computation():
     prediction = torch.tensor([[0.5, 2.0, 1e-3], [1.5, 0.1, 3.0]])
     target = torch.tensor([[1.0, 0.0, 2.0], [0.0, 4.0, 3.0]])
-    per_trial = [sum(p - t * math.log(p + 1e-5) for p, t in zip(prow.tolist(), trow.tolist()))
-                 for prow, trow in zip(prediction, target)]
+    per_trial = [
+        sum(p - t * math.log(p + 1e-5) for p, t in zip(prow.tolist(), trow.tolist()))
+        for prow, trow in zip(prediction, target)
+    ]
     assert poisson_loss(prediction, target).item() == pytest.approx(sum(per_trial) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="prediction"):
         poisson_loss(prediction, target[:, :2])
+
+
+def test_configs_written_before_the_new_knobs_keep_their_hashes():
+    # Hashes of configs as stored before layer_features and positive_weights existed: the new fields
+    # at their defaults leave to_dict and the hash alone, so stored TrainedModel rows stay addressable.
+    rotation = dict(core=dict(kind="rotation", features=6, rotations=8, kernel_sizes=(9, 5, 5)))
+    stored = {
+        "a7f37390eed1da73ae0fe6e1e3360c61": ModelConfig(),
+        "2a113b67739a1ca05ba6ca54f1b1590c": ModelConfig.from_dict(rotation),
+        "ff7808be00e023ad248dfde23e9dc6ab": ModelConfig.from_dict(
+            dict(
+                core=dict(kind="cnn", features=48, kernel_sizes=(9, 5, 5)),
+                readout=dict(kind="gaussian"),
+                shifter=True,
+                modulator=True,
+            )
+        ),
+    }
+    for expected, config in stored.items():
+        assert config.hash == expected
+        assert "layer_features" not in config.to_dict()["core"]
+        assert "positive_weights" not in config.to_dict()["readout"]
+        assert ModelConfig.from_dict(config.to_dict()) == config  # a stored config loads with the defaults
+    # the knobs, once set, are part of the config and its hash
+    knobs = ModelConfig.from_dict(dict(rotation, readout=dict(positive_weights=True)))
+    assert knobs.to_dict()["readout"]["positive_weights"] is True
+    assert knobs.hash != stored_hash(rotation)
+    layered = ModelConfig.from_dict(dict(core=dict(rotation["core"], layer_features=(16, 16, 6))))
+    assert layered.to_dict()["core"]["layer_features"] == [16, 16, 6] and layered.hash != stored_hash(rotation)
+    # spelling the default explicitly is the same config
+    assert ModelConfig.from_dict(
+        dict(core=dict(rotation["core"], layer_features=None), readout=dict(positive_weights=False))
+    ).hash == stored_hash(rotation)
+
+
+def stored_hash(values: dict) -> str:
+    return ModelConfig.from_dict(values).hash

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from populate.cli import main
-from tests.conftest import REPO
-
-from tests.conftest import QUICK_TRAINER, SCAN, SCAN_KEY, tiny_model
+from tests.conftest import QUICK_TRAINER, REPO, SCAN, SCAN_KEY, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +22,28 @@ def trained(trained_models):
 def test_equivalent_config_spellings_are_one_entry(db, row_counts):
     from schemas.models import ModelConfig
 
-    a = ModelConfig.add(dict(core=dict(kind="cnn", features=8, kernel_sizes=[5, 3], layers=2,
-                                       gamma_laplace=0.02), readout=dict(gamma_readout=0.5)))
+    a = ModelConfig.add(
+        dict(
+            core=dict(kind="cnn", features=8, kernel_sizes=[5, 3], layers=2, gamma_laplace=0.02),
+            readout=dict(gamma_readout=0.5),
+        )
+    )
     before = row_counts()
     spellings = [
-        dict(readout=dict(gamma_readout=np.float32(0.5)), core=dict(layers=2.0, kernel_sizes=(5, 3),
-             features=np.int64(8), kind="cnn", gamma_laplace=0.02)),
-        dict(core=dict(gamma_laplace=np.float64(0.02), kind="cnn", features=8.0, layers=np.int32(2),
-                       kernel_sizes=np.array([5, 3])), readout=dict(gamma_readout=0.5)),
+        dict(
+            readout=dict(gamma_readout=np.float32(0.5)),
+            core=dict(layers=2.0, kernel_sizes=(5, 3), features=np.int64(8), kind="cnn", gamma_laplace=0.02),
+        ),
+        dict(
+            core=dict(
+                gamma_laplace=np.float64(0.02),
+                kind="cnn",
+                features=8.0,
+                layers=np.int32(2),
+                kernel_sizes=np.array([5, 3]),
+            ),
+            readout=dict(gamma_readout=0.5),
+        ),
     ]
     for config in spellings:
         assert ModelConfig.add(config) == a
@@ -58,7 +70,7 @@ def test_trained_models_store_scores_and_units(trained):
     from schemas.models import TrainedModel
     from schemas.recordings import Scan
 
-    for kind, key in trained.items():
+    for key in trained.values():
         row = (TrainedModel & key).fetch1()
         assert -1 <= row["test_correlation"] <= 1
         assert row["n_units"] == len(Scan.Unit & SCAN_KEY)
@@ -94,8 +106,7 @@ data = load_scan_tensors({SCAN_KEY!r}, (18, 32))
 print(json.dumps(float(np.mean(score(model, data).correlation))))
 """
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) == (TrainedModel & key).fetch1("test_correlation")
 
@@ -114,34 +125,73 @@ def test_cell_types_for_rotation_models_only(trained):
 
 
 def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
-    from pipeline import celltypes
+    from pipeline import celltypes, type_count
     from populate import run
-    from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainingTask
+    from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainedModel, TrainingTask
 
-    second = TrainingTask.add(model=tiny_model("rotation"), dataset=dict(scan=SCAN, image_shape=(18, 32)),
-                              trainer=QUICK_TRAINER, seeds=(1,), name="test-rotation-seed1")[0]
+    second = TrainingTask.add(
+        model=tiny_model("rotation"),
+        dataset=dict(scan=SCAN, image_shape=(18, 32)),
+        trainer=QUICK_TRAINER,
+        seeds=(1,),
+        name="test-rotation-seed1",
+    )[0]
     run.populate_all(tables=["TrainedModel", "CellTypes"], progress=False)
-    Ensemble.create("test-types", [trained["rotation"], second])
+    members = [trained["rotation"], second]
+    Ensemble.create("test-types", members, n_types=2)  # k fixed at the models' 2 features
+    Ensemble.create("test-chosen", members)  # k chosen from the readouts
     Ensemble.create("test-mixed", [trained["rotation"], trained["cnn"]])
+    with pytest.raises(ValueError, match="n_types must be a positive integer"):
+        Ensemble.create("test-bad", members, n_types=0)
+    assert not Ensemble & dict(ensemble_name="test-bad")
     run.populate_all(tables=["EnsembleCellTypes"], progress=False)
     assert not EnsembleCellTypes & dict(ensemble_name="test-mixed")  # a CNN member has no cell types
     row = (EnsembleCellTypes & dict(ensemble_name="test-types")).fetch1()
     assert row["n_models"] == 2 and row["ari_clusters"] is not None
+    assert row["k_source"] == "fixed" and row["k_curve"] is None
     consensus, agreement = (EnsembleCellTypes.Unit & row).to_arrays("cell_type", "agreement", order_by="unit_id")
-    labelings = [(CellTypes.Unit & m).to_arrays("cluster", order_by="unit_id") for m in (trained["rotation"], second)]
+    labelings = [(CellTypes.Unit & m).to_arrays("cluster", order_by="unit_id") for m in members]
     expected, expected_agreement = celltypes.consensus_types(labelings, row["n_clusters"])
     assert celltypes.adjusted_rand_index(expected, consensus) == 1.0
     assert len(consensus) == (CellTypes.Unit & second).to_arrays("cluster").size
     np.testing.assert_allclose(np.sort(agreement), np.sort(expected_agreement))
 
+    chosen = (EnsembleCellTypes & dict(ensemble_name="test-chosen")).fetch1()
+    readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+    count = type_count.choose_type_count(readouts, 8)
+    assert chosen["k_source"] == "data" and chosen["k_curve"] == count.curve()
+    assert [r["k"] for r in chosen["k_curve"] if r["chosen"]] == [count.k]
+    consensus = (EnsembleCellTypes.Unit & chosen).to_arrays("cell_type", order_by="unit_id")
+    expected, _ = celltypes.consensus_types(count.labelings[count.k], count.k)
+    assert celltypes.adjusted_rand_index(expected, consensus) == 1.0
+    assert chosen["n_clusters"] == len(np.unique(expected))
 
-def test_results_json(trained, capsys):
+
+def test_results_json(trained, capsys, monkeypatch):
+    import datajoint as dj
+
+    from populate import api
+
+    connection, sent = dj.conn(), []
+    query = connection.query
+    monkeypatch.setattr(
+        connection, "query", lambda sql, *args, **kwargs: sent.append(sql) or query(sql, *args, **kwargs)
+    )
     assert main(["results", "models", "--json"]) == 0
+    assert sent and not [sql for sql in sent if "weights" in sql or "history" in sql], "a listing fetched weights"
+    monkeypatch.undo()
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    mine = [r for r in rows if r["key"]["model_hash"] in {k["model_hash"] for k in trained.values()}]
-    assert {r["core"] for r in mine} == {"cnn", "rotation"}
-    for r in mine:
-        assert set(r) >= {"key", "core", "feature_maps", "seed", "test_correlation", "feve", "oracle"}
+    mine = [r for r in rows if r["model_hash"] in {k["model_hash"] for k in trained.values()}]
+    assert {r["core_kind"] for r in mine} == {"cnn", "rotation"}
+    listing = api.models()
+    for r in mine:  # the notebook API's columns, and nothing heavy
+        assert set(r) == set(listing.columns)
+        assert not set(r) & {"weights", "history"}
+    key = ["model_hash", "dataset_hash", "trainer_hash", "seed"]
+    scores = {tuple(r[k] for k in key): r["test_correlation"] for r in rows}
+    assert scores == pytest.approx(
+        {tuple(r[k] for k in key): r["test_correlation"] for r in listing.to_dict("records")}
+    )
     assert main(["results", "celltypes", "--json"]) == 0
     units = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert units and all(u["true_type"] is not None for u in units if u["scan"] == SCAN)

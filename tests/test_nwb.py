@@ -16,8 +16,21 @@ from pipeline.data.nwb import read_nwb  # noqa: E402
 from pipeline.data.suite2p import read_schedule, read_suite2p  # noqa: E402
 from tests.imaging_fixtures import shared_imaging_folder  # noqa: E402
 
-ARRAYS = ("images", "image_ids", "trial_idx", "trial_image_ids", "tiers", "responses", "withheld", "behavior",
-          "pupil_center", "unit_ids", "unit_area", "unit_layer", "unit_xyz")
+ARRAYS = (
+    "images",
+    "image_ids",
+    "trial_idx",
+    "trial_image_ids",
+    "tiers",
+    "responses",
+    "withheld",
+    "behavior",
+    "pupil_center",
+    "unit_ids",
+    "unit_area",
+    "unit_layer",
+    "unit_xyz",
+)
 
 
 @pytest.fixture
@@ -30,8 +43,11 @@ def serious_findings(path) -> list[str]:
     """nwbinspector findings that are critical or best-practice violations."""
     from nwbinspector import inspect_nwbfile
 
-    return [f"{m.importance.name} {m.check_function_name}: {m.message}" for m in inspect_nwbfile(nwbfile_path=str(path))
-            if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+    return [
+        f"{m.importance.name} {m.check_function_name}: {m.message}"
+        for m in inspect_nwbfile(nwbfile_path=str(path))
+        if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")
+    ]
 
 
 def assert_same_scan(a, b):
@@ -51,8 +67,15 @@ def test_round_trip_of_a_suite2p_scan_is_exact(db, imaging, tmp_path):
     from schemas import recordings
 
     _, paths = imaging
-    key, _ = ingest.import_suite2p(paths["suite2p"], paths["stimuli"], paths["images"], scan="40-1-1",
-                                   behavior=paths["behavior"], extraction=dict(signal="dff"), um_per_pixel=1.5)
+    key, _ = ingest.import_suite2p(
+        paths["suite2p"],
+        paths["stimuli"],
+        paths["images"],
+        scan="40-1-1",
+        behavior=paths["behavior"],
+        extraction=dict(signal="dff"),
+        um_per_pixel=1.5,
+    )
     out = ingest.export_nwb(ingest.scan_name(key), tmp_path / "scan.nwb")
     assert serious_findings(out) == []
     back, inserted = ingest.import_nwb(out, scan="40-1-2")
@@ -70,10 +93,8 @@ def test_round_trip_of_a_suite2p_scan_is_exact(db, imaging, tmp_path):
 
 def test_round_trip_of_a_simulated_scan_is_exact(db, tmp_path):
     """A scan without footprints or timing (the simulator's, like a Sensorium scan)."""
-    from populate import ingest
+    from populate import cli, ingest
     from schemas import recordings
-
-    from populate import cli
 
     key, _ = ingest.simulate("tiny", seed=5, scan="41-1-1")
     out = tmp_path / "sim.nwb"
@@ -87,8 +108,15 @@ def test_round_trip_of_a_simulated_scan_is_exact(db, tmp_path):
     assert copy.ground_truth is None  # the simulator's truth is not part of the recording
 
 
-def write_public_nwb(path, traces, schedule, series=("Fluorescence", "Neuropil", "Deconvolved"), dff=False,
-                     duplicate_roi=False, trials=True):
+def write_public_nwb(
+    path,
+    traces,
+    schedule,
+    series=("Fluorescence", "Neuropil", "Deconvolved"),
+    dff=False,
+    duplicate_roi=False,
+    trials=True,
+):
     """An NWB file laid out like public two-photon data: frame-sampled traces, a trials table with
     image ids (no tiers), running speed and pupil area sampled per frame."""
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
@@ -99,11 +127,22 @@ def write_public_nwb(path, traces, schedule, series=("Fluorescence", "Neuropil",
     from pynwb.ophys import DfOverF, Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
 
     rate = traces.frame_rate
-    nwb = NWBFile(session_description="public-style", identifier="x", session_id="50-1-1",
-                  session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
-                  subject=Subject(subject_id="50", species="Mus musculus", sex="F", age="P90D"))
-    nwb.add_stimulus_template(Images(name="natural_scenes", description="stimuli", images=[
-        GrayscaleImage(name=f"scene_{int(i)}", data=img) for i, img in zip(schedule.image_ids, schedule.images)]))
+    nwb = NWBFile(
+        session_description="public-style",
+        identifier="x",
+        session_id="50-1-1",
+        session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+        subject=Subject(subject_id="50", species="Mus musculus", sex="F", age="P90D"),
+    )
+    nwb.add_stimulus_template(
+        Images(
+            name="natural_scenes",
+            description="stimuli",
+            images=[
+                GrayscaleImage(name=f"scene_{int(i)}", data=img) for i, img in zip(schedule.image_ids, schedule.images)
+            ],
+        )
+    )
     if trials == "presentations":  # an Allen-style stimulus table in intervals, image ids under 'frame'
         from pynwb.epoch import TimeIntervals
 
@@ -117,9 +156,15 @@ def write_public_nwb(path, traces, schedule, series=("Fluorescence", "Neuropil",
         for onset, image in zip(schedule.onset_frame, schedule.image_id):
             nwb.add_trial(start_time=onset / rate, stop_time=(onset + 4) / rate, image_id=int(image))
     plane = nwb.create_imaging_plane(
-        name="plane", optical_channel=OpticalChannel(name="ch", description="green", emission_lambda=510.0),
-        device=nwb.create_device(name="scope"), excitation_lambda=920.0, indicator="GCaMP6f", location="VISp",
-        imaging_rate=rate, description="plane")
+        name="plane",
+        optical_channel=OpticalChannel(name="ch", description="green", emission_lambda=510.0),
+        device=nwb.create_device(name="scope"),
+        excitation_lambda=920.0,
+        indicator="GCaMP6f",
+        location="VISp",
+        imaging_rate=rate,
+        description="plane",
+    )
     ophys = nwb.create_processing_module("ophys", "ophys")
     segmentation = ImageSegmentation()
     ophys.add(segmentation)
@@ -134,13 +179,32 @@ def write_public_nwb(path, traces, schedule, series=("Fluorescence", "Neuropil",
     container = DfOverF(name="DfOverF") if dff else Fluorescence(name="Fluorescence")
     ophys.add(container)
     for name in series:
-        container.add_roi_response_series(RoiResponseSeries(name=name, data=data[name].T, rois=region, unit="a.u.",
-                                                            starting_time=0.0, rate=rate))
+        container.add_roi_response_series(
+            RoiResponseSeries(name=name, data=data[name].T, rois=region, unit="a.u.", starting_time=0.0, rate=rate)
+        )
     behavior = nwb.create_processing_module("behavior", "behaviour")
-    behavior.add(BehavioralTimeSeries(time_series=[TimeSeries(
-        name="running_speed", data=schedule.behavior["running_speed"], unit="cm/s", starting_time=0.0, rate=rate)]))
-    behavior.add(PupilTracking(time_series=[TimeSeries(
-        name="pupil_area", data=schedule.behavior["pupil_size"], unit="px", starting_time=0.0, rate=rate)]))
+    behavior.add(
+        BehavioralTimeSeries(
+            time_series=[
+                TimeSeries(
+                    name="running_speed",
+                    data=schedule.behavior["running_speed"],
+                    unit="cm/s",
+                    starting_time=0.0,
+                    rate=rate,
+                )
+            ]
+        )
+    )
+    behavior.add(
+        PupilTracking(
+            time_series=[
+                TimeSeries(
+                    name="pupil_area", data=schedule.behavior["pupil_size"], unit="px", starting_time=0.0, rate=rate
+                )
+            ]
+        )
+    )
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return path
@@ -181,8 +245,9 @@ def test_public_layout_goes_through_the_same_window_extraction(imaging, tmp_path
     # a DfOverF series is taken as ΔF/F as it is, not recomputed
     first, stop = check_schedule(schedule, traces.n_frames, traces.frame_rate, ExtractionConfig())
     kept = traces.footprints.iscell >= 0.5
-    assert np.array_equal(recording.responses,
-                          window_means(traces.fluorescence[kept], schedule.onset_frame, first, stop))
+    assert np.array_equal(
+        recording.responses, window_means(traces.fluorescence[kept], schedule.onset_frame, first, stop)
+    )
 
 
 def _bad_nwb(kind: str, imaging, tmp_path) -> tuple[object, str]:
@@ -193,16 +258,23 @@ def _bad_nwb(kind: str, imaging, tmp_path) -> tuple[object, str]:
     if kind == "no_ophys":
         from pynwb import NWBHDF5IO, NWBFile
 
-        nwb = NWBFile(session_description="empty", identifier="y", session_id="51-1-1",
-                      session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+        nwb = NWBFile(
+            session_description="empty",
+            identifier="y",
+            session_id="51-1-1",
+            session_start_time=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
+        )
         with NWBHDF5IO(str(path), "w") as io:
             io.write(nwb)
         return path, r"no_ophys.nwb: processing/ophys: missing"
     if kind == "duplicated_roi":
-        return write_public_nwb(path, traces, schedule, duplicate_roi=True), \
-            r"duplicated_roi.nwb: PlaneSegmentation\[2\]: duplicated ROI: same pixels as row 0"
+        return write_public_nwb(
+            path, traces, schedule, duplicate_roi=True
+        ), r"duplicated_roi.nwb: PlaneSegmentation\[2\]: duplicated ROI: same pixels as row 0"
     if kind == "no_trials":
-        return write_public_nwb(path, traces, schedule, trials=False), r"no_trials.nwb: intervals/trials: no trials table"
+        return write_public_nwb(
+            path, traces, schedule, trials=False
+        ), r"no_trials.nwb: intervals/trials: no trials table"
     if kind == "not_nwb":
         path.write_bytes(b"not an HDF5 file at all")
         return path, r"not_nwb.nwb: file: not a readable NWB file"

@@ -23,8 +23,9 @@ def test_bootstrap_mean_equals_a_loop_over_the_same_resamples():
 def test_bootstrap_mean_agrees_with_scipy_percentile_bootstrap():
     values = np.random.default_rng(0).normal(0.1, 0.05, 12)
     ours = paired.bootstrap_mean(values, n_bootstrap=40_000, seed=1)
-    theirs = stats.bootstrap((values,), np.mean, n_resamples=40_000, method="percentile",
-                             random_state=np.random.default_rng(2)).confidence_interval
+    theirs = stats.bootstrap(
+        (values,), np.mean, n_resamples=40_000, method="percentile", random_state=np.random.default_rng(2)
+    ).confidence_interval
     assert ours.low == pytest.approx(theirs.low, abs=0.002) and ours.high == pytest.approx(theirs.high, abs=0.002)
 
 

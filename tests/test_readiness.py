@@ -27,8 +27,13 @@ def task(db):
     from schemas.models import TrainedModel, TrainingTask
 
     ingest.simulate("tiny", seed=3, scan=SCAN)
-    key = TrainingTask.add(model=tiny_model("cnn"), dataset=dict(scan=SCAN, image_shape=(18, 32)),
-                           trainer=QUICK_TRAINER, seeds=(0,), name="readiness-cnn")[0]
+    key = TrainingTask.add(
+        model=tiny_model("cnn"),
+        dataset=dict(scan=SCAN, image_shape=(18, 32)),
+        trainer=QUICK_TRAINER,
+        seeds=(0,),
+        name="readiness-cnn",
+    )[0]
     yield key
     TrainedModel.jobs.restrict(key, semantic_check=False).delete_quick()
     (TrainingTask & key).delete()
@@ -55,10 +60,12 @@ def test_key_source_excludes_a_task_until_its_inputs_land(task):
     queues.refresh(jobs)
     assert not jobs.restrict(task, semantic_check=False), "a task whose inputs are missing is never queued"
 
-    report = queues.status([TrainedModel])
+    from populate import status
+
+    report = status.status([TrainedModel])
     [row] = report["tables"]
     assert row["waiting"] >= 1 and row["keys"] >= row["done"] + row["waiting"]
-    assert "waits for Normalization, Reliability" in queues.format_status(report)
+    assert "waits for Normalization, Reliability" in status.format_status(report)
 
     Normalization.populate(SCAN_KEY)
     assert not TrainedModel().key_source & task
@@ -114,10 +121,15 @@ def test_a_task_list_declared_ahead_waits_stage_by_stage(task):
     SimilarityTask.add("readiness-neural", dict(method="model"), image_set="readiness", ensembles=["readiness"])
     SimilarityTask.add("readiness-pixel", dict(method="pixel"), image_set="readiness")
     ingest.photo_classes(4, 2, name="photos-readiness")
-    [neural] = ClassifierTask.add(dict(width=4, epochs=1, control="neural", alpha=1.0), "photos-readiness",
-                                  neural="readiness-neural")
-    [pixel] = ClassifierTask.add(dict(width=4, epochs=1, control="pixel", alpha=1.0), "photos-readiness",
-                                 neural="readiness-neural", target="readiness-pixel")
+    [neural] = ClassifierTask.add(
+        dict(width=4, epochs=1, control="neural", alpha=1.0), "photos-readiness", neural="readiness-neural"
+    )
+    [pixel] = ClassifierTask.add(
+        dict(width=4, epochs=1, control="pixel", alpha=1.0),
+        "photos-readiness",
+        neural="readiness-neural",
+        target="readiness-pixel",
+    )
     try:
         pair = dict(ensemble_name="readiness", image_set="readiness")
         assert "TrainedModel of every member" in _waiting_for(PredictedResponses, pair)
@@ -160,8 +172,9 @@ def test_an_idle_worker_looks_once_more_before_leaving(task):
 
 
 def _cli(env, *args, timeout=300) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "populate", *args], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "populate", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -171,17 +184,35 @@ def _cli(env, *args, timeout=300) -> subprocess.CompletedProcess:
 def test_four_workers_started_together_finish_the_demo_without_errors(db, tmp_path, attempt):
     from schemas import db as settings
 
-    env = dict(os.environ, PIPELINE_PREFIX=f"{settings.prefix()}_r{attempt}",
-               PIPELINE_STORE_DIR=str(tmp_path / "store"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # four workers share the machine's cores
+    env = dict(
+        os.environ,
+        PIPELINE_PREFIX=f"{settings.prefix()}_r{attempt}",
+        PIPELINE_STORE_DIR=str(tmp_path / "store"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )  # four workers share the machine's cores
     try:
         _cli(env, "setup")
-        subprocess.run([sys.executable, "-c", "from populate import demo; demo.declare_tasks(quick=True)"],
-                       cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", "from populate import demo; demo.declare_tasks(quick=True)"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         logs = [open(tmp_path / f"worker-{i}.log", "w") for i in range(4)]
-        workers = [subprocess.Popen([sys.executable, "-m", "populate", "worker", "--idle-exit", "8", "--poll", "1"],
-                                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "populate", "worker", "--idle-exit", "8", "--poll", "1"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for log in logs
+        ]
         for worker in workers:
             worker.wait(timeout=1500)
         text = [(tmp_path / f"worker-{i}.log").read_text() for i in range(4)]
@@ -190,16 +221,32 @@ def test_four_workers_started_together_finish_the_demo_without_errors(db, tmp_pa
         report = json.loads(_cli(env, "status", "--json").stdout)
         assert report["errors"] == [], report["errors"]
         tables = {t["table"]: t for t in report["tables"]}
-        for name, row in tables.items():
+        for row in tables.values():
             assert row["done"] == row["keys"], row
             assert row["waiting"] == row["pending"] == row["reserved"] == row["error"] == 0, row
-        assert all(tables[name]["done"] > 0 for name in (
-            "Reliability", "Normalization", "TrainedModel", "CellTypes", "PredictedResponses", "Similarity",
-            "TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation")), tables
+        assert all(
+            tables[name]["done"] > 0
+            for name in (
+                "Reliability",
+                "Normalization",
+                "TrainedModel",
+                "CellTypes",
+                "PredictedResponses",
+                "Similarity",
+                "TrainedClassifier",
+                "NoiseEvaluation",
+                "AdversarialEvaluation",
+            )
+        ), tables
         # Nothing was reserved before its inputs existed: no make found one missing.
         assert all(", 0 not ready" in t for t in text), text
         makes = {line for t in text for line in t.splitlines() if " done in " in line}
         assert len(makes) == sum(t["done"] for t in tables.values()), "every key computed exactly once"
     finally:
-        subprocess.run([sys.executable, "-c", "import schemas; schemas.drop_all()"], cwd=REPO, env=env,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", "import schemas; schemas.drop_all()"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )

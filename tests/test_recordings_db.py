@@ -31,8 +31,15 @@ def assert_same_files(original: dict, exported: dict) -> None:
 @pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
 def test_import_export_reproduces_every_array(db, tmp_path, capsys, as_zip):
     scan = (31, 2, 5 if as_zip else 4)
-    source = write_fake_sensorium(tmp_path / "src", n_trials=60, n_units=9, seed=3, scan=scan, zip=as_zip,
-                                  name=f"static{scan[0]}-{scan[1]}-{scan[2]}-GrayImageNet-abc")
+    source = write_fake_sensorium(
+        tmp_path / "src",
+        n_trials=60,
+        n_units=9,
+        seed=3,
+        scan=scan,
+        zip=as_zip,
+        name=f"static{scan[0]}-{scan[1]}-{scan[2]}-GrayImageNet-abc",
+    )
     code, out, err = run_cli(capsys, "import", "sensorium", str(source))
     assert code == 0, err
     name = "-".join(map(str, scan))
@@ -42,8 +49,7 @@ def test_import_export_reproduces_every_array(db, tmp_path, capsys, as_zip):
     code, out, err = run_cli(capsys, "export", "sensorium", name, str(out_dir))
     assert code == 0, err
 
-    reference = write_fake_sensorium(tmp_path / "ref", n_trials=60, n_units=9, seed=3, scan=scan,
-                                     name="reference")
+    reference = write_fake_sensorium(tmp_path / "ref", n_trials=60, n_units=9, seed=3, scan=scan, name="reference")
     assert_same_files(read_npy_tree(reference), read_npy_tree(out_dir))
 
 
@@ -63,17 +69,28 @@ def _bad_cases(n_trials=40, n_units=7):
         "missing file": ({"data/responses/3.npy": None}, "data/responses"),
         "shape mismatch": ({"data/responses/5.npy": np.zeros(n_units + 2, np.float32)}, "data/responses/5.npy"),
         "NaN": ({"data/responses/2.npy": np.where(np.arange(n_units) == 1, np.nan, good)}, "data/responses/2.npy"),
-        "infinite behaviour": ({"data/behavior/4.npy": np.array([1.0, np.inf, 2.0], np.float32)}, "data/behavior/4.npy"),
+        "infinite behaviour": (
+            {"data/behavior/4.npy": np.array([1.0, np.inf, 2.0], np.float32)},
+            "data/behavior/4.npy",
+        ),
         "trial count mismatch": ({"meta/trials/trial_idx.npy": np.arange(n_trials - 3)}, "meta/trials/trial_idx.npy"),
-        "unknown tier": ({"meta/trials/tiers.npy": np.array(["train"] * (n_trials - 1) + ["holdout"])},
-                         "meta/trials/tiers.npy"),
+        "unknown tier": (
+            {"meta/trials/tiers.npy": np.array(["train"] * (n_trials - 1) + ["holdout"])},
+            "meta/trials/tiers.npy",
+        ),
         "non-numeric array": ({"data/pupil_center/1.npy": np.array(["a", "b"])}, "data/pupil_center/1.npy"),
-        "truncated npy": ({"data/images/0.npy": npy_bytes(np.zeros((1, 18, 32), np.float32))[:100]},
-                          "data/images/0.npy"),
-        "duplicate unit ids": ({"meta/neurons/unit_ids.npy": np.array([1, 2, 3, 3, 4, 5, 6])},
-                               "meta/neurons/unit_ids.npy"),
-        "object array": ({"meta/neurons/area.npy": np.array([{"x": 1}] * n_units, dtype=object)},
-                         "meta/neurons/area.npy"),
+        "truncated npy": (
+            {"data/images/0.npy": npy_bytes(np.zeros((1, 18, 32), np.float32))[:100]},
+            "data/images/0.npy",
+        ),
+        "duplicate unit ids": (
+            {"meta/neurons/unit_ids.npy": np.array([1, 2, 3, 3, 4, 5, 6])},
+            "meta/neurons/unit_ids.npy",
+        ),
+        "object array": (
+            {"meta/neurons/area.npy": np.array([{"x": 1}] * n_units, dtype=object)},
+            "meta/neurons/area.npy",
+        ),
     }
 
 
@@ -92,8 +109,9 @@ def test_bad_input_is_refused_and_nothing_is_inserted(db, tmp_path, capsys, row_
 def test_distinct_messages_for_distinct_problems(db, tmp_path, capsys):
     messages = set()
     for case, (edits, _) in _bad_cases().items():
-        source = write_fake_sensorium(tmp_path / case.replace(" ", "_"), seed=5, scan=(33, 1, 1),
-                                      name="static33-1-1-GrayImageNet-x", edits=edits)
+        source = write_fake_sensorium(
+            tmp_path / case.replace(" ", "_"), seed=5, scan=(33, 1, 1), name="static33-1-1-GrayImageNet-x", edits=edits
+        )
         messages.add(run_cli(capsys, "import", "sensorium", str(source))[2])
     assert len(messages) == len(_bad_cases())
 
@@ -111,7 +129,7 @@ def test_response_matrix_excludes_withheld_trials(db, tmp_path, capsys):
     source = write_fake_sensorium(tmp_path, seed=6, scan=(34, 1, 1), name="static34-1-1-GrayImageNet-x")
     assert run_cli(capsys, "import", "sensorium", str(source))[0] == 0
     key = dict(animal_id=34, session=1, scan_idx=1)
-    withheld = (recordings.Scan.Trial & key & dict(withheld=True))
+    withheld = recordings.Scan.Trial & key & dict(withheld=True)
     assert len(withheld) == 6  # the fixture's zeroed final_test trials
     assert set(withheld.to_arrays("response_row")) == {None}
     matrix = (recordings.Scan & key).responses()
@@ -121,11 +139,11 @@ def test_response_matrix_excludes_withheld_trials(db, tmp_path, capsys):
 
 
 def test_mariadb_store_fix_is_needed_and_works(db):
-    """On MariaDB, store-backed attributes fail without schemas.mariadb's fix (DataJoint #1451)."""
+    """On MariaDB, store-backed attributes fail without schemas.compat's fix (DataJoint #1451)."""
     import datajoint as dj
 
+    from schemas import compat
     from schemas import db as settings
-    from schemas import mariadb
 
     if settings.backend() != "mariadb":
         pytest.skip("the fix only applies to MariaDB")
@@ -142,17 +160,33 @@ def test_mariadb_store_fix_is_needed_and_works(db):
 
         return schema, schema(Probe)
 
-    mariadb.uninstall()
+    compat.uninstall_mariadb_json_fix()
     try:
         schema, probe = fresh_table()
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match="dict can not be used as parameter"):
             probe.insert1(dict(probe_id=1, values=np.arange(3.0)))
         schema.drop(prompt=False)
     finally:
-        mariadb.install()
+        compat.install_mariadb_json_fix()
     schema, probe = fresh_table()
     try:
         probe.insert1(dict(probe_id=1, values=np.arange(3.0)))
         assert np.array_equal((probe & "probe_id = 1").fetch1("values"), np.arange(3.0))
     finally:
         schema.drop(prompt=False)
+
+
+def test_variant_ground_truth_round_trips(db):
+    from pipeline.data.simulate import PRESETS, VARIANTS, simulate
+    from schemas import recordings
+
+    config = PRESETS["tiny"].replace(
+        **VARIANTS["mixtures"][0], n_units=20, n_single_images=40, n_test_images=4, calibration_images=40, animal_id=35
+    )
+    recording = simulate(config, seed=0)
+    recordings.insert_recording(recording)
+    truth = recordings.fetch_recording(recording.scan_key).ground_truth
+    np.testing.assert_array_equal(truth.unit_type, recording.ground_truth.unit_type)
+    for name in ("variant", "mixture_type", "mixture_weight", "type_scale"):
+        np.testing.assert_array_equal(truth.extra[name], recording.ground_truth.extra[name])
+    assert "mixture_types" in str(truth.extra["variant"])

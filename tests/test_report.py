@@ -24,9 +24,17 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 SCAN = "4-1-1"
 SCAN_KEY = dict(animal_id=4, session=1, scan_idx=1)
 QUICK_TRAINER = dict(max_iterations=30, eval_every=10, patience=2, batch_size=64)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def make_demo_models(scan: str = SCAN, seed: int = 4) -> dict:
@@ -38,8 +46,13 @@ def make_demo_models(scan: str = SCAN, seed: int = 4) -> dict:
     tasks = {}
     for kind in ("cnn", "rotation"):
         core = dict(kind=kind, layers=2, kernel_sizes=(5, 3), features=2 if kind == "rotation" else 16)
-        tasks[kind] = TrainingTask.add(model=dict(core=core), dataset=dict(scan=scan, image_shape=(18, 32)),
-                                       trainer=QUICK_TRAINER, seeds=(0,), name=f"report-{kind}")[0]
+        tasks[kind] = TrainingTask.add(
+            model=dict(core=core),
+            dataset=dict(scan=scan, image_shape=(18, 32)),
+            trainer=QUICK_TRAINER,
+            seeds=(0,),
+            name=f"report-{kind}",
+        )[0]
     run.populate_all(tables=["Reliability", "Normalization", "TrainedModel", "CellTypes"], progress=False)
     return tasks
 
@@ -55,8 +68,12 @@ def test_noise_curves_show_mean_and_sem_over_seeds():
     from pipeline import figures
 
     rng = np.random.default_rng(0)
-    rows = [dict(control=c, noise_type="gaussian", strength=s, seed=seed, accuracy=rng.uniform(0.1, 0.9))
-            for c in ("neural", "none") for s in (0.0, 0.1, 0.2) for seed in range(3)]
+    rows = [
+        dict(control=c, noise_type="gaussian", strength=s, seed=seed, accuracy=rng.uniform(0.1, 0.9))
+        for c in ("neural", "none")
+        for s in (0.0, 0.1, 0.2)
+        for seed in range(3)
+    ]
     levels = pd.DataFrame(rows)
     fig = figures.noise_curves(levels)
     ax = fig.axes[0]
@@ -212,10 +229,20 @@ def test_report_on_an_empty_database_shows_not_computed_panels(db, tmp_path):
     from populate.report import SECTION_IDS
     from schemas import db as settings
 
-    env = dict(os.environ, PIPELINE_PREFIX=f"{settings.prefix()}_empty", PYTHONPATH=str(REPO),
-               PIPELINE_STORE_DIR=str(tmp_path / "store"))
-    out = subprocess.run([sys.executable, "-c", _EMPTY_SCRIPT, str(tmp_path / "a.html"), str(tmp_path / "b.html")],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    env = dict(
+        os.environ,
+        PIPELINE_PREFIX=f"{settings.prefix()}_empty",
+        PYTHONPATH=str(REPO),
+        PIPELINE_STORE_DIR=str(tmp_path / "store"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _EMPTY_SCRIPT, str(tmp_path / "a.html"), str(tmp_path / "b.html")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     documents = json.loads(out.stdout.strip().splitlines()[-1])
     for state, document in documents.items():
@@ -252,7 +279,7 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
     assert int(found["predictive-models"]["data-figures"]) == 3 + both
     # a gallery and (simulated scans) two agreement matrices (types, clusters) per rotation model,
     # up to the shown maximum
-    from populate.report import MAX_CELLTYPE_MODELS
+    from populate.report_sections import MAX_CELLTYPE_MODELS
 
     rotation = min(len(models[models["core_kind"] == "rotation"]), MAX_CELLTYPE_MODELS)
     assert rotation <= int(found["cell-types"]["data-figures"]) <= 3 * rotation
@@ -311,8 +338,7 @@ def test_report_renders_in_headless_chromium(report_file, chromium, tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(report_file.read_text().replace("</body>", _MEASURE + "</body>"))
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
-                         timeout=120)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'data-loaded="yes"' in dom.stdout
     rendered = sections(dom.stdout)
@@ -332,9 +358,50 @@ def test_report_renders_in_headless_chromium(report_file, chromium, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "report.png"
     screenshot.unlink(missing_ok=True)
-    shot = subprocess.run([chromium, *flags, "--window-size=1200,6000", f"--screenshot={screenshot}",
-                           report_file.as_uri()], capture_output=True, text=True, timeout=120)
+    shot = subprocess.run(
+        [chromium, *flags, "--window-size=1200,6000", f"--screenshot={screenshot}", report_file.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
     pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
     assert pixels.shape == (6000, 1200)
     assert pixels[:2000].std() > 20  # text, tables and figures, not a blank page
+
+
+def test_every_value_reaches_the_page_escaped(monkeypatch):
+    """Host, backend, captions, notes, table cells and error messages are escaped by the template."""
+    import pandas as pd
+
+    from populate import api, report
+
+    monkeypatch.setattr(
+        api, "connect", lambda: dict(backend="<b>pg</b>", host="evil<script>:1", user="u", prefix="p", store="s")
+    )
+
+    def shown(panel):
+        panel.note("a < b & <script>note</script>")
+        panel.table(pd.DataFrame({"<hx>": ["<td>cell</td>"]}), "caption <i>")
+
+    def broken(panel):
+        raise ValueError("<img src=x onerror=alert(1)>")
+
+    monkeypatch.setattr(
+        report, "SECTIONS", (report.Section("shown", "Shown <u>", shown), report.Section("broken", "Broken", broken))
+    )
+    page = report.render_report()
+    for raw in ("<script>", "<b>", "<u>", "<i>", "<td>cell", "<hx>", "<img src=x"):
+        assert raw not in page, raw
+    for escaped in (
+        "evil&lt;script&gt;:1",
+        "&lt;b&gt;pg&lt;/b&gt;",
+        "a &lt; b &amp; &lt;script&gt;note",
+        "caption &lt;i&gt;",
+        "&lt;td&gt;cell&lt;/td&gt;",
+        "&lt;hx&gt;",
+        "ValueError: &lt;img src=x",
+    ):
+        assert escaped in page, escaped
+    sections = re.findall(r'<section id="(\w+)" data-status="([\w-]+)" data-figures="(\d+)"', page)
+    assert sections == [("shown", "computed", "0"), ("broken", "error", "0")]

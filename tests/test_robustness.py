@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.data.photo_classes import photo_classification_set
 from pipeline import attacks
+from pipeline.data.photo_classes import photo_classification_set
 from pipeline.robustness import NOISE_KINDS, NOISE_LEVELS, add_noise, noise_accuracy, noise_seed, predict
 
 pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
@@ -36,8 +36,12 @@ def trained_cnn(photo_data):
     (x, y), _ = photo_data
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 5, 2, 2), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+        nn.Conv2d(1, 16, 5, 2, 2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, 2, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
     )
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(300):
@@ -182,8 +186,15 @@ def attacked(trained_cnn, photo_data):
     correct = predict(trained_cnn, x) == y
     x, y = x[correct][:30], y[correct][:30]
     schedule = (2, 5, 20)
-    return x, y, schedule, {norm: attacks.minimal_perturbations(trained_cnn, x, y, norm, schedule, batch_size=16)
-                            for norm in attacks.NORMS}
+    return (
+        x,
+        y,
+        schedule,
+        {
+            norm: attacks.minimal_perturbations(trained_cnn, x, y, norm, schedule, batch_size=16)
+            for norm in attacks.NORMS
+        },
+    )
 
 
 def test_a_longer_attack_never_reports_a_larger_distance(trained_cnn, attacked):
@@ -197,7 +208,8 @@ def test_a_longer_attack_never_reports_a_larger_distance(trained_cnn, attacked):
         alone = attacks.minimal_perturbations(trained_cnn, x, y, norm, (schedule[-1],), batch_size=16)
         assert (alone[0] >= distances[-1]).all()
         np.testing.assert_array_equal(
-            attacks.minimal_perturbations(trained_cnn, x, y, norm, schedule[:1], batch_size=7)[0], distances[0])
+            attacks.minimal_perturbations(trained_cnn, x, y, norm, schedule[:1], batch_size=7)[0], distances[0]
+        )
 
 
 def test_minimal_attacks_beat_known_adversarials(trained_cnn, photo_data, attacked):
@@ -209,8 +221,9 @@ def test_minimal_attacks_beat_known_adversarials(trained_cnn, photo_data, attack
     l2, linf = found["l2"][-1], found["linf"][-1]
     assert np.isfinite(l2).mean() > 0.9 and np.isfinite(linf).mean() > 0.9
     others = predict(trained_cnn, train_x)
-    nearest = np.array([(train_x[others != label] - image).flatten(1).double().norm(dim=1).min().item()
-                        for image, label in zip(x, y)])
+    nearest = np.array(
+        [(train_x[others != label] - image).flatten(1).double().norm(dim=1).min().item() for image, label in zip(x, y)]
+    )
     assert np.median(l2) < 0.5 * np.median(nearest)
     ok = np.isfinite(l2) & np.isfinite(linf)
     assert (linf[ok] <= l2[ok] + 1e-6).all()
@@ -226,5 +239,6 @@ def test_common_images_and_flattening_step():
     assert attacks.flattening_step((5, 10, 25, 50), [2.0, 1.2, 1.01, 1.0], tolerance=0.02) == 25
     assert attacks.flattening_step((5, 10), [np.inf, 1.0]) == 10
     with pytest.raises(ValueError, match="schedule"):
-        attacks.minimal_perturbations(nn.Identity(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long),
-                                      "l2", (5, 5))
+        attacks.minimal_perturbations(
+            nn.Identity(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long), "l2", (5, 5)
+        )

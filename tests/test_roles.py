@@ -59,14 +59,20 @@ def users(db, neighbour):
     if shadowing:
         pytest.skip("this server lets every user write the test prefix's schemas: " + shadowing[0])
     # A loopback MariaDB has anonymous ''@localhost accounts that shadow 'name'@'%'.
-    host = "127.0.0.1" if connection.adapter.backend == "mysql" and dj.config["database.host"] in ("127.0.0.1", "localhost") else "%"
+    host = (
+        "127.0.0.1"
+        if connection.adapter.backend == "mysql" and dj.config["database.host"] in ("127.0.0.1", "localhost")
+        else "%"
+    )
     names = {role: f"{settings.prefix()}_u{role}" for role in ("admin", "worker", "member")}
     import os
 
     os.environ["ROLES_TEST_PASSWORD"] = PASSWORD
     assert cli(["roles", "create"]) == 0
     for role, name in names.items():
-        assert cli(["roles", "user", name, "--role", role, "--password-env", "ROLES_TEST_PASSWORD", "--host", host]) == 0
+        assert (
+            cli(["roles", "user", name, "--role", role, "--password-env", "ROLES_TEST_PASSWORD", "--host", host]) == 0
+        )
     logins = {
         role: dj.Connection(dj.config["database.host"], name, PASSWORD, use_tls=False) for role, name in names.items()
     }
@@ -171,10 +177,15 @@ def _as(role: str, *argv, timeout=180):
     from schemas import db as settings
 
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, DJ_USER=f"{settings.prefix()}_u{role}", DJ_PASS=PASSWORD,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "populate", *argv], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    env = dict(
+        os.environ,
+        DJ_USER=f"{settings.prefix()}_u{role}",
+        DJ_PASS=PASSWORD,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "populate", *argv], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _failed_job():
@@ -183,14 +194,18 @@ def _failed_job():
 
     Reliability.jobs.delete_quick()
     key = dict(animal_id=987654, session=1, scan_idx=1)
-    Reliability.jobs.insert1(dict(key, status="error", priority=5, error_message="boom", host="h", pid=1,
-                                  connection_id=1))
+    Reliability.jobs.insert1(
+        dict(key, status="error", priority=5, error_message="boom", host="h", pid=1, connection_id=1)
+    )
     return Reliability.jobs & key
 
 
 def test_worker_role_runs_worker_scheduler_status_and_retry(users):
-    for argv in (("worker", "--idle-exit", "0", "--poll", "0.1", "--heartbeat", "0.2", "--no-refresh"),
-                 ("scheduler", "--once"), ("status",)):
+    for argv in (
+        ("worker", "--idle-exit", "0", "--poll", "0.1", "--heartbeat", "0.2", "--no-refresh"),
+        ("scheduler", "--once"),
+        ("status",),
+    ):
         out = _as("worker", *argv)
         assert out.returncode == 0, (argv, out.stderr[-2000:])
     job = _failed_job()
@@ -225,6 +240,9 @@ def test_admin_of_a_prefix_cannot_touch_a_longer_prefix_beginning_with_it(users,
     _denied(lambda: admin.query(admin.adapter.drop_schema_sql(neighbour)))
     assert neighbour in dj.list_schemas()
     if dj.conn().adapter.backend == "postgresql":
-        owner = dj.conn().query("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s",
-                                args=(neighbour,)).fetchone()[0]
+        owner = (
+            dj.conn()
+            .query("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s", args=(neighbour,))
+            .fetchone()[0]
+        )
         assert owner == dj.config["database.user"], f"roles create took {neighbour} over for {owner}"

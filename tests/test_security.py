@@ -20,7 +20,6 @@ import uuid
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from populate.cli import main
@@ -37,8 +36,14 @@ def _env(**extra) -> dict:
 
 
 def cli(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "populate", *args], cwd=REPO, env=env or _env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "populate", *args],
+        cwd=REPO,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -70,8 +75,13 @@ def _login():
     """A second connection with the test's settings (a person in psql, another process)."""
     import datajoint as dj
 
-    return dj.Connection(dj.config["database.host"], dj.config["database.user"], dj.config["database.password"],
-                         port=dj.config["database.port"], use_tls=dj.config["database.use_tls"])
+    return dj.Connection(
+        dj.config["database.host"],
+        dj.config["database.user"],
+        dj.config["database.password"],
+        port=dj.config["database.port"],
+        use_tls=dj.config["database.use_tls"],
+    )
 
 
 def _separator() -> str:
@@ -128,13 +138,21 @@ def test_gc_delete_keeps_the_files_of_an_import_held_open_mid_transaction(db, tm
         holder.query(f"LOCK TABLE {leaf} IN SHARE MODE")
     else:
         holder.query(f"SELECT * FROM {leaf} WHERE animal_id = 6 FOR UPDATE")
-    importer = subprocess.Popen([sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "6",
-                                 "--scan", "6-6-6"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "6", "--scan", "6-6-6"],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # GroundTruth's files are encoded right before its INSERT, which then waits for the lock.
-        wait_for(lambda: any("ground_truth" in p.parts and "animal_id=6" in str(p) for p in _store_files(schema)),
-                 timeout=120, what="the import to reach its last insert")
+        wait_for(
+            lambda: any("ground_truth" in p.parts and "animal_id=6" in str(p) for p in _store_files(schema)),
+            timeout=120,
+            what="the import to reach its last insert",
+        )
         time.sleep(0.5)
         written = _store_files(schema)
         code, out, err = run_cli(capsys, "gc", "--delete", "--grace", "0", "--wait", "0", "--limit", "0")
@@ -157,8 +175,9 @@ def test_gc_sees_temporary_saving_files_and_keeps_young_ones(db, capsys):
     from schemas import db as settings
 
     schema = settings.schema_name("models")
-    collector = dj.gc.GarbageCollector(dj.Schema(schema, create_schema=False, create_tables=False),
-                                       store=settings.STORE)
+    collector = dj.gc.GarbageCollector(
+        dj.Schema(schema, create_schema=False, create_tables=False), store=settings.STORE
+    )
     folder = Path(collector.backend._full_path(f"{collector._hash_prefix}/{schema}/ab"))
     folder.mkdir(parents=True, exist_ok=True)
     old, young = folder / "abcdefghijklmnopqrstuvwxyz.saving", folder / "bcdefghijklmnopqrstuvwxyza.saving"
@@ -242,9 +261,14 @@ def test_key_values_never_reach_sql(db, canary, capsys):
     assert code == 0 and "nothing" in out, (out, err)
     assert len(TrainedModel.jobs & "status='error'") == len(keys)
 
-    for bad, why in ((json.dumps({"seed": "1"}), "not a number"), (json.dumps({"seed": 1.5}), "not a whole number"),
-                     (json.dumps({"seed": True}), "not a single number"), (json.dumps({"seed": None}), "not a single"),
-                     (json.dumps({"model_hash": {"a": 1}}), "not a single"), (json.dumps({"model_hash": 3}), "not a string")):
+    for bad, why in (
+        (json.dumps({"seed": "1"}), "not a number"),
+        (json.dumps({"seed": 1.5}), "not a whole number"),
+        (json.dumps({"seed": True}), "not a single number"),
+        (json.dumps({"seed": None}), "not a single"),
+        (json.dumps({"model_hash": {"a": 1}}), "not a single"),
+        (json.dumps({"model_hash": 3}), "not a string"),
+    ):
         code, out, err = run_cli(capsys, "retry", "--table", "TrainedModel", "--key", bad)
         assert code == 1 and why in err, (bad, err)
 
@@ -370,17 +394,35 @@ def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
     prefix = f"{settings.prefix()}_race"
     env = _env(PIPELINE_PREFIX=prefix)
     try:
-        setups = [subprocess.Popen([sys.executable, "-m", "populate", "setup"], cwd=REPO, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+        setups = [
+            subprocess.Popen(
+                [sys.executable, "-m", "populate", "setup"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         outputs = [p.communicate(timeout=300)[0] for p in setups]
         assert all(p.returncode == 0 for p in setups), outputs
-        imports = [subprocess.Popen([sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "8",
-                                     "--scan", "8-8-8"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+        imports = [
+            subprocess.Popen(
+                [sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "8", "--scan", "8-8-8"],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         outputs = [p.communicate(timeout=300)[0] for p in imports]
         assert all(p.returncode == 0 for p in imports), outputs
-        states = sorted("inserted" if "(inserted)" in out else "present" if "already present" in out else out
-                        for out in outputs)
+        states = sorted(
+            "inserted" if "(inserted)" in out else "present" if "already present" in out else out for out in outputs
+        )
         assert states == ["inserted", "present", "present"], outputs
     finally:
         import schemas
@@ -404,7 +446,7 @@ _HOSTS = ("%%", "127.0.0.1", "localhost")
 def _worker_login(connection, name: str, password: str) -> None:
     """A login that may do everything, so that locking it is the only thing that stops it."""
     if connection.adapter.backend == "postgresql":
-        connection.query(f'CREATE ROLE "{name}" LOGIN SUPERUSER PASSWORD \'{password}\'')
+        connection.query(f"CREATE ROLE \"{name}\" LOGIN SUPERUSER PASSWORD '{password}'")
     else:
         for host in _HOSTS:
             connection.query(f"CREATE USER '{name}'@'{host}' IDENTIFIED BY '{password}'")
@@ -420,8 +462,9 @@ def _lock_login(connection, name: str, locked: bool) -> None:
     for host in _HOSTS:
         connection.query(f"ALTER USER '{name}'@'{host}' ACCOUNT {'LOCK' if locked else 'UNLOCK'}")
     if locked:
-        for (pid,) in connection.query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s",
-                                       args=(name,)).fetchall():
+        for (pid,) in connection.query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", args=(name,)
+        ).fetchall():
             try:
                 connection.query(f"KILL CONNECTION {int(pid)}")
             except Exception:
@@ -448,15 +491,34 @@ def test_a_worker_waits_for_the_database_to_record_a_failed_make(fresh, tmp_path
         wt.Square.jobs.refresh()
         log = open(tmp_path / "worker.log", "w")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "populate", "worker", *MODULE, "--tables", "Square", "--poll", "0.2",
-             "--heartbeat", "0.3", "--idle-exit", "2"],
-            cwd=REPO, env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "populate",
+                "worker",
+                *MODULE,
+                "--tables",
+                "Square",
+                "--poll",
+                "0.2",
+                "--heartbeat",
+                "0.3",
+                "--idle-exit",
+                "2",
+            ],
+            cwd=REPO,
+            env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for(lambda: (tmp_path / "makes.log").exists(), what="the make to start")
         # The server goes away for this worker in the middle of its make (connection ended, logins refused).
         _lock_login(connection, name, True)
-        wait_for(lambda: "database unreachable" in (tmp_path / "worker.log").read_text() or worker.poll() is not None,
-                 timeout=60, what="the worker to notice")
+        wait_for(
+            lambda: "database unreachable" in (tmp_path / "worker.log").read_text() or worker.poll() is not None,
+            timeout=60,
+            what="the worker to notice",
+        )
         time.sleep(2)
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()
         _lock_login(connection, name, False)
@@ -471,13 +533,80 @@ def test_a_worker_waits_for_the_database_to_record_a_failed_make(fresh, tmp_path
         _drop_login(connection, name)
 
 
+def test_a_worker_started_while_the_database_is_away_waits_for_it(fresh, tmp_path):
+    """Service managers start workers without knowing whether the server is up: a refused login at
+    start-up (while the table modules are imported) is waited for, and the queued job then runs."""
+    import datajoint as dj
+
+    wt = fresh
+    connection = dj.conn()
+    name, password = f"w{uuid.uuid4().hex[:10]}", "pw" + uuid.uuid4().hex[:12]
+    _worker_login(connection, name, password)
+    try:
+        wt.Item.insert1(dict(item=2, value=3.0, seconds=0.0))
+        wt.Square.jobs.refresh()
+        _lock_login(connection, name, True)
+        log = open(tmp_path / "worker.log", "w")
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "populate",
+                "worker",
+                *MODULE,
+                "--tables",
+                "Square",
+                "--poll",
+                "0.2",
+                "--heartbeat",
+                "0.3",
+                "--idle-exit",
+                "2",
+            ],
+            cwd=REPO,
+            env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: "waiting for it" in (tmp_path / "worker.log").read_text() or worker.poll() is not None,
+            timeout=60,
+            what="the worker to find the database away",
+        )
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        _lock_login(connection, name, False)
+        worker.wait(120)
+        text = (tmp_path / "worker.log").read_text()
+        assert worker.returncode == 0, text
+        assert len(wt.Square & dict(item=2)) == 1, text
+    finally:
+        _lock_login(connection, name, True)
+        _drop_login(connection, name)
+
+
 def test_a_killed_worker_is_not_shown_busy(fresh, tmp_path, capsys):
     wt = fresh
     wt.Item.insert1(dict(item=1, value=1.0, seconds=60.0))
     wt.Square.jobs.refresh()
-    worker = subprocess.Popen([sys.executable, "-m", "populate", "worker", *MODULE, "--tables", "Square",
-                               "--poll", "0.2", "--heartbeat", "0.3"], cwd=REPO, env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "populate",
+            "worker",
+            *MODULE,
+            "--tables",
+            "Square",
+            "--poll",
+            "0.2",
+            "--heartbeat",
+            "0.3",
+        ],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def states():
         code, out, err = run_cli(capsys, "status", "--json", *MODULE)

@@ -63,11 +63,18 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 # ---------------------------------------------------------------------------------- round trips
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"image_dtype": "uint8", "image_id_name": "colorframeprojector_image_id"},
-    {"image_id_name": "image_id", "withhold_responses": ("test", "final_test"), "withhold_behavior": ("final_test",)},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"image_dtype": "uint8", "image_id_name": "colorframeprojector_image_id"},
+        {
+            "image_id_name": "image_id",
+            "withhold_responses": ("test", "final_test"),
+            "withhold_behavior": ("final_test",),
+        },
+    ],
+)
 def test_round_trip_reproduces_every_file(tmp_path, options):
     original = fake_sensorium_files(N_TRIALS, N_UNITS, seed=1, **options)
     folder = write_fake_sensorium(tmp_path / "in", N_TRIALS, N_UNITS, seed=1, **options)
@@ -213,67 +220,144 @@ RESPONSE = np.zeros(N_UNITS, np.float32)
 BAD_INPUTS = {
     # missing files and folders
     "missing data file": ({"data/responses/5.npy": None}, "data/responses/5.npy", "missing file"),
-    "file index gap": ({"data/images/7.npy": None, "data/images/40.npy": np.zeros((1, 18, 32), np.float32)},
-                       "data/images/7.npy", "files 0..39 expected"),
-    "missing folder": ({f"data/pupil_center/{i}.npy": None for i in range(N_TRIALS)}, "data/pupil_center", "missing folder"),
+    "file index gap": (
+        {"data/images/7.npy": None, "data/images/40.npy": np.zeros((1, 18, 32), np.float32)},
+        "data/images/7.npy",
+        "files 0..39 expected",
+    ),
+    "missing folder": (
+        {f"data/pupil_center/{i}.npy": None for i in range(N_TRIALS)},
+        "data/pupil_center",
+        "missing folder",
+    ),
     "missing unit metadata": ({"meta/neurons/area.npy": None}, "meta/neurons/area.npy", "missing file"),
     "missing tiers": ({"meta/trials/tiers.npy": None}, "meta/trials/tiers.npy", "missing file"),
     "missing trial_idx": ({"meta/trials/trial_idx.npy": None}, "meta/trials/trial_idx.npy", "missing file"),
     "no image ids": ({"meta/trials/frame_image_id.npy": None}, "meta/trials", "no image id array"),
     "bad file name": ({"data/behavior/x1.npy": np.zeros(3, np.float32)}, "data/behavior/x1.npy", "not a trial index"),
     # trial counts
-    "extra data file": ({"data/behavior/40.npy": np.zeros(3, np.float32)}, "data/behavior/40.npy", "beyond the 40 trials"),
-    "short trial array": (_with("meta/trials/frame_image_id.npy", lambda a: a[:-1]),
-                          "meta/trials/frame_image_id.npy", "39 entries, expected 40"),
-    "long extra trial array": (_with("meta/trials/frame_trial_ts.npy", lambda a: np.append(a, 0.0)),
-                               "meta/trials/frame_trial_ts.npy", "41 entries, expected 40"),
+    "extra data file": (
+        {"data/behavior/40.npy": np.zeros(3, np.float32)},
+        "data/behavior/40.npy",
+        "beyond the 40 trials",
+    ),
+    "short trial array": (
+        _with("meta/trials/frame_image_id.npy", lambda a: a[:-1]),
+        "meta/trials/frame_image_id.npy",
+        "39 entries, expected 40",
+    ),
+    "long extra trial array": (
+        _with("meta/trials/frame_trial_ts.npy", lambda a: np.append(a, 0.0)),
+        "meta/trials/frame_trial_ts.npy",
+        "41 entries, expected 40",
+    ),
     # shapes and dtypes across trials
-    "response of another length": ({"data/responses/3.npy": np.zeros(N_UNITS + 1, np.float32)},
-                                   "data/responses/3.npy", "shape (8,), expected (7,)"),
-    "response of another dtype": ({"data/responses/2.npy": np.zeros(N_UNITS, np.float64)},
-                                  "data/responses/2.npy", "dtype float64"),
-    "behavior of another length": ({"data/behavior/9.npy": np.zeros(2, np.float32)}, "data/behavior/9.npy", "shape (2,)"),
-    "image of another shape": ({"data/images/4.npy": np.zeros((1, 18, 30), np.float32)},
-                               "data/images/4.npy", "expected (1, 18, 32)"),
-    "image without channel axis": ({"data/images/0.npy": np.zeros((18, 32), np.float32)},
-                                   "data/images/0.npy", "expected (1, H, W)"),
-    "repeat with other pixels": (_with(f"data/images/{LATER}.npy", lambda a: a + 1),
-                                 f"data/images/{LATER}.npy", f"also shown in trial {FIRST}"),
+    "response of another length": (
+        {"data/responses/3.npy": np.zeros(N_UNITS + 1, np.float32)},
+        "data/responses/3.npy",
+        "shape (8,), expected (7,)",
+    ),
+    "response of another dtype": (
+        {"data/responses/2.npy": np.zeros(N_UNITS, np.float64)},
+        "data/responses/2.npy",
+        "dtype float64",
+    ),
+    "behavior of another length": (
+        {"data/behavior/9.npy": np.zeros(2, np.float32)},
+        "data/behavior/9.npy",
+        "shape (2,)",
+    ),
+    "image of another shape": (
+        {"data/images/4.npy": np.zeros((1, 18, 30), np.float32)},
+        "data/images/4.npy",
+        "expected (1, 18, 32)",
+    ),
+    "image without channel axis": (
+        {"data/images/0.npy": np.zeros((18, 32), np.float32)},
+        "data/images/0.npy",
+        "expected (1, H, W)",
+    ),
+    "repeat with other pixels": (
+        _with(f"data/images/{LATER}.npy", lambda a: a + 1),
+        f"data/images/{LATER}.npy",
+        f"also shown in trial {FIRST}",
+    ),
     # non-finite values
     "NaN response": (_with("data/responses/6.npy", _nan), "data/responses/6.npy", "1 NaN or infinite"),
     "inf behavior": (_with("data/behavior/8.npy", lambda a: a * np.inf), "data/behavior/8.npy", "NaN or infinite"),
     "NaN pupil center": (_with("data/pupil_center/11.npy", _nan), "data/pupil_center/11.npy", "NaN or infinite"),
     "NaN image": (_with(f"data/images/{UNIQUE}.npy", _nan), f"data/images/{UNIQUE}.npy", "NaN or infinite"),
-    "NaN coordinates": (_with("meta/neurons/cell_motor_coordinates.npy", _nan),
-                        "meta/neurons/cell_motor_coordinates.npy", "NaN or infinite"),
+    "NaN coordinates": (
+        _with("meta/neurons/cell_motor_coordinates.npy", _nan),
+        "meta/neurons/cell_motor_coordinates.npy",
+        "NaN or infinite",
+    ),
     # values and dtypes
-    "unknown tier": (_with("meta/trials/tiers.npy", lambda a: np.where(a == "train", "training", a)),
-                     "meta/trials/tiers.npy", "unknown tier value(s) ['training']"),
-    "numeric tiers": (_with("meta/trials/tiers.npy", lambda a: np.zeros(len(a))), "meta/trials/tiers.npy", "expected strings"),
-    "string response": ({"data/responses/0.npy": np.array(["a"] * N_UNITS)}, "data/responses/0.npy", "non-numeric dtype"),
-    "string trial_idx": (_with("meta/trials/trial_idx.npy", lambda a: a.astype(str)),
-                         "meta/trials/trial_idx.npy", "non-numeric dtype"),
-    "fractional image ids": (_with("meta/trials/frame_image_id.npy", lambda a: a + 0.5),
-                             "meta/trials/frame_image_id.npy", "non-integer values"),
-    "object trial array": (_with("meta/trials/frame_image_class.npy", lambda a: a.astype(object)),
-                           "meta/trials/frame_image_class.npy", "refusing to unpickle"),
-    "object response": ({"data/responses/1.npy": np.array([{}] * N_UNITS, dtype=object)},
-                        "data/responses/1.npy", "refusing to unpickle"),
+    "unknown tier": (
+        _with("meta/trials/tiers.npy", lambda a: np.where(a == "train", "training", a)),
+        "meta/trials/tiers.npy",
+        "unknown tier value(s) ['training']",
+    ),
+    "numeric tiers": (
+        _with("meta/trials/tiers.npy", lambda a: np.zeros(len(a))),
+        "meta/trials/tiers.npy",
+        "expected strings",
+    ),
+    "string response": (
+        {"data/responses/0.npy": np.array(["a"] * N_UNITS)},
+        "data/responses/0.npy",
+        "non-numeric dtype",
+    ),
+    "string trial_idx": (
+        _with("meta/trials/trial_idx.npy", lambda a: a.astype(str)),
+        "meta/trials/trial_idx.npy",
+        "non-numeric dtype",
+    ),
+    "fractional image ids": (
+        _with("meta/trials/frame_image_id.npy", lambda a: a + 0.5),
+        "meta/trials/frame_image_id.npy",
+        "non-integer values",
+    ),
+    "object trial array": (
+        _with("meta/trials/frame_image_class.npy", lambda a: a.astype(object)),
+        "meta/trials/frame_image_class.npy",
+        "refusing to unpickle",
+    ),
+    "object response": (
+        {"data/responses/1.npy": np.array([{}] * N_UNITS, dtype=object)},
+        "data/responses/1.npy",
+        "refusing to unpickle",
+    ),
     # broken files
     "truncated data": ({"data/responses/12.npy": npy_bytes(RESPONSE)[:-5]}, "data/responses/12.npy", "truncated .npy"),
-    "truncated header": ({"data/images/13.npy": npy_bytes(np.zeros((1, 18, 32), np.float32))[:30]},
-                         "data/images/13.npy", "truncated .npy header"),
+    "truncated header": (
+        {"data/images/13.npy": npy_bytes(np.zeros((1, 18, 32), np.float32))[:30]},
+        "data/images/13.npy",
+        "truncated .npy header",
+    ),
     "not npy": ({"meta/neurons/layer.npy": b"layer,L2/3\n"}, "meta/neurons/layer.npy", "not a .npy file"),
-    "garbled header": ({"data/behavior/0.npy": npy_bytes(np.zeros(3, np.float32)).replace(b"descr", b"dxscr")},
-                       "data/behavior/0.npy", "corrupt .npy header"),
+    "garbled header": (
+        {"data/behavior/0.npy": npy_bytes(np.zeros(3, np.float32)).replace(b"descr", b"dxscr")},
+        "data/behavior/0.npy",
+        "corrupt .npy header",
+    ),
     # units
-    "duplicate unit ids": (_with("meta/neurons/unit_ids.npy", lambda a: np.r_[a[:-1], a[0]]),
-                           "meta/neurons/unit_ids.npy", "duplicate unit id(s)"),
+    "duplicate unit ids": (
+        _with("meta/neurons/unit_ids.npy", lambda a: np.r_[a[:-1], a[0]]),
+        "meta/neurons/unit_ids.npy",
+        "duplicate unit id(s)",
+    ),
     "short area": (_with("meta/neurons/area.npy", lambda a: a[:-1]), "meta/neurons/area.npy", "6 entries, expected 7"),
-    "coordinates not xyz": (_with("meta/neurons/cell_motor_coordinates.npy", lambda a: a[:, :2]),
-                            "meta/neurons/cell_motor_coordinates.npy", "expected (7, 3)"),
-    "two sessions": (_with("meta/neurons/sessions.npy", lambda a: np.r_[a[:-1], a[0] + 1]),
-                     "meta/neurons/sessions.npy", "units disagree on the scan"),
+    "coordinates not xyz": (
+        _with("meta/neurons/cell_motor_coordinates.npy", lambda a: a[:, :2]),
+        "meta/neurons/cell_motor_coordinates.npy",
+        "expected (7, 3)",
+    ),
+    "two sessions": (
+        _with("meta/neurons/sessions.npy", lambda a: np.r_[a[:-1], a[0] + 1]),
+        "meta/neurons/sessions.npy",
+        "units disagree on the scan",
+    ),
     "short scan_idx": (_with("meta/neurons/scan_idx.npy", lambda a: a[:-2]), "meta/neurons/scan_idx.npy", "5 entries"),
 }
 
@@ -316,9 +400,11 @@ def test_corrupt_zip_member_names_the_file(tmp_path):
     with zipfile.ZipFile(archive) as z:
         info = z.getinfo(f"{DEFAULT_NAME}/data/responses/3.npy")
     raw = bytearray(archive.read_bytes())
-    name_len, extra_len = (int.from_bytes(raw[info.header_offset + k:info.header_offset + k + 2], "little") for k in (26, 28))
+    name_len, extra_len = (
+        int.from_bytes(raw[info.header_offset + k : info.header_offset + k + 2], "little") for k in (26, 28)
+    )
     start = info.header_offset + 30 + name_len + extra_len
-    raw[start:start + info.compress_size] = bytes(b ^ 0x5A for b in raw[start:start + info.compress_size])
+    raw[start : start + info.compress_size] = bytes(b ^ 0x5A for b in raw[start : start + info.compress_size])
     archive.write_bytes(bytes(raw))
     with pytest.raises(SensoriumFormatError) as info_:
         read_sensorium(archive)
@@ -326,5 +412,7 @@ def test_corrupt_zip_member_names_the_file(tmp_path):
 
 
 def test_hidden_files_are_ignored_and_progress_runs(tmp_path):
-    folder = write_fake_sensorium(tmp_path, edits={"data/images/._0.npy": b"\x00\x05\x16\x07", "meta/trials/.DS_Store.npy": b""})
+    folder = write_fake_sensorium(
+        tmp_path, edits={"data/images/._0.npy": b"\x00\x05\x16\x07", "meta/trials/.DS_Store.npy": b""}
+    )
     assert read_sensorium(folder, progress=True).n_trials == N_TRIALS

@@ -16,6 +16,7 @@ from pipeline.similarity import (
     pixel_similarity,
     population_vectors,
     random_permutation,
+    repeat_split,
     single_trial_similarity,
     single_trial_vectors,
     upper_triangle_correlation,
@@ -203,9 +204,7 @@ def test_single_trial_vectors():
     ]
     assert sum(matches) == 1
     # different seeds eventually draw different trials
-    assert any(
-        not np.allclose(a, single_trial_vectors(responses, trial_ids, image_ids, seed=s)) for s in range(1, 20)
-    )
+    assert any(not np.allclose(a, single_trial_vectors(responses, trial_ids, image_ids, seed=s)) for s in range(1, 20))
 
     mean = single_trial_vectors(responses, trial_ids, image_ids, mode="mean")
     averaged = np.stack([responses[trial_ids == i].mean(0) for i in image_ids])
@@ -244,3 +243,16 @@ def test_upper_triangle_correlation_and_oracle_agreement():
     assert 0.5 < r_good <= 1 and r_noisy < r_good
     with pytest.raises(SimilarityError, match="differ"):
         oracle_similarity_agreement([signal[0]], [signal[0][:, :5]])
+
+
+def test_repeat_split_holds_out_the_first_trial_of_each_repeated_image():
+    # images 0 and 2 and 3 shown 3, 4 and 3 times; image 1 twice (not repeated enough); trials shuffled
+    image_rows = np.array([2, 0, 3, 1, 2, 0, 3, 2, 1, 0, 2, 3])
+    responses = np.arange(len(image_rows) * 2, dtype=float).reshape(-1, 2)
+    repeated, single, reference = repeat_split(responses, image_rows, n_images=4)
+    assert repeated.tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(single, responses[[1, 0, 2]])
+    np.testing.assert_allclose(reference[0], responses[[5, 9]].mean(axis=0))
+    np.testing.assert_allclose(reference[1], responses[[4, 7, 10]].mean(axis=0))
+    np.testing.assert_allclose(reference[2], responses[[6, 11]].mean(axis=0))
+    assert repeat_split(responses, image_rows, n_images=4, min_repeats=4) is None, "one repeated image is too few"

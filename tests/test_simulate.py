@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -17,13 +16,16 @@ from pipeline.data.images import (
 )
 from pipeline.data.recording import TIERS
 from pipeline.data.simulate import (
-    CELL_TYPES,
     PRESETS,
+    TYPE_NAMES,
+    VARIANTS,
     SimulationConfig,
     expected_oracle_correlation,
     make_population,
     noise_for_oracle_correlation,
+    sample_population,
     simulate,
+    variant_changes,
 )
 
 
@@ -102,7 +104,9 @@ def test_sample_patches_is_deterministic_and_uses_the_specs():
 
 
 def test_presets_and_config_errors():
-    assert set(PRESETS) == {"tiny", "demo", "large"}
+    assert set(PRESETS) == {"tiny", "demo", "large"} | {
+        f"{size}-{name}" for size in ("tiny", "demo") for name in VARIANTS
+    }
     assert PRESETS["large"].n_trials == 6000 and PRESETS["large"].n_units == 8000
     with pytest.raises(ConfigError, match="unknown simulation preset"):
         simulate("huge", 0)
@@ -158,7 +162,7 @@ def test_shapes_dtypes_and_values(tiny):
 
     truth = tiny.ground_truth
     assert truth.rates.shape == (n_images, n_units) and truth.rates.min() > 0
-    assert set(truth.unit_type) == set(CELL_TYPES)
+    assert set(truth.unit_type) == set(TYPE_NAMES)
     orientation_free = truth.unit_type == "center_surround"
     assert np.isnan(truth.orientation[orientation_free]).all()
     assert ((truth.orientation[~orientation_free] >= 0) & (truth.orientation[~orientation_free] < np.pi)).all()
@@ -259,9 +263,11 @@ def test_behavioral_gain_is_present(tiny):
     rng = np.random.default_rng(0)
     shuffled = np.array([rank_corr(rng.permutation(speed)).mean() for _ in range(200)])
     across_units = np.corrcoef(observed, truth.extra["running_gain"])[0, 1]
-    print(f"\nmean rank correlation with running {observed.mean():.3f} "
-          f"(shuffled {shuffled.mean():.3f} +- {shuffled.std():.3f}); "
-          f"vs running gain across units r = {across_units:.2f}")
+    print(
+        f"\nmean rank correlation with running {observed.mean():.3f} "
+        f"(shuffled {shuffled.mean():.3f} +- {shuffled.std():.3f}); "
+        f"vs running gain across units r = {across_units:.2f}"
+    )
     assert observed.mean() > shuffled.mean() + 5 * shuffled.std()
     # Units with a stronger running gain correlate more with running.
     assert across_units > 0.2
@@ -311,7 +317,7 @@ def test_types_differ_in_phase_orientation_and_length_tuning(population):
             + [bar(shape, theta, length * size, size, centre) for length in (1.5, 8.0)]
         )
     measured = {name: {k: [] for k in ("phase", "orientation_error", "orientation_cv", "short_over_long")}
-                for name in CELL_TYPES}  # fmt: skip
+                for name in TYPE_NAMES}  # fmt: skip
     for u, (name, r) in enumerate(zip(population.unit_type, own_responses(population, stimuli))):
         tuning = r[: len(orientations) * len(phases)].reshape(len(orientations), len(phases)).mean(axis=1)
         at_preferred = r[len(orientations) * len(phases) : -2]
@@ -380,3 +386,150 @@ def test_large_preset_is_sensorium_sized():
     assert (recording.tiers == "test").sum() == 1000
     oracle = oracle_correlation(recording)
     assert np.corrcoef(oracle, recording.ground_truth.reliability)[0, 1] > 0.85
+
+
+# --- harder variants ---------------------------------------------------------------------------------
+
+
+def variant(name: str, **changes) -> SimulationConfig:
+    """The tiny preset with the changes of variant ``name``."""
+    return PRESETS["tiny"].replace(**VARIANTS[name][0], **changes)
+
+
+def test_variant_presets_change_only_what_they_say():
+    default = PRESETS["demo"]
+    assert variant_changes(default) == {} and "demo-cardinal" in PRESETS
+    for name, (changes, _) in VARIANTS.items():
+        preset = PRESETS[f"demo-{name}"]
+        assert set(variant_changes(preset)) == set(changes), name
+        assert preset.replace(**{k: getattr(default, k) for k in changes}) == default, name
+    # fields added for the variants leave the default configs' hashes (stored in scan sources) alone
+    assert (
+        "orientation_bias" not in default.to_dict()
+        and default.hash == SimulationConfig.from_dict({k: v for k, v in default.to_dict().items()}).hash
+    )
+    assert PRESETS["demo-cardinal"].hash != default.hash
+    with pytest.raises(ConfigError, match="not in cell_types"):
+        PRESETS["tiny"].replace(unrotated_types=("edge",))
+    with pytest.raises(ConfigError, match="same period"):
+        PRESETS["tiny"].replace(mixture_types=("simple", "curvature"))
+    with pytest.raises(ConfigError, match="scale after '@'"):
+        PRESETS["tiny"].replace(cell_types=("simple", "simple@x"), type_fractions=(1, 1))
+    with pytest.raises(ConfigError, match="orientation_bias"):
+        PRESETS["tiny"].replace(orientation_bias=1.0)
+
+
+def test_ten_types_are_more_than_six_features():
+    recording = simulate(variant("ten-types", n_units=60), seed=0)
+    truth = recording.ground_truth
+    assert len(set(truth.unit_type)) == 10
+    assert set(truth.unit_type) == set(TYPE_NAMES) | {"edge", "cross", "long_contour", "off_center"}
+    assert np.isnan(truth.orientation[truth.unit_type == "off_center"]).all()
+    assert "ten-types" not in truth.extra["variant"] and "long_contour" in str(truth.extra["variant"])
+
+
+def test_simulation_is_deterministic_per_seed_for_every_variant():
+    for name in ("mixtures", "cardinal"):  # the variants that draw more random numbers
+        config = variant(name, n_units=20, n_single_images=40, n_test_images=4, calibration_images=40)
+        first, again = (simulate(config, 0) for _ in range(2))
+        np.testing.assert_array_equal(first.responses, again.responses)
+        np.testing.assert_array_equal(first.ground_truth.orientation, again.ground_truth.orientation)
+
+
+def _preferred_wavelength(population, units, wavelengths):
+    """(len(units),) wavelength (pixels) of the grating at each unit's orientation that drives it most
+    (best phase)."""
+    shape, phases = population.image_shape, np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    stimuli = [
+        [
+            grating(shape, population.rotation[u], w, p, (population.rf_x[u], population.rf_y[u]))
+            for w in wavelengths
+            for p in phases
+        ]
+        for u in units
+    ]
+    responses = own_responses_of(population, units, stimuli)
+    return np.array([wavelengths[r.reshape(len(wavelengths), len(phases)).max(axis=1).argmax()] for r in responses])
+
+
+def own_responses_of(population, units, stimuli):
+    drives = population.drives(np.stack([image for images in stimuli for image in images]))
+    bounds = np.cumsum([0] + [len(images) for images in stimuli])
+    return [drives[bounds[i] : bounds[i + 1], u] for i, u in enumerate(units)]
+
+
+def test_scale_types_differ_only_in_size_and_spatial_frequency():
+    population = make_population(variant("scales", n_units=36, calibration_images=100), seed=0)
+    names, size = population.unit_type, population.rf_size
+    for base in ("simple", "complex", "texture"):
+        small, large = size[names == base], size[names == base + "@2"]
+        assert small.min() >= 2.5 and small.max() <= 4.5 and large.min() >= 5.0 and large.max() <= 9.0
+    units = np.flatnonzero(np.isin(names, ("complex", "complex@2")))
+    wavelengths = np.geomspace(4, 40, 15)
+    preferred = _preferred_wavelength(population, units, wavelengths)
+    # Preferred wavelength per pixel of size is one number for both scales (the template's).
+    per_size = preferred / size[units]
+    is_large = names[units] == "complex@2"
+    ratio = np.median(per_size[is_large]) / np.median(per_size[~is_large])
+    assert 0.75 < ratio < 1.33
+    assert np.median(preferred[is_large]) > 1.6 * np.median(preferred[~is_large])
+    truth = simulate(
+        variant("scales", n_units=24, n_single_images=60, n_test_images=4, calibration_images=60), seed=0
+    ).ground_truth
+    np.testing.assert_array_equal(
+        truth.extra["type_scale"], np.where(np.char.endswith(truth.unit_type.astype(str), "@2"), 2.0, 1.0)
+    )
+
+
+def test_mixtures_are_graded_between_two_types():
+    population = make_population(variant("mixtures", n_units=80, calibration_images=200), seed=0)
+    weight, other, names = population.mixture_weight, population.mixture_type, population.unit_type
+    pair = np.isin(names, ("simple", "complex"))
+    assert (weight[~pair] == 0).all() and (other[~pair] == "").all()
+    assert (weight[pair] >= 0).all() and (weight[pair] <= 0.5).all() and np.ptp(weight[pair]) > 0.3
+    assert set(other[pair]) == {"simple", "complex"} and (other[pair] != names[pair]).all()
+    # The drive follows the weights: mixed units resemble the other type more as its weight grows.
+    from pipeline.data.images import sample_patches
+
+    images = sample_patches(300, tuple(population.image_shape), np.random.default_rng(9), scale=(2.0, 6.0))
+    mixed = np.flatnonzero(pair)
+    drive = population.drives(images)[:, mixed]
+    pure_other = population._template_drives(images, other[mixed], mixed, False, 1024)
+    pure_own = population._template_drives(images, names[mixed], mixed, False, 1024)
+    w, scale = weight[mixed].astype(np.float32), population.component_scale[mixed].astype(np.float32)
+    np.testing.assert_allclose(
+        drive, (1 - w) * pure_own / scale[:, 0] + w * pure_other / scale[:, 1], rtol=1e-5, atol=1e-6
+    )
+    similarity = [
+        np.corrcoef(drive[:, i], pure_other[:, i])[0, 1] - np.corrcoef(drive[:, i], pure_own[:, i])[0, 1]
+        for i in range(len(mixed))
+    ]
+    assert np.corrcoef(w, similarity)[0, 1] > 0.7
+
+
+def test_cardinal_bias_concentrates_orientations():
+    def near_cardinal(bias: float) -> float:
+        config = PRESETS["tiny"].replace(n_units=4000, orientation_bias=bias)
+        population, _, _ = sample_population(config, np.random.default_rng(0))
+        theta = population.orientation[np.isfinite(population.orientation)]
+        distance = np.minimum(np.mod(theta, np.pi / 2), np.pi / 2 - np.mod(theta, np.pi / 2))
+        return float(np.mean(distance < np.pi / 8))
+
+    # density (1 + b cos 4 theta) / pi puts 1/2 + b / pi within 22.5 degrees of a cardinal
+    assert near_cardinal(0.8) == pytest.approx(0.5 + 0.8 / np.pi, abs=0.03)
+    assert near_cardinal(0.0) == pytest.approx(0.5, abs=0.03)
+    truth = simulate(
+        variant("cardinal", n_units=24, n_single_images=60, n_test_images=4, calibration_images=60), seed=0
+    ).ground_truth
+    assert '"orientation_bias":0.8' in str(truth.extra["variant"])
+
+
+def test_unrotated_type_has_one_orientation():
+    truth = simulate(
+        variant("unrotated", n_units=40, n_single_images=60, n_test_images=4, calibration_images=60), seed=0
+    ).ground_truth
+    fixed = truth.unit_type == "end_stopped"
+    np.testing.assert_array_equal(truth.extra["unrotated"], fixed)
+    assert fixed.sum() >= 4 and (truth.orientation[fixed] == 0).all()
+    others = np.isfinite(truth.orientation) & ~fixed
+    assert np.ptp(truth.orientation[others]) > np.pi / 2

@@ -109,10 +109,21 @@ def make_recording(rng, n_units=5):
     behavior = rng.normal(size=(12, 3)).astype(np.float32)
     behavior[:, 1] = 0.0  # constant behaviour must not divide by zero
     return Recording(
-        animal_id=1, session=2, scan_idx=3, images=images, image_ids=image_ids, trial_idx=np.arange(12),
-        trial_image_ids=trial_image_ids, tiers=tiers, responses=responses, withheld=withheld,
-        behavior=behavior, pupil_center=rng.normal(size=(12, 2)).astype(np.float32),
-        unit_ids=np.arange(n_units), unit_area=np.array(["V1"] * n_units), unit_layer=np.array(["L2/3"] * n_units),
+        animal_id=1,
+        session=2,
+        scan_idx=3,
+        images=images,
+        image_ids=image_ids,
+        trial_idx=np.arange(12),
+        trial_image_ids=trial_image_ids,
+        tiers=tiers,
+        responses=responses,
+        withheld=withheld,
+        behavior=behavior,
+        pupil_center=rng.normal(size=(12, 2)).astype(np.float32),
+        unit_ids=np.arange(n_units),
+        unit_area=np.array(["V1"] * n_units),
+        unit_layer=np.array(["L2/3"] * n_units),
         unit_xyz=np.zeros((n_units, 3), np.float32),
     ).validate()
 
@@ -151,9 +162,16 @@ def test_test_correlation_averages_predictions_and_responses_per_image():
         ids = sorted(set(image_ids.tolist()))
         mean_pred = [np.mean([pred[t, unit] for t in range(len(pred)) if image_ids[t] == i]) for i in ids]
         mean_resp = [np.mean([responses[t, unit] for t in range(len(pred)) if image_ids[t] == i]) for i in ids]
-        assert abs(metrics.test_correlation(pred, responses, image_ids)[unit] - loop_pearson(mean_pred, mean_resp)) < 1e-6
-        assert abs(metrics.single_trial_correlation(pred, responses)[unit]
-                   - loop_pearson(list(pred[:, unit]), list(responses[:, unit]))) < 1e-6
+        assert (
+            abs(metrics.test_correlation(pred, responses, image_ids)[unit] - loop_pearson(mean_pred, mean_resp)) < 1e-6
+        )
+        assert (
+            abs(
+                metrics.single_trial_correlation(pred, responses)[unit]
+                - loop_pearson(list(pred[:, unit]), list(responses[:, unit]))
+            )
+            < 1e-6
+        )
 
 
 def test_feve_matches_loop_and_bounds():

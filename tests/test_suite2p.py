@@ -62,7 +62,9 @@ def test_planes_are_stacked_with_distinct_unit_ids(imaging, tmp_path):
     _, paths = _copy(imaging, tmp_path)
     shutil.copytree(paths["suite2p"] / "plane0", paths["suite2p"] / "plane1")
     traces = read_suite2p(paths["suite2p"])
-    recording, footprints = extract(traces, _schedule(paths), ExtractionConfig(), dict(animal_id=1, session=1, scan_idx=1))
+    recording, footprints = extract(
+        traces, _schedule(paths), ExtractionConfig(), dict(animal_id=1, session=1, scan_idx=1)
+    )
     n = recording.n_units // 2
     assert np.array_equal(recording.unit_ids[n:], recording.unit_ids[:n] + 100000)
     assert np.array_equal(footprints.plane, np.repeat([0, 1], n))
@@ -75,8 +77,12 @@ def test_planes_are_stacked_with_distinct_unit_ids(imaging, tmp_path):
 def test_spikes_refuse_another_neuropil_coefficient(imaging):
     _, paths = imaging
     with pytest.raises(InputError, match="neucoeff.*0.7.*0.5"):
-        extract(read_suite2p(paths["suite2p"]), _schedule(paths), ExtractionConfig(neuropil_coefficient=0.5),
-                dict(animal_id=1, session=1, scan_idx=1))
+        extract(
+            read_suite2p(paths["suite2p"]),
+            _schedule(paths),
+            ExtractionConfig(neuropil_coefficient=0.5),
+            dict(animal_id=1, session=1, scan_idx=1),
+        )
 
 
 def test_two_extractions_coexist_with_rois_in_the_database(db, imaging):
@@ -90,8 +96,9 @@ def test_two_extractions_coexist_with_rois_in_the_database(db, imaging):
     again, inserted = ingest.import_suite2p(paths["suite2p"], scan="30-1-9", **args)
     assert (again, inserted) == (spikes, False)  # same folder, same config: the scan that exists
     # a neuropil coefficient of its own: the shared folder's default ΔF/F extraction may exist already
-    dff, inserted = ingest.import_suite2p(paths["suite2p"], scan="30-1-2",
-                                          extraction=dict(signal="dff", neuropil_coefficient=0.75), **args)
+    dff, inserted = ingest.import_suite2p(
+        paths["suite2p"], scan="30-1-2", extraction=dict(signal="dff", neuropil_coefficient=0.75), **args
+    )
     assert inserted
     rows = (recordings.Extraction * recordings.ExtractionConfig & [spikes, dff]).to_dicts(order_by="scan_idx")
     assert [r["signal"] for r in rows] == ["spikes", "dff"]
@@ -141,8 +148,15 @@ def _damage(kind: str, paths) -> str:
     raise AssertionError(kind)
 
 
-BAD_INPUTS = ("frame_count", "onsets_beyond", "missing_iscell", "wrong_dtype", "duplicated_roi", "trace_frames",
-              "bad_tier")
+BAD_INPUTS = (
+    "frame_count",
+    "onsets_beyond",
+    "missing_iscell",
+    "wrong_dtype",
+    "duplicated_roi",
+    "trace_frames",
+    "bad_tier",
+)
 
 
 @pytest.mark.parametrize("kind", BAD_INPUTS)
@@ -154,8 +168,21 @@ def test_bad_suite2p_input_is_refused_with_no_rows(db, imaging, tmp_path, row_co
     pattern = _damage(kind, paths)
     before = row_counts()
     capsys.readouterr()
-    code = cli.main(["import", "suite2p", str(paths["suite2p"]), "--stimuli", str(paths["stimuli"]),
-                     "--images", str(paths["images"]), "--behavior", str(paths["behavior"]), "--scan", "31-1-1"])
+    code = cli.main(
+        [
+            "import",
+            "suite2p",
+            str(paths["suite2p"]),
+            "--stimuli",
+            str(paths["stimuli"]),
+            "--images",
+            str(paths["images"]),
+            "--behavior",
+            str(paths["behavior"]),
+            "--scan",
+            "31-1-1",
+        ]
+    )
     assert code != 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -174,11 +201,17 @@ def test_a_model_trains_on_a_suite2p_scan(db, imaging):
     if settings.backend() != "postgresql":  # nothing here depends on the backend; spare the suite's time
         pytest.skip("trained once, on PostgreSQL")
     _, paths = imaging
-    key, _ = ingest.import_suite2p(paths["suite2p"], paths["stimuli"], paths["images"], scan="32-1-1",
-                                   behavior=paths["behavior"])
+    key, _ = ingest.import_suite2p(
+        paths["suite2p"], paths["stimuli"], paths["images"], scan="32-1-1", behavior=paths["behavior"]
+    )
     # the folder may already be in as another scan (same folder and config): train on whichever it is
-    task = TrainingTask.add(model=tiny_model("cnn"), dataset=dict(scan=ingest.scan_name(key), image_shape=(18, 32)),
-                            trainer=QUICK_TRAINER, seeds=(0,), name="suite2p-scan")[0]
+    task = TrainingTask.add(
+        model=tiny_model("cnn"),
+        dataset=dict(scan=ingest.scan_name(key), image_shape=(18, 32)),
+        trainer=QUICK_TRAINER,
+        seeds=(0,),
+        name="suite2p-scan",
+    )[0]
     run.populate_all(tables=["Reliability", "Normalization", "TrainedModel"], progress=False)
     model = (TrainedModel & task).fetch1()
     n_units = len(recordings.Scan.Unit & key)
@@ -198,13 +231,17 @@ def test_real_suite2p_on_a_simulated_movie(tmp_path):
     from pipeline.data.simulate import SimulationConfig
     from pipeline.data.suite2p import run_suite2p
 
-    sim = simulate_movie(MovieConfig(field_of_view=(64, 64)), SimulationConfig(
-        n_units=12, n_single_images=100, n_test_images=5, test_repeats=4, calibration_images=100), seed=0)
+    sim = simulate_movie(
+        MovieConfig(field_of_view=(64, 64)),
+        SimulationConfig(n_units=12, n_single_images=100, n_test_images=5, test_repeats=4, calibration_images=100),
+        seed=0,
+    )
     paths = write_movie_folder(sim, tmp_path)
     run_suite2p(paths["movie"], tmp_path, sim.frame_rate)
     traces = read_suite2p(tmp_path / "suite2p")
-    recording, footprints = extract(traces, _schedule(paths), ExtractionConfig(iscell_threshold=0.0),
-                                    dict(animal_id=1, session=1, scan_idx=1))
+    recording, footprints = extract(
+        traces, _schedule(paths), ExtractionConfig(iscell_threshold=0.0), dict(animal_id=1, session=1, scan_idx=1)
+    )
     match, iou = match_rois(sim.footprints, [p[:, :2].astype(int) for p in footprints.pixels], (64, 64))
     assert (match >= 0).mean() >= 0.8, (match, iou)
     truth = sim.recording.responses[np.argsort(sim.onset_frames, kind="stable")]

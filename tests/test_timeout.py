@@ -27,9 +27,23 @@ def test_deliberate_hang():
 
 def test_a_hanging_test_fails_with_its_stack():
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", f"{Path(__file__).name}::test_deliberate_hang", "-m", "hang",
-         "-o", "timeout=5", "-p", "no:cacheprovider", "-q"],
-        cwd=REPO / "tests", capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            f"{Path(__file__).name}::test_deliberate_hang",
+            "-m",
+            "hang",
+            "-o",
+            "timeout=5",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=REPO / "tests",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     text = out.stdout + out.stderr
     assert out.returncode != 0, text[-2000:]

@@ -52,12 +52,16 @@ def recording():
     rates = np.log1p(np.exp(drive / drive.std(0) * 1.5 - 0.5))  # softplus, mean rate ~ 1
 
     image_ids = np.arange(n_images) + 1000
-    trial_images = np.concatenate([
-        np.arange(n_train + n_val),
-        np.repeat(np.arange(n_train + n_val, n_train + n_val + n_test), repeats),
-        np.arange(n_images - n_final, n_images),
-    ])
-    tiers = np.array(["train"] * n_train + ["validation"] * n_val + ["test"] * (n_test * repeats) + ["final_test"] * n_final)
+    trial_images = np.concatenate(
+        [
+            np.arange(n_train + n_val),
+            np.repeat(np.arange(n_train + n_val, n_train + n_val + n_test), repeats),
+            np.arange(n_images - n_final, n_images),
+        ]
+    )
+    tiers = np.array(
+        ["train"] * n_train + ["validation"] * n_val + ["test"] * (n_test * repeats) + ["final_test"] * n_final
+    )
     n_trials = len(trial_images)
     order = rng.permutation(n_trials)  # trial files come in random order
     trial_images, tiers = trial_images[order], tiers[order]
@@ -65,11 +69,21 @@ def recording():
     withheld = tiers == "final_test"
     responses[withheld] = 0
     return Recording(
-        animal_id=1, session=1, scan_idx=1, images=images, image_ids=image_ids, trial_idx=np.arange(n_trials),
-        trial_image_ids=image_ids[trial_images], tiers=tiers, responses=responses, withheld=withheld,
+        animal_id=1,
+        session=1,
+        scan_idx=1,
+        images=images,
+        image_ids=image_ids,
+        trial_idx=np.arange(n_trials),
+        trial_image_ids=image_ids[trial_images],
+        tiers=tiers,
+        responses=responses,
+        withheld=withheld,
         behavior=rng.normal(size=(n_trials, 3)).astype(np.float32),
         pupil_center=rng.normal(size=(n_trials, 2)).astype(np.float32),
-        unit_ids=np.arange(N_UNITS), unit_area=np.array(["V1"] * N_UNITS), unit_layer=np.array(["L2/3"] * N_UNITS),
+        unit_ids=np.arange(N_UNITS),
+        unit_area=np.array(["V1"] * N_UNITS),
+        unit_layer=np.array(["L2/3"] * N_UNITS),
         unit_xyz=np.zeros((N_UNITS, 3), np.float32),
     ).validate()
 
@@ -146,9 +160,11 @@ def test_training_learns_the_neurons(data, trained):
     pred = predict(model, test)
     correlation = metrics.test_correlation(pred, test.responses.numpy(), test.image_ids)
     assert correlation.mean() > 0.5
-    print(f"iterations {result.iterations} ({result.stop_reason}), val correlation "
-          f"{start['val_correlation']:.3f} -> {result.best_correlation:.3f}, val loss "
-          f"{start['val_loss']:.3f} -> {result.best_loss:.3f}, test correlation {correlation.mean():.3f}")
+    print(
+        f"iterations {result.iterations} ({result.stop_reason}), val correlation "
+        f"{start['val_correlation']:.3f} -> {result.best_correlation:.3f}, val loss "
+        f"{start['val_loss']:.3f} -> {result.best_loss:.3f}, test correlation {correlation.mean():.3f}"
+    )
 
 
 def test_fit_restores_the_best_state(data, trained):
@@ -180,8 +196,13 @@ def test_seeded_runs_are_identical_on_cpu(data):
     assert results[0].best_correlation > results[0].history[0]["val_correlation"]
     for name, value in results[0].state_dict.items():
         assert torch.equal(value, results[1].state_dict[name]), name
-    other = fit(new_model(data, core=SMALL_ROTATION, readout=dict(kind="gaussian"), shifter=True, modulator=True),
-                data, dataclasses.replace(config, seed=1), device="cpu", progress=False)
+    other = fit(
+        new_model(data, core=SMALL_ROTATION, readout=dict(kind="gaussian"), shifter=True, modulator=True),
+        data,
+        dataclasses.replace(config, seed=1),
+        device="cpu",
+        progress=False,
+    )
     assert other.history != results[0].history
 
 
@@ -191,3 +212,26 @@ def test_predict_units(data, trained):
     pred = predict(model, test)
     assert pred.shape == (len(test), data.n_units) and (pred > 0).all()
     np.testing.assert_allclose(predict(model, test, original_units=True), pred * data.response_std)
+
+
+def test_early_stopping_on_validation_poisson_loss_keeps_the_lowest_loss(data):
+    # The paper's criterion: the kept state is the evaluation with the lowest validation loss, which
+    # need not be the one with the highest correlation.
+    config = dataclasses.replace(FAST, max_iterations=40, eval_every=10, stop_on="loss")
+    result = fit(new_model(data), data, config, device="cpu", progress=False)
+    losses = [h["val_loss"] for h in result.history]
+    best = int(np.argmin(losses))
+    assert result.best_loss == min(losses) and result.best_iteration == result.history[best]["iteration"]
+    assert result.best_correlation == result.history[best]["val_correlation"]
+    assert result.best_loss < losses[0]
+
+
+def test_positive_readout_weights_stay_non_negative_through_training(data):
+    model = new_model(data, readout=dict(positive_weights=True))
+    result = fit(model, data, dataclasses.replace(FAST, max_iterations=60), device="cpu", progress=False)
+    weights = model.feature_weights()
+    assert weights.min() >= 0 and (weights > 0).mean() > 0.2
+    assert (result.state_dict["readout.features"].numpy() >= 0).mean() > 0.9  # projected before every step
+    signed = new_model(data)
+    fit(signed, data, dataclasses.replace(FAST, max_iterations=60), device="cpu", progress=False)
+    assert signed.feature_weights().min() < 0  # the default readout is signed

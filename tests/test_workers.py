@@ -72,13 +72,24 @@ def _env() -> dict:
 def start_worker(tmp_path, *args) -> subprocess.Popen:
     n = len(list(tmp_path.glob("worker-*.log")))
     out = open(tmp_path / f"worker-{n}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "populate", "worker", *MODULE, *FAST, *args],
-                            cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "populate", "worker", *MODULE, *FAST, *args],
+        cwd=REPO,
+        env=_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def cli(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "populate", *args], cwd=REPO, env=env or _env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "populate", *args],
+        cwd=REPO,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -364,7 +375,7 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(wt, capsys):
     assert out.returncode == 1 and "PIPELINE_PREFIX='Bad-Prefix' is not a valid schema prefix" in out.stderr
     env = _env()
     env["DJ_PORT"] = "1"
-    out = cli("worker", *MODULE, env=env)
+    out = cli("worker", "--start-timeout", "0", *MODULE, env=env)
     assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error:"), out.stderr
 
 

@@ -23,3 +23,12 @@ def declare():
         dj.config.database.create_tables = previous
     operations.declare_job_tables([tables.Square, tables.Cube])
     return tables
+
+
+def clear(tables) -> None:
+    """Empty the worker test tables and their job queues (``tables``: the module :func:`declare` returned)."""
+    for table in (tables.Square, tables.Cube):
+        table.jobs.delete_quick()
+        table.Piece.delete_quick()
+        table.delete_quick()
+    tables.Item.delete_quick()

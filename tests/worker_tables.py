@@ -125,7 +125,6 @@ class Cube(dj.Computed):
         self.Piece.insert(dict(key, piece=p, share=cube / PIECES) for p in range(PIECES))
 
 
-
 @schema
 class Payload(dj.Manual):
     definition = """

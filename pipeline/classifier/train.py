@@ -96,8 +96,9 @@ class ClassifierConfig(Config):
         if not 0 <= self.holdout_fraction < 1:
             raise ConfigError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.patience is not None and (self.patience < 1 or self.holdout_fraction == 0):
-            raise ConfigError(f"patience must be >= 1 and needs holdout_fraction > 0, got {self.patience}, "
-                              f"{self.holdout_fraction}")
+            raise ConfigError(
+                f"patience must be >= 1 and needs holdout_fraction > 0, got {self.patience}, {self.holdout_fraction}"
+            )
         if not 0 <= self.running_momentum < 1 or not 0 < self.clamp_eps < 1:
             raise ConfigError("need 0 <= running_momentum < 1 and 0 < clamp_eps < 1")
 
@@ -442,8 +443,7 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
-    return (logits.detach(), float(loss.detach()),
-            None if similarity_loss is None else float(similarity_loss.detach()))
+    return (logits.detach(), float(loss.detach()), None if similarity_loss is None else float(similarity_loss.detach()))
 
 
 @torch.no_grad()
@@ -503,8 +503,9 @@ def similarity_pairs(
     return np.concatenate(s_model), np.asarray(lookup(i, j), dtype=np.float64)
 
 
-def similarity_fidelity(model: ResNet18, regularizer: SimilarityRegularizer, stimulus_images: Any, similarity: Any,
-                        **kwargs) -> float:
+def similarity_fidelity(
+    model: ResNet18, regularizer: SimilarityRegularizer, stimulus_images: Any, similarity: Any, **kwargs
+) -> float:
     """Pearson correlation between S_model and S_neural over the pairs of :func:`similarity_pairs`."""
     s_model, s_neural = similarity_pairs(model, regularizer, stimulus_images, similarity, **kwargs)
     return float(np.corrcoef(s_model, s_neural)[0, 1])

@@ -73,8 +73,7 @@ class ClassificationSet:
                 raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
             if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
                 raise ValueError(
-                    f"{split}_labels must lie in 0..{len(self.class_names) - 1}, "
-                    f"got {labels.min()}..{labels.max()}"
+                    f"{split}_labels must lie in 0..{len(self.class_names) - 1}, got {labels.min()}..{labels.max()}"
                 )
 
     @property
@@ -118,9 +117,12 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     frombuffer = _numpy_attr(f"{core}.numeric", "_frombuffer")
     import codecs
 
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               # protocol-2 pickles written by Python 3 spell bytes objects as _codecs.encode(str, 'latin1')
-               ("_codecs", "encode"): codecs.encode}
+    allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # protocol-2 pickles written by Python 3 spell bytes objects as _codecs.encode(str, 'latin1')
+        ("_codecs", "encode"): codecs.encode,
+    }
     for prefix in ("numpy.core", "numpy._core"):
         allowed[(f"{prefix}.multiarray", "_reconstruct")] = reconstruct
         allowed[(f"{prefix}.multiarray", "scalar")] = scalar
@@ -131,13 +133,14 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild dicts, lists, strings, numbers and numpy arrays, and nothing else."""
 
-    _allowed = None
+    _allowed: dict[tuple[str, str], Any] | None = None
 
     def find_class(self, module: str, name: str) -> Any:
         if _ArrayOnlyUnpickler._allowed is None:
             _ArrayOnlyUnpickler._allowed = _allowed_globals()
+        allowed = _ArrayOnlyUnpickler._allowed
         try:
-            return _ArrayOnlyUnpickler._allowed[(module, name)]
+            return allowed[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 

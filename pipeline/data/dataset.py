@@ -34,8 +34,8 @@ def downsample_images(images: np.ndarray, shape: tuple[int, int], chunk: int = 5
         raise ValueError(f"downsample_images: cannot upsample {images.shape[1:]} to {(h, w)}")
     out = np.empty((len(images), h, w), dtype=np.float32)
     for start in range(0, len(images), chunk):
-        block = torch.from_numpy(images[start:start + chunk].astype(np.float32))[:, None]
-        out[start:start + chunk] = F.adaptive_avg_pool2d(block, (h, w))[:, 0].numpy()
+        block = torch.from_numpy(images[start : start + chunk].astype(np.float32))[:, None]
+        out[start : start + chunk] = F.adaptive_avg_pool2d(block, (h, w))[:, 0].numpy()
     return out
 
 
@@ -87,7 +87,7 @@ class ScanTensors:
                 f"from_recording: stats are for {len(stats.response_std)} units, scan "
                 f"{recording.scan_name} has {recording.n_units}"
             )
-        unique = downsample_images(recording.images, tuple(image_shape))
+        unique = downsample_images(recording.images, (image_shape[0], image_shape[1]))
         unique = (unique - np.float32(stats.image_mean)) / np.float32(stats.image_std)
         position = {int(i): k for k, i in enumerate(recording.image_ids)}
         index = torch.as_tensor([position[int(i)] for i in recording.trial_image_ids], dtype=torch.long)
@@ -121,7 +121,7 @@ class ScanTensors:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        return tuple(self.images.shape[2:])
+        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def subset(self, index: np.ndarray) -> "ScanTensors":
         """The trials at ``index`` (integer or boolean array), same order."""
@@ -169,8 +169,11 @@ class ScanTensors:
             return t.to(device)
 
         return dataclasses.replace(
-            self, images=move(self.images), responses=move(self.responses),
-            behavior=move(self.behavior), pupil_center=move(self.pupil_center),
+            self,
+            images=move(self.images),
+            responses=move(self.responses),
+            behavior=move(self.behavior),
+            pupil_center=move(self.pupil_center),
         )
 
     def batches(
@@ -186,5 +189,5 @@ class ScanTensors:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.images.device)
         for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             yield Batch(self.images[rows], self.responses[rows], self.behavior[rows], self.pupil_center[rows])

@@ -14,6 +14,7 @@ Every problem with the input raises :class:`InputError` naming the file and the 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Literal
 
 import numpy as np
@@ -29,7 +30,7 @@ class InputError(ValueError):
     Attributes: ``file`` (path as given), ``field`` (array, column or NWB object), ``problem``.
     """
 
-    def __init__(self, file: str, field: str, problem: str):
+    def __init__(self, file: str | os.PathLike, field: str, problem: str):
         self.file, self.field, self.problem = str(file), field, problem
         super().__init__(f"{file}: {field}: {problem}")
 
@@ -89,8 +90,9 @@ class Footprints:
 
     def subset(self, keep: np.ndarray) -> "Footprints":
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
-        return Footprints(self.plane[idx], self.roi[idx], self.centre[idx], [self.pixels[i] for i in idx],
-                          self.iscell[idx])
+        return Footprints(
+            self.plane[idx], self.roi[idx], self.centre[idx], [self.pixels[i] for i in idx], self.iscell[idx]
+        )
 
 
 @dataclasses.dataclass
@@ -154,8 +156,9 @@ class Schedule:
 BEHAVIOR_NAMES = ("pupil_size", "running_speed", "pupil_x", "pupil_y")
 
 
-def check_schedule(schedule: Schedule, n_frames: int, frame_rate: float, config: ExtractionConfig,
-                   traces_file: str = "traces") -> tuple[int, int]:
+def check_schedule(
+    schedule: Schedule, n_frames: int, frame_rate: float, config: ExtractionConfig, traces_file: str = "traces"
+) -> tuple[int, int]:
     """Check a schedule against a movie of ``n_frames``; returns the window as (first, stop) frame offsets."""
     table = schedule.files.get("onset_frame", "stimulus table")
     first = int(np.ceil(config.window_s[0] * frame_rate - 1e-9))
@@ -170,19 +173,31 @@ def check_schedule(schedule: Schedule, n_frames: int, frame_rate: float, config:
     beyond = np.flatnonzero(onsets + stop > n_frames)
     if beyond.size:
         t = int(beyond[0])
-        raise InputError(table, "onset_frame", f"row {t}: onset {int(onsets[t])} with its window of {stop} frames "
-                         f"ends beyond the movie ({n_frames} frames in {traces_file}); {beyond.size} such trial(s)")
+        raise InputError(
+            table,
+            "onset_frame",
+            f"row {t}: onset {int(onsets[t])} with its window of {stop} frames "
+            f"ends beyond the movie ({n_frames} frames in {traces_file}); {beyond.size} such trial(s)",
+        )
     for name, values in schedule.behavior.items():
         if len(values) != n_frames:
-            raise InputError(schedule.files.get(name, "behaviour"), name,
-                             f"{len(values)} frames, but {traces_file} has {n_frames} (mismatched frame counts)")
+            raise InputError(
+                schedule.files.get(name, "behaviour"),
+                name,
+                f"{len(values)} frames, but {traces_file} has {n_frames} (mismatched frame counts)",
+            )
     unknown = sorted(set(map(str, schedule.tier)) - set(TIERS))
     if unknown:
-        raise InputError(schedule.files.get("tier", table), "tier", f"unknown tier(s) {unknown}; expected {list(TIERS)}")
+        raise InputError(
+            schedule.files.get("tier", table), "tier", f"unknown tier(s) {unknown}; expected {list(TIERS)}"
+        )
     missing = np.setdiff1d(schedule.image_id, schedule.image_ids)
     if missing.size:
-        raise InputError(schedule.files.get("image_id", table), "image_id",
-                         f"{missing.size} image id(s) without an image, e.g. {int(missing[0])}")
+        raise InputError(
+            schedule.files.get("image_id", table),
+            "image_id",
+            f"{missing.size} image id(s) without an image, e.g. {int(missing[0])}",
+        )
     return first, stop
 
 
@@ -200,8 +215,12 @@ def signal(traces: Traces, config: ExtractionConfig) -> np.ndarray:
             raise InputError(traces.file, traces.names.get("spikes", "spikes"), "no deconvolved activity in the source")
         known = traces.neuropil_coefficient
         if known is not None and abs(known - config.neuropil_coefficient) > 1e-9:
-            raise InputError(traces.file, "neucoeff", f"deconvolved activity was computed with neuropil coefficient "
-                             f"{known}; extraction config asks for {config.neuropil_coefficient} (use signal 'dff')")
+            raise InputError(
+                traces.file,
+                "neucoeff",
+                f"deconvolved activity was computed with neuropil coefficient "
+                f"{known}; extraction config asks for {config.neuropil_coefficient} (use signal 'dff')",
+            )
         return np.asarray(traces.spikes, np.float32)
     if traces.dff is not None:
         return np.asarray(traces.dff, np.float32)
@@ -223,9 +242,17 @@ def window_means(trace: np.ndarray, onsets: np.ndarray, first: int, stop: int) -
     return np.asarray(trace, np.float64)[..., frames].mean(axis=-1).T.astype(np.float32)
 
 
-def extract(traces: Traces, schedule: Schedule, config: ExtractionConfig, scan: dict[str, int],
-            um_per_pixel: float = 1.0, plane_depths_um: tuple[float, ...] = (0.0,), area: str = "unknown",
-            layer: str = "unknown", source: str = "") -> tuple[Recording, Footprints]:
+def extract(
+    traces: Traces,
+    schedule: Schedule,
+    config: ExtractionConfig,
+    scan: dict[str, int],
+    um_per_pixel: float = 1.0,
+    plane_depths_um: tuple[float, ...] = (0.0,),
+    area: str = "unknown",
+    layer: str = "unknown",
+    source: str = "",
+) -> tuple[Recording, Footprints]:
     """Build a scan from traces and a schedule.
 
     Parameters
@@ -244,15 +271,20 @@ def extract(traces: Traces, schedule: Schedule, config: ExtractionConfig, scan: 
     first, stop = check_schedule(schedule, n_frames, traces.frame_rate, config, traces.file)
     keep = traces.footprints.iscell >= config.iscell_threshold
     if not keep.any():
-        raise InputError(traces.file, traces.names.get("iscell", "iscell"),
-                         f"no ROI reaches the iscell threshold {config.iscell_threshold}")
+        raise InputError(
+            traces.file,
+            traces.names.get("iscell", "iscell"),
+            f"no ROI reaches the iscell threshold {config.iscell_threshold}",
+        )
     trace = signal(traces, config)[keep]
     footprints = traces.footprints.subset(keep)
     responses = window_means(trace, schedule.onset_frame, first, stop)
 
     n_trials = schedule.n_trials
-    per_trial = {name: window_means(values[None].astype(np.float64), schedule.onset_frame, first, stop)[:, 0]
-                 for name, values in schedule.behavior.items()}
+    per_trial = {
+        name: window_means(values[None].astype(np.float64), schedule.onset_frame, first, stop)[:, 0]
+        for name, values in schedule.behavior.items()
+    }
     zeros = np.zeros(n_trials, np.float32)
     pupil = per_trial.get("pupil_size", zeros)
     time_order = np.argsort(schedule.onset_frame, kind="stable")
@@ -269,7 +301,9 @@ def extract(traces: Traces, schedule: Schedule, config: ExtractionConfig, scan: 
     xyz = np.column_stack([footprints.centre[:, 1] * um_per_pixel, footprints.centre[:, 0] * um_per_pixel, z])
     n_units = len(footprints)
     recording = Recording(
-        **scan,
+        animal_id=scan["animal_id"],
+        session=scan["session"],
+        scan_idx=scan["scan_idx"],
         images=schedule.images,
         image_ids=schedule.image_ids.astype(np.int64),
         trial_idx=schedule.trial_idx.astype(np.int64),

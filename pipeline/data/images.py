@@ -144,9 +144,7 @@ def summed_area_table(pixels: np.ndarray) -> np.ndarray:
     return table
 
 
-def _area_patch(
-    table: np.ndarray, row: int, col: int, height: int, width: int, shape: tuple[int, int]
-) -> np.ndarray:
+def _area_patch(table: np.ndarray, row: int, col: int, height: int, width: int, shape: tuple[int, int]) -> np.ndarray:
     """Area interpolation from a summed-area table: each output pixel is the mean of the photograph
     over its footprint, fractional pixels weighted by overlap (anti-aliased when shrinking).  The
     integral of a piecewise-constant image is bilinear within each pixel, so bilinear lookup in the
@@ -160,9 +158,8 @@ def _area_patch(
     r, fr = corners(row, height, shape[0], table.shape[0])
     c, fc = corners(col, width, shape[1], table.shape[1])
     fr, fc = fr[:, None], fc[None, :]
-    integral = (
-        (1 - fr) * ((1 - fc) * table[np.ix_(r, c)] + fc * table[np.ix_(r, c + 1)])
-        + fr * ((1 - fc) * table[np.ix_(r + 1, c)] + fc * table[np.ix_(r + 1, c + 1)])
+    integral = (1 - fr) * ((1 - fc) * table[np.ix_(r, c)] + fc * table[np.ix_(r, c + 1)]) + fr * (
+        (1 - fc) * table[np.ix_(r + 1, c)] + fc * table[np.ix_(r + 1, c + 1)]
     )
     return np.diff(np.diff(integral, axis=0), axis=1) / ((height / shape[0]) * (width / shape[1]))
 

@@ -111,8 +111,9 @@ def calcium_kernel(frame_rate: float, rise_s: float, decay_s: float) -> np.ndarr
     return kernel / kernel.max()
 
 
-def _place_centres(n: int, shape: tuple[int, int], min_distance: float, margin: float,
-                   rng: np.random.Generator) -> np.ndarray:
+def _place_centres(
+    n: int, shape: tuple[int, int], min_distance: float, margin: float, rng: np.random.Generator
+) -> np.ndarray:
     centres: list[np.ndarray] = []
     for _ in range(200 * n):
         candidate = rng.uniform(margin, np.array(shape) - margin)
@@ -123,8 +124,9 @@ def _place_centres(n: int, shape: tuple[int, int], min_distance: float, margin: 
     raise ConfigError(f"cannot place {n} neurons {min_distance} pixels apart in a {shape} field of view")
 
 
-def _footprints(centres: np.ndarray, shape: tuple[int, int], sigma: tuple[float, float],
-                rng: np.random.Generator) -> np.ndarray:
+def _footprints(
+    centres: np.ndarray, shape: tuple[int, int], sigma: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
     out = np.zeros((len(centres), *shape), np.float32)
     for n, (cy, cx) in enumerate(centres):
@@ -139,13 +141,14 @@ def _footprints(centres: np.ndarray, shape: tuple[int, int], sigma: tuple[float,
     return out
 
 
-def simulate_movie(movie_config: MovieConfig | None = None, simulation: SimulationConfig | str | None = None,
-                   seed: int = 0) -> MovieSimulation:
+def simulate_movie(
+    movie_config: MovieConfig | None = None, simulation: SimulationConfig | str | None = None, seed: int = 0
+) -> MovieSimulation:
     """Render a simulated scan as a two-photon movie (see the module docstring); deterministic in ``seed``."""
     config = movie_config or MovieConfig()
     recording = simulate(simulation or MOVIE_SIMULATION, seed=seed)
     rng = np.random.default_rng([seed, 7])
-    shape = tuple(int(s) for s in config.field_of_view)
+    shape = int(config.field_of_view[0]), int(config.field_of_view[1])
     n_trials, n_units = recording.n_trials, recording.n_units
 
     time_order = np.argsort(recording.trial_idx, kind="stable")
@@ -160,15 +163,17 @@ def simulate_movie(movie_config: MovieConfig | None = None, simulation: Simulati
     calcium = np.stack([np.convolve(a, kernel)[:n_frames] for a in activity])
 
     centres = _place_centres(n_units, shape, config.min_distance, margin=8.0, rng=rng)
-    footprints = _footprints(centres, shape, tuple(config.cell_sigma), rng)
-    brightness = rng.uniform(*config.brightness, n_units)
+    footprints = _footprints(centres, shape, (config.cell_sigma[0], config.cell_sigma[1]), rng)
+    brightness = rng.uniform(config.brightness[0], config.brightness[1], n_units)
     fluorescence = brightness[:, None] * (1 + config.dff_per_unit * calcium)  # (n_units, n_frames)
 
     neuropil_map = ndimage.gaussian_filter(rng.standard_normal(shape), 12.0)
     neuropil_map = 1 + 0.5 * neuropil_map / (np.abs(neuropil_map).max() + 1e-12)
     drift = 1 + 0.1 * np.sin(2 * np.pi * np.arange(n_frames) / max(n_frames, 1) + rng.uniform(0, 2 * np.pi))
     mean_calcium = calcium.mean(axis=0)
-    neuropil_trace = config.neuropil * drift * (1 + config.neuropil_activity * mean_calcium / (mean_calcium.mean() + 1e-12))
+    neuropil_trace = (
+        config.neuropil * drift * (1 + config.neuropil_activity * mean_calcium / (mean_calcium.mean() + 1e-12))
+    )
 
     flat = footprints.reshape(n_units, -1)
     movie = np.empty((n_frames, *shape), np.uint16)
@@ -189,12 +194,24 @@ def simulate_movie(movie_config: MovieConfig | None = None, simulation: Simulati
     behavior_frames = {}
     trial_of_frame = np.clip(np.searchsorted(onsets_time, np.arange(n_frames), side="right") - 1, 0, n_trials - 1)
     trial_file = time_order[trial_of_frame]
-    for name, values in (("pupil_size", recording.behavior[:, 0]), ("running_speed", recording.behavior[:, 2]),
-                         ("pupil_x", recording.pupil_center[:, 0]), ("pupil_y", recording.pupil_center[:, 1])):
+    for name, values in (
+        ("pupil_size", recording.behavior[:, 0]),
+        ("running_speed", recording.behavior[:, 2]),
+        ("pupil_x", recording.pupil_center[:, 0]),
+        ("pupil_y", recording.pupil_center[:, 1]),
+    ):
         behavior_frames[name] = np.asarray(values, np.float32)[trial_file]
-    return MovieSimulation(movie=movie, frame_rate=config.frame_rate, onset_frames=onset_frames, recording=recording,
-                           footprints=footprints, centres=centres, activity=activity,
-                           behavior_frames=behavior_frames, shifts=shifts)
+    return MovieSimulation(
+        movie=movie,
+        frame_rate=config.frame_rate,
+        onset_frames=onset_frames,
+        recording=recording,
+        footprints=footprints,
+        centres=centres,
+        activity=activity,
+        behavior_frames=behavior_frames,
+        shifts=shifts,
+    )
 
 
 def write_movie_folder(sim: MovieSimulation, out: str | Path) -> dict[str, Path]:
@@ -217,26 +234,54 @@ def write_movie_folder(sim: MovieSimulation, out: str | Path) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     recording = sim.recording
     order = np.argsort(sim.onset_frames, kind="stable")
-    paths = {name: out / file for name, file in (("movie", "movie.tif"), ("stimuli", "stimuli.csv"),
-                                                  ("images", "images.npz"), ("behavior", "behavior.npz"),
-                                                  ("truth", "truth.npz"))}
+    paths = {
+        name: out / file
+        for name, file in (
+            ("movie", "movie.tif"),
+            ("stimuli", "stimuli.csv"),
+            ("images", "images.npz"),
+            ("behavior", "behavior.npz"),
+            ("truth", "truth.npz"),
+        )
+    }
     tifffile.imwrite(paths["movie"], sim.movie)
     with open(paths["stimuli"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["onset_frame", "image_id", "tier", "trial_idx"])
         for t in order:
-            writer.writerow([int(sim.onset_frames[t]), int(recording.trial_image_ids[t]), str(recording.tiers[t]),
-                             int(recording.trial_idx[t])])
+            writer.writerow(
+                [
+                    int(sim.onset_frames[t]),
+                    int(recording.trial_image_ids[t]),
+                    str(recording.tiers[t]),
+                    int(recording.trial_idx[t]),
+                ]
+            )
     np.savez(paths["images"], images=recording.images, image_ids=recording.image_ids)
-    np.savez(paths["behavior"], **sim.behavior_frames)
-    np.savez(paths["truth"], footprints=sim.footprints, centres=sim.centres, onset_frames=sim.onset_frames[order],
-             responses=recording.responses[order], rates=recording.ground_truth.rates, image_ids=recording.image_ids,
-             frame_rate=np.array(sim.frame_rate))
+    np.savez(paths["behavior"], **sim.behavior_frames)  # type: ignore[arg-type]  # numpy stubs take no **arrays
+    truth = recording.ground_truth
+    if truth is None:
+        raise ValueError("write_movie_folder: the recording has no ground truth (not simulated)")
+    np.savez(
+        paths["truth"],
+        footprints=sim.footprints,
+        centres=sim.centres,
+        onset_frames=sim.onset_frames[order],
+        responses=recording.responses[order],
+        rates=truth.rates,
+        image_ids=recording.image_ids,
+        frame_rate=np.array(sim.frame_rate),
+    )
     return paths
 
 
-def match_rois(true_footprints: np.ndarray, roi_pixels: list[np.ndarray], shape: tuple[int, int],
-               min_iou: float = 0.3, threshold: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def match_rois(
+    true_footprints: np.ndarray,
+    roi_pixels: list[np.ndarray],
+    shape: tuple[int, int],
+    min_iou: float = 0.3,
+    threshold: float = 0.2,
+) -> tuple[np.ndarray, np.ndarray]:
     """Match detected ROIs to simulated neurons by footprint overlap (one-to-one, Hungarian).
 
     Parameters
@@ -251,7 +296,9 @@ def match_rois(true_footprints: np.ndarray, roi_pixels: list[np.ndarray], shape:
     (n_units,) int index of the matched ROI or -1, and (n_units,) float IoU of the match (0 if none).
     """
     n_units = len(true_footprints)
-    truth = (true_footprints.reshape(n_units, -1) >= threshold * true_footprints.reshape(n_units, -1).max(1, keepdims=True))
+    truth = true_footprints.reshape(n_units, -1) >= threshold * true_footprints.reshape(n_units, -1).max(
+        1, keepdims=True
+    )
     rois = np.zeros((len(roi_pixels), shape[0] * shape[1]), bool)
     for r, yx in enumerate(roi_pixels):
         rois[r, np.ravel_multi_index((yx[:, 0], yx[:, 1]), shape)] = True

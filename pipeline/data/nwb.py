@@ -32,6 +32,7 @@ import datetime
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,14 @@ _CCF_AREAS = {"V1": "VISp", "LM": "VISl", "AL": "VISal", "RL": "VISrl", "PM": "V
 """Visual areas by their usual names -> Allen Mouse Brain CCF abbreviations (NWB's location terms)."""
 
 
-def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | None = None,
-              session_start: datetime.datetime | None = None, age: str = "P8W/P104W",
-              extraction: dict | None = None) -> Path:
+def write_nwb(
+    recording: Recording,
+    path: str | Path,
+    footprints: Footprints | None = None,
+    session_start: datetime.datetime | None = None,
+    age: str = "P8W/P104W",
+    extraction: dict | None = None,
+) -> Path:
     """Write one scan to a new NWB file (see the module docstring for the layout).
 
     ``age`` is the animal's ISO 8601 age (or range); scans carry none, so the default says "an
@@ -82,13 +88,12 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
     (scans carry no date either).  ``extraction`` (the extraction config and source sizes of a scan
     extracted from imaging) is kept as JSON in the ``comments`` of the trial responses.
     """
-    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.base import Images
     from pynwb.behavior import BehavioralTimeSeries, EyeTracking, PupilTracking, SpatialSeries
     from pynwb.file import Subject
     from pynwb.image import GrayscaleImage, IndexSeries
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
-    from pynwb import TimeSeries
 
     recording.validate()
     path = Path(path)
@@ -108,24 +113,35 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
         session_id=recording.scan_name,
         experiment_description=recording.source or "scan exported by the v1pipeline",
         keywords=["two-photon calcium imaging", "mouse visual cortex", "natural images"],
-        subject=Subject(subject_id=str(recording.animal_id), species="Mus musculus", sex="U", age=age,
-                        description=f"animal {recording.animal_id}, session {recording.session}"),
+        subject=Subject(
+            subject_id=str(recording.animal_id),
+            species="Mus musculus",
+            sex="U",
+            age=age,
+            description=f"animal {recording.animal_id}, session {recording.session}",
+        ),
     )
     image_ids = np.asarray(recording.image_ids)
     images = Images(
         name="StimulusImages",
-        images=[GrayscaleImage(name=f"image_{int(i)}", data=np.asarray(img), description=f"stimulus image id {int(i)}")
-                for i, img in zip(image_ids, recording.images)],
+        images=[
+            GrayscaleImage(name=f"image_{int(i)}", data=np.asarray(img), description=f"stimulus image id {int(i)}")
+            for i, img in zip(image_ids, recording.images)
+        ],
         description="stimulus images by id, grey levels 0-255",
     )
     nwb.add_stimulus_template(images)
     slot = {int(i): k for k, i in enumerate(image_ids)}
-    nwb.add_stimulus(IndexSeries(
-        name="StimulusPresentation",
-        data=np.array([slot[int(i)] for i in recording.trial_image_ids[order]], np.uint32),
-        indexed_images=images, unit="N/A", **clock,
-        description="index into StimulusImages of the image shown on each trial",
-    ))
+    nwb.add_stimulus(
+        IndexSeries(
+            name="StimulusPresentation",
+            data=np.array([slot[int(i)] for i in recording.trial_image_ids[order]], np.uint32),
+            indexed_images=images,
+            unit="N/A",
+            **clock,
+            description="index into StimulusImages of the image shown on each trial",
+        )
+    )
 
     nwb.add_trial_column("image_id", "id of the stimulus image")
     nwb.add_trial_column("tier", "data split: train, validation, test, final_test")
@@ -139,44 +155,66 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
     for name in extras:
         nwb.add_trial_column(name, f"per-trial array {name} of the source")
     for k, i in enumerate(order):
-        nwb.add_trial(start_time=float(t[k]), stop_time=float(t[k]) + duration,
-                      image_id=int(recording.trial_image_ids[i]), tier=str(recording.tiers[i]),
-                      trial_idx=recording.trial_idx[i], file_index=int(i), withheld=bool(recording.withheld[i]),
-                      **{name: values[i] for name, values in extras.items()})
+        nwb.add_trial(
+            start_time=float(t[k]),
+            stop_time=float(t[k]) + duration,
+            image_id=int(recording.trial_image_ids[i]),
+            tier=str(recording.tiers[i]),
+            trial_idx=recording.trial_idx[i],
+            file_index=int(i),
+            withheld=bool(recording.withheld[i]),
+            **{name: values[i] for name, values in extras.items()},
+        )
 
     device = nwb.create_device(name="Microscope", description="two-photon microscope")
-    channel = OpticalChannel(name="OpticalChannel", description="green calcium indicator channel", emission_lambda=510.0)
+    channel = OpticalChannel(
+        name="OpticalChannel", description="green calcium indicator channel", emission_lambda=510.0
+    )
     plane = nwb.create_imaging_plane(
-        name="ImagingPlane", optical_channel=channel, device=device, excitation_lambda=920.0,
-        indicator="GCaMP", location=_location(recording.unit_area),
-        imaging_rate=float(recording.frame_rate or 0.0), description="imaging plane of the scan",
+        name="ImagingPlane",
+        optical_channel=channel,
+        device=device,
+        excitation_lambda=920.0,
+        indicator="GCaMP",
+        location=_location(recording.unit_area),
+        imaging_rate=float(recording.frame_rate or 0.0),
+        description="imaging plane of the scan",
     )
     ophys = nwb.create_processing_module("ophys", "units and their trial responses")
     segmentation = ImageSegmentation()
     ophys.add(segmentation)
     segmentation_plane = segmentation.create_plane_segmentation(
-        name="PlaneSegmentation", description="units of the scan", imaging_plane=plane)
+        name="PlaneSegmentation", description="units of the scan", imaging_plane=plane
+    )
     xyz = np.asarray(recording.unit_xyz)
-    columns = {"unit_id": ("unit id within the scan", recording.unit_ids),
-               "cortical_x": ("cortical x position, micrometres", xyz[:, 0]),
-               "cortical_y": ("cortical y position, micrometres", xyz[:, 1]),
-               "cortical_z": ("cortical depth, micrometres", xyz[:, 2]),
-               "area": ("brain area", np.asarray(recording.unit_area).astype(str)),
-               "layer": ("cortical layer", np.asarray(recording.unit_layer).astype(str))}
+    columns = {
+        "unit_id": ("unit id within the scan", recording.unit_ids),
+        "cortical_x": ("cortical x position, micrometres", xyz[:, 0]),
+        "cortical_y": ("cortical y position, micrometres", xyz[:, 1]),
+        "cortical_z": ("cortical depth, micrometres", xyz[:, 2]),
+        "area": ("brain area", np.asarray(recording.unit_area).astype(str)),
+        "layer": ("cortical layer", np.asarray(recording.unit_layer).astype(str)),
+    }
     if footprints is not None:
-        columns.update({"centre_y": ("ROI centre row, pixels", footprints.centre[:, 0]),
-                        "centre_x": ("ROI centre column, pixels", footprints.centre[:, 1]),
-                        "plane": ("imaging plane index", footprints.plane),
-                        "roi": ("ROI index in the source segmentation", footprints.roi),
-                        "iscell": ("classifier probability of being a cell", footprints.iscell)})
+        columns.update(
+            {
+                "centre_y": ("ROI centre row, pixels", footprints.centre[:, 0]),
+                "centre_x": ("ROI centre column, pixels", footprints.centre[:, 1]),
+                "plane": ("imaging plane index", footprints.plane),
+                "roi": ("ROI index in the source segmentation", footprints.roi),
+                "iscell": ("classifier probability of being a cell", footprints.iscell),
+            }
+        )
     if footprints is not None:
         for pixels in footprints.pixels:  # NWB's pixel-mask element is (x, y, weight)
-            segmentation_plane.add_roi(pixel_mask=[(int(y_x_w[1]), int(y_x_w[0]), float(y_x_w[2]))
-                                                   for y_x_w in np.asarray(pixels, np.float32)])
+            segmentation_plane.add_roi(
+                pixel_mask=[(int(y_x_w[1]), int(y_x_w[0]), float(y_x_w[2])) for y_x_w in np.asarray(pixels, np.float32)]
+            )
     else:  # empty masks: the ROI table needs a mask column to be readable, and no pixels are invented
         segmentation_plane.id.extend(list(range(recording.n_units)))
-        segmentation_plane.add_column("pixel_mask", "ROI footprint: none known", data=[[] for _ in range(recording.n_units)],
-                                      index=True)
+        segmentation_plane.add_column(
+            "pixel_mask", "ROI footprint: none known", data=[[] for _ in range(recording.n_units)], index=True
+        )
     # the other columns whole, so that they keep their dtypes (row-wise values become float64)
     for name, (description, values) in columns.items():
         values = np.asarray(values)
@@ -184,25 +222,67 @@ def write_nwb(recording: Recording, path: str | Path, footprints: Footprints | N
     region = segmentation_plane.create_roi_table_region(region=list(range(recording.n_units)), description="all units")
     fluorescence = Fluorescence(name="Fluorescence")
     ophys.add(fluorescence)  # before the series, so that its ROI region shares an ancestor with the table
-    fluorescence.add_roi_response_series(RoiResponseSeries(
-        name="TrialResponses", data=np.asarray(recording.responses)[order], rois=region, unit="a.u.", **clock,
-        description="response of each unit on each trial (one sample per trial, at its onset)",
-        comments=json.dumps({"extraction": extraction}) if extraction else "no comments",
-    ))
+    fluorescence.add_roi_response_series(
+        RoiResponseSeries(
+            name="TrialResponses",
+            data=np.asarray(recording.responses)[order],
+            rois=region,
+            unit="a.u.",
+            **clock,
+            description="response of each unit on each trial (one sample per trial, at its onset)",
+            comments=json.dumps({"extraction": extraction}) if extraction else "no comments",
+        )
+    )
 
     behavior_module = nwb.create_processing_module("behavior", "behaviour per trial")
     behavior = np.asarray(recording.behavior)[order]
     pupil_center = np.asarray(recording.pupil_center)[order]
-    behavior_module.add(BehavioralTimeSeries(name="BehavioralTimeSeries", time_series=[TimeSeries(
-        name="running_speed", data=behavior[:, 2], unit="cm/s", **clock, description="running speed per trial")]))
-    behavior_module.add(PupilTracking(name="PupilTracking", time_series=[
-        TimeSeries(name="pupil_size", data=behavior[:, 0], unit="pixels", **clock, description="pupil size per trial"),
-        TimeSeries(name="pupil_size_change", data=behavior[:, 1], unit="pixels", **clock,
-                   description="change of pupil size per trial"),
-    ]))
-    behavior_module.add(EyeTracking(name="EyeTracking", spatial_series=[SpatialSeries(
-        name="pupil_center", data=pupil_center, reference_frame="eye camera pixels", unit="pixels", **clock,
-        description="horizontal, vertical eye position per trial")]))
+    behavior_module.add(
+        BehavioralTimeSeries(
+            name="BehavioralTimeSeries",
+            time_series=[
+                TimeSeries(
+                    name="running_speed",
+                    data=behavior[:, 2],
+                    unit="cm/s",
+                    **clock,
+                    description="running speed per trial",
+                )
+            ],
+        )
+    )
+    behavior_module.add(
+        PupilTracking(
+            name="PupilTracking",
+            time_series=[
+                TimeSeries(
+                    name="pupil_size", data=behavior[:, 0], unit="pixels", **clock, description="pupil size per trial"
+                ),
+                TimeSeries(
+                    name="pupil_size_change",
+                    data=behavior[:, 1],
+                    unit="pixels",
+                    **clock,
+                    description="change of pupil size per trial",
+                ),
+            ],
+        )
+    )
+    behavior_module.add(
+        EyeTracking(
+            name="EyeTracking",
+            spatial_series=[
+                SpatialSeries(
+                    name="pupil_center",
+                    data=pupil_center,
+                    reference_frame="eye camera pixels",
+                    unit="pixels",
+                    **clock,
+                    description="horizontal, vertical eye position per trial",
+                )
+            ],
+        )
+    )
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return path
@@ -267,8 +347,11 @@ def _trials_table(nwb, path: Path):
     for name, table in (nwb.intervals or {}).items():
         if len(table) and any(c in table.colnames for c in IMAGE_ID_COLUMNS):
             return table, f"intervals/{name}"
-    raise _fail(path, "intervals/trials", "no trials table or stimulus-presentation table with image ids "
-                f"(one of the columns {list(IMAGE_ID_COLUMNS)})")
+    raise _fail(
+        path,
+        "intervals/trials",
+        f"no trials table or stimulus-presentation table with image ids (one of the columns {list(IMAGE_ID_COLUMNS)})",
+    )
 
 
 def _images(nwb, path: Path, needed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -301,8 +384,9 @@ def _per_trial(series, starts: np.ndarray) -> bool:
     return len(stamps) == len(starts) and np.allclose(np.sort(stamps), np.sort(starts), rtol=0, atol=tolerance)
 
 
-def read_nwb(path: str | Path, config: ExtractionConfig | None = None, scan: dict[str, int] | None = None
-             ) -> tuple[Recording, Footprints, dict]:
+def read_nwb(
+    path: str | Path, config: ExtractionConfig | None = None, scan: dict[str, int] | None = None
+) -> tuple[Recording, Footprints, dict]:
     """Read one scan from an NWB file.
 
     Parameters
@@ -325,7 +409,9 @@ def read_nwb(path: str | Path, config: ExtractionConfig | None = None, scan: dic
         io = NWBHDF5IO(str(path), "r")
         nwb = io.read()
     except Exception as e:  # h5py and hdmf raise many types for a file that is not NWB
-        raise _fail(path, "file", f"not a readable NWB file ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        raise _fail(
+            path, "file", f"not a readable NWB file ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        ) from None
     try:
         return _read(nwb, path, config, scan)
     finally:
@@ -362,7 +448,9 @@ def _read(nwb, path: Path, config: ExtractionConfig, scan: dict | None) -> tuple
     else:  # public data carries no split: repeated images are the test set, 10% of the rest validation
         counts = dict(zip(*np.unique(image_id, return_counts=True)))
         tier = np.array(["test" if counts[i] > 1 else ("validation" if i % 10 == 0 else "train") for i in image_id])
-    trial_idx = (np.asarray(table["trial_idx"][:]) if "trial_idx" in columns else np.argsort(np.argsort(starts, kind="stable")))
+    trial_idx = (
+        np.asarray(table["trial_idx"][:]) if "trial_idx" in columns else np.argsort(np.argsort(starts, kind="stable"))
+    )
     file_index = np.asarray(table["file_index"][:]) if "file_index" in columns else np.arange(n_trials)
     if sorted(file_index.tolist()) != list(range(n_trials)):
         raise _fail(path, f"{table_name}.file_index", "not a permutation of the trial rows")
@@ -372,8 +460,22 @@ def _read(nwb, path: Path, config: ExtractionConfig, scan: dict | None) -> tuple
     segmentation, footprints = _segmentation(ophys, path, series[0])
     per_trial = [s for s in series if _per_trial(s, starts)]
     if per_trial:
-        recording = _read_trials(nwb, path, per_trial[0], table, table_name, rows, starts, image_id, tier, trial_idx,
-                                 images, image_ids, segmentation, key)
+        recording = _read_trials(
+            nwb,
+            path,
+            per_trial[0],
+            table,
+            table_name,
+            rows,
+            starts,
+            image_id,
+            tier,
+            trial_idx,
+            images,
+            image_ids,
+            segmentation,
+            key,
+        )
         info = dict(layout="trials", n_frames=0, n_rois=len(footprints))
         try:
             info.update(json.loads(per_trial[0].comments)["extraction"])
@@ -384,7 +486,10 @@ def _read(nwb, path: Path, config: ExtractionConfig, scan: dict | None) -> tuple
     frame_times = _timestamps(series[0])
     onset_frame = np.searchsorted(frame_times, starts[rows] - 1e-9)
     behavior = {}
-    for name, patterns in (("running_speed", ("running", "speed")), ("pupil_size", ("pupil_area", "pupil_size", "pupil"))):
+    for name, patterns in (
+        ("running_speed", ("running", "speed")),
+        ("pupil_size", ("pupil_area", "pupil_size", "pupil")),
+    ):
         found = _find_timeseries(nwb, patterns)
         if found is not None:
             values = _numeric(path, found.name, found.data, "iuf").astype(np.float64).reshape(len(found.data), -1)[:, 0]
@@ -394,9 +499,16 @@ def _read(nwb, path: Path, config: ExtractionConfig, scan: dict | None) -> tuple
         values = _numeric(path, eye.name, eye.data, "iuf").astype(np.float64)
         for k, name in enumerate(("pupil_x", "pupil_y")):
             behavior[name] = np.interp(frame_times, _timestamps(eye), values[:, k])
-    schedule = Schedule(onset_frame=onset_frame.astype(np.int64), image_id=image_id[rows], tier=tier[rows],
-                        trial_idx=np.asarray(trial_idx)[rows].astype(np.int64), images=images, image_ids=image_ids,
-                        behavior=behavior, files={"onset_frame": f"{path} {table_name}.start_time"})
+    schedule = Schedule(
+        onset_frame=onset_frame.astype(np.int64),
+        image_id=image_id[rows],
+        tier=tier[rows],
+        trial_idx=np.asarray(trial_idx)[rows].astype(np.int64),
+        images=images,
+        image_ids=image_ids,
+        behavior=behavior,
+        files={"onset_frame": f"{path} {table_name}.start_time"},
+    )
     recording, kept = extract(traces, schedule, config, key, area=_area(ophys), source=f"nwb:{path.name}")
     return recording, kept, dict(layout="frames", n_frames=traces.n_frames, n_rois=len(footprints))
 
@@ -431,11 +543,11 @@ def _segmentation(ophys, path: Path, series) -> tuple[object, Footprints]:
     elif "image_mask" in columns:
         for r in range(n):
             image = np.asarray(table["image_mask"][r])
-            y, x = np.nonzero(image)
-            pixels.append(np.column_stack([y, x, image[y, x]]).astype(np.float32))
+            iy, ix = np.nonzero(image)
+            pixels.append(np.column_stack([iy, ix, image[iy, ix]]).astype(np.float32))
     else:
         pixels = [np.zeros((0, 3), np.float32) for _ in range(n)]
-    seen = {}
+    seen: dict[bytes, int] = {}
     for r, mask in enumerate(pixels):
         if len(mask):
             signature = mask[:, :2].tobytes()
@@ -457,7 +569,7 @@ def _segmentation(ophys, path: Path, series) -> tuple[object, Footprints]:
 
 
 def _traces(ophys, series: list, path: Path, footprints: Footprints) -> Traces:
-    by_role: dict[str, object] = {}
+    by_role: dict[str, Any] = {}  # pynwb series
     for s in series:
         name, container = s.name.lower(), type(s.parent).__name__
         if "neuropil" in name:
@@ -477,13 +589,21 @@ def _traces(ophys, series: list, path: Path, footprints: Footprints) -> Traces:
         raise _fail(path, f"{reference.name}.timestamps", "fewer than two frames")
     rate = 1.0 / float(np.median(np.diff(stamps)))
     arrays = {role: _numeric(path, f"{s.name}.data", s.data, "f").T for role, s in by_role.items()}
-    return Traces(footprints=footprints, frame_rate=rate, fluorescence=arrays.get("fluorescence"),
-                  neuropil=arrays.get("neuropil"), spikes=arrays.get("spikes"), dff=arrays.get("dff"),
-                  file=str(path), names={role: f"processing/ophys/{s.name}" for role, s in by_role.items()})
+    return Traces(
+        footprints=footprints,
+        frame_rate=rate,
+        fluorescence=arrays.get("fluorescence"),
+        neuropil=arrays.get("neuropil"),
+        spikes=arrays.get("spikes"),
+        dff=arrays.get("dff"),
+        file=str(path),
+        names={role: f"processing/ophys/{s.name}" for role, s in by_role.items()},
+    )
 
 
-def _read_trials(nwb, path, series, table, table_name, rows, starts, image_id, tier, trial_idx, images, image_ids,
-                 segmentation, key) -> Recording:
+def _read_trials(
+    nwb, path, series, table, table_name, rows, starts, image_id, tier, trial_idx, images, image_ids, segmentation, key
+) -> Recording:
     """A per-trial layout (as :func:`write_nwb` writes it) back into a recording, trial-file order."""
     stamps = _timestamps(series)
     order = np.argsort(stamps, kind="stable")
@@ -502,11 +622,17 @@ def _read_trials(nwb, path, series, table, table_name, rows, starts, image_id, t
     change = trial_series(("pupil_size_change",), 1)
     centre = trial_series(("pupil_center",), 2)
     if speed is None or size is None or change is None or centre is None:
-        raise _fail(path, "processing/behavior", "per-trial running_speed, pupil_size, pupil_size_change and "
-                    "pupil_center series are needed with per-trial responses")
+        raise _fail(
+            path,
+            "processing/behavior",
+            "per-trial running_speed, pupil_size, pupil_size_change and "
+            "pupil_center series are needed with per-trial responses",
+        )
     columns = [c for c in table.colnames if c not in _FIXED_COLUMNS]
     extra = {c: np.asarray(table[c][:])[rows] for c in columns}
-    withheld = np.asarray(table["withheld"][:], bool)[rows] if "withheld" in table.colnames else np.zeros(len(rows), bool)
+    withheld = (
+        np.asarray(table["withheld"][:], bool)[rows] if "withheld" in table.colnames else np.zeros(len(rows), bool)
+    )
     unit_columns = set(segmentation.colnames)
     needed = ("unit_id", "cortical_x", "cortical_y", "cortical_z", "area", "layer")
     missing = [c for c in needed if c not in unit_columns]

@@ -31,7 +31,16 @@ SPLITS = ("train", "test")
 # class names, in label order: photographs of :func:`pipeline.data.images.source_photographs` at
 # least 300 x 450 pixels, natural scenes and textures with detail over their whole area
 CLASS_PHOTOGRAPHS = (
-    "astronaut", "camera", "chelsea", "coffee", "rocket", "brick", "grass", "china", "flower", "grace_hopper",
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "brick",
+    "grass",
+    "china",
+    "flower",
+    "grace_hopper",
 )
 
 
@@ -80,7 +89,7 @@ def plan_photo_crops(
             sides = rng.integers(MIN_CROP_SIDE, MAX_CROP_SIDE + 1, size=n)
             tops = start + np.floor(rng.random(n) * (stop - start - sides + 1)).astype(int)
             lefts = np.floor(rng.random(n) * (width - sides + 1)).astype(int)
-            crops += [PhotoCrop(photo, split, int(t), int(l), int(s)) for t, l, s in zip(tops, lefts, sides)]
+            crops += [PhotoCrop(photo, split, int(t), int(left), int(s)) for t, left, s in zip(tops, lefts, sides)]
     return crops
 
 
@@ -102,7 +111,9 @@ def photo_crops(n_train_per_class: int, n_test_per_class: int, seed: int = 0) ->
     return plan_photo_crops(shapes, n_train_per_class, n_test_per_class, seed)
 
 
-def photo_classification_set(n_train_per_class: int = 500, n_test_per_class: int = 100, seed: int = 0) -> ClassificationSet:
+def photo_classification_set(
+    n_train_per_class: int = 500, n_test_per_class: int = 100, seed: int = 0
+) -> ClassificationSet:
     """The embedded 10-class set: crops labelled by source photograph, grouped by class (class 0
     first), train and test drawn from disjoint regions of each photograph.  Deterministic."""
     photos = class_photographs()

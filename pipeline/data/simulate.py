@@ -41,6 +41,14 @@ Ground truth (``Recording.ground_truth``)
     ``orientation`` is the template rotation modulo pi (radians, [0, pi)) and NaN for the
     orientation-free centre-surround units.
 
+Harder variants (:data:`VARIANTS`, presets ``demo-<name>`` and ``tiny-<name>``)
+    Each breaks one assumption of the rotation-equivariant model: more types than a core has
+    features, types that differ only in scale (type names ``"name@factor"``), graded mixtures of two
+    types (``mixture_types``), a cardinal bias of orientations (``orientation_bias``) and a type seen
+    at one orientation only (``unrotated_types``).  Their ground truth records what changed
+    (``extra["variant"]`` and per-unit arrays, see :func:`_variant_truth`).  A config without them
+    simulates exactly as before, and its hash is unchanged.
+
 Orientation convention: a unit of orientation ``theta`` prefers bars running along the direction
 ``(cos theta, -sin theta)`` in (column, row) coordinates, i.e. ``theta`` counter-clockwise from
 horizontal as seen on screen (rows grow downwards); its preferred grating is
@@ -55,7 +63,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, added_field, canonical, canonical_json
 from ..progress import progress_bar
 from .images import sample_patches
 from .recording import GroundTruth, Recording
@@ -77,6 +85,7 @@ class Subunit:
     ``sigma_along``/``sigma_across``: Gaussian envelope widths along / across the bars.
     ``wavelength``: carrier wavelength across the bars (Gabor); 0 for a difference of Gaussians whose
     centre has width ``sigma_along`` and whose surround has width ``surround``.
+    ``phase``: carrier phase of the (first) Gabor.
     """
 
     along: float = 0.0
@@ -86,6 +95,7 @@ class Subunit:
     sigma_across: float = 1.0
     wavelength: float = 3.0
     surround: float = 0.0
+    phase: float = 0.0  # carrier phase (radians): 0 even-symmetric (a bar), pi/2 odd-symmetric (an edge)
 
 
 def _rectify(x: np.ndarray) -> np.ndarray:
@@ -99,6 +109,10 @@ def _energies(linear: np.ndarray) -> np.ndarray:
 
 def _half_rectified(linear: np.ndarray) -> np.ndarray:
     return _rectify(linear[:, :, 0, 0])
+
+
+def _off_rectified(linear: np.ndarray) -> np.ndarray:
+    return _rectify(-linear[:, :, 0, 0])
 
 
 def _energy(linear: np.ndarray) -> np.ndarray:
@@ -132,6 +146,9 @@ class CellType:
     full_turn: bool = False
     description: str = ""
 
+
+# ON- and OFF-centre units share one difference of Gaussians and differ in its sign.
+_CENTRE_SURROUND = Subunit(sigma_along=0.7, sigma_across=0.7, wavelength=0.0, surround=2.0)
 
 # Curvature subunits sit on a circle of radius 1.7 sizes tangent to the bar at the centre:
 # at along = +-1 the arc is displaced 1/(2*1.7) across and tilted by atan(1/1.7).
@@ -178,9 +195,7 @@ CELL_TYPES: dict[str, CellType] = {
         ),
         CellType(
             "texture",
-            tuple(
-                Subunit(across=a, sigma_along=0.7, sigma_across=0.7, wavelength=2.0) for a in (-1.2, 0.0, 1.2)
-            ),
+            tuple(Subunit(across=a, sigma_along=0.7, sigma_across=0.7, wavelength=2.0) for a in (-1.2, 0.0, 1.2)),
             quadrature=True,
             combine=_conjunction,
             description="conjunction of three fine-scale parallel energy subunits side by side "
@@ -188,15 +203,62 @@ CELL_TYPES: dict[str, CellType] = {
         ),
         CellType(
             "center_surround",
-            (Subunit(sigma_along=0.7, sigma_across=0.7, wavelength=0.0, surround=2.0),),
+            (_CENTRE_SURROUND,),
             quadrature=False,
             combine=_half_rectified,
             oriented=False,
             description="half-rectified ON-centre difference of Gaussians (no orientation)",
         ),
+        # Further types, used by the harder variants (VARIANTS); the default population has the six above.
+        CellType(
+            "edge",
+            (Subunit(phase=np.pi / 2),),
+            quadrature=False,
+            combine=_half_rectified,
+            full_turn=True,
+            description="half-rectified odd-symmetric Gabor (prefers a dark-to-bright edge of one polarity)",
+        ),
+        CellType(
+            "cross",
+            (Subunit(sigma_along=0.9, sigma_across=0.9), Subunit(angle=np.pi / 2, sigma_along=0.9, sigma_across=0.9)),
+            quadrature=True,
+            combine=_conjunction,
+            description="conjunction of two orthogonal energy subunits at one place (crossings, plaids)",
+        ),
+        CellType(
+            "long_contour",
+            (Subunit(sigma_along=3.0),),
+            quadrature=True,
+            combine=_energy,
+            description="energy of an elongated quadrature Gabor pair (long, straight contours)",
+        ),
+        CellType(
+            "off_center",
+            (_CENTRE_SURROUND,),
+            quadrature=False,
+            combine=_off_rectified,
+            oriented=False,
+            description="half-rectified OFF-centre difference of Gaussians (no orientation)",
+        ),
     )
 }
-TYPE_NAMES = tuple(CELL_TYPES)
+TYPE_NAMES = ("simple", "complex", "end_stopped", "curvature", "texture", "center_surround")
+"""The default population's types; :data:`CELL_TYPES` has further ones for the harder variants."""
+
+
+def cell_type_of(name: str) -> tuple[CellType, float]:
+    """The template and scale factor of a type name: ``"complex"`` is (complex, 1.0), and
+    ``"complex@2"`` is the same template at twice the size (half the spatial frequency)."""
+    base, _, scale = name.partition("@")
+    if base not in CELL_TYPES:
+        raise ConfigError(f"unknown cell type {base!r} in {name!r}; known: {list(CELL_TYPES)}")
+    try:
+        factor = float(scale) if scale else 1.0
+    except ValueError:
+        raise ConfigError(f"cell type {name!r}: the scale after '@' must be a number") from None
+    if not (np.isfinite(factor) and factor > 0):
+        raise ConfigError(f"cell type {name!r}: the scale after '@' must be > 0")
+    return CELL_TYPES[base], factor
 
 
 def subunit_filters(
@@ -227,7 +289,7 @@ def subunit_filters(
     )
     wavelength = field("wavelength")
     if np.all(wavelength > 0):
-        carrier = 2 * np.pi * across / (s * wavelength)
+        carrier = 2 * np.pi * across / (s * wavelength) + field("phase")
         phases = [envelope * np.cos(carrier)] + ([envelope * np.sin(carrier)] if cell_type.quadrature else [])
         # Remove the DC so that uniform luminance does not drive the unit (scaled envelope keeps the
         # filter's shape).
@@ -269,6 +331,11 @@ class SimulatedPopulation:
     template scale (pixels; Gabor envelope width across the bars), ``mean_rate`` the mean rate over
     natural images, ``running_gain``/``pupil_gain`` the behavioural gain strengths.
     ``drive_scale`` and ``amplitude`` are set by :meth:`calibrate`.
+
+    Graded mixtures (optional): a unit with ``mixture_weight`` w > 0 is driven by
+    ``(1 - w) d_own / s_own + w d_other / s_other``, its own type's drive and that of
+    ``mixture_type`` (same orientation, position and size), each divided by its RMS over the
+    calibration images (``component_scale``, (n_units, 2), set by :meth:`calibrate`).
     """
 
     image_shape: tuple[int, int]
@@ -287,6 +354,9 @@ class SimulatedPopulation:
     pupil_scale: float = 5.0
     drive_scale: np.ndarray | None = None
     amplitude: np.ndarray | None = None
+    mixture_type: np.ndarray | None = None
+    mixture_weight: np.ndarray | None = None
+    component_scale: np.ndarray | None = None
 
     @property
     def n_units(self) -> int:
@@ -295,40 +365,72 @@ class SimulatedPopulation:
     @property
     def orientation(self) -> np.ndarray:
         """(n_units,) preferred orientation in [0, pi) radians; NaN for orientation-free types."""
-        oriented = np.array([CELL_TYPES[t].oriented for t in self.unit_type], bool)
+        oriented = np.array([cell_type_of(t)[0].oriented for t in self.unit_type], bool)
         return np.where(oriented, np.mod(self.rotation, np.pi), np.nan)
+
+    def _mixed(self) -> np.ndarray:
+        """Indices of the units with a graded mixture."""
+        return np.array([], int) if self.mixture_weight is None else np.flatnonzero(self.mixture_weight > 0)
 
     def drives(self, images: np.ndarray, progress: bool = False, filters_per_block: int = 1024) -> np.ndarray:
         """Noise-free drive of every unit, (N, n_units) float32 >= 0, for images (N, H, W) in grey
         levels.  Linear in image contrast; the filters are zero-mean so mean luminance is ignored."""
+        own = self._template_drives(images, self.unit_type, np.arange(self.n_units), progress, filters_per_block)
+        mixed = self._mixed()
+        if not len(mixed):
+            return own
+        if self.component_scale is None:
+            raise RuntimeError("the population's mixtures are not calibrated; call calibrate(images) first")
+        other = self._template_drives(images, self.mixture_type[mixed], mixed, progress, filters_per_block)
+        w = self.mixture_weight[mixed].astype(np.float32)
+        scale = self.component_scale[mixed].astype(np.float32)
+        own[:, mixed] = (1 - w) * own[:, mixed] / scale[:, 0] + w * other / scale[:, 1]
+        return own
+
+    def _template_drives(
+        self, images: np.ndarray, type_names: np.ndarray, units: np.ndarray, progress: bool, filters_per_block: int
+    ) -> np.ndarray:
+        """(N, len(units)) drives of ``units`` under the templates ``type_names`` (one per unit)."""
         images = np.asarray(images)
         if images.ndim != 3 or images.shape[1:] != tuple(self.image_shape):
             raise ValueError(f"images: expected (N, {self.image_shape[0]}, {self.image_shape[1]}), got {images.shape}")
         flat = np.asarray(images.reshape(len(images), -1), dtype=np.float32)
-        out = np.empty((len(images), self.n_units), np.float32)
+        out = np.empty((len(images), len(units)), np.float32)
         blocks = []
-        for name, cell_type in CELL_TYPES.items():
-            units = np.flatnonzero(self.unit_type == name)
+        order = {name: i for i, name in enumerate(CELL_TYPES)}
+        names = sorted(set(type_names), key=lambda n: (order[n.partition("@")[0]], n))
+        for name in names:
+            cell_type, _ = cell_type_of(name)
+            columns = np.flatnonzero(type_names == name)
             per_unit = len(cell_type.subunits) * (2 if cell_type.quadrature else 1)
             step = max(1, filters_per_block // per_unit)
-            blocks += [(cell_type, units[i : i + step]) for i in range(0, len(units), step)]
-        for cell_type, units in progress_bar(blocks, desc="unit drives", enabled=progress):
+            blocks += [(cell_type, columns[i : i + step]) for i in range(0, len(columns), step)]
+        for cell_type, columns in progress_bar(blocks, desc="unit drives", enabled=progress):
+            u = units[columns]
             filters = subunit_filters(
                 cell_type,
-                self.rf_x[units],
-                self.rf_y[units],
-                self.rotation[units],
-                self.rf_size[units],
+                self.rf_x[u],
+                self.rf_y[u],
+                self.rotation[u],
+                self.rf_size[u],
                 self.image_shape,
             )
             m, S, P = filters.shape[:3]
             linear = (flat @ filters.reshape(m * S * P, -1).T).reshape(len(images), m, S, P)
-            out[:, units] = cell_type.combine(linear)
+            out[:, columns] = cell_type.combine(linear)
         return out
 
     def calibrate(self, images: np.ndarray, progress: bool = False) -> "SimulatedPopulation":
         """Set ``drive_scale`` (RMS drive) and ``amplitude`` so that each unit's mean rate over
         ``images`` (N, H, W) equals its ``mean_rate``."""
+        mixed = self._mixed()
+        if len(mixed):
+            own = self._template_drives(images, self.unit_type[mixed], mixed, progress, 1024)
+            other = self._template_drives(images, self.mixture_type[mixed], mixed, progress, 1024)
+            self.component_scale = np.ones((self.n_units, 2))
+            for j, component in enumerate((own, other)):
+                rms = np.sqrt(np.mean(component.astype(np.float64) ** 2, axis=0))
+                self.component_scale[mixed, j] = np.where(rms > 0, rms, 1.0)
         drive = self.drives(images, progress=progress)
         scale = np.sqrt(np.mean(drive.astype(np.float64) ** 2, axis=0))
         self.drive_scale = np.where(scale > 0, scale, 1.0)
@@ -395,6 +497,11 @@ class SimulationConfig(Config):
     mean_rate_spread: float = 0.5  # log-s.d. of the mean rate across units
     baseline: float = 0.05
     exponent: float = 1.5
+    # Harder variants (VARIANTS), each breaking one assumption of the rotation-equivariant model.
+    # A type name "name@f" is type "name" at f times the size (see cell_type_of).
+    orientation_bias: float = added_field(0.0)  # in [0, 1): orientation density 1 + bias cos(4 theta)
+    unrotated_types: tuple[str, ...] = added_field(())  # types seen at one orientation only (rotation 0)
+    mixture_types: tuple[str, ...] = added_field(())  # two types whose units form a graded continuum
     # Behaviour
     behavior_timescale: float = 60.0  # trials
     running_gain: tuple[float, ...] = (0.4, 0.25)  # mean, s.d. across units
@@ -436,11 +543,27 @@ class SimulationConfig(Config):
         for name in pairs:
             if len(getattr(self, name)) != 2:
                 fail(f"{name} must have two entries, got {getattr(self, name)}")
-        unknown = sorted(set(self.cell_types) - set(CELL_TYPES))
-        if unknown:
-            fail(f"unknown cell type(s) {unknown}; known: {list(CELL_TYPES)}")
+        for name in self.cell_types:
+            try:
+                cell_type_of(name)
+            except ConfigError as err:
+                fail(str(err))
         if len(set(self.cell_types)) != len(self.cell_types):
             fail(f"cell_types has duplicates: {self.cell_types}")
+        if not 0 <= self.orientation_bias < 1:
+            fail(f"orientation_bias must be in [0, 1), got {self.orientation_bias}")
+        for name in ("unrotated_types", "mixture_types"):
+            unknown = sorted(set(getattr(self, name)) - set(self.cell_types))
+            if unknown:
+                fail(f"{name} {unknown} are not in cell_types {list(self.cell_types)}")
+        if self.mixture_types:
+            pair = [cell_type_of(t)[0] for t in self.mixture_types]
+            if len(set(self.mixture_types)) != 2:
+                fail(f"mixture_types must name two different types, got {self.mixture_types}")
+            if pair[0].full_turn != pair[1].full_turn or pair[0].oriented != pair[1].oriented:
+                fail(f"mixture_types {self.mixture_types}: both must be oriented (or not) with the same period")
+            if set(self.mixture_types) & set(self.unrotated_types):
+                fail("a type cannot be both in mixture_types and in unrotated_types")
         if len(self.type_fractions) != len(self.cell_types):
             fail(f"type_fractions has {len(self.type_fractions)} entries for {len(self.cell_types)} cell_types")
         if min(self.type_fractions) < 0 or sum(self.type_fractions) <= 0:
@@ -486,6 +609,59 @@ PRESETS: dict[str, SimulationConfig] = {
     # Sensorium-sized scan: 5000 images shown once + 100 x 10 test trials, 8000 units.
     "large": SimulationConfig(n_units=8000, n_single_images=5000, n_test_images=100, test_repeats=10),
 }
+
+
+VARIANTS: dict[str, tuple[dict, str]] = {
+    # name: (changes to the default population, what the variant breaks); presets "demo-<name>"
+    # (experiments) and "tiny-<name>" (tests).
+    "ten-types": (
+        dict(cell_types=TYPE_NAMES + ("edge", "cross", "long_contour", "off_center"), type_fractions=(0.1,) * 10),
+        "10 functional types, more than a 6-feature core has features",
+    ),
+    "scales": (
+        dict(
+            cell_types=("simple", "simple@2", "complex", "complex@2", "texture", "texture@2"),
+            type_fractions=(1 / 6,) * 6,
+        ),
+        "three templates at two sizes (x1, x2): types that differ only in scale and spatial frequency",
+    ),
+    "mixtures": (
+        dict(mixture_types=("simple", "complex")),
+        "simple and complex units form a graded continuum: each is driven by its own type and, with a "
+        "weight uniform in [0, 0.5], by the other",
+    ),
+    "cardinal": (
+        dict(orientation_bias=0.8),
+        "orientations concentrated at the cardinals (density 1 + 0.8 cos(4 theta)), as in mouse V1",
+    ),
+    "unrotated": (
+        dict(unrotated_types=("end_stopped",)),
+        "every end-stopped unit at one orientation: a type with no rotated counterpart",
+    ),
+}
+"""The harder ground truths: each breaks one assumption the rotation-equivariant model is built on
+(one template per feature, at one scale, seen at every orientation equally often)."""
+
+PRESETS.update(
+    {
+        f"{size}-{name}": PRESETS[size].replace(**changes)
+        for size in ("tiny", "demo")
+        for name, (changes, _) in VARIANTS.items()
+    }
+)
+
+_VARIANT_FIELDS = ("cell_types", "type_fractions", "orientation_bias", "unrotated_types", "mixture_types")
+
+
+def variant_changes(config: SimulationConfig) -> dict:
+    """The settings of ``config`` that the harder variants change and that differ from the default
+    population's (empty for the default)."""
+    default = SimulationConfig()
+    return {
+        name: canonical(getattr(config, name))
+        for name in _VARIANT_FIELDS
+        if canonical(getattr(config, name)) != canonical(getattr(default, name))
+    }
 
 
 def resolve_config(config: SimulationConfig | str | Mapping) -> SimulationConfig:
@@ -545,7 +721,7 @@ def sample_population(
     H, W = config.image_shape
     counts = _type_counts(config.type_fractions, n)
     unit_type = rng.permutation(np.repeat(np.array(config.cell_types, dtype=object), counts)).astype(str)
-    full_turn = np.array([CELL_TYPES[t].full_turn for t in unit_type])
+    full_turn = np.array([cell_type_of(t)[0].full_turn for t in unit_type])
     rotation = rng.uniform(0.0, np.pi, n) * np.where(full_turn, 2.0, 1.0)
 
     half = config.cortex_extent / 2
@@ -568,19 +744,45 @@ def sample_population(
         rotation=rotation,
         rf_x=rf_x,
         rf_y=rf_y,
-        rf_size=rng.uniform(*config.rf_size, n),
+        rf_size=rng.uniform(*config.rf_size, n) * np.array([cell_type_of(t)[1] for t in unit_type]),
         mean_rate=config.mean_rate * np.exp(config.mean_rate_spread * rng.standard_normal(n)),
         running_gain=config.running_gain[0] + config.running_gain[1] * rng.standard_normal(n),
         pupil_gain=config.pupil_gain[0] + config.pupil_gain[1] * rng.standard_normal(n),
         baseline=config.baseline,
         exponent=config.exponent,
     )
+    # The variants draw after everything above, so that a config without them draws as before.
+    if config.orientation_bias > 0:
+        theta = _cardinal_orientations(rng, n, config.orientation_bias)
+        population.rotation = theta + np.where(full_turn & (rng.uniform(size=n) < 0.5), np.pi, 0.0)
+    if config.unrotated_types:
+        population.rotation[np.isin(unit_type, config.unrotated_types)] = 0.0
+    if config.mixture_types:
+        first, second = config.mixture_types
+        pair = np.flatnonzero(np.isin(unit_type, config.mixture_types))
+        share = rng.uniform(size=len(pair))  # weight of the second type; the unit is the type it leans to
+        population.unit_type = unit_type.copy()
+        population.unit_type[pair] = np.where(share < 0.5, first, second)
+        population.mixture_type = np.full(n, "", dtype=object)
+        population.mixture_type[pair] = np.where(share < 0.5, second, first)
+        population.mixture_type = population.mixture_type.astype(str)
+        population.mixture_weight = np.zeros(n)
+        population.mixture_weight[pair] = np.minimum(share, 1 - share)
     return population, unit_xyz, unit_layer
 
 
-def make_population(
-    config: SimulationConfig | str | Mapping, seed: int, progress: bool = False
-) -> SimulatedPopulation:
+def _cardinal_orientations(rng: np.random.Generator, n: int, bias: float) -> np.ndarray:
+    """(n,) orientations in [0, pi) with density ``(1 + bias cos(4 theta)) / pi``: peaks at the
+    cardinal orientations 0 and pi/2, troughs at the obliques (rejection sampling)."""
+    out = np.empty(0)
+    while len(out) < n:
+        theta = rng.uniform(0.0, np.pi, 2 * n)
+        keep = rng.uniform(size=2 * n) * (1 + bias) < 1 + bias * np.cos(4 * theta)
+        out = np.concatenate([out, theta[keep]])
+    return out[:n]
+
+
+def make_population(config: SimulationConfig | str | Mapping, seed: int, progress: bool = False) -> SimulatedPopulation:
     """The calibrated population that :func:`simulate` uses for this config and seed."""
     config = resolve_config(config)
     return _make_population(config, _streams(seed), progress)[0]
@@ -636,6 +838,26 @@ def noise_for_oracle_correlation(signal_var: np.ndarray, rho: np.ndarray, repeat
 # --------------------------------------------------------------------------------------------------
 
 
+def _variant_truth(config: SimulationConfig, population: SimulatedPopulation) -> dict[str, np.ndarray]:
+    """Ground-truth entries of a harder variant: ``variant`` (JSON text of :func:`variant_changes`)
+    and the per-unit arrays the variant set: ``type_scale`` (size factor of the unit's type),
+    ``unrotated`` (bool), ``mixture_type`` (the other type, '' for none) and ``mixture_weight``
+    (its weight, 0 for none)."""
+    changes = variant_changes(config)
+    if not changes:
+        return {}
+    out = dict(
+        variant=np.array(canonical_json(changes)),
+        type_scale=np.array([cell_type_of(t)[1] for t in population.unit_type]),
+    )
+    if config.unrotated_types:
+        out["unrotated"] = np.isin(population.unit_type, config.unrotated_types)
+    if population.mixture_weight is not None:
+        out["mixture_type"] = population.mixture_type
+        out["mixture_weight"] = population.mixture_weight
+    return out
+
+
 def simulate(config: SimulationConfig | str | Mapping, seed: int, progress: bool = False) -> Recording:
     """Simulate one scan; fully deterministic given ``config`` and ``seed``.  See the module
     docstring for the model and :data:`PRESETS` for the sizes."""
@@ -649,9 +871,9 @@ def simulate(config: SimulationConfig | str | Mapping, seed: int, progress: bool
 
     # Stimuli and trial design.
     n_images = config.n_single_images + config.n_test_images
-    images = np.round(
-        sample_patches(n_images, (H, W), streams["stimuli"], scale=tuple(config.patch_scale))
-    ).astype(np.uint8)
+    images = np.round(sample_patches(n_images, (H, W), streams["stimuli"], scale=tuple(config.patch_scale))).astype(
+        np.uint8
+    )
     design = streams["design"]
     image_ids = np.sort(design.choice(np.arange(1, 100 * n_images + 1), n_images, replace=False)).astype(np.int64)
     image_tier = np.full(n_images, "train", dtype=object)
@@ -740,6 +962,7 @@ def simulate(config: SimulationConfig | str | Mapping, seed: int, progress: bool
             target_reliability=target,
             drive_scale=population.drive_scale,
             amplitude=population.amplitude,
+            **_variant_truth(config, population),
         ),
     )
     recording = Recording(

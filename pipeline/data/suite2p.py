@@ -38,8 +38,9 @@ def plane_folders(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(folder, "folder", "no such folder")
     for root in (folder, folder / "suite2p"):
-        planes = sorted((p for p in root.glob("plane*") if p.is_dir() and p.name[5:].isdigit()),
-                        key=lambda p: int(p.name[5:]))
+        planes = sorted(
+            (p for p in root.glob("plane*") if p.is_dir() and p.name[5:].isdigit()), key=lambda p: int(p.name[5:])
+        )
         if planes:
             return planes
     if (folder / "F.npy").exists() or (folder / "stat.npy").exists():
@@ -54,7 +55,9 @@ def _load(path: Path, pickled: bool = False) -> np.ndarray:
         return np.load(path, allow_pickle=pickled)
     except ValueError as e:
         if not pickled and "pickle" in str(e):
-            raise InputError(path, path.stem, "holds Python objects where a numeric array is expected (wrong dtype)") from None
+            raise InputError(
+                path, path.stem, "holds Python objects where a numeric array is expected (wrong dtype)"
+            ) from None
         raise InputError(path, path.stem, f"cannot read ({e})") from None
     except (OSError, EOFError) as e:
         raise InputError(path, path.stem, f"cannot read ({e})") from None
@@ -87,15 +90,20 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
     if stat.dtype != object or stat.ndim != 1 or not all(isinstance(s, dict) for s in stat):
         raise InputError(stat_path, "stat", "expected an array of per-ROI dicts")
     n_rois = len(stat)
-    pixels, centres, seen = [], [], {}
+    pixels, centres = [], []
+    seen: dict[tuple[bytes, bytes], int] = {}
     for r, s in enumerate(stat):
         for key in ("ypix", "xpix", "lam"):
             if key not in s:
                 raise InputError(stat_path, f"stat[{r}].{key}", "missing")
         y, x, lam = (np.asarray(s[k]) for k in ("ypix", "xpix", "lam"))
         if y.dtype.kind not in "iu" or x.dtype.kind not in "iu" or lam.dtype.kind != "f":
-            raise InputError(stat_path, f"stat[{r}]", f"dtypes ypix {y.dtype}, xpix {x.dtype}, lam {lam.dtype}; "
-                             "expected integer pixel coordinates and floating point weights")
+            raise InputError(
+                stat_path,
+                f"stat[{r}]",
+                f"dtypes ypix {y.dtype}, xpix {x.dtype}, lam {lam.dtype}; "
+                "expected integer pixel coordinates and floating point weights",
+            )
         if not (len(y) == len(x) == len(lam)) or len(y) == 0:
             raise InputError(stat_path, f"stat[{r}]", f"ypix, xpix, lam have {len(y)}, {len(x)}, {len(lam)} entries")
         signature = (y.tobytes(), x.tobytes())
@@ -111,7 +119,9 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
         raise InputError(iscell_path, "iscell", "missing file (needed to select cells; run suite2p's classifier)")
     iscell = _load(iscell_path)
     if iscell.dtype.kind not in "fiub" or iscell.ndim != 2 or iscell.shape != (n_rois, 2):
-        raise InputError(iscell_path, "iscell", f"shape {iscell.shape} dtype {iscell.dtype}, expected ({n_rois}, 2) numbers")
+        raise InputError(
+            iscell_path, "iscell", f"shape {iscell.shape} dtype {iscell.dtype}, expected ({n_rois}, 2) numbers"
+        )
 
     traces = {}
     for file in TRACE_FILES:
@@ -180,8 +190,14 @@ def content_hash(traces: Traces, schedule: Schedule | None = None) -> str:
     for pixels in traces.footprints.pixels:
         digest.update(np.ascontiguousarray(pixels).tobytes())
     if schedule is not None:
-        for array in (schedule.onset_frame, schedule.image_id, schedule.trial_idx, schedule.images, schedule.image_ids,
-                      *(schedule.behavior[name] for name in sorted(schedule.behavior))):
+        for array in (
+            schedule.onset_frame,
+            schedule.image_id,
+            schedule.trial_idx,
+            schedule.images,
+            schedule.image_ids,
+            *(schedule.behavior[name] for name in sorted(schedule.behavior)),
+        ):
             digest.update(np.ascontiguousarray(array).tobytes())
         digest.update("\0".join(map(str, schedule.tier)).encode())
         digest.update(" ".join(sorted(schedule.behavior)).encode())
@@ -234,9 +250,13 @@ def read_schedule(stimuli: str | Path, images: str | Path, behavior: str | Path 
             raise InputError(images, name, f"missing array (arrays: {sorted(image_data)})")
     pixels, ids = image_data["images"], image_data["image_ids"]
     if pixels.ndim != 3 or pixels.dtype.kind not in "uif":
-        raise InputError(images, "images", f"shape {pixels.shape} dtype {pixels.dtype}, expected (n_images, H, W) numbers")
+        raise InputError(
+            images, "images", f"shape {pixels.shape} dtype {pixels.dtype}, expected (n_images, H, W) numbers"
+        )
     if ids.shape != (len(pixels),) or ids.dtype.kind not in "iu":
-        raise InputError(images, "image_ids", f"shape {ids.shape} dtype {ids.dtype}, expected ({len(pixels)},) integers")
+        raise InputError(
+            images, "image_ids", f"shape {ids.shape} dtype {ids.dtype}, expected ({len(pixels)},) integers"
+        )
     if len(np.unique(ids)) != len(ids):
         raise InputError(images, "image_ids", "duplicate image ids")
     behaviour, files = {}, {"onset_frame": str(stimuli), "image_id": str(stimuli), "tier": str(stimuli)}
@@ -248,14 +268,23 @@ def read_schedule(stimuli: str | Path, images: str | Path, behavior: str | Path 
             raise InputError(behavior, unknown[0], f"unknown array; expected some of {list(BEHAVIOR_NAMES)}")
         for name, values in data.items():
             if values.ndim != 1 or values.dtype.kind not in "uif":
-                raise InputError(behavior, name, f"shape {values.shape} dtype {values.dtype}, expected (n_frames,) numbers")
+                raise InputError(
+                    behavior, name, f"shape {values.shape} dtype {values.dtype}, expected (n_frames,) numbers"
+                )
             if not np.isfinite(values).all():
                 raise InputError(behavior, name, "NaN or infinite value(s)")
             behaviour[name] = values
             files[name] = str(behavior)
-    return Schedule(onset_frame=onset, image_id=integers("image_id"), tier=np.array([r["tier"].strip() for r in rows]),
-                    trial_idx=trial_idx, images=pixels, image_ids=ids.astype(np.int64), behavior=behaviour,
-                    files=files)
+    return Schedule(
+        onset_frame=onset,
+        image_id=integers("image_id"),
+        tier=np.array([r["tier"].strip() for r in rows]),
+        trial_idx=trial_idx,
+        images=pixels,
+        image_ids=ids.astype(np.int64),
+        behavior=behaviour,
+        files=files,
+    )
 
 
 def run_suite2p(movie: str | Path, out: str | Path, frame_rate: float, **ops) -> Path:
@@ -271,8 +300,17 @@ def run_suite2p(movie: str | Path, out: str | Path, frame_rate: float, **ops) ->
 
     movie, out = Path(movie), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = dict(suite2p.default_ops(), fs=float(frame_rate), tau=0.4, nonrigid=False, spatial_scale=1,
-                    threshold_scaling=0.5, nimg_init=200, batch_size=500, do_regmetrics=False)
+    settings = dict(
+        suite2p.default_ops(),
+        fs=float(frame_rate),
+        tau=0.4,
+        nonrigid=False,
+        spatial_scale=1,
+        threshold_scaling=0.5,
+        nimg_init=200,
+        batch_size=500,
+        do_regmetrics=False,
+    )
     settings.update(ops)
     db = dict(data_path=[str(movie.parent)], tiff_list=[movie.name], save_path0=str(out), fast_disk=str(out))
     with contextlib.redirect_stdout(io.StringIO()):  # suite2p prints its progress; keep our output readable

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, added_field
 from pipeline.layout import standard_layout
 from pipeline.models.hermite import HermiteConv2d
 from pipeline.models.regularizers import filter_regularizer
@@ -46,7 +46,10 @@ class CoreConfig(Config):
     kind : "rotation" (Hermite rotation-equivariant core) or "cnn".
     layers : number of convolutional layers.
     features : learned filters per layer; for "rotation" features per rotation
-        (channels = features * rotations), for "cnn" channels.
+        (channels = features * rotations), for "cnn" channels.  With ``layer_features`` it is the
+        last layer's count (the features the readout sees).
+    layer_features : optional features of every layer (length ``layers``, the last equal to
+        ``features``), e.g. (16, 16, 32) as in the paper's sweep; None: ``features`` in every layer.
     rotations : orientations per feature (only "rotation"; the CNN has 1).
     kernel_sizes : odd filter size (pixels) of every layer; length ``layers``.
     hermite_rank : Hermite rank of every layer ("rotation" only), capped at each layer's kernel size;
@@ -71,6 +74,7 @@ class CoreConfig(Config):
     gamma_laplace: float = 0.025
     gamma_sparsity: float = 0.015
     input_channels: int = 1
+    layer_features: tuple[int, ...] | None = added_field(None)
 
     def __post_init__(self):
         # direct construction is validated too, not only from_dict
@@ -92,6 +96,16 @@ class CoreConfig(Config):
         bad = [k for k in self.kernel_sizes if k < 1 or k % 2 != 1]
         if bad:
             raise ConfigError(f"kernel_sizes must be odd and >= 1 ('same' padding), got {tuple(self.kernel_sizes)}")
+        if self.layer_features is not None:
+            if len(self.layer_features) != self.layers or min(self.layer_features) < 1:
+                raise ConfigError(
+                    f"layer_features {tuple(self.layer_features)} must give layers = {self.layers} counts, each >= 1"
+                )
+            if self.layer_features[-1] != self.features:
+                raise ConfigError(
+                    f"layer_features {tuple(self.layer_features)} must end with features = "
+                    f"{self.features} (the last layer's, read out)"
+                )
         if self.hermite_rank is not None and self.hermite_rank < 1:
             raise ConfigError(f"hermite_rank must be >= 1 or None, got {self.hermite_rank}")
         if self.skip < 0:
@@ -99,6 +113,10 @@ class CoreConfig(Config):
         for name in ("gamma_laplace", "gamma_sparsity"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def features_of(self, layer: int) -> int:
+        """Features of layer ``layer`` (0-based)."""
+        return self.features if self.layer_features is None else self.layer_features[layer]
 
     @property
     def channels(self) -> int:
@@ -184,16 +202,21 @@ class Core(nn.Module):
         n_layers = config.layers
         convs, norms = [], []
         for layer, kernel_size in enumerate(config.kernel_sizes):
-            in_features = config.input_channels if layer == 0 else self._sources(layer) * self.features
+            features = config.features_of(layer)
+            in_features = (
+                config.input_channels
+                if layer == 0
+                else sum(config.features_of(source) for source in range(layer - self._sources(layer), layer))
+            )
             if config.kind == "rotation":
                 rank = kernel_size if config.hermite_rank is None else min(config.hermite_rank, kernel_size)
                 conv = HermiteConv2d(
-                    in_features, self.features, kernel_size, self.rotations, rank=rank, rotation_input=layer > 0
+                    in_features, features, kernel_size, self.rotations, rank=rank, rotation_input=layer > 0
                 )
             else:
-                conv = SameConv2d(in_features, self.features, kernel_size)
+                conv = SameConv2d(in_features, features, kernel_size)
             convs.append(conv)
-            norms.append(FeatureNorm(self.features, self.rotations, config.batch_norm, scale=layer < n_layers - 1))
+            norms.append(FeatureNorm(features, self.rotations, config.batch_norm, scale=layer < n_layers - 1))
         self.convs = nn.ModuleList(convs)
         self.norms = nn.ModuleList(norms)
         self.nonlinearity = NONLINEARITIES[config.nonlinearity]()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, added_field
 from pipeline.models.behavior import Modulator, Shifter
 from pipeline.models.cores import CoreConfig, build_core
 from pipeline.models.readouts import FactorizedReadout, GaussianReadout
@@ -31,6 +31,9 @@ class ReadoutConfig(Config):
         gaussian: weight of the L1 norm of the feature vectors.
     init_mask_std, init_feature_std : normal initialisation of masks and feature vectors.
     init_mu_range, init_sigma : gaussian only, initial positions and position jitter (grid units).
+    positive_weights : constrain the feature weights to be >= 0 (projected after every update, as the
+        published code's ``positive`` option): a unit cannot read one feature with the opposite sign
+        of another, so two anti-correlated features cannot stand in for one.
     """
 
     kind: Literal["factorized", "gaussian"] = "factorized"
@@ -39,6 +42,7 @@ class ReadoutConfig(Config):
     init_feature_std: float = 0.01
     init_mu_range: float = 0.1
     init_sigma: float = 0.1
+    positive_weights: bool = added_field(False)
 
     def validate(self) -> None:
         if self.gamma_readout < 0:
@@ -144,11 +148,26 @@ def build_readout(
     config: ReadoutConfig, in_channels: int, spatial: tuple[int, int], n_units: int, bias: np.ndarray | None
 ) -> nn.Module:
     if config.kind == "factorized":
-        return FactorizedReadout(in_channels, spatial, n_units, gamma=config.gamma_readout, bias=bias,
-                                 init_mask_std=config.init_mask_std, init_feature_std=config.init_feature_std)
-    return GaussianReadout(in_channels, n_units, gamma=config.gamma_readout, bias=bias,
-                           init_mu_range=config.init_mu_range, init_sigma=config.init_sigma,
-                           init_feature_std=config.init_feature_std)
+        return FactorizedReadout(
+            in_channels,
+            spatial,
+            n_units,
+            gamma=config.gamma_readout,
+            bias=bias,
+            init_mask_std=config.init_mask_std,
+            init_feature_std=config.init_feature_std,
+            positive=config.positive_weights,
+        )
+    return GaussianReadout(
+        in_channels,
+        n_units,
+        gamma=config.gamma_readout,
+        bias=bias,
+        init_mu_range=config.init_mu_range,
+        init_sigma=config.init_sigma,
+        init_feature_std=config.init_feature_std,
+        positive=config.positive_weights,
+    )
 
 
 def build_encoder(

@@ -94,7 +94,7 @@ def hermite_basis(rank: int, size: int, upsampling: int = 2) -> np.ndarray:
         fine = radial * angular
         basis[i] = fine.reshape(size, upsampling, size, upsampling).sum(axis=(1, 3))
     norms = np.sqrt((basis**2).sum(axis=(1, 2)))
-    for i, (mu, nu, part) in enumerate(orders):
+    for i, (_mu, _nu, part) in enumerate(orders):
         if part == "cos":
             pair = math.sqrt((norms[i] ** 2 + norms[i + 1] ** 2) / 2)
             basis[i : i + 2] /= pair

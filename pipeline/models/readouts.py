@@ -23,6 +23,15 @@ def _bias_parameter(n_units: int, bias: np.ndarray | torch.Tensor | None) -> nn.
     return nn.Parameter(bias.clone())
 
 
+def _feature_weights(features: nn.Parameter, positive: bool) -> torch.Tensor:
+    """The feature weights to use; with ``positive`` they are first projected onto >= 0 in place
+    (as the published code's ``positive``), so the optimiser's steps are projected gradient steps."""
+    if positive:
+        with torch.no_grad():
+            features.clamp_(min=0)
+    return features
+
+
 def _check_input(x: torch.Tensor, channels: int, spatial: tuple[int, int] | None, name: str) -> None:
     if x.dim() != 4 or x.shape[1] != channels or (spatial is not None and tuple(x.shape[2:]) != spatial):
         expected = f"(B, {channels}, {spatial[0]}, {spatial[1]})" if spatial else f"(B, {channels}, h, w)"
@@ -60,6 +69,7 @@ class FactorizedReadout(nn.Module):
         responses), zeros when None.
     init_mask_std, init_feature_std : std of the normal initialisation of masks (before |.|) and
         feature weights.
+    positive : keep the feature weights >= 0 (projected before every use).
 
     With a shift, the feature maps are translated by ``shift`` (bilinear, zero padding) before the
     masks are applied, which moves every neuron's receptive field by the same amount.
@@ -74,9 +84,11 @@ class FactorizedReadout(nn.Module):
         bias: np.ndarray | torch.Tensor | None = None,
         init_mask_std: float = 0.01,
         init_feature_std: float = 0.01,
+        positive: bool = False,
     ):
         super().__init__()
         self.in_channels, self.spatial, self.n_units, self.gamma = in_channels, tuple(spatial), n_units, gamma
+        self.positive = positive
         self.mask = nn.Parameter(torch.randn(n_units, *self.spatial) * init_mask_std)
         self.features = nn.Parameter(torch.randn(n_units, in_channels) * init_feature_std)
         self.bias = _bias_parameter(n_units, bias)
@@ -89,14 +101,15 @@ class FactorizedReadout(nn.Module):
             x = translate(x, shift)
         # Pool space first: (B, C, n) is smaller than (B, h*w, n) whenever h*w > C.
         pooled = torch.einsum("bcs,ns->bcn", x.flatten(2), self.mask.abs().flatten(1))
-        return torch.einsum("bcn,nc->bn", pooled, self.features) + self.bias
+        return torch.einsum("bcn,nc->bn", pooled, _feature_weights(self.features, self.positive)) + self.bias
 
     def regularizer(self) -> torch.Tensor:
         return self.gamma * (self.mask.abs().flatten(1).sum(1) * self.features.abs().sum(1)).sum()
 
     def feature_weights(self) -> np.ndarray:
-        """(n_units, C) feature vectors w_n."""
-        return self.features.detach().cpu().numpy().copy()
+        """(n_units, C) feature vectors w_n (>= 0 with ``positive``)."""
+        weights = self.features.detach().cpu().numpy().copy()
+        return np.maximum(weights, 0) if self.positive else weights
 
     def positions(self) -> np.ndarray:
         """(n_units, 2) mask centre of mass (x, y) in grid units."""
@@ -125,6 +138,7 @@ class GaussianReadout(nn.Module):
     init_mu_range : initial positions uniform in [-init_mu_range, init_mu_range]^2.
     init_sigma : initial jitter std (grid units, same for x and y).
     init_feature_std : std of the normal initialisation of the feature vectors.
+    positive : keep the feature weights >= 0 (projected before every use).
     """
 
     def __init__(
@@ -136,8 +150,10 @@ class GaussianReadout(nn.Module):
         init_mu_range: float = 0.1,
         init_sigma: float = 0.1,
         init_feature_std: float = 0.01,
+        positive: bool = False,
     ):
         super().__init__()
+        self.positive = positive
         if not 0 <= init_mu_range <= 1:
             raise ValueError(f"GaussianReadout: init_mu_range must lie in [0, 1], got {init_mu_range}")
         if init_sigma <= 0:
@@ -161,16 +177,18 @@ class GaussianReadout(nn.Module):
         """Features (B, C, h, w), optional shift (B, 2) -> drive (B, n_units)."""
         _check_input(x, self.in_channels, None, "GaussianReadout")
         _check_shift(shift, len(x), "GaussianReadout")
-        sampled = F.grid_sample(x, self.sample_grid(len(x), shift), mode="bilinear",
-                                padding_mode="zeros", align_corners=False)  # (B, C, n, 1)
-        return torch.einsum("bcn,nc->bn", sampled[..., 0], self.features) + self.bias
+        sampled = F.grid_sample(
+            x, self.sample_grid(len(x), shift), mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (B, C, n, 1)
+        return torch.einsum("bcn,nc->bn", sampled[..., 0], _feature_weights(self.features, self.positive)) + self.bias
 
     def regularizer(self) -> torch.Tensor:
         return self.gamma * self.features.abs().sum()
 
     def feature_weights(self) -> np.ndarray:
-        """(n_units, C) feature vectors w_n."""
-        return self.features.detach().cpu().numpy().copy()
+        """(n_units, C) feature vectors w_n (>= 0 with ``positive``)."""
+        weights = self.features.detach().cpu().numpy().copy()
+        return np.maximum(weights, 0) if self.positive else weights
 
     def positions(self) -> np.ndarray:
         """(n_units, 2) mean positions (x, y) in grid units."""

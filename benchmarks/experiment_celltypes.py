@@ -1,0 +1,185 @@
+"""Cell types without knowing their number, on the demo scan and on the harder ground truths.
+
+One command, run as populate jobs in the configured database, so an interrupted run resumes where it
+stopped (every step is a table row: scans, training tasks, searches, ensembles)::
+
+    python -m benchmarks.experiment_celltypes                  # both parts, every variant
+    python -m benchmarks.experiment_celltypes --parts standard # (a) only
+    python -m benchmarks.experiment_celltypes --parts variants --variants scales cardinal
+
+Extra workers on other cores or machines (``python -m populate worker``) share the training jobs.
+
+(a) ``standard``: the demo scan; two independent ensembles of ``--models`` rotation-equivariant
+    models (6 features x 8 rotations, seeds 0.. and 100..); ``EnsembleCellTypes`` with k chosen
+    from the data (``pipeline.type_count``).  Reports each ensemble's chosen k, its ARI with the
+    simulated types and the k curve, and the spread over the two ensembles.
+(b) ``variants``: per harder ground truth (``pipeline.data.simulate.VARIANTS``), a random search
+    (``Search``) with ``--budget`` draws for each of the rotation core and a CNN with the same 48
+    feature maps (the same draws for both); the best of each kind by validation correlation is
+    trained with ``--seeds`` seeds (test correlation mean +- sd), the best rotation config again
+    with positive readout weights (single-model ARI, positive vs signed), and ``--models`` seeds of
+    the best rotation config form the consensus (chosen k, ARI).
+
+Time on 2 CPU cores, about 3 minutes per demo-size model at 1,000 iterations: (a) 2 x 10 models,
+about 60 minutes; (b) per variant 2 x budget (search) + 2 x (seeds - 1) + seeds (positive weights)
++ (models - seeds) (more rotation seeds) models: with the defaults (budget 6, 3 seeds, 8 models)
+24 models, about 75 minutes, plus a minute of simulation.  The paper's search had 32 models per
+core; 6 is what fits 2 hours per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from benchmarks.common import save
+
+KERNELS = (9, 5, 5)
+BASES = {
+    "rotation": dict(core=dict(kind="rotation", features=6, rotations=8, kernel_sizes=KERNELS)),
+    "cnn": dict(core=dict(kind="cnn", features=48, kernel_sizes=KERNELS)),
+}
+STANDARD_SCAN = "21-1-1"
+SECOND_ENSEMBLE_SEED = 100  # seeds of the second ensemble start here: no model is in both
+
+
+def _scan(index: int) -> str:
+    return f"22-1-{index}"
+
+
+def _populate(tables: list[str]) -> None:
+    from populate import run
+
+    run.populate_all(tables=tables, progress=True)
+
+
+def _ensemble(name: str, tasks: list[dict]) -> dict:
+    from schemas.models import Ensemble
+
+    key = dict(ensemble_name=name)
+    if not Ensemble & key:  # resuming: the ensemble was declared by an earlier run
+        Ensemble.create(name, tasks, description="benchmarks.experiment_celltypes")
+    return key
+
+
+def _consensus(key: dict) -> dict:
+    from schemas.models import EnsembleCellTypes
+
+    row = (EnsembleCellTypes & key).fetch1()
+    return dict(
+        models=row["n_models"],
+        k=row["n_clusters"],
+        ari=row["ari_clusters"],
+        k_curve=[(r["k"], round(r["stability"], 3)) for r in row["k_curve"] or []],
+    )
+
+
+def standard(args, dataset_shape, trainer) -> dict:
+    from populate import ingest
+    from schemas.models import TrainingTask
+
+    ingest.simulate(args.preset, seed=0, scan=STANDARD_SCAN)
+    _populate(["Reliability", "Normalization"])
+    dataset = dict(scan=STANDARD_SCAN, image_shape=dataset_shape)
+    ensembles = {}
+    for name, first in (("celltypes-a", 0), ("celltypes-b", SECOND_ENSEMBLE_SEED)):
+        tasks = TrainingTask.add(
+            BASES["rotation"], dataset, trainer, seeds=range(first, first + args.models), name="celltypes-rotation"
+        )
+        ensembles[name] = _ensemble(name, tasks)
+    _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
+    rows = {name: _consensus(key) for name, key in ensembles.items()}
+    ari = np.array([r["ari"] for r in rows.values()], float)
+    return dict(
+        scan=STANDARD_SCAN,
+        ensembles=rows,
+        ari_mean=float(ari.mean()),
+        ari_sd=float(ari.std(ddof=1)),
+        chosen_k=[r["k"] for r in rows.values()],
+    )
+
+
+def variant(args, name: str, index: int, dataset_shape, trainer) -> dict:
+    from populate import ingest
+    from schemas.models import CellTypes, Search, SearchBest, TrainedModel, TrainingTask
+
+    scan = _scan(index)
+    ingest.simulate(f"{args.preset}-{name}", seed=0, scan=scan)
+    _populate(["Reliability", "Normalization"])
+    dataset = dict(scan=scan, image_shape=dataset_shape)
+    search_key = dict(search_name=f"celltypes-{name}")
+    if not Search & search_key:
+        Search.create(search_key["search_name"], BASES, dataset, budget=args.budget, trainer=trainer)
+    _populate(["TrainedModel", "SearchBest"])
+    best = SearchBest.best_tasks(search_key)
+    from schemas.models import ModelConfig
+
+    configs = {kind: ModelConfig.load(task).to_dict() for kind, task in best.items()}
+    seeds = range(args.seeds)  # seed 0 is the search's own model
+    arms = {
+        kind: TrainingTask.add(configs[kind], dataset, trainer, seeds=seeds, name=f"celltypes-{name}-{kind}")
+        for kind in configs
+    }
+    positive = dict(configs["rotation"], readout=dict(configs["rotation"]["readout"], positive_weights=True))
+    arms["rotation-positive"] = TrainingTask.add(
+        positive, dataset, trainer, seeds=seeds, name=f"celltypes-{name}-positive"
+    )
+    consensus_tasks = TrainingTask.add(
+        configs["rotation"], dataset, trainer, seeds=range(args.models), name=f"celltypes-{name}-rotation"
+    )
+    ensemble = _ensemble(f"celltypes-{name}", consensus_tasks)
+    _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
+
+    def spread(values) -> str:
+        values = np.asarray(values, float)
+        return f"{values.mean():.3f} +- {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
+
+    out = dict(scan=scan, variant=name, search_budget_per_core=args.budget)
+    for arm, tasks in arms.items():
+        out[f"{arm}_test_correlation"] = spread((TrainedModel & tasks).to_arrays("test_correlation"))
+        if arm.startswith("rotation"):
+            out[f"{arm}_single_model_ari"] = spread((CellTypes & tasks).to_arrays("ari_clusters"))
+    out["consensus"] = _consensus(ensemble)
+    return out
+
+
+def main(argv=None) -> dict:
+    from pipeline.data.simulate import VARIANTS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=["standard", "variants"], default=["standard", "variants"])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--models", type=int, default=10, help="models per consensus (at most 10 in the issue)")
+    parser.add_argument("--budget", type=int, default=6, help="search draws per core kind (the paper: 32)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of each best config")
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument(
+        "--stop-on",
+        choices=["correlation", "loss"],
+        default="correlation",
+        help="early-stopping criterion (the paper's: loss, the validation Poisson loss)",
+    )
+    parser.add_argument("--preset", default="demo", help="simulation preset (the variants are '<preset>-<name>')")
+    args = parser.parse_args(argv)
+    if not os.environ.get("DJ_HOST"):
+        raise SystemExit("experiment_celltypes runs as populate jobs: configure a database (DJ_HOST, ...)")
+    import schemas
+
+    schemas.declare_all()
+    trainer = dict(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=64, stop_on=args.stop_on)
+    shape = (18, 32)
+    figures = dict(models=args.models, iterations=args.iterations, stop_on=args.stop_on)
+    if "standard" in args.parts:
+        figures["standard"] = standard(args, shape, trainer)
+    if "variants" in args.parts:
+        for index, name in enumerate(VARIANTS, start=1):
+            if name in args.variants:
+                figures[name] = variant(args, name, index, shape, trainer)
+    save("experiment_celltypes", figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

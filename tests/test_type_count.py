@@ -1,0 +1,112 @@
+"""Choosing the number of cell types from an ensemble's readouts (pipeline.type_count)."""
+
+import numpy as np
+import pytest
+
+from pipeline import celltypes, type_count
+
+R, F = 8, 6
+
+
+def synthetic_ensemble(rng, k, n_units=100, n_models=4, noise=0.35):
+    """Readouts of ``n_models`` models for ``n_units`` units of ``k`` types.
+
+    A type is a random pattern over (rotation, feature); a unit reads its type's pattern turned by a
+    random whole rotation.  Each model sees the units with its own noise (relative norm ``noise``)
+    and its own order of features, as independently trained models do.  Returns (readouts, types).
+    """
+    centres = rng.normal(size=(k, R, F))
+    types = np.concatenate([np.arange(k), rng.integers(0, k, n_units - k)])
+    rotation = rng.integers(0, R, n_units)
+    base = np.stack([np.roll(centres[t], r, axis=0) for t, r in zip(types, rotation)])
+    base /= np.linalg.norm(base.reshape(n_units, -1), axis=1)[:, None, None]
+    readouts = []
+    for _ in range(n_models):
+        w = base + noise * rng.normal(size=base.shape) / np.sqrt(R * F)
+        readouts.append(w[:, :, rng.permutation(F)].reshape(n_units, -1))
+    return readouts, types
+
+
+@pytest.mark.parametrize("k,seed", [(3, 0), pytest.param(5, 1, marks=pytest.mark.slow), (8, 2), (10, 3)])
+def test_recovers_a_known_number_of_types(k, seed):
+    readouts, types = synthetic_ensemble(np.random.default_rng(seed), k)
+    result = type_count.choose_type_count(readouts, R, splits=3, seed=seed)
+    assert result.k == k
+    assert list(result.candidates) == list(range(2, 13))
+    row = result.curve()[k - 2]
+    assert row["chosen"] and row["k"] == k and row["lifetime"] == result.lifetime.max()
+    assert row["stability"] > 0.9  # the halves' consensus agree at the true k
+    # the consensus of the labelings at the chosen k is the types (up to renaming)
+    consensus, _ = celltypes.consensus_types(result.labelings[k], k)
+    assert celltypes.adjusted_rand_index(types, consensus) > 0.9
+
+
+def test_unstructured_readouts_show_no_clear_partition():
+    # Pure noise: no grouping recurs across models, so no k lives long or is reproducible.
+    rng = np.random.default_rng(4)
+    readouts = [rng.normal(size=(120, R * F)) for _ in range(4)]
+    result = type_count.choose_type_count(readouts, R, k_range=(2, 6), splits=3)
+    print("noise: lifetime", result.lifetime.round(3), "stability", result.stability.round(3))
+    assert result.stability.max() < 0.2 and result.lifetime.max() < 0.15
+
+
+def test_a_coarse_split_every_model_makes_does_not_hide_the_types():
+    # Six types in two well separated families of three (a hierarchy): every model and every k
+    # separates the families, so half-ensemble stability is highest at k = 2; the pooled tree keeps
+    # the six types apart for longest.
+    rng = np.random.default_rng(6)
+    family = rng.normal(size=(2, R, F)) * 2.0
+    centres = np.concatenate([family[0] + rng.normal(size=(3, R, F)), family[1] + rng.normal(size=(3, R, F))])
+    types = np.concatenate([np.arange(6), rng.integers(0, 6, 144)])
+    rotation = rng.integers(0, R, len(types))
+    base = np.stack([np.roll(centres[t], r, axis=0) for t, r in zip(types, rotation)])
+    base /= np.linalg.norm(base.reshape(len(types), -1), axis=1)[:, None, None]
+    readouts = [(base + 0.3 * rng.normal(size=base.shape) / np.sqrt(R * F)).reshape(len(types), -1) for _ in range(6)]
+    result = type_count.choose_type_count(readouts, R, k_range=(2, 8), splits=6)
+    print("hierarchy: lifetime", result.lifetime.round(3), "stability", result.stability.round(3))
+    assert result.k == 6
+
+
+def test_halves_are_disjoint_and_distinct():
+    halves = type_count._half_splits(5, 20, np.random.default_rng(0))
+    assert len(halves) == 15  # C(5,2) * C(3,2) / 2 distinct unordered pairs of disjoint pairs
+    for first, second in halves:
+        assert len(first) == len(second) == 2 and not set(first) & set(second)
+
+
+def test_lifetimes_read_the_tree():
+    # Two models agree on 3 blocks of units; one splits a block further: the pooled tree has 3
+    # clusters from distance 1/2 (the split) to 1 (never together), 4 from 0 to 1/2.
+    a = np.repeat([0, 1, 2], 4)
+    b = a.copy()
+    b[:2] = 3
+    lifetime = type_count._lifetimes([a, b], np.array([2, 3, 4]))
+    np.testing.assert_allclose(lifetime, [0.0, 0.5, 0.5])
+
+
+def test_degenerate_input_is_refused():
+    rng = np.random.default_rng(5)
+    readouts, _ = synthetic_ensemble(rng, 3, n_units=30, n_models=2)
+    with pytest.raises(ValueError, match="at least 2 models"):
+        type_count.choose_type_count(readouts[:1], R)
+    with pytest.raises(ValueError, match="differ in shape"):
+        type_count.choose_type_count([readouts[0], readouts[1][:20]], R)
+    with pytest.raises(ValueError, match="all-zero"):
+        type_count.choose_type_count([readouts[0], np.zeros_like(readouts[1])], R)
+    with pytest.raises(ValueError, match="not all finite"):
+        type_count.choose_type_count([readouts[0], np.full_like(readouts[1], np.nan)], R)
+    one_vector = np.tile(readouts[0][:1], (30, 1))
+    with pytest.raises(ValueError, match="same vector"):
+        type_count.choose_type_count([one_vector, one_vector], R)
+    turned = np.stack([np.roll(one_vector[0].reshape(R, F), r, axis=0).ravel() for r in range(30)])
+    with pytest.raises(ValueError, match="same vector"):  # one vector at many rotations is still one type
+        type_count.choose_type_count([turned, turned], R)
+    with pytest.raises(ValueError, match="allow at most 1 types"):
+        type_count.choose_type_count([r[:5] for r in readouts], R)
+    with pytest.raises(ValueError, match="2 <= low <= high"):
+        type_count.choose_type_count(readouts, R, k_range=(1, 4))
+    with pytest.raises(ValueError, match="2 <= low <= high"):
+        type_count.choose_type_count(readouts, R, k_range=(6, 4))
+    with pytest.raises(ValueError, match="not a multiple"):
+        type_count.choose_type_count(readouts, 7)
+    assert type_count.candidate_range(30) == (2, 10)
