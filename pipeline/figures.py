@@ -393,6 +393,78 @@ def noise_curves(levels: pd.DataFrame, group: str = "control") -> Figure:
     return fig
 
 
+def noise_curves_ci(levels: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:
+    """Accuracy against noise strength with 95 % bootstrap CIs over seeds, one panel per noise type.
+
+    levels : long form with columns ``control``, ``seed``, ``noise_type``, ``strength`` (pixel scale
+        of [0, 1] images) and ``accuracy`` (fraction correct).  ``labels`` renames controls.
+    """
+    from pipeline.paired import bootstrap_mean
+
+    _require_columns("noise_curves_ci", levels, ["control", "seed", "noise_type", "strength", "accuracy"])
+    if levels.empty:
+        raise ValueError("noise_curves_ci: no rows")
+    kinds = sorted(levels["noise_type"].unique())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.8 * len(kinds), 4), layout="constrained", squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for control, rows in levels[levels["noise_type"] == kind].groupby("control", sort=True):
+            strengths = np.sort(rows["strength"].unique())
+            cis = [bootstrap_mean(rows[rows["strength"] == s]["accuracy"].to_numpy()) for s in strengths]
+            n_seeds = rows["seed"].nunique()
+            (line,) = ax.plot(
+                strengths,
+                [c.estimate for c in cis],
+                marker="o",
+                ms=3,
+                label=f"{(labels or {}).get(control, control)} ({n_seeds} seeds)",
+            )
+            ax.fill_between(strengths, [c.low for c in cis], [c.high for c in cis], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel(f"{kind} noise strength (pixel scale, images in [0, 1])")
+        ax.set_ylabel("accuracy (fraction correct)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{kind} noise")
+        ax.legend(fontsize="small")
+    fig.suptitle("Accuracy under noise: mean and 95 % bootstrap CI over seeds", fontsize="medium")
+    return fig
+
+
+def attack_convergence(curves: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:
+    """Median minimal perturbation over the common images against attack steps, one panel per norm.
+
+    curves : long form with columns ``control``, ``seed``, ``norm`` (l2, linf), ``steps`` and
+        ``median_distance`` (pixel scale of [0, 1] images).  Thin lines are seeds, thick the mean.
+    """
+    _require_columns("attack_convergence", curves, ["control", "seed", "norm", "steps", "median_distance"])
+    if curves.empty:
+        raise ValueError("attack_convergence: no rows")
+    norms = sorted(curves["norm"].unique())
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 4), layout="constrained", squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for control, rows in curves[curves["norm"] == norm].groupby("control", sort=True):
+            color = None
+            for _, seed in rows.groupby("seed"):
+                seed = seed.sort_values("steps")
+                (line,) = ax.plot(seed["steps"], seed["median_distance"], lw=0.6, alpha=0.5, color=color)
+                color = line.get_color()
+            mean = rows.groupby("steps")["median_distance"].mean()
+            ax.plot(
+                mean.index,
+                mean.to_numpy(),
+                lw=2,
+                marker="o",
+                ms=3,
+                color=color,
+                label=(labels or {}).get(control, control),
+            )
+        name = {"l2": "L2", "linf": "L∞"}.get(norm, norm)
+        ax.set_xscale("log")
+        ax.set_xlabel("attack steps (foolbox FMN)")
+        ax.set_ylabel(f"median minimal perturbation, {name} (pixel scale [0, 1])")
+        ax.set_title(f"{name} attack convergence on the common images")
+        ax.legend(fontsize="small")
+    return fig
+
+
 def perturbation_distributions(images: pd.DataFrame, norm: str = "l2", group: str = "control") -> Figure:
     """Distribution of per-image minimal adversarial perturbations, one box per ``group``.
 

@@ -275,22 +275,47 @@ def single_trial_similarity(
     return write_similarity(vectors, out_dir, metadata=meta, **write_kwargs)
 
 
-def pixel_similarity(images: np.ndarray, out_dir: str | Path, **write_kwargs) -> "SimilarityStore":
-    """Similarity store of the pixel-space control.
+def lowpass(images: np.ndarray, sigma: float) -> np.ndarray:
+    """(N, H, W) images blurred by a Gaussian of ``sigma`` pixels (reflecting edges); ``sigma`` 0: as is."""
+    images = np.asarray(images, dtype=np.float64)
+    if sigma == 0:
+        return images
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(images, sigma=(0, sigma, sigma), mode="reflect")
+
+
+def pixel_vectors(images: np.ndarray, lowpass_sigma: float = 0.0) -> np.ndarray:
+    """(N, H * W) centred, unit-norm pixel vectors of (optionally low-pass filtered) images."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise SimilarityError(f"images must be (N, H, W), got shape {images.shape}")
+    if lowpass_sigma < 0:
+        raise SimilarityError(f"lowpass_sigma must be >= 0, got {lowpass_sigma}")
+    return population_vectors(lowpass(images, lowpass_sigma).reshape(len(images), -1))
+
+
+def pixel_similarity(
+    images: np.ndarray, out_dir: str | Path, lowpass_sigma: float = 0.0, **write_kwargs
+) -> "SimilarityStore":
+    """Similarity store of the pixel-space control, or with ``lowpass_sigma`` > 0 of blurred images.
 
     Each pixel plays the role of a unit: pixels are centred across images and each image's centred
-    pixel vector is normalised, so ``S[i, j]`` is the cosine of the mean-subtracted images.
+    pixel vector is normalised, so ``S[i, j]`` is the cosine of the mean-subtracted images.  The
+    low-pass version (a Gaussian blur of ``lowpass_sigma`` pixels first) is the positive control of
+    the robustness experiment: a target that pixel noise barely changes, by construction.
 
     Parameters
     ----------
     images : (N, H, W) grayscale images (any units; the cosine is scale-free).
     write_kwargs : passed to :func:`write_similarity`.
     """
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise SimilarityError(f"images must be (N, H, W), got shape {images.shape}")
-    vectors = population_vectors(images.reshape(len(images), -1))
-    meta = {"control": "pixel", **write_kwargs.pop("metadata", {})}
+    vectors = pixel_vectors(images, lowpass_sigma)
+    meta = {
+        "control": "lowpass" if lowpass_sigma else "pixel",
+        "lowpass_sigma": float(lowpass_sigma),
+        **write_kwargs.pop("metadata", {}),
+    }
     return write_similarity([vectors], out_dir, metadata=meta, **write_kwargs)
 
 

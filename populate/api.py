@@ -310,22 +310,36 @@ def classifier_robustness(restriction=None) -> pd.DataFrame:
 
 
 def adversarial_summary(restriction=None) -> pd.DataFrame:
-    """One row per evaluated classifier with its control, alpha, seed, images attacked, median minimal
-    perturbation (``median_l2``, ``median_linf``; missing when over half the attacks failed) and the
-    PGD accuracies (``pgd``: a list of ``{norm, eps, accuracy}``)."""
+    """One row per comparison x evaluated classifier with its control, alpha, seed, common images
+    attacked, median minimal perturbation (``median_l2``, ``median_linf``; missing when over half the
+    attacks failed) and the step counts where the attacks' median flattened (``l2_flat_steps``,
+    ``linf_flat_steps``)."""
     c = stage("classifiers")
-    query = c.AdversarialEvaluation.proj("n_images", "median_l2", "median_linf", "pgd") * c.ClassifierConfig.proj(
-        *_CLASSIFIER_COLUMNS
-    )
+    query = c.AdversarialEvaluation.proj(
+        "n_images", "median_l2", "median_linf", "l2_flat_steps", "linf_flat_steps"
+    ) * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
     return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
 
 
 def adversarial(restriction=None) -> pd.DataFrame:
-    """Long form: one row per classifier x attacked image with its control, alpha, seed and minimal
-    adversarial perturbation (``l2``, ``linf``; missing where the attack found none)."""
+    """Long form: one row per comparison x classifier x attacked image (the comparison's common set)
+    with its control, alpha, seed and minimal adversarial perturbation (``l2``, ``linf``: separate
+    attacks; missing where the attack found none)."""
     c = stage("classifiers")
     query = c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
-    return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
+    frame = to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
+    index = [name for name in frame.columns if name not in ("norm", "distance")]
+    wide = (
+        frame.pivot_table(index=index, columns="norm", values="distance", dropna=False, aggfunc="first")
+        if not frame.empty
+        else pd.DataFrame(columns=index)
+    )
+    wide = wide.reset_index() if not frame.empty else wide
+    wide.columns.name = None
+    for norm in ("l2", "linf"):
+        if norm not in wide.columns:
+            wide[norm] = np.nan
+    return wide
 
 
 def classifier_similarity_pairs(

@@ -19,6 +19,15 @@ CELL_TYPES = (
 )
 
 
+ROBUSTNESS = (
+    "full experiment (4 arms x 5 seeds, width 8, early stopping, 100 common images): neural - baseline "
+    "clean accuracy -0.073 [-0.089, -0.056], Gaussian 0.3 -0.005 [-0.047, 0.037], median L2 -0.26 [-0.53, -0.00]; "
+    "neural does not beat baseline or shuffled, the low-pass positive control does not transfer robustness "
+    "(docs/results.md)",
+    "python -m benchmarks.experiment_robustness",
+)
+
+
 def quote(entry: tuple[str, str]) -> str:
     """One line: the finding, then the command."""
     finding, command = entry

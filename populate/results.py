@@ -47,7 +47,7 @@ def classifiers() -> list[dict]:
     ``{strength, accuracy}`` (:func:`populate.api.classifier_robustness`)."""
     frame = api.classifiers()
     key = list(api.stage("classifiers").TrainedClassifier.primary_key)
-    attacks = api.adversarial_summary()[[*key, "n_images", "median_l2", "median_linf", "pgd"]]
+    attacks = api.adversarial_summary()[[*key, "n_images", "median_l2", "median_linf"]]
     frame = frame.merge(attacks, on=key, how="left")
     noise: dict[tuple, dict[str, list]] = {}
     for row in records(api.classifier_robustness()):

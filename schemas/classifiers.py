@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Optional
 
 import datajoint as dj
 import numpy as np
 import torch
 
 import pipeline
-from pipeline import denoise, robustness
+from pipeline import attacks, denoise, invariance, robustness
 from pipeline import similarity as sim
 from pipeline.classifier import train as classifier
-from pipeline.config import Config, ConfigError
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
+from pipeline.evaluation import EvaluationSettings
 
 from . import db
 from .configs import ConfigTable
 from .models import Seed
 from .readiness import Readiness, require
-from .similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask
+from .similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask, target_vectors
 
 schema = db.schema("classifiers")
 
-CONTROL_METHODS = {"neural": "model", "shuffled": "model", "single_trial": "single_trial", "pixel": "pixel"}
+CONTROL_METHODS = {
+    "neural": "model",
+    "shuffled": "model",
+    "single_trial": "single_trial",
+    "pixel": "pixel",
+    "lowpass": "lowpass",
+}
 """Similarity method each control trains towards; "none" trains towards nothing."""
 
 
@@ -240,29 +244,13 @@ class TrainedClassifier(Readiness, dj.Computed):
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in row["weights"].items()})
         return model.to(resolve_device(device)).eval()
 
-
-@dataclasses.dataclass(frozen=True)
-class EvaluationSettings(Config):
-    """Robustness evaluation settings.
-
-    noise_images : test images for the noise curves (None: all).
-    attack_images : test images given to the Boundary attack (the paper: 1000).
-    attack_steps : Boundary attack steps.
-    pgd_linf, pgd_l2 : PGD budgets (L_inf in [0, 1] pixel units, L2 over the 32 x 32 image).
-    seed : noise draws and image selection.
-    """
-
-    noise_images: Optional[int] = None
-    attack_images: int = 1000
-    attack_steps: int = 25000
-    pgd_linf: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255)
-    pgd_l2: tuple[float, ...] = (0.1, 0.25, 0.5)
-    pgd_steps: int = 20
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.attack_images < 1 or self.attack_steps < 1 or self.pgd_steps < 1:
-            raise ConfigError("attack_images, attack_steps and pgd_steps must be >= 1")
+    @classmethod
+    def load_regularizer(cls, key, model: torch.nn.Module):
+        """The similarity regularizer (layer weights, running means) of one classifier, in eval mode."""
+        row = require(cls(), key).fetch1()
+        regularizer = classifier.build_regularizer(model, ClassifierConfig.load(row))
+        regularizer.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in row["regularizer"].items()})
+        return regularizer.eval()
 
 
 @schema
@@ -277,11 +265,17 @@ class EvaluationConfig(ConfigTable, dj.Lookup):
     hash_attribute = "evaluation_hash"
 
 
+def _draw(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted seeded draw of ``n`` of ``n_total`` indices (all when ``n`` is None or larger)."""
+    index = np.arange(n_total)
+    if n is not None and n < n_total:
+        index = np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+    return index
+
+
 def _test_subset(key, n: int | None, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     images, labels = ClassificationSet.tensors(key, "test")
-    index = np.arange(len(labels))
-    if n is not None and n < len(index):
-        index = np.sort(np.random.default_rng(seed).choice(len(index), n, replace=False))
+    index = _draw(len(labels), n, seed)
     return index, images[index], labels[index]
 
 
@@ -299,7 +293,7 @@ class _Evaluation(Readiness):
 @schema
 class NoiseEvaluation(_Evaluation, dj.Computed):
     definition = """
-    # accuracy under additive noise of increasing strength
+    # accuracy under pixel noise of increasing strength, and the noise invariance of the network's similarity
     -> TrainedClassifier
     -> EvaluationConfig
     ---
@@ -316,77 +310,270 @@ class NoiseEvaluation(_Evaluation, dj.Computed):
         accuracy: float64
         """
 
+    class Invariance(dj.Part):
+        definition = """
+        # r of the network's layer similarity of clean stimulus pairs with that of noisy ones
+        -> master
+        noise_std: float64              # Gaussian noise std, image range [0, 1]
+        ---
+        correlation: float64
+        n_pairs: int32
+        """
+
     def make(self, key):
         settings = EvaluationConfig.load(key)
         _, images, labels = _test_subset(key, settings.noise_images, settings.seed)
         model = TrainedClassifier.load_model(key)
-        rows = robustness.noise_accuracy(model, images, labels, seed=settings.seed, progress=True)
+        rows = robustness.noise_accuracy(
+            model,
+            images,
+            labels,
+            kinds=tuple(settings.noise_levels),
+            strengths=settings.noise_levels,
+            seed=settings.seed,
+            progress=True,
+        )
+        invariance_rows = _network_invariance(key, model, settings)
         self.insert1(dict(key, n_images=len(labels), device=str(resolve_device())))
         self.Level.insert(
             dict(key, noise_type=r["kind"], strength=float(r["strength"]), accuracy=float(r["accuracy"])) for r in rows
         )
+        self.Invariance.insert(dict(key, **row) for row in invariance_rows)
+
+
+def _invariance_stimuli(similarity_name: str, settings: EvaluationSettings) -> np.ndarray:
+    """The seeded draw of (n, H, W) grey-level stimuli of a similarity's image set used for invariance."""
+    image_set = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1("image_set")
+    images = ImageSet.images(dict(image_set=image_set))
+    return images[_draw(len(images), settings.invariance_images, settings.seed)]
+
+
+def _network_invariance(key, model, settings: EvaluationSettings) -> list[dict]:
+    """Noise invariance of a classifier's own layer similarity over its reference stimuli."""
+    regularizer = TrainedClassifier.load_regularizer(key, model)
+
+    def similarities(images: np.ndarray) -> np.ndarray:
+        lookup = lambda a, b: np.zeros(len(a))  # noqa: E731 (no target: only S_model is wanted)
+        s_model, _ = classifier.similarity_pairs(
+            model,
+            regularizer,
+            denoise.classifier_inputs(images),
+            lookup,
+            n_pairs=settings.invariance_pairs,
+            seed=settings.seed,
+        )
+        return s_model
+
+    return _invariance_levels(similarities, _invariance_stimuli(key["similarity_name"], settings), settings)
+
+
+def _invariance_levels(similarities, stimuli: np.ndarray, settings: EvaluationSettings) -> list[dict]:
+    """Rows {noise_std, n_pairs, correlation}: r of ``similarities(stimuli)`` with that of noisy stimuli.
+
+    similarities : (n, H, W) grey-level images -> (invariance_pairs,) similarities of the same pairs.
+    """
+    clean = similarities(stimuli)
+    return [
+        dict(
+            noise_std=float(std),
+            n_pairs=len(clean),
+            correlation=invariance.invariance(
+                clean, similarities(invariance.noisy_images(stimuli, std, settings.seed))
+            ),
+        )
+        for std in settings.invariance_std
+    ]
 
 
 @schema
-class AdversarialEvaluation(_Evaluation, dj.Computed):
+class TargetInvariance(Readiness, dj.Computed):
     definition = """
-    # minimal adversarial perturbations (Boundary attack) and accuracy under PGD
-    -> TrainedClassifier
+    # noise invariance of a similarity target: r of its similarity of clean pairs with that of noisy pairs
+    -> SimilarityTask
     -> EvaluationConfig
     ---
-    n_images: int32                     # images attacked (correctly classified among those drawn)
-    median_l2 = null: float64           # median minimal L2 perturbation (failures count as infinite: null
-    median_linf = null: float64         #   when over half fail); L_inf of the same adversarials
-    pgd: json                           # [{norm, eps, accuracy}]
-    device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
+    n_images: int32
+    """
+
+    class Level(dj.Part):
+        definition = """
+        -> master
+        noise_std: float64              # Gaussian noise std, image range [0, 1]
+        ---
+        correlation: float64
+        n_pairs: int32
+        """
+
+    @property
+    def candidates(self):
+        # the targets that have values for new images (not the recorded single trials)
+        methods = SimilarityConfig & "method in ('model', 'pixel', 'lowpass')"
+        return (SimilarityTask & methods).proj() * EvaluationConfig.proj()
+
+    def inputs(self) -> dict:
+        return {"Similarity": Similarity.proj()}
+
+    def make(self, key):
+        settings = EvaluationConfig.load(key)
+        stimuli = _invariance_stimuli(key["similarity_name"], settings)
+        i, j = invariance.random_pairs(len(stimuli), settings.invariance_pairs, settings.seed)
+
+        def similarities(images: np.ndarray) -> np.ndarray:
+            return np.mean(
+                [invariance.pair_similarity(v, i, j) for v in target_vectors(key["similarity_name"], images)], axis=0
+            )
+
+        levels = _invariance_levels(similarities, stimuli, settings)
+        self.insert1(dict(key, n_images=len(stimuli)))
+        self.Level.insert(dict(key, **level) for level in levels)
+
+
+@schema
+class ComparisonGroup(dj.Manual):
+    definition = """
+    # classifiers compared with each other (one experiment): attacked on one common image set
+    comparison: varchar(64)
+    ---
+    -> ClassificationSet
+    description = '': varchar(1024)
+    """
+
+    class Member(dj.Part):
+        definition = """
+        -> master
+        -> ClassifierTask
+        """
+
+    @classmethod
+    def create(cls, name: str, tasks: list[dict], description: str = "") -> dict:
+        """Declare a comparison of ``tasks`` (ClassifierTask keys, one classification set); idempotent."""
+        key = dict(comparison=name)
+        tasks = [{k: t[k] for k in ClassifierTask.primary_key} for t in tasks]
+        if cls & key:
+            present = {tuple(sorted(m.items())) for m in (cls.Member & key).proj().keys()}
+            wanted = {tuple(sorted(dict(t, **key).items())) for t in tasks}
+            if present != wanted:
+                raise ValueError(f"comparison {name!r} exists with other members; choose another name")
+            return key
+        sets = {t["classification_set"] for t in tasks}
+        if len(sets) != 1:
+            raise ValueError(f"comparison {name!r}: members must share one classification set, got {sorted(sets)}")
+        missing = [t for t in tasks if not (ClassifierTask & t)]
+        if missing:
+            raise ValueError(f"comparison {name!r}: not ClassifierTask rows: {missing[:3]}")
+        with dj.conn().transaction:
+            cls.insert1(dict(key, classification_set=sets.pop(), description=description[:1024]))
+            cls.Member.insert(dict(t, **key) for t in tasks)
+        return key
+
+
+@schema
+class CommonImages(Readiness, dj.Computed):
+    definition = """
+    # the test images every member of a comparison classifies correctly: the attacks' common set
+    -> ComparisonGroup
+    -> EvaluationConfig
+    ---
+    n_candidates: int32                 # test images scanned (a seeded draw)
+    n_members: int32
     """
 
     class Image(dj.Part):
         definition = """
         -> master
         image_index: int32              # index into the set's test images
-        ---
-        l2 = null: float64              # null where no adversarial was found
-        linf = null: float64
         """
 
-    def make_fetch(self, key):
-        return ((EvaluationConfig & key).fetch1("config"),)
+    def inputs(self) -> dict:
+        untrained = ComparisonGroup.Member.proj() - TrainedClassifier.proj()
+        return {"TrainedClassifier of every member": ComparisonGroup.proj() - untrained.proj()}
 
-    def make_compute(self, key, config):
-        settings = EvaluationSettings.from_dict(config)
-        index, images, labels = _test_subset(key, settings.attack_images, settings.seed)
-        model = TrainedClassifier.load_model(key)
-        found = robustness.minimal_perturbations(
-            model, images, labels, steps=settings.attack_steps, seed=settings.seed, progress=True
+    def make(self, key):
+        settings = EvaluationConfig.load(key)
+        group = (ComparisonGroup & key).fetch1()
+        index, images, labels = _test_subset(group, settings.attack_candidates, settings.seed)
+        members = (ComparisonGroup.Member & key).keys()
+        correct = np.stack(
+            [(robustness.predict(TrainedClassifier.load_model(m), images) == labels).numpy() for m in members]
         )
-        pgd = [
-            dict(
-                norm=norm,
-                eps=eps,
-                accuracy=robustness.pgd_accuracy(
-                    model, images, labels, norm=norm, eps=eps, steps=settings.pgd_steps, seed=settings.seed
-                ),
-            )
-            for norm, budgets in (("linf", settings.pgd_linf), ("l2", settings.pgd_l2))
-            for eps in budgets
-        ]
-        attacked = np.flatnonzero(found["correct"])
-        per_image = [
-            dict(image_index=int(index[i]), l2=_finite(found["l2"][i]), linf=_finite(found["linf"][i]))
-            for i in attacked
-        ]
-        return dict(
-            n_images=len(attacked),
-            median_l2=_finite(found["median_l2"]),
-            median_linf=_finite(found["median_linf"]),
-            pgd=pgd,
-            device=str(resolve_device()),
-        ), per_image
+        chosen = index[attacks.common_images(correct, settings.attack_images)]
+        self.insert1(dict(key, n_candidates=len(index), n_members=len(members)))
+        self.Image.insert(dict(key, image_index=int(i)) for i in chosen)
 
-    def make_insert(self, key, summary, per_image):
+
+@schema
+class AdversarialEvaluation(Readiness, dj.Computed):
+    definition = """
+    # minimal adversarial perturbations of one member of a comparison on the comparison's common images
+    -> CommonImages
+    -> ComparisonGroup.Member
+    ---
+    n_images: int32                     # images attacked (the common set)
+    median_l2 = null: float64           # median over the common images at the longest attack (an image
+    median_linf = null: float64         #   without adversarial counts as infinite: null when over half)
+    l2_flat_steps = null: int32         # first step count whose median is within flatten_tolerance of
+    linf_flat_steps = null: int32       #   the longest attack's (convergence)
+    device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
+    """
+
+    class Image(dj.Part):
+        definition = """
+        # per image, the smallest perturbation found within the longest attack (foolbox FMN)
+        -> master
+        norm: varchar(8)                # l2 or linf (a separate attack each)
+        image_index: int32              # index into the set's test images
+        ---
+        distance = null: float64        # pixel units, image range [0, 1]; null where none was found
+        """
+
+    class Convergence(dj.Part):
+        definition = """
+        # median distance over the common images against the attack's step count
+        -> master
+        norm: varchar(8)
+        steps: int32
+        ---
+        median_distance = null: float64 # null where over half the images had no adversarial yet
+        """
+
+    @property
+    def candidates(self):
+        return CommonImages.proj() * ComparisonGroup.Member.proj()
+
+    def make_fetch(self, key):
+        return (EvaluationConfig & key).fetch1("config"), (CommonImages.Image & key).to_arrays(
+            "image_index", order_by="image_index"
+        )
+
+    def make_compute(self, key, config, index):
+        settings = EvaluationSettings.from_dict(config)
+        images, labels = ClassificationSet.tensors(key, "test")
+        images, labels = images[index], labels[index]
+        model = TrainedClassifier.load_model(key)
+        summary = dict(n_images=len(index), device=str(resolve_device()))
+        per_image, curve = [], []
+        for norm in settings.norms:
+            distances = attacks.minimal_perturbations(
+                model, images, labels, norm, settings.attack_schedule, progress=True
+            )
+            medians = attacks.median_curve(distances)
+            summary[f"median_{norm}"] = _finite(medians[-1])
+            summary[f"{norm}_flat_steps"] = attacks.flattening_step(
+                settings.attack_schedule, medians, settings.flatten_tolerance
+            )
+            per_image += [
+                dict(norm=norm, image_index=int(i), distance=_finite(d)) for i, d in zip(index, distances[-1])
+            ]
+            curve += [
+                dict(norm=norm, steps=int(s), median_distance=_finite(m))
+                for s, m in zip(settings.attack_schedule, medians)
+            ]
+        return summary, per_image, curve
+
+    def make_insert(self, key, summary, per_image, curve):
         self.insert1(dict(key, **summary))
         self.Image.insert(dict(key, **row) for row in per_image)
+        self.Convergence.insert(dict(key, **row) for row in curve)
 
 
 def _finite(value) -> float | None:

@@ -68,6 +68,18 @@ class ImageSet(dj.Manual):
         return np.stack([np.asarray(r["pixels"].load()) for r in rows])
 
 
+def ensemble_predictions(ensemble, images: np.ndarray):
+    """An ensemble's mean predicted responses (N, n_units), original units, to (N, H, W) grey-level images.
+
+    Returns (predictions, the member models, the ensemble's dataset config).
+    """
+    dataset = DatasetConfig.load((Ensemble & ensemble).fetch1())
+    models = [TrainedModel.load_model(m) for m in (Ensemble.Member & ensemble).keys()]
+    stats = Normalization.load(dataset.scan_key)
+    inputs = denoise.model_inputs(images, stats, dataset.image_shape)
+    return denoise.ensemble_predict(models, inputs) * stats.response_std, models, dataset
+
+
 @schema
 class PredictedResponses(Readiness, dj.Computed):
     definition = """
@@ -92,14 +104,9 @@ class PredictedResponses(Readiness, dj.Computed):
         }
 
     def make(self, key):
-        members = (Ensemble.Member & key).keys()
-        dataset = DatasetConfig.load((Ensemble & key).fetch1())
-        scan = dataset.scan_key
-        models = [TrainedModel.load_model(m) for m in members]
-        stats = Normalization.load(scan)
-        inputs = denoise.model_inputs(ImageSet.images(key), stats, dataset.image_shape)
-        predictions = denoise.ensemble_predict(models, inputs) * stats.response_std
-        correlation = denoise.ensemble_test_correlation(models, load_scan_tensors(scan, dataset.image_shape))
+        predictions, models, dataset = ensemble_predictions(key, ImageSet.images(key))
+        data = load_scan_tensors(dataset.scan_key, dataset.image_shape)
+        correlation = denoise.ensemble_test_correlation(models, data)
         self.insert1(
             dict(
                 key,
@@ -110,12 +117,18 @@ class PredictedResponses(Readiness, dj.Computed):
         )
 
 
+IMAGE_METHODS = ("pixel", "lowpass")
+"""Similarity methods computed from the images alone (no ensemble)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SimilaritySettings(Config):
     """How a similarity matrix over an image set is made.
 
     method : "model" (denoised: ensemble predictions, Li et al.), "single_trial" (the raw-data
-        control: one random trial per image and scan) or "pixel" (cosine of centred pixel vectors).
+        control: one random trial per image and scan), "pixel" (cosine of centred pixel vectors) or
+        "lowpass" (the same after a Gaussian blur of ``lowpass_sigma`` pixels: the positive control,
+        a target that pixel noise barely changes).
     scale_units : weight units by signal-to-noise x prediction correlation ("model" and
         "single_trial"; single-trial uses the same weights as the model it is compared with).
     dtype : storage precision of the matrix.
@@ -123,7 +136,8 @@ class SimilaritySettings(Config):
     seed : draws the single trials.
     """
 
-    method: Literal["model", "single_trial", "pixel"] = "model"
+    method: Literal["model", "single_trial", "pixel", "lowpass"] = "model"
+    lowpass_sigma: float = 3.0  # pixels of the image set; "lowpass" only
     scale_units: bool = True
     dtype: Literal["float16", "float32"] = "float16"
     block_rows: int = 1024
@@ -132,6 +146,8 @@ class SimilaritySettings(Config):
     def validate(self) -> None:
         if self.block_rows < 1:
             raise ConfigError(f"block_rows must be >= 1, got {self.block_rows}")
+        if not self.lowpass_sigma > 0:
+            raise ConfigError(f"lowpass_sigma must be > 0, got {self.lowpass_sigma}")
 
 
 @schema
@@ -170,7 +186,7 @@ class SimilarityTask(dj.Manual):
     @classmethod
     def add(cls, name: str, config: dict, image_set: str, ensembles: list[str] = ()) -> dict:
         settings = SimilarityConfig.validated(config)
-        if settings.method != "pixel" and not ensembles:
+        if settings.method not in IMAGE_METHODS and not ensembles:
             raise ValueError(f"similarity {name!r}: method {settings.method!r} needs at least one ensemble")
         key = dict(similarity_name=name)
         if cls & key:
@@ -199,6 +215,26 @@ def _unit_scales(task_key, ensembles) -> list[np.ndarray]:
         correlation = _predictions(ensemble, task_key).fetch1("unit_correlation")
         scales.append(denoise.unit_scale(snr, correlation))
     return scales
+
+
+def target_vectors(similarity_name: str, images: np.ndarray) -> list[np.ndarray]:
+    """Per scan, (N, d) unit-norm population vectors of a target for arbitrary (N, H, W) grey-level images.
+
+    What :class:`Similarity` computes for its image set, for other images (e.g. noisy copies): the
+    ensembles' predicted responses weighted like the stored similarity ("model"), or the (low-pass
+    filtered) pixels ("pixel", "lowpass").  Single-trial targets are recorded responses, which have
+    no value for new images: that is an error.
+    """
+    task = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1()
+    settings = SimilarityConfig.load(task)
+    if settings.method in IMAGE_METHODS:
+        sigma = settings.lowpass_sigma if settings.method == "lowpass" else 0.0
+        return [sim.pixel_vectors(images, sigma)]
+    if settings.method != "model":
+        raise ValueError(f"similarity {similarity_name!r}: method {settings.method!r} has no values for new images")
+    ensembles = (SimilarityTask.Ensemble & task).keys()
+    scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)
+    return [sim.population_vectors(ensemble_predictions(e, images)[0], scale) for e, scale in zip(ensembles, scales)]
 
 
 def _scan_trials(scan, image_hashes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -250,8 +286,11 @@ class Similarity(Readiness, dj.Computed):
             out = Path(tmp) / "similarity"
             write = dict(block_rows=settings.block_rows, dtype=np.dtype(settings.dtype), progress=True)
             agreement = dict(oracle_agreement=None, single_trial_agreement=None)
-            if settings.method == "pixel":
-                store = sim.pixel_similarity(ImageSet.images(task).astype(np.float32), out, **write)
+            if settings.method in IMAGE_METHODS:
+                sigma = settings.lowpass_sigma if settings.method == "lowpass" else 0.0
+                store = sim.pixel_similarity(
+                    ImageSet.images(task).astype(np.float32), out, lowpass_sigma=sigma, **write
+                )
             else:
                 scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)
                 if settings.method == "model":

@@ -395,3 +395,22 @@ def test_tiny_alpha_stays_next_to_the_baseline(toy):
         for a in ("baseline", "regularized")
     )
     assert float((reg - base).norm() / base.norm()) < 1e-4
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(toy):
+    """With patience, training ends once validation accuracy stops rising and returns the weights of
+    its best epoch: exactly those of a run stopped after that epoch."""
+    x, y, stimuli, vectors = toy
+    s_neural = vectors @ vectors.T
+    config = _toy_config(epochs=8, max_steps_per_epoch=3, holdout_fraction=0.2, patience=1)
+    fit = fit_classifier(build_classifier(config), x, y, stimuli, s_neural, config, device="cpu", progress=False)
+    accuracies = [h["validation_accuracy"] for h in fit.history]
+    best = int(np.argmax(accuracies))  # the first of equal maxima: only a higher accuracy counts
+    assert len(accuracies) in (best + 2, config.epochs)  # patience 1: one epoch without a rise, or the cap
+    assert fit.validation_accuracy == accuracies[best] and fit.n_steps == (best + 1) * 3
+    short = config.replace(epochs=best + 1, patience=None)
+    reference = fit_classifier(build_classifier(short), x, y, stimuli, s_neural, short, device="cpu", progress=False)
+    for k, v in fit.state_dict.items():
+        torch.testing.assert_close(v, reference.state_dict[k], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="patience"):
+        _toy_config(patience=2, holdout_fraction=0.0)

@@ -12,7 +12,17 @@ from tests.cifar_fixtures import write_fake_cifar10
 from tests.conftest import SCAN_KEY
 
 TINY_CLASSIFIER = dict(width=4, epochs=1, max_steps_per_epoch=6, batch_size=16, pair_batch=4)
-TINY_EVALUATION = dict(noise_images=40, attack_images=4, attack_steps=30, pgd_steps=3, pgd_linf=(0.01,), pgd_l2=(0.2,))
+TINY_EVALUATION = dict(
+    noise_images=40,
+    gaussian=(0.0, 0.1),
+    salt_pepper=(0.0, 0.05),
+    attack_images=12,
+    attack_schedule=(3, 12),
+    invariance_std=(0.1,),
+    invariance_images=30,
+    invariance_pairs=200,
+)
+EVALUATED = ["TrainedClassifier", "NoiseEvaluation", "TargetInvariance", "CommonImages", "AdversarialEvaluation"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +39,7 @@ def similarity(trained_models):
     )
     SimilarityTask.add("test-single", dict(method="single_trial", block_rows=37), image_set="test", ensembles=["test"])
     SimilarityTask.add("test-pixel", dict(method="pixel"), image_set="test")
+    SimilarityTask.add("test-lowpass", dict(method="lowpass", lowpass_sigma=3.0), image_set="test")
     run.populate_all(tables=["PredictedResponses", "Similarity"], progress=False)
     return "test-neural"
 
@@ -106,7 +117,7 @@ def classifiers(similarity):
             config, "photos-test", neural=similarity, seeds=(0,), target=targets.get(control)
         )[0]
     EvaluationConfig.add(TINY_EVALUATION)
-    run.populate_all(tables=["TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation"], progress=False)
+    run.populate_all(tables=EVALUATED, progress=False)
     return tasks
 
 
@@ -124,7 +135,6 @@ def test_classifier_task_validation(similarity, row_counts):
 
 
 def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
-    from pipeline.robustness import NOISE_KINDS, NOISE_LEVELS
     from schemas.classifiers import NoiseEvaluation, TrainedClassifier
 
     for key in classifiers.values():
@@ -132,7 +142,14 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
         assert 0 <= row["clean_accuracy"] <= 1
         assert -1 <= row["similarity_fidelity"] <= 1
         levels = (NoiseEvaluation.Level & key).to_arrays()
-        assert len(levels) == sum(len(NOISE_LEVELS[k]) for k in NOISE_KINDS)
+        assert sorted(zip(levels["noise_type"], levels["strength"])) == [
+            ("gaussian", 0.0),
+            ("gaussian", 0.1),
+            ("salt_pepper", 0.0),
+            ("salt_pepper", 0.05),
+        ]
+        invariance = (NoiseEvaluation.Invariance & key).fetch1()
+        assert invariance["noise_std"] == 0.1 and -1 <= invariance["correlation"] <= 1
         zero = levels[levels["strength"] == 0]["accuracy"]
         assert np.allclose(zero, row["clean_accuracy"])  # noise of strength 0 on all 40 test images = clean
     baseline = (TrainedClassifier & classifiers["none"]).fetch1("layer_weights")
@@ -153,7 +170,7 @@ def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
             "similarity_fidelity",
         } <= set(r)
         assert not set(r) & {"weights", "regularizer", "history"}
-        assert set(r["noise"]) == set(NOISE_KINDS)
+        assert set(r["noise"]) == {"gaussian", "salt_pepper"}
 
 
 def test_each_control_trains_towards_its_own_target(classifiers):
@@ -177,3 +194,113 @@ def test_loaded_classifier_reproduces_clean_accuracy(classifiers):
     model = TrainedClassifier.load_model(key, device="cpu")
     images, labels = ClassificationSet.tensors(key, "test")
     assert accuracy(model, images, labels) == (TrainedClassifier & key).fetch1("clean_accuracy")
+
+
+def _easy_set(n_train: int = 48, n_test: int = 24):
+    """Two classes a tiny network learns in a few steps: darker and brighter textured images.
+
+    The mean grey levels of the classes overlap (98 and 158, spread 30 per image), so about 16 % of
+    the images are ambiguous and models disagree on some of them."""
+    from pipeline.data.cifar import ClassificationSet as Images
+
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        labels = np.arange(n) % 2
+        level = 128 + 30 * (2 * labels - 1) + rng.normal(0, 30, n)
+        images = np.clip(rng.normal(level[:, None, None], 20, (n, 32, 32)), 0, 255).astype(np.uint8)
+        return images, labels.astype(np.int64)
+
+    (train_x, train_y), (test_x, test_y) = draw(n_train), draw(n_test)
+    return Images(
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        class_names=("dark", "bright"),
+        source="test: dark vs bright",
+    )
+
+
+@pytest.fixture(scope="module")
+def comparison(similarity):
+    """Baseline and neural arm, two seeds, on the easy set: one comparison, attacked on common images."""
+    from populate import run
+    from schemas.classifiers import ClassificationSet, ClassifierTask, ComparisonGroup, EvaluationConfig
+
+    ClassificationSet.add("easy-test", _easy_set())
+    tasks = []
+    for control in ("none", "neural"):
+        config = dict(
+            TINY_CLASSIFIER,
+            n_classes=2,
+            epochs=2,
+            augment=False,
+            control=control,
+            alpha=0.0 if control == "none" else 1.0,
+        )
+        tasks += ClassifierTask.add(config, "easy-test", neural=similarity, seeds=(0, 1))
+    ComparisonGroup.create("easy-test", tasks)
+    evaluation = EvaluationConfig.add(TINY_EVALUATION)
+    run.populate_all(tables=EVALUATED, progress=False)
+    return dict(comparison="easy-test", **evaluation), tasks
+
+
+def test_arms_are_attacked_on_the_same_images(comparison):
+    """Acceptance: every member is attacked on the common set, which holds exactly the images every
+    member classifies correctly; a longer attack never reports a larger median distance."""
+    from pipeline.robustness import predict
+    from schemas.classifiers import AdversarialEvaluation, ClassificationSet, CommonImages, TrainedClassifier
+
+    key, tasks = comparison
+    common = (CommonImages.Image & key).to_arrays("image_index", order_by="image_index")
+    images, labels = ClassificationSet.tensors(tasks[0], "test")
+    correct = np.stack([(predict(TrainedClassifier.load_model(t), images) == labels).numpy() for t in tasks])
+    np.testing.assert_array_equal(common, np.flatnonzero(correct.all(axis=0))[: TINY_EVALUATION["attack_images"]])
+    assert len(common) >= 4 and not correct.all()  # the common set is a real restriction, and not empty
+    found = 0
+    for task in tasks:
+        member = dict(task, **key)
+        summary = (AdversarialEvaluation & member).fetch1()
+        assert summary["n_images"] == len(common)
+        for norm in ("l2", "linf"):
+            rows = (AdversarialEvaluation.Image & member & dict(norm=norm)).to_dicts(order_by="image_index")
+            np.testing.assert_array_equal([r["image_index"] for r in rows], common)
+            distances = np.array([np.inf if r["distance"] is None else r["distance"] for r in rows])
+            found += np.isfinite(distances).sum()
+            median = np.median(distances)  # +inf when over half the images kept their class: stored as null
+            assert summary[f"median_{norm}"] == (pytest.approx(median) if np.isfinite(median) else None)
+            curve = (AdversarialEvaluation.Convergence & member & dict(norm=norm)).to_arrays(
+                "steps", "median_distance", order_by="steps"
+            )
+            assert list(curve[0]) == list(TINY_EVALUATION["attack_schedule"])
+            medians = [np.inf if m is None else m for m in curve[1]]
+            assert all(a >= b for a, b in zip(medians, medians[1:])) and medians[-1] == pytest.approx(median)
+            assert summary[f"{norm}_flat_steps"] in TINY_EVALUATION["attack_schedule"]
+    assert found > len(common) * len(tasks)  # adversarials were found for most image x norm x member
+
+
+def test_comparison_group_validation(comparison, row_counts):
+    from schemas.classifiers import ComparisonGroup
+
+    key, tasks = comparison
+    before = row_counts()
+    assert ComparisonGroup.create("easy-test", tasks) == dict(comparison="easy-test")  # idempotent
+    with pytest.raises(ValueError, match="other members"):
+        ComparisonGroup.create("easy-test", tasks[:2])
+    with pytest.raises(ValueError, match="not ClassifierTask"):
+        ComparisonGroup.create("easy-missing", [dict(tasks[0], seed=99)])
+    assert row_counts() == before
+
+
+def test_target_invariance_is_measured(comparison, similarity):
+    from schemas.classifiers import TargetInvariance
+
+    rows = (TargetInvariance.Level & dict(noise_std=0.1)).to_dicts()
+    names = {r["similarity_name"] for r in rows}
+    assert {similarity, "test-pixel"} <= names and "test-single" not in names  # single trials have no new-image values
+    for r in rows:
+        assert -1 <= r["correlation"] <= 1 and r["n_pairs"] == TINY_EVALUATION["invariance_pairs"]
+    by_name = {r["similarity_name"]: r["correlation"] for r in rows}
+    # the positive control's target: blurring averages most of the pixel noise away
+    assert 1 - by_name["test-lowpass"] < 0.3 * (1 - by_name["test-pixel"])

@@ -125,7 +125,7 @@ def test_worker_sets_its_threads_from_the_cpus_it_may_use(db):
 def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
     """On a node where torch reports a GPU, `worker --device cpu` computes every stage on the CPU."""
     from populate import ingest
-    from schemas.classifiers import ClassifierTask, EvaluationConfig
+    from schemas.classifiers import ClassifierTask, ComparisonGroup, EvaluationConfig
     from schemas.models import Ensemble, TrainedModel, TrainingTask
     from schemas.similarity import ImageSet, SimilarityTask
     from tests.conftest import QUICK_TRAINER, SCAN, tiny_model
@@ -180,11 +180,21 @@ def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
         neural="device-neural",
         seeds=(0,),
     )[0]
+    ComparisonGroup.create("device", [classifier])
     EvaluationConfig.add(
-        dict(noise_images=20, attack_images=2, attack_steps=10, pgd_steps=2, pgd_linf=(0.01,), pgd_l2=(0.2,)),
+        dict(
+            noise_images=20,
+            gaussian=(0.0, 0.1),
+            salt_pepper=(),
+            attack_images=2,
+            attack_schedule=(2,),
+            invariance_std=(0.1,),
+            invariance_images=20,
+            invariance_pairs=50,
+        ),
         name="device",
     )
-    worker("TrainedClassifier", "NoiseEvaluation", "AdversarialEvaluation")
+    worker("TrainedClassifier", "NoiseEvaluation", "CommonImages", "AdversarialEvaluation")
 
     from populate.jobs import select_tables
 

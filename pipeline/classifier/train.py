@@ -50,7 +50,7 @@ class ClassifierConfig(Config):
     n_classes: int = 10
     layers: tuple[str, ...] = FEATURE_LAYERS  # layers entering S_model
     alpha: float = 20.0  # weight of the similarity loss; 0 = unregularized baseline
-    control: Literal["none", "neural", "shuffled", "single_trial", "pixel"] = "neural"
+    control: Literal["none", "neural", "shuffled", "single_trial", "pixel", "lowpass"] = "neural"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -67,6 +67,9 @@ class ClassifierConfig(Config):
     pair_bn_update: bool = False  # whether stimulus batches update batch-norm running statistics
     seed: int = 0
     max_steps_per_epoch: Optional[int] = None  # cap for CPU-sized runs; None = full epochs
+    # early stopping: end after this many epochs without a higher validation accuracy and keep the
+    # weights of the best epoch (``epochs`` is then the cap); None trains all ``epochs``
+    patience: Optional[int] = None
 
     def validate(self) -> None:
         if not self.layers:
@@ -92,6 +95,10 @@ class ClassifierConfig(Config):
             raise ConfigError(f"need 0 <= momentum < 1 and weight_decay >= 0, got {self.momentum}, {self.weight_decay}")
         if not 0 <= self.holdout_fraction < 1:
             raise ConfigError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.patience is not None and (self.patience < 1 or self.holdout_fraction == 0):
+            raise ConfigError(
+                f"patience must be >= 1 and needs holdout_fraction > 0, got {self.patience}, {self.holdout_fraction}"
+            )
         if not 0 <= self.running_momentum < 1 or not 0 < self.clamp_eps < 1:
             raise ConfigError("need 0 <= running_momentum < 1 and 0 < clamp_eps < 1")
 
@@ -109,9 +116,10 @@ class ClassifierFit:
         (never updated for the baseline).
     history : one dict per epoch: epoch, lr, steps, train_loss, train_accuracy, similarity_loss
         (unweighted regularizer loss, NaN for the baseline), validation_accuracy, layer_weights, seconds.
-    validation_accuracy : accuracy on the held-out images after the last epoch (None without holdout).
+    validation_accuracy : accuracy on the held-out images after the last epoch, or with ``patience``
+        after the best epoch, whose weights are kept (None without holdout).
     layer_weights : final softmax(gamma) per layer.
-    n_steps : classification steps taken.
+    n_steps : classification steps taken (with ``patience``: up to the kept epoch).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -320,6 +328,7 @@ def fit_classifier(
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
 
     history: list[dict[str, Any]] = []
+    best = None  # (validation accuracy, epoch, network state, regularizer state) with patience
     bar = progress_bar(total=config.epochs * steps_per_epoch, desc="classifier", enabled=progress)
     for epoch in range(config.epochs):
         lr = learning_rate(config, epoch)
@@ -362,16 +371,29 @@ def fit_classifier(
             }
         )
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=val_acc)
+        if config.patience is not None:
+            if best is None or val_acc > best[0]:
+                best = (val_acc, epoch, _cpu_state(model), _cpu_state(regularizer))
+            elif epoch - best[1] >= config.patience:
+                break
     bar.close()
     model.eval()
+    if best is not None:
+        model.load_state_dict(best[2])
+        regularizer.load_state_dict(best[3])
+    kept = len(history) if best is None else best[1] + 1
     return ClassifierFit(
-        state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        regularizer_state={k: v.detach().cpu().clone() for k, v in regularizer.state_dict().items()},
+        state_dict=_cpu_state(model),
+        regularizer_state=_cpu_state(regularizer),
         history=history,
-        validation_accuracy=history[-1]["validation_accuracy"] if history else None,
+        validation_accuracy=history[kept - 1]["validation_accuracy"] if history else None,
         layer_weights=regularizer.layer_weights(),
-        n_steps=config.epochs * steps_per_epoch,
+        n_steps=kept * steps_per_epoch,
     )
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 @dataclasses.dataclass
