@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline import denoise
 from pipeline import similarity as sim
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
 
 from . import db
@@ -137,7 +137,7 @@ class SimilaritySettings(Config):
     """
 
     method: Literal["model", "single_trial", "pixel", "lowpass"] = "model"
-    lowpass_sigma: float = 3.0  # pixels of the image set; "lowpass" only
+    lowpass_sigma: float = added_field(3.0)  # pixels of the image set; "lowpass" only
     scale_units: bool = True
     dtype: Literal["float16", "float32"] = "float16"
     block_rows: int = 1024

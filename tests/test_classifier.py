@@ -414,3 +414,13 @@ def test_early_stopping_keeps_the_best_epochs_weights(toy):
         torch.testing.assert_close(v, reference.state_dict[k], rtol=0, atol=0)
     with pytest.raises(ConfigError, match="patience"):
         _toy_config(patience=2, holdout_fraction=0.0)
+
+
+def test_classifier_configs_written_before_early_stopping_keep_their_hashes():
+    # Hashes of configs stored before ``patience`` existed: at its default it stays out of the hash,
+    # so stored ClassifierTask and TrainedClassifier rows stay addressable.
+    assert ClassifierConfig().hash == "f07c35891fe9d05f0212828fa92558bc"
+    assert ClassifierConfig(alpha=1.0, width=16).hash == "9be58888ece4f3b1d31a7135e216243b"
+    assert "patience" not in ClassifierConfig().to_dict()
+    assert ClassifierConfig(patience=3).to_dict()["patience"] == 3
+    assert ClassifierConfig.from_dict(ClassifierConfig().to_dict()) == ClassifierConfig()

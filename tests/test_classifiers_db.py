@@ -304,3 +304,12 @@ def test_target_invariance_is_measured(comparison, similarity):
     by_name = {r["similarity_name"]: r["correlation"] for r in rows}
     # the positive control's target: blurring averages most of the pixel noise away
     assert 1 - by_name["test-lowpass"] < 0.3 * (1 - by_name["test-pixel"])
+
+
+def test_similarity_settings_written_before_the_positive_control_keep_their_hashes(db):
+    from schemas.similarity import SimilaritySettings
+
+    # ``lowpass_sigma`` at its default stays out of the hash: stored Similarity rows stay addressable
+    assert SimilaritySettings().hash == "a72494cfb4f2c2c68eb0506d75e015b1"
+    assert SimilaritySettings(method="pixel").hash == "e137657baa68c5409e7658109dc0e4c2"
+    assert SimilaritySettings(method="lowpass", lowpass_sigma=2.0).hash != SimilaritySettings(method="lowpass").hash

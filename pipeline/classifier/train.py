@@ -34,7 +34,7 @@ from torch import nn
 
 from pipeline.classifier.regularizer import SimilarityRegularizer
 from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
 from pipeline.layout import standard_layout
 from pipeline.progress import progress_bar
@@ -69,7 +69,7 @@ class ClassifierConfig(Config):
     max_steps_per_epoch: Optional[int] = None  # cap for CPU-sized runs; None = full epochs
     # early stopping: end after this many epochs without a higher validation accuracy and keep the
     # weights of the best epoch (``epochs`` is then the cap); None trains all ``epochs``
-    patience: Optional[int] = None
+    patience: Optional[int] = added_field(None)
 
     def validate(self) -> None:
         if not self.layers:
