@@ -382,7 +382,11 @@ def test_regularized_path_with_alpha_zero_gives_the_baselines_weights(toy):
 
 def test_tiny_alpha_stays_next_to_the_baseline(toy):
     """With alpha 1e-9 a regularized run ends where the baseline of its seed ends (a second update per
-    iteration used to put it about 50 % of the weight norm away)."""
+    iteration used to put it 0.37 of the weight norm away).
+
+    Measured over seeds 0-3 with the AVX-512, AVX2 and AVX kernels: mostly 1e-11 to 1e-6, but up to
+    3.0e-3 where a perturbation below float32 resolution flips a discrete choice (a ReLU or max-pool
+    tie) once; the bound leaves a factor 10 over that and stays a factor 12 below the old defect."""
     x, y, stimuli, vectors = toy
     fits = {}
     for arm, changes in {"baseline": dict(alpha=0.0, control="none"), "regularized": dict(alpha=1e-9)}.items():
@@ -394,7 +398,7 @@ def test_tiny_alpha_stays_next_to_the_baseline(toy):
         torch.cat([v.flatten() for k, v in fits[a].state_dict.items() if v.is_floating_point() and "running" not in k])
         for a in ("baseline", "regularized")
     )
-    assert float((reg - base).norm() / base.norm()) < 1e-4
+    assert float((reg - base).norm() / base.norm()) < 0.03
 
 
 def test_early_stopping_keeps_the_best_epochs_weights(toy):
