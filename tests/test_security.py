@@ -479,6 +479,19 @@ def _drop_login(connection, name: str) -> None:
             connection.query(f"DROP USER IF EXISTS '{name}'@'{host}'")
 
 
+def _square_worker(tmp_path, name: str, password: str) -> subprocess.Popen:
+    """A worker process on ``Square`` logged in as ``name``, logging to ``tmp_path/worker.log``."""
+    log = open(tmp_path / "worker.log", "w")
+    argv = ["worker", *MODULE, "--tables", "Square", "--poll", "0.2", "--heartbeat", "0.3", "--idle-exit", "2"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "populate", *argv],
+        cwd=REPO,
+        env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def test_a_worker_waits_for_the_database_to_record_a_failed_make(fresh, tmp_path):
     import datajoint as dj
 
@@ -489,28 +502,7 @@ def test_a_worker_waits_for_the_database_to_record_a_failed_make(fresh, tmp_path
     try:
         wt.Item.insert1(dict(item=1, value=1.0, seconds=3.0))
         wt.Square.jobs.refresh()
-        log = open(tmp_path / "worker.log", "w")
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "populate",
-                "worker",
-                *MODULE,
-                "--tables",
-                "Square",
-                "--poll",
-                "0.2",
-                "--heartbeat",
-                "0.3",
-                "--idle-exit",
-                "2",
-            ],
-            cwd=REPO,
-            env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        worker = _square_worker(tmp_path, name, password)
         wait_for(lambda: (tmp_path / "makes.log").exists(), what="the make to start")
         # The server goes away for this worker in the middle of its make (connection ended, logins refused).
         _lock_login(connection, name, True)
@@ -546,28 +538,7 @@ def test_a_worker_started_while_the_database_is_away_waits_for_it(fresh, tmp_pat
         wt.Item.insert1(dict(item=2, value=3.0, seconds=0.0))
         wt.Square.jobs.refresh()
         _lock_login(connection, name, True)
-        log = open(tmp_path / "worker.log", "w")
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "populate",
-                "worker",
-                *MODULE,
-                "--tables",
-                "Square",
-                "--poll",
-                "0.2",
-                "--heartbeat",
-                "0.3",
-                "--idle-exit",
-                "2",
-            ],
-            cwd=REPO,
-            env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        worker = _square_worker(tmp_path, name, password)
         wait_for(
             lambda: "waiting for it" in (tmp_path / "worker.log").read_text() or worker.poll() is not None,
             timeout=60,
