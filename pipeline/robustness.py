@@ -133,6 +133,7 @@ def noise_accuracy(
     for kind in kinds:
         if kind not in NOISE_KINDS:
             raise ValueError(f"noise kind must be one of {NOISE_KINDS}, got {kind!r}")
+        levels: Sequence[float]
         if strengths is None:
             levels = NOISE_LEVELS[kind]
         elif isinstance(strengths, dict):

@@ -51,6 +51,8 @@ class SimilarityRegularizer(nn.Module):
     Buffers ``running_mean_<layer>`` (C,) and ``n_updates``; parameter ``gamma`` (n_layers,).
     """
 
+    n_updates: torch.Tensor  # () long, buffer
+
     def __init__(self, layer_channels: Mapping[str, int], momentum: float = 0.9, eps: float = 1e-4):
         super().__init__()
         if not layer_channels:

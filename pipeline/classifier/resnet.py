@@ -57,6 +57,9 @@ class ResNet18(nn.Module):
     feature_channels : dict layer name -> channels, for :data:`FEATURE_LAYERS`.
     """
 
+    input_mean: torch.Tensor  # () buffer
+    input_std: torch.Tensor  # () buffer
+
     def __init__(
         self,
         width: int = 64,

@@ -296,6 +296,10 @@ def fit_classifier(
     augment_gen = torch.Generator().manual_seed(config.seed)
     order = rng.permutation(len(x_all))
     n_val = int(round(config.holdout_fraction * len(x_all)))
+    if config.patience is not None and n_val == 0:
+        raise ValueError(
+            f"patience needs held-out images: holdout_fraction {config.holdout_fraction} of {len(x_all)} images is 0"
+        )
     val_idx, train_idx = order[:n_val], order[n_val:]
     x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
     x_val, y_val = x_all[val_idx], y_all[val_idx]
@@ -328,7 +332,8 @@ def fit_classifier(
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
 
     history: list[dict[str, Any]] = []
-    best = None  # (validation accuracy, epoch, network state, regularizer state) with patience
+    # (validation accuracy, epoch, network state, regularizer state) of the best epoch, with patience
+    best: tuple[float, int, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
     bar = progress_bar(total=config.epochs * steps_per_epoch, desc="classifier", enabled=progress)
     for epoch in range(config.epochs):
         lr = learning_rate(config, epoch)
@@ -371,7 +376,7 @@ def fit_classifier(
             }
         )
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=val_acc)
-        if config.patience is not None:
+        if config.patience is not None and val_acc is not None:  # with patience there is always a holdout
             if best is None or val_acc > best[0]:
                 best = (val_acc, epoch, _cpu_state(model), _cpu_state(regularizer))
             elif epoch - best[1] >= config.patience:

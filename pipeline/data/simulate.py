@@ -368,21 +368,26 @@ class SimulatedPopulation:
         oriented = np.array([cell_type_of(t)[0].oriented for t in self.unit_type], bool)
         return np.where(oriented, np.mod(self.rotation, np.pi), np.nan)
 
-    def _mixed(self) -> np.ndarray:
-        """Indices of the units with a graded mixture."""
-        return np.array([], int) if self.mixture_weight is None else np.flatnonzero(self.mixture_weight > 0)
+    def _mixture(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The units with a graded mixture: their indices, other types and weights, (n_mixed,) each."""
+        if self.mixture_weight is None:
+            return np.array([], int), np.array([], str), np.array([])
+        if self.mixture_type is None:
+            raise ValueError("the population has mixture weights but no mixture types")
+        mixed = np.flatnonzero(self.mixture_weight > 0)
+        return mixed, self.mixture_type[mixed], self.mixture_weight[mixed]
 
     def drives(self, images: np.ndarray, progress: bool = False, filters_per_block: int = 1024) -> np.ndarray:
         """Noise-free drive of every unit, (N, n_units) float32 >= 0, for images (N, H, W) in grey
         levels.  Linear in image contrast; the filters are zero-mean so mean luminance is ignored."""
         own = self._template_drives(images, self.unit_type, np.arange(self.n_units), progress, filters_per_block)
-        mixed = self._mixed()
+        mixed, other_types, weights = self._mixture()
         if not len(mixed):
             return own
         if self.component_scale is None:
             raise RuntimeError("the population's mixtures are not calibrated; call calibrate(images) first")
-        other = self._template_drives(images, self.mixture_type[mixed], mixed, progress, filters_per_block)
-        w = self.mixture_weight[mixed].astype(np.float32)
+        other = self._template_drives(images, other_types, mixed, progress, filters_per_block)
+        w = weights.astype(np.float32)
         scale = self.component_scale[mixed].astype(np.float32)
         own[:, mixed] = (1 - w) * own[:, mixed] / scale[:, 0] + w * other / scale[:, 1]
         return own
@@ -423,10 +428,10 @@ class SimulatedPopulation:
     def calibrate(self, images: np.ndarray, progress: bool = False) -> "SimulatedPopulation":
         """Set ``drive_scale`` (RMS drive) and ``amplitude`` so that each unit's mean rate over
         ``images`` (N, H, W) equals its ``mean_rate``."""
-        mixed = self._mixed()
+        mixed, other_types, _ = self._mixture()
         if len(mixed):
             own = self._template_drives(images, self.unit_type[mixed], mixed, progress, 1024)
-            other = self._template_drives(images, self.mixture_type[mixed], mixed, progress, 1024)
+            other = self._template_drives(images, other_types, mixed, progress, 1024)
             self.component_scale = np.ones((self.n_units, 2))
             for j, component in enumerate((own, other)):
                 rms = np.sqrt(np.mean(component.astype(np.float64) ** 2, axis=0))
@@ -482,15 +487,15 @@ class SimulationConfig(Config):
     n_test_images: int = 50
     test_repeats: int = 10
     final_test_fraction: float = 0.0
-    image_shape: tuple[int, ...] = (36, 64)
-    patch_scale: tuple[float, ...] = (2.0, 6.0)  # photograph pixels per stimulus pixel
+    image_shape: tuple[int, int] = (36, 64)
+    patch_scale: tuple[float, float] = (2.0, 6.0)  # photograph pixels per stimulus pixel
     calibration_images: int = 1000
     # Units
     cell_types: tuple[str, ...] = TYPE_NAMES
     type_fractions: tuple[float, ...] = (0.2, 0.2, 0.15, 0.15, 0.15, 0.15)
-    rf_region: tuple[float, ...] = (0.5, 0.5)  # central fraction of (height, width) holding RF centres
+    rf_region: tuple[float, float] = (0.5, 0.5)  # central fraction of (height, width) holding RF centres
     rf_scatter: float = 2.0  # pixels of scatter around the retinotopic map
-    rf_size: tuple[float, ...] = (2.5, 4.5)  # pixels
+    rf_size: tuple[float, float] = (2.5, 4.5)  # pixels
     cortex_extent: float = 500.0  # micrometres, side of the imaged field
     l23_fraction: float = 0.7
     mean_rate: float = 1.0  # median over units of the mean rate (arbitrary units)
@@ -504,16 +509,16 @@ class SimulationConfig(Config):
     mixture_types: tuple[str, ...] = added_field(())  # two types whose units form a graded continuum
     # Behaviour
     behavior_timescale: float = 60.0  # trials
-    running_gain: tuple[float, ...] = (0.4, 0.25)  # mean, s.d. across units
-    pupil_gain: tuple[float, ...] = (0.1, 0.1)
-    eye_center: tuple[float, ...] = (300.0, 240.0)  # eye-camera pixels
+    running_gain: tuple[float, float] = (0.4, 0.25)  # mean, s.d. across units
+    pupil_gain: tuple[float, float] = (0.1, 0.1)
+    eye_center: tuple[float, float] = (300.0, 240.0)  # eye-camera pixels
     eye_std: float = 4.0  # eye-camera pixels
     eye_timescale: float = 10.0  # trials
     eye_to_stimulus: float = 0.3  # stimulus pixels per eye-camera pixel
     # Noise
-    reliability_range: tuple[float, ...] = (0.05, 0.85)
-    reliability_beta: tuple[float, ...] = (2.0, 2.0)
-    overdispersion: tuple[float, ...] = (0.2, 0.5)  # range of the log-normal noise s.d. across units
+    reliability_range: tuple[float, float] = (0.05, 0.85)
+    reliability_beta: tuple[float, float] = (2.0, 2.0)
+    overdispersion: tuple[float, float] = (0.2, 0.5)  # range of the log-normal noise s.d. across units
     shared_noise_fraction: float = 0.2
     reliability_samples: int = 10
     # Identity
@@ -791,7 +796,7 @@ def make_population(config: SimulationConfig | str | Mapping, seed: int, progres
 def _make_population(config: SimulationConfig, streams: dict, progress: bool):
     population, unit_xyz, unit_layer = sample_population(config, streams["population"])
     calibration = sample_patches(
-        config.calibration_images, tuple(config.image_shape), streams["calibration"], scale=tuple(config.patch_scale)
+        config.calibration_images, config.image_shape, streams["calibration"], scale=config.patch_scale
     )
     population.calibrate(calibration, progress=progress)
     return population, unit_xyz, unit_layer
@@ -852,7 +857,7 @@ def _variant_truth(config: SimulationConfig, population: SimulatedPopulation) ->
     )
     if config.unrotated_types:
         out["unrotated"] = np.isin(population.unit_type, config.unrotated_types)
-    if population.mixture_weight is not None:
+    if population.mixture_type is not None and population.mixture_weight is not None:
         out["mixture_type"] = population.mixture_type
         out["mixture_weight"] = population.mixture_weight
     return out
@@ -871,9 +876,7 @@ def simulate(config: SimulationConfig | str | Mapping, seed: int, progress: bool
 
     # Stimuli and trial design.
     n_images = config.n_single_images + config.n_test_images
-    images = np.round(sample_patches(n_images, (H, W), streams["stimuli"], scale=tuple(config.patch_scale))).astype(
-        np.uint8
-    )
+    images = np.round(sample_patches(n_images, (H, W), streams["stimuli"], scale=config.patch_scale)).astype(np.uint8)
     design = streams["design"]
     image_ids = np.sort(design.choice(np.arange(1, 100 * n_images + 1), n_images, replace=False)).astype(np.int64)
     image_tier = np.full(n_images, "train", dtype=object)

@@ -24,7 +24,7 @@ concatenated per rotation (still rotation-major); the core's output is the last 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -208,6 +208,7 @@ class Core(nn.Module):
                 if layer == 0
                 else sum(config.features_of(source) for source in range(layer - self._sources(layer), layer))
             )
+            conv: HermiteConv2d | SameConv2d
             if config.kind == "rotation":
                 rank = kernel_size if config.hermite_rank is None else min(config.hermite_rank, kernel_size)
                 conv = HermiteConv2d(
@@ -253,7 +254,8 @@ class Core(nn.Module):
     def filters(self) -> list[torch.Tensor]:
         """Learned filters of every layer, (features, in_channels, k, k) each (rotation 0 for the
         rotation core; the other rotations are rotated copies)."""
-        return [conv.filters for conv in self.convs]
+        # nn.ModuleList yields plain Modules; __init__ fills it with HermiteConv2d / SameConv2d only
+        return [cast("HermiteConv2d | SameConv2d", conv).filters for conv in self.convs]
 
     def regularizer(self) -> torch.Tensor:
         """Smoothness + group sparsity penalty of the filters; a scalar tensor.

@@ -8,7 +8,7 @@ All inputs and outputs are in model units (:mod:`pipeline.data.dataset`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
@@ -17,8 +17,8 @@ from torch import nn
 
 from pipeline.config import Config, ConfigError, added_field
 from pipeline.models.behavior import Modulator, Shifter
-from pipeline.models.cores import CoreConfig, build_core
-from pipeline.models.readouts import FactorizedReadout, GaussianReadout
+from pipeline.models.cores import Core, CoreConfig, build_core
+from pipeline.models.readouts import FactorizedReadout, GaussianReadout, Readout
 
 OutputNonlinearity = Literal["softplus", "elu1"]
 
@@ -100,8 +100,8 @@ class Encoder(nn.Module):
 
     def __init__(
         self,
-        core: nn.Module,
-        readout: nn.Module,
+        core: Core,
+        readout: Readout,
         shifter: Shifter | None = None,
         modulator: Modulator | None = None,
         nonlinearity: OutputNonlinearity = "softplus",
@@ -144,29 +144,28 @@ class Encoder(nn.Module):
         return self.readout.feature_weights()
 
 
+class _ReadoutArguments(TypedDict):
+    """Keyword arguments that both readouts take."""
+
+    gamma: float
+    bias: np.ndarray | None
+    init_feature_std: float
+    positive: bool
+
+
 def build_readout(
     config: ReadoutConfig, in_channels: int, spatial: tuple[int, int], n_units: int, bias: np.ndarray | None
-) -> nn.Module:
-    if config.kind == "factorized":
-        return FactorizedReadout(
-            in_channels,
-            spatial,
-            n_units,
-            gamma=config.gamma_readout,
-            bias=bias,
-            init_mask_std=config.init_mask_std,
-            init_feature_std=config.init_feature_std,
-            positive=config.positive_weights,
-        )
-    return GaussianReadout(
-        in_channels,
-        n_units,
+) -> Readout:
+    shared = _ReadoutArguments(
         gamma=config.gamma_readout,
         bias=bias,
-        init_mu_range=config.init_mu_range,
-        init_sigma=config.init_sigma,
         init_feature_std=config.init_feature_std,
         positive=config.positive_weights,
+    )
+    if config.kind == "factorized":
+        return FactorizedReadout(in_channels, spatial, n_units, init_mask_std=config.init_mask_std, **shared)
+    return GaussianReadout(
+        in_channels, n_units, init_mu_range=config.init_mu_range, init_sigma=config.init_sigma, **shared
     )
 
 
@@ -175,7 +174,7 @@ def build_encoder(
     n_units: int,
     image_shape: tuple[int, int],
     mean_responses: np.ndarray | None = None,
-    core: nn.Module | None = None,
+    core: Core | None = None,
 ) -> Encoder:
     """A fresh encoder for ``n_units`` neurons and images of ``image_shape`` (h, w).
 

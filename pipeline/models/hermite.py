@@ -164,6 +164,9 @@ class HermiteConv2d(nn.Module):
     upsampling : resolution factor at which the basis is sampled before block summing.
     """
 
+    basis: torch.Tensor  # (R, n_coefficients, k, k) rotated basis, buffer
+    group_index: torch.Tensor  # (R, in_groups) long, buffer
+
     def __init__(
         self,
         in_features: int,

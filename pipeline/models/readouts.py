@@ -32,7 +32,7 @@ def _feature_weights(features: nn.Parameter, positive: bool) -> torch.Tensor:
     return features
 
 
-def _check_input(x: torch.Tensor, channels: int, spatial: tuple[int, int] | None, name: str) -> None:
+def _check_input(x: torch.Tensor, channels: int, spatial: tuple[int, ...] | None, name: str) -> None:
     if x.dim() != 4 or x.shape[1] != channels or (spatial is not None and tuple(x.shape[2:]) != spatial):
         expected = f"(B, {channels}, {spatial[0]}, {spatial[1]})" if spatial else f"(B, {channels}, h, w)"
         raise ValueError(f"{name}: expected features {expected}, got {tuple(x.shape)}")
@@ -193,3 +193,7 @@ class GaussianReadout(nn.Module):
     def positions(self) -> np.ndarray:
         """(n_units, 2) mean positions (x, y) in grid units."""
         return self.mu.detach().clamp(-1, 1).cpu().numpy().copy()
+
+
+Readout = FactorizedReadout | GaussianReadout
+"""Either readout: ``forward(x, shift=None)``, ``regularizer()``, ``feature_weights()`` and ``n_units``."""
