@@ -132,7 +132,9 @@ def rotation_invariant_kmeans(
     # Start from each unit's strongest rotation block turned to rotation 0.
     start = (x.reshape(n, rotations, -1) ** 2).sum(axis=2).argmax(axis=1).astype(float)
     start_aligned = _rotated(spectra, start, rotations)
-    best = None
+    if n_init < 1 or max_iter < 1:
+        raise ValueError(f"rotation_invariant_kmeans: n_init and max_iter must be >= 1, got {n_init}, {max_iter}")
+    best: tuple[float, np.ndarray, np.ndarray] | None = None  # (inertia, labels, shifts)
     for restart in range(n_init):
         kmeans = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed + restart)
         centres = kmeans.fit(start_aligned).cluster_centers_
@@ -153,9 +155,11 @@ def rotation_invariant_kmeans(
             centres = np.stack(
                 [aligned[labels == j].mean(axis=0) if (labels == j).any() else centres[j] for j in range(n_clusters)]
             )
+        assert labels is not None  # max_iter >= 1
         inertia = float(((aligned - centres[labels]) ** 2).sum())
         if best is None or inertia < best[0]:
             best = (inertia, labels, shifts)
+    assert best is not None  # n_init >= 1
     return best[1], best[2]
 
 
