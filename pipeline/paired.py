@@ -12,6 +12,10 @@ import dataclasses
 import numpy as np
 
 N_BOOTSTRAP = 10_000
+# Below this many seeds a percentile bootstrap interval is little more than the range of the values
+# (two seeds give three distinct resampled means) and covers far less than its nominal level, so
+# reports give the range instead.
+MIN_SEEDS_FOR_INTERVAL = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +26,11 @@ class Interval:
     low: float
     high: float
     n: int  # seeds (resampled units)
+
+    @property
+    def trustworthy(self) -> bool:
+        """Whether there are enough seeds (``MIN_SEEDS_FOR_INTERVAL``) for the interval to mean much."""
+        return self.n >= MIN_SEEDS_FOR_INTERVAL
 
     @property
     def excludes_zero(self) -> bool:

@@ -97,6 +97,21 @@ def _by_target(query) -> dict:
     return out
 
 
+def _interval(ci, values: np.ndarray) -> dict:
+    """An interval as a plain dict, with the range of the values it was taken over and whether it is
+    trustworthy (:data:`pipeline.paired.MIN_SEEDS_FOR_INTERVAL` seeds or more)."""
+    return dict(
+        mean=ci.estimate,
+        low=ci.low,
+        high=ci.high,
+        n=ci.n,
+        excludes_zero=ci.excludes_zero and ci.trustworthy,
+        trustworthy=ci.trustworthy,
+        min=float(np.min(values)),
+        max=float(np.max(values)),
+    )
+
+
 def analyse(data: dict) -> dict:
     """Per arm mean and CI, and the paired differences, of every metric (see :mod:`pipeline.paired`)."""
     from pipeline import paired
@@ -108,8 +123,7 @@ def analyse(data: dict) -> dict:
         values = values[np.isfinite(values)]
         if not len(values):
             return None
-        ci = paired.bootstrap_mean(values)
-        return dict(mean=ci.estimate, low=ci.low, high=ci.high, n=ci.n)
+        return _interval(paired.bootstrap_mean(values), values)
 
     def seed_medians(arm, norm):
         return np.median(np.asarray(arm["distances"][norm]["distance"], dtype=np.float64), axis=1)
@@ -149,8 +163,7 @@ def analyse(data: dict) -> dict:
             ok = np.isfinite(x) & np.isfinite(y)
             if not ok.any():
                 return None
-            ci = paired.paired_difference(x[ok], y[ok])
-            return dict(mean=ci.estimate, low=ci.low, high=ci.high, n=ci.n, excludes_zero=ci.excludes_zero)
+            return _interval(paired.paired_difference(x[ok], y[ok]), x[ok] - y[ok])
 
         entry = dict(clean=diff(np.asarray(A["clean"])[ia], np.asarray(B["clean"])[ib]), noise={}, median={})
         for kind in A["noise"]:
@@ -184,9 +197,22 @@ def plain(value):
 
 def report(summary: dict) -> None:
     """The tables of docs/results.md, printed."""
+    from pipeline import paired
 
     def fmt(ci, spec=".3f"):
-        return "n/a" if ci is None else f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
+        if ci is None:
+            return "n/a"
+        if not ci["trustworthy"]:  # too few seeds for a CI: the range over seeds, marked
+            return f"{ci['mean']:{spec}} (seeds {ci['min']:{spec}} to {ci['max']:{spec}})"
+        return f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
+
+    few = sorted({n for arm in summary["arms"].values() if (n := len(arm["seeds"])) < paired.MIN_SEEDS_FOR_INTERVAL})
+    if few:
+        print(
+            f"\n(arms with {', '.join(map(str, few))} seeds: fewer than {paired.MIN_SEEDS_FOR_INTERVAL}, too few for a "
+            "confidence interval; the range over seeds is shown in brackets instead, and no difference is "
+            "called significant)"
+        )
 
     print("\n== arms: mean [95% bootstrap CI over seeds]")
     for control, arm in summary["arms"].items():

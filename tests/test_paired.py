@@ -49,3 +49,19 @@ def test_paired_median_difference_per_image():
     np.testing.assert_allclose(paired.paired_median_difference(a, b), [0.25, -1.0])
     with pytest.raises(ValueError, match="n_seeds"):
         paired.paired_median_difference(a[0], b[0])
+
+
+def test_too_few_seeds_are_reported_as_a_range_never_as_a_significant_interval(capsys):
+    from populate import comparison
+
+    # Two seeds that both favour the first arm: the bootstrap interval [0.02, 0.03] excludes 0, but
+    # two seeds cannot support that.
+    ci = paired.paired_difference(np.array([0.52, 0.63]), np.array([0.50, 0.60]))
+    assert ci.excludes_zero and not ci.trustworthy and paired.paired_difference(np.ones(5), np.zeros(5)).trustworthy
+    entry = comparison._interval(ci, np.array([0.02, 0.03]))
+    assert not entry["excludes_zero"] and (entry["min"], entry["max"]) == (0.02, 0.03)
+    arm = dict(seeds=[0, 1], clean=entry, median={}, steps=[4, 4], noise={}, invariance={})
+    comparison.report(dict(arms={"none": arm}, differences={}, targets={}))
+    out = capsys.readouterr().out
+    assert "0.025 (seeds 0.020 to 0.030)" in out and "too few for a confidence interval" in out
+    assert "[0.02" not in out
