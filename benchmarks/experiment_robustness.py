@@ -216,29 +216,27 @@ def figures(data: dict, tag: str) -> list[Path]:
 
 
 def _noise_frame(data: dict):
-    import pandas as pd
-
-    rows = []
-    for control, arm in data["arms"].items():
-        for kind, noise in arm["noise"].items():
-            for seed, accuracies in zip(arm["seeds"], noise["accuracy"]):
-                rows += [
-                    dict(control=control, seed=seed, noise_type=kind, strength=s, accuracy=a)
-                    for s, a in zip(noise["strengths"], accuracies)
-                ]
-    return pd.DataFrame(rows)
+    return _curve_frame(data, "noise", "noise_type", ("strengths", "strength"), ("accuracy", "accuracy"))
 
 
 def _convergence_frame(data: dict):
+    return _curve_frame(data, "convergence", "norm", ("steps", "steps"), ("median", "median_distance"))
+
+
+def _curve_frame(data: dict, part: str, name_column: str, x: tuple[str, str], y: tuple[str, str]):
+    """Long form of the per-seed curves ``data["arms"][control][part][name]``: one row per arm, curve,
+    seed and point with columns control, seed, ``name_column`` (the curve's name) and the point's x and
+    y; ``x`` and ``y`` are each (key of the curve's values, column)."""
     import pandas as pd
 
+    (x_key, x_column), (y_key, y_column) = x, y
     rows = []
     for control, arm in data["arms"].items():
-        for norm, curve in arm["convergence"].items():
-            for seed, medians in zip(arm["seeds"], curve["median"]):
+        for name, curve in arm[part].items():
+            for seed, values in zip(arm["seeds"], curve[y_key]):
                 rows += [
-                    dict(control=control, seed=seed, norm=norm, steps=n, median_distance=m)
-                    for n, m in zip(curve["steps"], medians)
+                    {"control": control, "seed": seed, name_column: name, x_column: a, y_column: b}
+                    for a, b in zip(curve[x_key], values)
                 ]
     return pd.DataFrame(rows)
 
