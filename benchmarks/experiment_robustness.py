@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS
 from populate import comparison
-from populate.comparison import ARMS
+from populate.comparison import ARMS, EVALUATION_GRID
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SCAN = "1-1-1"
@@ -82,16 +82,7 @@ def settings(quick: bool) -> dict:
         classifier=dict(
             width=8, epochs=16, max_steps_per_epoch=50, decay_every=4, reset_every=16, holdout_fraction=0.1, patience=3
         ),
-        evaluation=dict(
-            noise_images=None,
-            gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
-            salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
-            attack_images=100,
-            attack_schedule=(5, 10, 25, 50),
-            invariance_std=(0.05, 0.1, 0.2),
-            invariance_images=500,
-            invariance_pairs=5000,
-        ),
+        evaluation=dict(noise_images=None, attack_images=100, **EVALUATION_GRID),
     )
 
 
