@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS
 from populate import comparison
-from populate.comparison import ARMS
+from populate.comparison import ARMS, EVALUATION_GRID
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SCAN = "1-1-1"
@@ -82,16 +82,7 @@ def settings(quick: bool) -> dict:
         classifier=dict(
             width=8, epochs=16, max_steps_per_epoch=50, decay_every=4, reset_every=16, holdout_fraction=0.1, patience=3
         ),
-        evaluation=dict(
-            noise_images=None,
-            gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
-            salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
-            attack_images=100,
-            attack_schedule=(5, 10, 25, 50),
-            invariance_std=(0.05, 0.1, 0.2),
-            invariance_images=500,
-            invariance_pairs=5000,
-        ),
+        evaluation=dict(noise_images=None, attack_images=100, **EVALUATION_GRID),
     )
 
 
@@ -216,29 +207,27 @@ def figures(data: dict, tag: str) -> list[Path]:
 
 
 def _noise_frame(data: dict):
-    import pandas as pd
-
-    rows = []
-    for control, arm in data["arms"].items():
-        for kind, noise in arm["noise"].items():
-            for seed, accuracies in zip(arm["seeds"], noise["accuracy"]):
-                rows += [
-                    dict(control=control, seed=seed, noise_type=kind, strength=s, accuracy=a)
-                    for s, a in zip(noise["strengths"], accuracies)
-                ]
-    return pd.DataFrame(rows)
+    return _curve_frame(data, "noise", "noise_type", ("strengths", "strength"), ("accuracy", "accuracy"))
 
 
 def _convergence_frame(data: dict):
+    return _curve_frame(data, "convergence", "norm", ("steps", "steps"), ("median", "median_distance"))
+
+
+def _curve_frame(data: dict, part: str, name_column: str, x: tuple[str, str], y: tuple[str, str]):
+    """Long form of the per-seed curves ``data["arms"][control][part][name]``: one row per arm, curve,
+    seed and point with columns control, seed, ``name_column`` (the curve's name) and the point's x and
+    y; ``x`` and ``y`` are each (key of the curve's values, column)."""
     import pandas as pd
 
+    (x_key, x_column), (y_key, y_column) = x, y
     rows = []
     for control, arm in data["arms"].items():
-        for norm, curve in arm["convergence"].items():
-            for seed, medians in zip(arm["seeds"], curve["median"]):
+        for name, curve in arm[part].items():
+            for seed, values in zip(arm["seeds"], curve[y_key]):
                 rows += [
-                    dict(control=control, seed=seed, norm=norm, steps=n, median_distance=m)
-                    for n, m in zip(curve["steps"], medians)
+                    {"control": control, "seed": seed, name_column: name, x_column: a, y_column: b}
+                    for a, b in zip(curve[x_key], values)
                 ]
     return pd.DataFrame(rows)
 

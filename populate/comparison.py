@@ -20,6 +20,18 @@ ARMS = {
 }
 COMPARISONS = (("neural", "none"), ("neural", "shuffled"), ("lowpass", "none"))
 
+EVALUATION_GRID = dict(
+    gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
+    salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
+    attack_schedule=(5, 10, 25, 50),
+    invariance_std=(0.05, 0.1, 0.2),
+    invariance_images=500,
+    invariance_pairs=5000,
+)
+"""Noise strengths, attack schedule and invariance sizes of the robustness experiment's evaluation
+(:class:`pipeline.evaluation.EvaluationSettings` fields): the experiment and the demo evaluate the same
+grid and differ only in how many images they evaluate and attack."""
+
 
 def collect(keys: dict) -> dict:
     """Every result of the comparison, as plain arrays per arm (rows ordered by seed)."""

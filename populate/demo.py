@@ -16,6 +16,7 @@ import statistics
 import time
 
 from . import experiments, ingest, results, run
+from .comparison import EVALUATION_GRID
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,7 @@ def evaluation_config(quick: bool) -> dict:
     # The experiment's evaluation (benchmarks/experiment_robustness.py) on fewer images, to keep the
     # demo near 15 minutes on 2 cores: 500 noise images (accuracy SE about 0.02) and 50 common attack
     # images.
-    return dict(
-        noise_images=500,
-        gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
-        salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
-        attack_images=50,
-        attack_schedule=(5, 10, 25, 50),
-        invariance_std=(0.05, 0.1, 0.2),
-        invariance_images=500,
-        invariance_pairs=5000,
-    )
+    return dict(noise_images=500, attack_images=50, **EVALUATION_GRID)
 
 
 def main(quick: bool = False, seeds=None, classifier_seeds=(0, 1), report_path: str = "report.html") -> None:

@@ -279,6 +279,17 @@ def _test_subset(key, n: int | None, seed: int) -> tuple[np.ndarray, torch.Tenso
     return index, images[index], labels[index]
 
 
+_INVARIANCE_LEVEL = """
+    -> master
+    noise_std: float64              # Gaussian noise std, image range [0, 1]
+    ---
+    correlation: float64
+    n_pairs: int32
+    """
+"""Part table of one noise level of an invariance measurement, a row of :func:`_invariance_levels`:
+r of a similarity of clean stimulus pairs with that of the same pairs of noisy stimuli."""
+
+
 class _Evaluation(Readiness):
     """An evaluation of every trained classifier under every evaluation config: it waits for the classifier."""
 
@@ -311,14 +322,9 @@ class NoiseEvaluation(_Evaluation, dj.Computed):
         """
 
     class Invariance(dj.Part):
-        definition = """
-        # r of the network's layer similarity of clean stimulus pairs with that of noisy ones
-        -> master
-        noise_std: float64              # Gaussian noise std, image range [0, 1]
-        ---
-        correlation: float64
-        n_pairs: int32
-        """
+        definition = (
+            "# r of the network's layer similarity of clean stimulus pairs with that of noisy ones" + _INVARIANCE_LEVEL
+        )
 
     def make(self, key):
         settings = EvaluationConfig.load(key)
@@ -396,13 +402,7 @@ class TargetInvariance(Readiness, dj.Computed):
     """
 
     class Level(dj.Part):
-        definition = """
-        -> master
-        noise_std: float64              # Gaussian noise std, image range [0, 1]
-        ---
-        correlation: float64
-        n_pairs: int32
-        """
+        definition = _INVARIANCE_LEVEL
 
     @property
     def candidates(self):

@@ -237,34 +237,23 @@ def write_nwb(
     behavior_module = nwb.create_processing_module("behavior", "behaviour per trial")
     behavior = np.asarray(recording.behavior)[order]
     pupil_center = np.asarray(recording.pupil_center)[order]
+
+    def per_trial(name: str, data: np.ndarray, unit: str, description: str) -> TimeSeries:
+        """A (n_trials,) series, one sample per trial at its onset."""
+        return TimeSeries(name=name, data=data, unit=unit, **clock, description=description)
+
     behavior_module.add(
         BehavioralTimeSeries(
             name="BehavioralTimeSeries",
-            time_series=[
-                TimeSeries(
-                    name="running_speed",
-                    data=behavior[:, 2],
-                    unit="cm/s",
-                    **clock,
-                    description="running speed per trial",
-                )
-            ],
+            time_series=[per_trial("running_speed", behavior[:, 2], "cm/s", "running speed per trial")],
         )
     )
     behavior_module.add(
         PupilTracking(
             name="PupilTracking",
             time_series=[
-                TimeSeries(
-                    name="pupil_size", data=behavior[:, 0], unit="pixels", **clock, description="pupil size per trial"
-                ),
-                TimeSeries(
-                    name="pupil_size_change",
-                    data=behavior[:, 1],
-                    unit="pixels",
-                    **clock,
-                    description="change of pupil size per trial",
-                ),
+                per_trial("pupil_size", behavior[:, 0], "pixels", "pupil size per trial"),
+                per_trial("pupil_size_change", behavior[:, 1], "pixels", "change of pupil size per trial"),
             ],
         )
     )
