@@ -30,8 +30,9 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 
-def _weights(feature_weights: np.ndarray, rotations: int) -> np.ndarray:
-    """(n_units, R, F) unit-length weights."""
+def unit_length(feature_weights: np.ndarray, rotations: int) -> np.ndarray:
+    """(n_units, R, F) unit-length weights; refuses arrays that are not (n_units, R*F) or hold a unit
+    with all-zero weights."""
     w = np.asarray(feature_weights, dtype=np.float64)
     if w.ndim != 2:
         raise ValueError(f"feature_weights: expected (n_units, R*F), got shape {w.shape}")
@@ -68,7 +69,7 @@ def functional_types(
         main feature's angles ``rotation_direction * 2*pi*r/R`` (mod period), weighted by squared weight.
     orientation_selectivity : (n_units,) length of that weighted circular mean, in [0, 1].
     """
-    w2 = _weights(feature_weights, rotations) ** 2
+    w2 = unit_length(feature_weights, rotations) ** 2
     n_units = len(w2)
     share = w2.sum(axis=1)  # (n, F), rows sum to 1
     cell_type = share.argmax(axis=1)
@@ -90,17 +91,42 @@ def functional_types(
     )
 
 
-def _spectra(vectors: np.ndarray, rotations: int) -> np.ndarray:
+def rotation_spectra(vectors: np.ndarray, rotations: int) -> np.ndarray:
     """(n, R*F) rotation-major vectors -> (n, R//2 + 1, F) Fourier coefficients over rotations."""
     return np.fft.rfft(vectors.reshape(len(vectors), rotations, -1), axis=1)
 
 
-def _rotated(spectra: np.ndarray, shifts: np.ndarray, rotations: int) -> np.ndarray:
+def rotated(spectra: np.ndarray, shifts: np.ndarray, rotations: int) -> np.ndarray:
     """(n, R*F) vectors turned back by ``shifts`` (n,) rotation steps, fractional steps by band-limited
     (Fourier) interpolation of each feature's rotation profile."""
     k = np.arange(spectra.shape[1])
     phase = np.exp(2j * np.pi * k[None, :] * shifts[:, None] / rotations)[:, :, None]
     return np.fft.irfft(spectra * phase, n=rotations, axis=1).reshape(len(spectra), -1)
+
+
+def aligned_distances(
+    spectra: np.ndarray, squared: np.ndarray, centres: np.ndarray, rotations: int, steps: int, pairs: bool = False
+) -> np.ndarray:
+    """Squared distances between vectors and centres, with each vector turned back by every shift on a
+    grid of ``steps`` shifts per rotation step.
+
+    spectra : (n, R//2 + 1, F) :func:`rotation_spectra` of the vectors; squared : (n,) their squared norms.
+    centres : (c, R*F) rotation-major centres, or with ``pairs`` (n, R*F), one centre per vector.
+    Returns (n, c, R * steps), or (n, R * steps) with ``pairs``; index ``s`` is a shift of ``s / steps``
+    rotation steps.
+    """
+    # <x turned back by s, c> for all s on the fine grid, via the cross-power spectrum.
+    cross = np.einsum(
+        "nkf,nkf->nk" if pairs else "nkf,jkf->njk", spectra, np.conj(rotation_spectra(centres, rotations))
+    )
+    if rotations % 2 == 0:
+        cross[..., -1] *= 0.5  # the R-point Nyquist term counts once, not as a +-k pair
+    samples = rotations * steps
+    overlap = np.fft.irfft(cross, n=samples, axis=-1) * samples / rotations
+    centre_norm = (centres**2).sum(axis=1)
+    if pairs:
+        return squared[:, None] + centre_norm[:, None] - 2 * overlap
+    return squared[:, None, None] + centre_norm[None, :, None] - 2 * overlap
 
 
 def rotation_invariant_kmeans(
@@ -126,12 +152,12 @@ def rotation_invariant_kmeans(
     n = len(x)
     if not 1 <= n_clusters <= n:
         raise ValueError(f"rotation_invariant_kmeans: n_clusters must be in [1, {n}], got {n_clusters}")
-    spectra = _spectra(x, rotations)
+    spectra = rotation_spectra(x, rotations)
     squared = (x**2).sum(axis=1)
     samples = rotations * steps
     # Start from each unit's strongest rotation block turned to rotation 0.
     start = (x.reshape(n, rotations, -1) ** 2).sum(axis=2).argmax(axis=1).astype(float)
-    start_aligned = _rotated(spectra, start, rotations)
+    start_aligned = rotated(spectra, start, rotations)
     if n_init < 1 or max_iter < 1:
         raise ValueError(f"rotation_invariant_kmeans: n_init and max_iter must be >= 1, got {n_init}, {max_iter}")
     best: tuple[float, np.ndarray, np.ndarray] | None = None  # (inertia, labels, shifts)
@@ -140,15 +166,10 @@ def rotation_invariant_kmeans(
         centres = kmeans.fit(start_aligned).cluster_centers_
         labels = None
         for _ in range(max_iter):
-            # <x turned back by s, c> for all s on the fine grid, via the cross-power spectrum.
-            cross = np.einsum("nkf,jkf->njk", spectra, np.conj(_spectra(centres, rotations)))
-            if rotations % 2 == 0:
-                cross[:, :, -1] *= 0.5  # the R-point Nyquist term counts once, not as a +-k pair
-            overlap = np.fft.irfft(cross, n=samples, axis=2) * samples / rotations  # (n, clusters, samples)
-            distance = squared[:, None, None] + (centres**2).sum(axis=1)[None, :, None] - 2 * overlap
+            distance = aligned_distances(spectra, squared, centres, rotations, steps)
             flat = distance.reshape(n, -1).argmin(axis=1)
             new_labels, shifts = flat // samples, (flat % samples) / steps
-            aligned = _rotated(spectra, shifts, rotations)
+            aligned = rotated(spectra, shifts, rotations)
             if labels is not None and np.array_equal(new_labels, labels):
                 break
             labels = new_labels
@@ -169,8 +190,8 @@ def cluster_types(feature_weights: np.ndarray, rotations: int, n_clusters: int, 
     The vectors keep their sign: a unit driven by the negative of a feature (opposite polarity)
     clusters apart from one driven by the feature itself, unlike :func:`functional_types`.
     """
-    unit_length = _weights(feature_weights, rotations).reshape(len(feature_weights), -1)
-    return rotation_invariant_kmeans(unit_length, rotations, n_clusters, seed=seed)[0]
+    vectors = unit_length(feature_weights, rotations).reshape(len(feature_weights), -1)
+    return rotation_invariant_kmeans(vectors, rotations, n_clusters, seed=seed)[0]
 
 
 def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -289,13 +310,13 @@ def choose_clusters(descriptors: np.ndarray, rotations: int, max_clusters: int =
     """:func:`rotation_invariant_kmeans` labels, k in [2, max_clusters] chosen by the silhouette score
     of the rotation-aligned descriptors."""
     n = len(descriptors)
-    spectra = _spectra(np.asarray(descriptors, dtype=np.float64), rotations)
+    spectra = rotation_spectra(np.asarray(descriptors, dtype=np.float64), rotations)
     best_labels, best_score = np.zeros(n, dtype=int), -np.inf
     for k in range(2, min(max_clusters, n - 1) + 1):
         labels, shifts = rotation_invariant_kmeans(descriptors, rotations, k, seed=seed)
         if len(np.unique(labels)) < 2:
             continue
-        value = silhouette_score(_rotated(spectra, shifts, rotations), labels, random_state=seed)
+        value = silhouette_score(rotated(spectra, shifts, rotations), labels, random_state=seed)
         if value > best_score:
             best_labels, best_score = labels, value
     return best_labels
@@ -320,8 +341,8 @@ def summarize(
     """
     types = functional_types(feature_weights, rotations)
     if n_clusters is None:
-        unit_length = _weights(feature_weights, rotations).reshape(len(feature_weights), -1)
-        clusters = choose_clusters(unit_length, rotations, max_clusters, seed)
+        vectors = unit_length(feature_weights, rotations).reshape(len(feature_weights), -1)
+        clusters = choose_clusters(vectors, rotations, max_clusters, seed)
     else:
         clusters = cluster_types(feature_weights, rotations, n_clusters, seed)
     n_features = feature_weights.shape[1] // rotations

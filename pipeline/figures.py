@@ -278,18 +278,33 @@ def consensus_curve(rows: Sequence[Mapping], goal: float | None = 0.8) -> Figure
 def type_count_curve(rows: Sequence[Mapping]) -> Figure:
     """The evidence for an ensemble's number of cell types, as :func:`pipeline.type_count` stores it.
 
-    rows : one mapping per candidate k with ``k``, ``lifetime`` (how long the k-cluster partition
-        survives in the tree of the pooled clusterings; the criterion), ``stability`` and ``sd``
-        (mean and sd of the half-ensemble ARI), and ``chosen``.
+    rows : one mapping per candidate k with ``k``, ``residual`` and ``residual_se`` (held-out template
+        residual of unit-length readouts, the criterion), ``stability`` and ``sd`` (mean and sd of the
+        half-ensemble ARI), and ``chosen``.  Rows stored before the residual criterion (with
+        ``lifetime`` only) are drawn with what they hold.
     """
     if not rows:
         raise ValueError("type_count_curve: no rows")
     k = np.array([int(r["k"]) for r in rows])
     fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
-    if all("lifetime" in r for r in rows):
-        ax.plot(k, [float(r["lifetime"]) for r in rows], "o-", color="C0", label="lifetime (criterion)")
-    if all("stability" in r for r in rows):
+    if all("residual" in r for r in rows):
         ax.errorbar(
+            k,
+            [float(r["residual"]) for r in rows],
+            yerr=[float(r.get("residual_se", 0.0)) for r in rows],
+            fmt="o-",
+            color="C0",
+            capsize=2,
+            label="held-out residual (criterion)",
+        )
+        ax.set_ylabel("held-out residual (unit-length readouts)")
+        right = ax.twinx()
+    else:
+        right = ax
+    if all("lifetime" in r for r in rows) and right is ax:
+        ax.plot(k, [float(r["lifetime"]) for r in rows], "o-", color="C0", label="lifetime")
+    if all("stability" in r for r in rows):
+        right.errorbar(
             k,
             [float(r["stability"]) for r in rows],
             yerr=[float(r.get("sd", 0.0)) for r in rows],
@@ -298,14 +313,14 @@ def type_count_curve(rows: Sequence[Mapping]) -> Figure:
             capsize=2,
             label="half-ensemble ARI",
         )
-    chosen = [int(r["k"]) for r in rows if r.get("chosen")]
-    for value in chosen:
+        right.set_ylabel("half-ensemble ARI", color="C1")
+    for value in (int(r["k"]) for r in rows if r.get("chosen")):
         ax.axvline(value, color="C3", linestyle=":", linewidth=1.5, label=f"chosen k = {value}")
     ax.set_xticks(k)
     ax.set_xlabel("number of types k")
-    ax.set_ylabel("evidence")
     ax.set_title("Number of consensus cell types")
-    ax.legend(loc="best", fontsize="small")
+    handles = [h for axis in dict.fromkeys((ax, right)) for h in axis.get_legend_handles_labels()[0]]
+    ax.legend(handles=handles, loc="best", fontsize="small")
     return fig
 
 

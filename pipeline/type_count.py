@@ -1,29 +1,33 @@
 """How many functional cell types: the number of consensus clusters, chosen from an ensemble's readouts.
 
 The consensus of :func:`pipeline.celltypes.consensus_types` needs a number of clusters k.  Setting it
-to the model's number of features assumes the answer.  Here it is chosen by *evidence accumulation*
-(Fred & Jain 2005, IEEE TPAMI 27:835): every model's readouts are clustered
-(:func:`pipeline.celltypes.cluster_types`) at every candidate k; two units are as similar as the
-fraction of all these clusterings (models x k) that put them together; the average-linkage tree of
-that co-association is cut where a partition *lives longest*, i.e. at the k with the largest gap
-between the merge heights that create k and k - 1 clusters.  The curve over k (``lifetime``) is the
-evidence stored with the choice.
+to the model's number of features assumes the answer.  Here k is chosen by how well k types *predict
+held-out readouts* (:func:`template_residuals`), a cross-validated model-selection criterion:
 
-Why this criterion:
+1. every model's readouts are clustered (:func:`pipeline.celltypes.cluster_types`) at every candidate k;
+2. for each model m and k, the units get types from the consensus of the *other* models' clusterings
+   (so m's noise does not place the boundaries), and each unit's unit-length readout in m is compared,
+   at its best rotation, with the mean readout of the *other* units of its type in m (so the unit does
+   not fit its own template);
+3. the residual, averaged over models and units, falls while added types separate groups of units
+   that read the core differently, and flattens once a split only cuts through a group;
+4. k is the smallest candidate within one standard error of the lowest residual (the one-standard-error
+   rule; Hastie, Tibshirani & Friedman, *Elements of Statistical Learning*, 7.10), the standard error
+   being that of the per-unit differences to the best k.
 
-- Single-model indices (silhouette, gap statistic, likelihood criteria) score one model's
-  idiosyncrasies: a type read by two features, or two types sharing one, looks like real structure
-  in that model.  On this pipeline's simulated scans silhouette picked 3-5 clusters for 6 types.
-- Pooling clusterings over models and over k keeps only what recurs: a split that one model (or one
-  k) makes and the others do not leaves co-associations in between, so it merges early in the tree;
-  types that every model and every k >= the true number keeps apart merge last, after a long gap.
-- *Consensus stability between half-ensembles* (the ensemble split at random into two halves, each
-  half's consensus at k compared by the adjusted Rand index, as in Lange et al. 2004) is computed as
-  well and stored (``stability``): it says how reproducible the consensus at each k is over training
-  seeds.  It is not the criterion: it favours coarse splits that every model makes, and on the demo
-  scan's readouts k = 2 had stability 1.0 while the six types' partition had 0.65.
+Why not the other criteria (both are computed and stored as evidence):
 
-Ties go to the larger k.
+- *Lifetime* in the tree of pooled clusterings (evidence accumulation, Fred & Jain 2005, IEEE TPAMI
+  27:835) and *consensus stability between half-ensembles* (Lange et al. 2004) find the strongest
+  level of a hierarchy.  When the types come in families that every model separates (on the demo
+  scan: linear units against energy-like ones), both are highest at k = 2 however clear the types are
+  within the families; a held-out residual keeps falling until the types are apart.
+- Single-model indices (silhouette, gap statistic) score one model's idiosyncrasies; on this
+  pipeline's simulated scans silhouette picked 3-5 clusters for 6 types.
+
+What the criterion counts is groups of distinct readouts.  Where one type's units read the core in
+two distinct ways (e.g. small and large receptive fields read by two features of one scale each), it
+counts two; the consensus then splits that type but keeps the others apart.
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ class TypeCount:
 
     k : the chosen number of types.
     candidates : (n_k,) the k tried, ascending.
-    lifetime : (n_k,) the criterion: for each k, the range of co-association distance over which the
-        average-linkage tree of the pooled clusterings has k clusters (larger: a clearer partition).
+    residual : (n_k,) the criterion: mean over units of :func:`template_residuals` (lower: the k types
+        predict held-out readouts better).
+    residual_se : (n_k,) standard error of each k's residual minus the lowest (paired over units).
+    lifetime : (n_k,) for each k, the range of co-association distance over which the average-linkage
+        tree of the pooled clusterings has k clusters (larger: a clearer partition; the strongest
+        level of a hierarchy of types has the longest).
     stability : (n_k,) mean ARI between two random halves' consensus partitions at k.
     spread : (n_k,) standard deviation of that ARI over the random splits.
     splits : number of random half-ensemble splits per candidate.
@@ -54,6 +62,8 @@ class TypeCount:
 
     k: int
     candidates: np.ndarray
+    residual: np.ndarray
+    residual_se: np.ndarray
     lifetime: np.ndarray
     stability: np.ndarray
     spread: np.ndarray
@@ -61,11 +71,21 @@ class TypeCount:
     labelings: dict[int, list[np.ndarray]]
 
     def curve(self) -> list[dict]:
-        """The evidence as plain rows: ``k``, ``lifetime`` (the criterion), ``stability`` (mean ARI of
-        half-ensembles), ``sd`` (of that ARI), ``chosen``."""
+        """The evidence as plain rows: ``k``, ``residual`` (the criterion) and ``residual_se``,
+        ``lifetime``, ``stability`` (mean ARI of half-ensembles), ``sd`` (of that ARI), ``chosen``."""
         return [
-            dict(k=int(k), lifetime=float(t), stability=float(s), sd=float(d), chosen=bool(k == self.k))
-            for k, t, s, d in zip(self.candidates, self.lifetime, self.stability, self.spread)
+            dict(
+                k=int(k),
+                residual=float(r),
+                residual_se=float(e),
+                lifetime=float(t),
+                stability=float(s),
+                sd=float(d),
+                chosen=bool(k == self.k),
+            )
+            for k, r, e, t, s, d in zip(
+                self.candidates, self.residual, self.residual_se, self.lifetime, self.stability, self.spread
+            )
         ]
 
 
@@ -100,10 +120,10 @@ def _check_readouts(readouts: Sequence[np.ndarray], rotations: int) -> list[np.n
     for m, w in enumerate(readouts):
         if not np.isfinite(w).all():
             raise ValueError(f"choose_type_count: model {m}'s readouts are not all finite")
-        unit_length = celltypes._weights(w, rotations).reshape(n_units, -1)  # also checks shape and zeros
+        unit_length = celltypes.unit_length(w, rotations).reshape(n_units, -1)  # also checks shape and zeros
         # Vectors equal up to rotation leave nothing to cluster: compare each unit's rotation
         # power spectrum (invariant to rotation) with the population's.
-        power = np.abs(celltypes._spectra(unit_length, rotations)) ** 2
+        power = np.abs(celltypes.rotation_spectra(unit_length, rotations)) ** 2
         if np.allclose(power, power[:1], atol=1e-10):
             raise ValueError(
                 f"choose_type_count: model {m}'s readouts are the same vector (up to rotation) "
@@ -119,7 +139,8 @@ def choose_type_count(
     splits: int = 20,
     seed: int = 0,
 ) -> TypeCount:
-    """Number of functional types by evidence accumulation over models and k (module docstring).
+    """Number of functional types: the fewest whose held-out residual is within one standard error of the
+    lowest (module docstring).
 
     Parameters
     ----------
@@ -142,6 +163,8 @@ def choose_type_count(
         int(k): [celltypes.cluster_types(w, rotations, int(k), seed=seed + m) for m, w in enumerate(readouts)]
         for k in candidates
     }
+    residuals = np.stack([template_residuals(readouts, labelings[int(k)], int(k), rotations) for k in candidates])
+    chosen, se = one_standard_error_choice(candidates, residuals)
     lifetime = _lifetimes([labels for k in candidates for labels in labelings[int(k)]], candidates)
     halves = _half_splits(n_models, splits, np.random.default_rng(seed))
     stability, spread = [], []
@@ -155,10 +178,11 @@ def choose_type_count(
         ]
         stability.append(np.mean(agreement))
         spread.append(np.std(agreement))
-    chosen = int(candidates[np.flatnonzero(lifetime == lifetime.max())[-1]])
     return TypeCount(
         k=chosen,
         candidates=candidates,
+        residual=residuals.mean(axis=1),
+        residual_se=se,
         lifetime=lifetime,
         stability=np.array(stability),
         spread=np.array(spread),
@@ -194,3 +218,63 @@ def _half_splits(n_models: int, splits: int, rng: np.random.Generator) -> list[t
         if len(out) == splits:
             break
     return out
+
+
+def template_residuals(
+    readouts: Sequence[np.ndarray], labelings: list[np.ndarray], k: int, rotations: int, steps: int = 8
+) -> np.ndarray:
+    """(n_units,) held-out residual of every unit's readout at k types, averaged over models.
+
+    For each model m, the types come from the consensus at k of the *other* models' clusterings
+    (``labelings``, one (n_units,) per model), so m's own noise did not place the boundaries.  A unit's
+    unit-length readout in m is compared, at its best rotation, with the mean of the other units of its
+    type in m (aligned to their type's mean), leaving the unit out: the squared distance is in [0, 4],
+    and a unit alone in its type scores 1 (it has no template).
+    """
+    residual = np.zeros(len(labelings[0]))
+    for m, w in enumerate(readouts):
+        others = [labels for i, labels in enumerate(labelings) if i != m]
+        types = celltypes.consensus_types(others, k)[0]
+        residual += _left_out_residual(celltypes.unit_length(w, rotations).reshape(len(w), -1), types, rotations, steps)
+    return residual / len(readouts)
+
+
+def _left_out_residual(
+    vectors: np.ndarray, types: np.ndarray, rotations: int, steps: int, rounds: int = 4
+) -> np.ndarray:
+    """(n,) squared distance of each vector (n, R*F) at its best rotation to the mean of the other
+    members of its type, after ``rounds`` of aligning each type's members with their mean."""
+    n = len(vectors)
+    spectra = celltypes.rotation_spectra(vectors, rotations)
+    squared = (vectors**2).sum(axis=1)
+    _, index = np.unique(types, return_inverse=True)
+    # start as rotation_invariant_kmeans does: each vector's strongest rotation turned to rotation 0
+    start = (vectors.reshape(n, rotations, -1) ** 2).sum(axis=2).argmax(axis=1).astype(float)
+    aligned = celltypes.rotated(spectra, start, rotations)
+    counts = np.bincount(index)
+    for _ in range(rounds):
+        sums = np.zeros((len(counts), vectors.shape[1]))
+        np.add.at(sums, index, aligned)
+        distance = celltypes.aligned_distances(spectra, squared, sums / counts[:, None], rotations, steps)
+        shifts = distance[np.arange(n), index].argmin(axis=1) / steps
+        aligned = celltypes.rotated(spectra, shifts, rotations)
+    sums = np.zeros((len(counts), vectors.shape[1]))
+    np.add.at(sums, index, aligned)
+    alone = counts[index] == 1
+    left_out = (sums[index] - aligned) / np.maximum(counts[index] - 1, 1)[:, None]
+    residual = celltypes.aligned_distances(spectra, squared, left_out, rotations, steps, pairs=True).min(axis=1)
+    residual[alone] = squared[alone]
+    return residual
+
+
+def one_standard_error_choice(candidates: np.ndarray, residuals: np.ndarray) -> tuple[int, np.ndarray]:
+    """The smallest k whose mean residual is within one standard error of the lowest mean residual.
+
+    residuals : (n_k, n_units).  The standard error is that of the mean over units of the paired
+    differences between k and the best k.  Returns (k, (n_k,) standard errors).
+    """
+    best = int(residuals.mean(axis=1).argmin())
+    difference = residuals - residuals[best]
+    se = difference.std(axis=1, ddof=1) / np.sqrt(residuals.shape[1])
+    within = np.flatnonzero(difference.mean(axis=1) <= se)
+    return int(candidates[within[0]]), se

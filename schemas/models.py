@@ -380,7 +380,7 @@ class EnsembleCellTypes(Readiness, dj.Computed):
     n_models: int32                     # members whose clusters were combined
     n_clusters: int32
     k_source = 'fixed': varchar(16)     # how the number of clusters was set: 'fixed' or 'data' (pipeline.type_count)
-    k_curve = null: <blob>              # from the data: one dict per candidate k (k, lifetime, stability, sd, chosen)
+    k_curve = null: <blob>              # from the data: one dict per candidate k (pipeline.type_count.TypeCount.curve)
     ari_clusters = null: float64        # adjusted Rand index vs simulated ground truth
     """
 
