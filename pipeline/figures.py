@@ -286,17 +286,16 @@ def type_count_curve(rows: Sequence[Mapping]) -> Figure:
     if not rows:
         raise ValueError("type_count_curve: no rows")
     k = np.array([int(r["k"]) for r in rows])
+
+    def curve(axis, name: str, error: str, fmt: str, color: str, label: str) -> None:
+        values = [float(r[name]) for r in rows]
+        axis.errorbar(
+            k, values, yerr=[float(r.get(error, 0.0)) for r in rows], fmt=fmt, color=color, capsize=2, label=label
+        )
+
     fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
     if all("residual" in r for r in rows):
-        ax.errorbar(
-            k,
-            [float(r["residual"]) for r in rows],
-            yerr=[float(r.get("residual_se", 0.0)) for r in rows],
-            fmt="o-",
-            color="C0",
-            capsize=2,
-            label="held-out residual (criterion)",
-        )
+        curve(ax, "residual", "residual_se", "o-", "C0", "held-out residual (criterion)")
         ax.set_ylabel("held-out residual (unit-length readouts)")
         right = ax.twinx()
     else:
@@ -304,15 +303,7 @@ def type_count_curve(rows: Sequence[Mapping]) -> Figure:
     if all("lifetime" in r for r in rows) and right is ax:
         ax.plot(k, [float(r["lifetime"]) for r in rows], "o-", color="C0", label="lifetime")
     if all("stability" in r for r in rows):
-        right.errorbar(
-            k,
-            [float(r["stability"]) for r in rows],
-            yerr=[float(r.get("sd", 0.0)) for r in rows],
-            fmt="s--",
-            color="C1",
-            capsize=2,
-            label="half-ensemble ARI",
-        )
+        curve(right, "stability", "sd", "s--", "C1", "half-ensemble ARI")
         right.set_ylabel("half-ensemble ARI", color="C1")
     for value in (int(r["k"]) for r in rows if r.get("chosen")):
         ax.axvline(value, color="C3", linestyle=":", linewidth=1.5, label=f"chosen k = {value}")

@@ -55,7 +55,7 @@ class TypeCount:
         tree of the pooled clusterings has k clusters (larger: a clearer partition; the strongest
         level of a hierarchy of types has the longest).
     stability : (n_k,) mean ARI between two random halves' consensus partitions at k.
-    spread : (n_k,) standard deviation of that ARI over the random splits.
+    sd : (n_k,) standard deviation of that ARI over the random splits.
     splits : number of random half-ensemble splits per candidate.
     labelings : k -> list of (n_units,) cluster labels, one per model (for the consensus at k).
     """
@@ -66,26 +66,17 @@ class TypeCount:
     residual_se: np.ndarray
     lifetime: np.ndarray
     stability: np.ndarray
-    spread: np.ndarray
+    sd: np.ndarray
     splits: int
     labelings: dict[int, list[np.ndarray]]
 
     def curve(self) -> list[dict]:
         """The evidence as plain rows: ``k``, ``residual`` (the criterion) and ``residual_se``,
         ``lifetime``, ``stability`` (mean ARI of half-ensembles), ``sd`` (of that ARI), ``chosen``."""
+        columns = ("residual", "residual_se", "lifetime", "stability", "sd")
         return [
-            dict(
-                k=int(k),
-                residual=float(r),
-                residual_se=float(e),
-                lifetime=float(t),
-                stability=float(s),
-                sd=float(d),
-                chosen=bool(k == self.k),
-            )
-            for k, r, e, t, s, d in zip(
-                self.candidates, self.residual, self.residual_se, self.lifetime, self.stability, self.spread
-            )
+            dict(k=int(k), **{name: float(getattr(self, name)[i]) for name in columns}, chosen=bool(k == self.k))
+            for i, k in enumerate(self.candidates)
         ]
 
 
@@ -185,7 +176,7 @@ def choose_type_count(
         residual_se=se,
         lifetime=lifetime,
         stability=np.array(stability),
-        spread=np.array(spread),
+        sd=np.array(spread),
         splits=len(halves),
         labelings=labelings,
     )
