@@ -38,6 +38,17 @@ def _require_columns(name: str, frame: pd.DataFrame, columns: Sequence[str]) -> 
         raise ValueError(f"{name}: the table lacks column(s) {missing}; it has {list(frame.columns)}")
 
 
+def _panels(name: str, frame: pd.DataFrame, columns: Sequence[str], by: str) -> tuple[Figure, list]:
+    """A figure with one panel per value of ``by`` (sorted): ``(fig, [(ax, value, rows of frame), ...])``;
+    refuses a frame that lacks ``columns`` or has no rows."""
+    _require_columns(name, frame, columns)
+    if frame.empty:
+        raise ValueError(f"{name}: no rows")
+    values = sorted(frame[by].unique())
+    fig, axes = plt.subplots(1, len(values), figsize=(4.8 * len(values), 4), layout="constrained", squeeze=False)
+    return fig, [(ax, value, frame[frame[by] == value]) for ax, value in zip(axes[0], values)]
+
+
 def _identity_line(ax, x: np.ndarray, y: np.ndarray) -> None:
     finite = np.concatenate([x[np.isfinite(x)], y[np.isfinite(y)]])
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
@@ -407,13 +418,11 @@ def noise_curves_ci(levels: pd.DataFrame, labels: Mapping[str, str] | None = Non
     """
     from pipeline.paired import bootstrap_mean
 
-    _require_columns("noise_curves_ci", levels, ["control", "seed", "noise_type", "strength", "accuracy"])
-    if levels.empty:
-        raise ValueError("noise_curves_ci: no rows")
-    kinds = sorted(levels["noise_type"].unique())
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.8 * len(kinds), 4), layout="constrained", squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        for control, rows in levels[levels["noise_type"] == kind].groupby("control", sort=True):
+    fig, panels = _panels(
+        "noise_curves_ci", levels, ["control", "seed", "noise_type", "strength", "accuracy"], "noise_type"
+    )
+    for ax, kind, panel in panels:
+        for control, rows in panel.groupby("control", sort=True):
             strengths = np.sort(rows["strength"].unique())
             cis = [bootstrap_mean(rows[rows["strength"] == s]["accuracy"].to_numpy()) for s in strengths]
             n_seeds = rows["seed"].nunique()
@@ -440,13 +449,9 @@ def attack_convergence(curves: pd.DataFrame, labels: Mapping[str, str] | None = 
     curves : long form with columns ``control``, ``seed``, ``norm`` (l2, linf), ``steps`` and
         ``median_distance`` (pixel scale of [0, 1] images).  Thin lines are seeds, thick the mean.
     """
-    _require_columns("attack_convergence", curves, ["control", "seed", "norm", "steps", "median_distance"])
-    if curves.empty:
-        raise ValueError("attack_convergence: no rows")
-    norms = sorted(curves["norm"].unique())
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 4), layout="constrained", squeeze=False)
-    for ax, norm in zip(axes[0], norms):
-        for control, rows in curves[curves["norm"] == norm].groupby("control", sort=True):
+    fig, panels = _panels("attack_convergence", curves, ["control", "seed", "norm", "steps", "median_distance"], "norm")
+    for ax, norm, panel in panels:
+        for control, rows in panel.groupby("control", sort=True):
             color = None
             for _, seed in rows.groupby("seed"):
                 seed = seed.sort_values("steps")
