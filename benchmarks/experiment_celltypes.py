@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,7 @@ BASES = {
     "cnn": dict(core=dict(kind="cnn", features=48, kernel_sizes=KERNELS)),
 }
 STANDARD_SCAN = "21-1-1"
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SECOND_ENSEMBLE_SEED = 100  # seeds of the second ensemble start here: no model is in both
 
 
@@ -65,15 +67,54 @@ def _ensemble(name: str, tasks: list[dict]) -> dict:
 
 
 def _consensus(key: dict) -> dict:
-    from schemas.models import EnsembleCellTypes
+    """The ensemble's ``EnsembleCellTypes`` row, with its k curve and, per candidate k, the ARI of the
+    consensus at that k with the simulated types (recomputed from the members' readouts by the same
+    deterministic :func:`pipeline.type_count.choose_type_count` call as the table's)."""
+    from pipeline import celltypes, type_count
+    from schemas.models import DatasetConfig, Ensemble, EnsembleCellTypes, TrainedModel, _ground_truth
 
     row = (EnsembleCellTypes & key).fetch1()
-    return dict(
-        models=row["n_models"],
-        k=row["n_clusters"],
-        ari=row["ari_clusters"],
-        k_curve=[(r["k"], round(r["stability"], 3)) for r in row["k_curve"] or []],
-    )
+    curve = [dict(r) for r in row["k_curve"] or []]
+    if curve:
+        members = (Ensemble.Member & key).keys()
+        readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+        count = type_count.choose_type_count(readouts, BASES["rotation"]["core"]["rotations"])
+        dataset_hash = (Ensemble & key).fetch1("dataset_hash")
+        truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
+        for r in curve:
+            labels = celltypes.consensus_types(count.labelings[r["k"]], r["k"])[0]
+            r["ari"] = celltypes.adjusted_rand_index(truth["unit_type"], labels)
+    return dict(models=row["n_models"], k=row["n_clusters"], ari=row["ari_clusters"], k_curve=curve)
+
+
+def _figure(rows: dict) -> None:
+    """docs/figures/celltypes-k.png: per ensemble, the criterion over k and the consensus ARI at each k."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained", sharey="row")
+    for ax, (name, row) in zip(axes, rows.items()):
+        k = [r["k"] for r in row["k_curve"]]
+        ax.errorbar(
+            k,
+            [r["residual"] for r in row["k_curve"]],
+            yerr=[r["residual_se"] for r in row["k_curve"]],
+            fmt="o-",
+            capsize=2,
+            label="held-out residual (criterion)",
+        )
+        ax.axvline(row["k"], color="C3", linestyle=":", label=f"chosen k = {row['k']}")
+        ax.axvline(6, color="0.5", linestyle="--", linewidth=1, label="simulated types (6)")
+        ax.set_xlabel("number of types k")
+        ax.set_title(f"{name}: {row['models']} models")
+        right = ax.twinx()
+        right.plot(k, [r["ari"] for r in row["k_curve"]], "s-", color="C2", label="consensus ARI with the truth")
+        right.set_ylim(0, 1)
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize="x-small", loc="center right")
+    axes[0].set_ylabel("held-out residual")
+    FIGURES.mkdir(exist_ok=True)
+    fig.savefig(FIGURES / "celltypes-k.png", dpi=110)
+    print(f"wrote {FIGURES / 'celltypes-k.png'}")
 
 
 def standard(args, dataset_shape, trainer) -> dict:
@@ -91,6 +132,7 @@ def standard(args, dataset_shape, trainer) -> dict:
         ensembles[name] = _ensemble(name, tasks)
     _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
     rows = {name: _consensus(key) for name, key in ensembles.items()}
+    _figure(rows)
     ari = np.array([r["ari"] for r in rows.values()], float)
     return dict(
         scan=STANDARD_SCAN,
