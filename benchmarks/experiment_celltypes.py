@@ -219,7 +219,7 @@ def main(argv=None) -> dict:
         for index, name in enumerate(VARIANTS, start=1):
             if name in args.variants:
                 figures[name] = variant(args, name, index, shape, trainer)
-    save("experiment_celltypes", figures)
+    save("experiment_celltypes-" + "-".join(args.parts), figures)  # one file per part: runs of parts apart keep both
     return figures
 
 
