@@ -136,7 +136,7 @@ def choose_type_count(
     Parameters
     ----------
     readouts : one (n_units, R*F) array of rotation-major readout feature vectors per model, the
-        same units in the same order (at least 2 models; 6-10 give a clearer tree).
+        same units in the same order (at least 2 models: each model's types come from the others).
     rotations : R.
     k_range : (low, high) inclusive candidates, capped by :func:`candidate_range`.
     splits : random splits into two disjoint halves of ``len(readouts) // 2`` models each for the
