@@ -84,7 +84,10 @@ def _consensus(key: dict) -> dict:
         for r in curve:
             labels = celltypes.consensus_types(count.labelings[r["k"]], r["k"])[0]
             r["ari"] = celltypes.adjusted_rand_index(truth["unit_type"], labels)
-    return dict(models=row["n_models"], k=row["n_clusters"], ari=row["ari_clusters"], k_curve=curve)
+        n_types = len(np.unique(truth["unit_type"]))
+    else:
+        n_types = None
+    return dict(models=row["n_models"], k=row["n_clusters"], ari=row["ari_clusters"], true_k=n_types, k_curve=curve)
 
 
 def _figure(rows: dict) -> None:
@@ -103,7 +106,7 @@ def _figure(rows: dict) -> None:
             label="held-out residual (criterion)",
         )
         ax.axvline(row["k"], color="C3", linestyle=":", label=f"chosen k = {row['k']}")
-        ax.axvline(6, color="0.5", linestyle="--", linewidth=1, label="simulated types (6)")
+        ax.axvline(row["true_k"], color="0.5", linestyle="--", linewidth=1, label=f"simulated types ({row['true_k']})")
         ax.set_xlabel("number of types k")
         ax.set_title(f"{name}: {row['models']} models")
         right = ax.twinx()

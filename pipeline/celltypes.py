@@ -104,6 +104,13 @@ def rotated(spectra: np.ndarray, shifts: np.ndarray, rotations: int) -> np.ndarr
     return np.fft.irfft(spectra * phase, n=rotations, axis=1).reshape(len(spectra), -1)
 
 
+def strongest_rotation_first(vectors: np.ndarray, spectra: np.ndarray, rotations: int) -> np.ndarray:
+    """(n, R*F) vectors each turned so that its strongest rotation block comes first: a start for
+    aligning vectors whose orientations are unknown.  ``spectra`` are their :func:`rotation_spectra`."""
+    strongest = (vectors.reshape(len(vectors), rotations, -1) ** 2).sum(axis=2).argmax(axis=1)
+    return rotated(spectra, strongest.astype(float), rotations)
+
+
 def aligned_distances(
     spectra: np.ndarray, squared: np.ndarray, centres: np.ndarray, rotations: int, steps: int, pairs: bool = False
 ) -> np.ndarray:
@@ -155,9 +162,7 @@ def rotation_invariant_kmeans(
     spectra = rotation_spectra(x, rotations)
     squared = (x**2).sum(axis=1)
     samples = rotations * steps
-    # Start from each unit's strongest rotation block turned to rotation 0.
-    start = (x.reshape(n, rotations, -1) ** 2).sum(axis=2).argmax(axis=1).astype(float)
-    start_aligned = rotated(spectra, start, rotations)
+    start_aligned = strongest_rotation_first(x, spectra, rotations)
     if n_init < 1 or max_iter < 1:
         raise ValueError(f"rotation_invariant_kmeans: n_init and max_iter must be >= 1, got {n_init}, {max_iter}")
     best: tuple[float, np.ndarray, np.ndarray] | None = None  # (inertia, labels, shifts)

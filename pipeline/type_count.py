@@ -235,24 +235,23 @@ def _left_out_residual(
 ) -> np.ndarray:
     """(n,) squared distance of each vector (n, R*F) at its best rotation to the mean of the other
     members of its type, after ``rounds`` of aligning each type's members with their mean."""
-    n = len(vectors)
     spectra = celltypes.rotation_spectra(vectors, rotations)
     squared = (vectors**2).sum(axis=1)
     _, index = np.unique(types, return_inverse=True)
-    # start as rotation_invariant_kmeans does: each vector's strongest rotation turned to rotation 0
-    start = (vectors.reshape(n, rotations, -1) ** 2).sum(axis=2).argmax(axis=1).astype(float)
-    aligned = celltypes.rotated(spectra, start, rotations)
     counts = np.bincount(index)
-    for _ in range(rounds):
+
+    def type_sums(aligned: np.ndarray) -> np.ndarray:
         sums = np.zeros((len(counts), vectors.shape[1]))
         np.add.at(sums, index, aligned)
-        distance = celltypes.aligned_distances(spectra, squared, sums / counts[:, None], rotations, steps)
-        shifts = distance[np.arange(n), index].argmin(axis=1) / steps
-        aligned = celltypes.rotated(spectra, shifts, rotations)
-    sums = np.zeros((len(counts), vectors.shape[1]))
-    np.add.at(sums, index, aligned)
+        return sums
+
+    aligned = celltypes.strongest_rotation_first(vectors, spectra, rotations)
+    for _ in range(rounds):
+        own_mean = (type_sums(aligned) / counts[:, None])[index]
+        shifts = celltypes.aligned_distances(spectra, squared, own_mean, rotations, steps, pairs=True).argmin(axis=1)
+        aligned = celltypes.rotated(spectra, shifts / steps, rotations)
     alone = counts[index] == 1
-    left_out = (sums[index] - aligned) / np.maximum(counts[index] - 1, 1)[:, None]
+    left_out = (type_sums(aligned)[index] - aligned) / np.maximum(counts[index] - 1, 1)[:, None]
     residual = celltypes.aligned_distances(spectra, squared, left_out, rotations, steps, pairs=True).min(axis=1)
     residual[alone] = squared[alone]
     return residual
