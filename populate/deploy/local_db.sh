@@ -46,6 +46,10 @@ start_postgresql() {
       mkdir -p "$local_dir" "$elsewhere" && ln -s "$elsewhere" "$data"
       say "the postgres user cannot reach $root; cluster data kept in $elsewhere (linked from .local/postgresql)"
     fi
+    # The server is given the link's target: the postgres user cannot follow a link inside a checkout
+    # it cannot reach, and starts from / for the same reason.
+    [[ -L "$data" ]] && data=$(readlink -f "$data")
+    cd /
   fi
   if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
     mkdir -p "$data"
@@ -116,7 +120,7 @@ stop() {
   local which=${1:-all}
   if [[ $which == all || $which == postgresql ]] && [[ -f "$local_dir/postgresql/postmaster.pid" ]]; then
     local bin; bin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")
-    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$bin/pg_ctl" -D "$local_dir/postgresql" stop >&2 || true
+    if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$bin/pg_ctl" -D "$(readlink -f "$local_dir/postgresql")" stop >&2) || true
     else "$bin/pg_ctl" -D "$local_dir/postgresql" stop >&2 || true; fi
   fi
   if [[ $which == all || $which == mariadb ]] && [[ -S "$local_dir/mariadb/mysqld.sock" ]]; then
