@@ -6,7 +6,7 @@ import dataclasses
 from typing import Optional
 
 from pipeline.attacks import NORMS
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, added_field
 from pipeline.robustness import NOISE_KINDS, NOISE_LEVELS
 
 
@@ -22,6 +22,8 @@ class EvaluationSettings(Config):
         correctly.
     attack_schedule : increasing step counts of the minimal attacks; the reported distance is the
         smallest found within the last, and the median against steps is the convergence evidence.
+    linf_schedule : step counts of the L-infinity attack when it needs a longer schedule than
+        ``attack_schedule`` (its median still falls where the L2 attack's is flat); None: the same.
     norms : the minimal attacks to run ("l2", "linf"), each a separate foolbox attack.
     flatten_tolerance : relative distance from the final median within which the curve counts as flat.
     invariance_std : Gaussian noise stds at which the noise invariance of each similarity target and
@@ -44,6 +46,7 @@ class EvaluationSettings(Config):
     invariance_images: Optional[int] = 500
     invariance_pairs: int = 5000
     seed: int = 0
+    linf_schedule: Optional[tuple[int, ...]] = added_field(None)
 
     def validate(self) -> None:
         if self.attack_images < 1:
@@ -53,9 +56,10 @@ class EvaluationSettings(Config):
         for name in ("noise_images", "attack_candidates", "invariance_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        schedule = list(self.attack_schedule)
-        if not schedule or schedule[0] < 1 or sorted(set(schedule)) != schedule:
-            raise ConfigError(f"attack_schedule must be increasing step counts >= 1, got {schedule}")
+        for name in ("attack_schedule", "linf_schedule"):
+            schedule = getattr(self, name)
+            if schedule is not None and (not schedule or schedule[0] < 1 or sorted(set(schedule)) != list(schedule)):
+                raise ConfigError(f"{name} must be increasing step counts >= 1, got {list(schedule)}")
         if not self.norms or set(self.norms) - set(NORMS) or len(set(self.norms)) != len(self.norms):
             raise ConfigError(f"norms must be distinct names from {list(NORMS)}, got {list(self.norms)}")
         for kind in NOISE_KINDS:
@@ -64,6 +68,12 @@ class EvaluationSettings(Config):
                 raise ConfigError(f"{kind}: strengths must be >= 0 (<= 1 for salt_pepper), got {list(levels)}")
         if not 0 <= self.flatten_tolerance < 1:
             raise ConfigError(f"flatten_tolerance must be in [0, 1), got {self.flatten_tolerance}")
+
+    def schedule(self, norm: str) -> tuple[int, ...]:
+        """Step counts of the minimal attack of ``norm``."""
+        if norm == "linf" and self.linf_schedule is not None:
+            return self.linf_schedule
+        return self.attack_schedule
 
     @property
     def noise_levels(self) -> dict[str, tuple[float, ...]]:

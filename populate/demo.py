@@ -57,9 +57,9 @@ CLASSIFIER_CONTROLS = ("none", "neural", "shuffled")
 
 def classifier_config(control: str, quick: bool) -> dict:
     schedule = (
-        dict(width=4, epochs=2, max_steps_per_epoch=8)
+        dict(width=4, epochs=2, max_steps_per_epoch=8, pair_images=6)
         if quick
-        else dict(width=16, epochs=4, max_steps_per_epoch=120, decay_every=2)
+        else dict(width=16, epochs=4, max_steps_per_epoch=120, decay_every=2, pair_images=16)
     )
     # alpha 5: on this short schedule alpha 20 halved clean accuracy, 2 and 5 kept most of it with
     # the same similarity fidelity (one-seed probe, README "Results")

@@ -553,21 +553,15 @@ class AdversarialEvaluation(Readiness, dj.Computed):
         summary = dict(n_images=len(index), device=str(resolve_device()))
         per_image, curve = [], []
         for norm in settings.norms:
-            distances = attacks.minimal_perturbations(
-                model, images, labels, norm, settings.attack_schedule, progress=True
-            )
+            schedule = settings.schedule(norm)
+            distances = attacks.minimal_perturbations(model, images, labels, norm, schedule, progress=True)
             medians = attacks.median_curve(distances)
             summary[f"median_{norm}"] = _finite(medians[-1])
-            summary[f"{norm}_flat_steps"] = attacks.flattening_step(
-                settings.attack_schedule, medians, settings.flatten_tolerance
-            )
+            summary[f"{norm}_flat_steps"] = attacks.flattening_step(schedule, medians, settings.flatten_tolerance)
             per_image += [
                 dict(norm=norm, image_index=int(i), distance=_finite(d)) for i, d in zip(index, distances[-1])
             ]
-            curve += [
-                dict(norm=norm, steps=int(s), median_distance=_finite(m))
-                for s, m in zip(settings.attack_schedule, medians)
-            ]
+            curve += [dict(norm=norm, steps=int(s), median_distance=_finite(m)) for s, m in zip(schedule, medians)]
         return summary, per_image, curve
 
     def make_insert(self, key, summary, per_image, curve):

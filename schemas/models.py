@@ -286,7 +286,8 @@ class Ensemble(dj.Manual):
         share one dataset.  Members need not be trained yet: what reads them waits until they are.
 
         ``n_types`` fixes the number of consensus cell types of :class:`EnsembleCellTypes`; None
-        (the default) has it chosen from the members' readouts (:mod:`pipeline.type_count`)."""
+        (the default) has it chosen from the members' readouts (:mod:`pipeline.type_count`), which
+        takes two models or more: an ensemble of one keeps its model's clusters, one per feature."""
         if n_types is not None and (isinstance(n_types, bool) or int(n_types) != n_types or n_types < 1):
             raise ValueError(f"ensemble {name!r}: n_types must be a positive integer or None, got {n_types!r}")
         members = (TrainingTask.proj() & models).keys()
@@ -418,6 +419,8 @@ class EnsembleCellTypes(Readiness, dj.Computed):
             require(CellTypes(), member)
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
         k, curve = ensemble["n_types"], None
+        if k is None and len(members) < 2:
+            k = features  # k from the data compares models; one model keeps its own clusters (k_source 'fixed')
         if k is not None and k == features:
             # CellTypes already clustered every member at this k
             labelings = []

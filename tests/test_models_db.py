@@ -141,11 +141,17 @@ def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
     Ensemble.create("test-types", members, n_types=2)  # k fixed at the models' 2 features
     Ensemble.create("test-chosen", members)  # k chosen from the readouts
     Ensemble.create("test-mixed", [trained["rotation"], trained["cnn"]])
+    Ensemble.create("test-single", [second])  # one model: no k from the data, its own clusters
     with pytest.raises(ValueError, match="n_types must be a positive integer"):
         Ensemble.create("test-bad", members, n_types=0)
     assert not Ensemble & dict(ensemble_name="test-bad")
     run.populate_all(tables=["EnsembleCellTypes"], progress=False)
     assert not EnsembleCellTypes & dict(ensemble_name="test-mixed")  # a CNN member has no cell types
+    single = (EnsembleCellTypes & dict(ensemble_name="test-single")).fetch1()
+    assert single["k_source"] == "fixed" and single["n_models"] == 1
+    own = (CellTypes.Unit & second).to_arrays("cluster", order_by="unit_id")
+    single_types = (EnsembleCellTypes.Unit & single).to_arrays("cell_type", order_by="unit_id")
+    assert celltypes.adjusted_rand_index(own, single_types) == 1.0
     row = (EnsembleCellTypes & dict(ensemble_name="test-types")).fetch1()
     assert row["n_models"] == 2 and row["ari_clusters"] is not None
     assert row["k_source"] == "fixed" and row["k_curve"] is None

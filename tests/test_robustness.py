@@ -242,3 +242,17 @@ def test_common_images_and_flattening_step():
         attacks.minimal_perturbations(
             nn.Identity(), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long), "l2", (5, 5)
         )
+
+
+def test_the_linf_attack_may_run_a_longer_schedule_than_the_l2_attack():
+    from pipeline.config import ConfigError
+    from pipeline.evaluation import EvaluationSettings
+
+    plain = EvaluationSettings.from_dict(dict(attack_schedule=(5, 10)))
+    assert plain.schedule("linf") == plain.schedule("l2") == (5, 10)
+    assert "linf_schedule" not in plain.to_dict()  # settings written without it keep their hash
+    longer = plain.replace(linf_schedule=(5, 10, 100))
+    assert longer.schedule("linf") == (5, 10, 100) and longer.schedule("l2") == (5, 10)
+    for bad in ((10, 5), (), (0, 5)):
+        with pytest.raises(ConfigError, match="linf_schedule"):
+            EvaluationSettings.from_dict(dict(linf_schedule=bad))

@@ -2,11 +2,18 @@
 
 The loss is the paper's ``L = cross-entropy + alpha * similarity loss``.  Each iteration puts an
 augmented batch of training images through the network and, when ``alpha > 0``, a batch of
-``pair_batch`` random pairs of distinct stimulus images (``2 * pair_batch`` images), then takes
-**one** SGD update on the summed loss (:func:`training_step`).  So every arm, baseline included,
-gets the same number of updates, with momentum and weight decay applied once per iteration, and the
-arms differ only by the similarity term: with ``alpha = 0`` the regularized path reproduces the
-baseline's weights.  One SGD optimiser (momentum, weight decay on the network but not on the
+stimulus pairs, then takes **one** SGD update on the summed loss (:func:`training_step`).  So every
+arm, baseline included, gets the same number of updates, with momentum and weight decay applied
+once per iteration, and the arms differ only by the similarity term: with ``alpha = 0`` the
+regularized path reproduces the baseline's weights.
+
+The stimulus pairs of a step are either the paper's ``pair_batch`` independent random pairs of
+distinct images (``2 * pair_batch`` images through the network) or, with ``pair_images = n``, every
+one of the ``n (n - 1) / 2`` pairs among ``n`` distinct random images.  Both estimate the same loss,
+the mean over pairs of distinct stimulus images; the second gets 120 pairs from 16 images where the
+first gets 16 from 32, so it costs half the network passes and averages over more pairs.
+
+One SGD optimiser (momentum, weight decay on the network but not on the
 layer-weight logits ``gamma``) and the step schedule
 ``lr(epoch) = lr * lr_decay ** ((epoch % reset_every) // decay_every)``.
 
@@ -70,6 +77,9 @@ class ClassifierConfig(Config):
     # early stopping: end after this many epochs without a higher validation accuracy and keep the
     # weights of the best epoch (``epochs`` is then the cap); None trains all ``epochs``
     patience: Optional[int] = added_field(None)
+    # stimulus images per step whose every pair enters the similarity loss; None: ``pair_batch``
+    # independent pairs, as in the paper
+    pair_images: Optional[int] = added_field(None)
 
     def validate(self) -> None:
         if not self.layers:
@@ -99,12 +109,20 @@ class ClassifierConfig(Config):
             raise ConfigError(
                 f"patience must be >= 1 and needs holdout_fraction > 0, got {self.patience}, {self.holdout_fraction}"
             )
+        if self.pair_images is not None and self.pair_images < 2:
+            raise ConfigError(f"pair_images must be >= 2 or None, got {self.pair_images}")
         if not 0 <= self.running_momentum < 1 or not 0 < self.clamp_eps < 1:
             raise ConfigError("need 0 <= running_momentum < 1 and 0 < clamp_eps < 1")
 
     @property
     def regularized(self) -> bool:
         return self.alpha > 0
+
+    @property
+    def pairs_per_step(self) -> int:
+        """Stimulus pairs in each step's similarity loss."""
+        n = self.pair_images
+        return self.pair_batch if n is None else n * (n - 1) // 2
 
 
 @dataclasses.dataclass
@@ -208,6 +226,31 @@ def sample_pairs(rng: np.random.Generator, n: int, count: int) -> tuple[np.ndarr
     return i, j
 
 
+def step_pairs(
+    rng: np.random.Generator, stimuli: torch.Tensor, lookup: PairLookup, config: ClassifierConfig
+) -> PairBatch:
+    """The stimulus pairs of one training step (see the module docstring for the two designs).
+
+    stimuli : (M, C, H, W) all stimulus images, on the training device.
+    """
+    m = len(stimuli)
+    if config.pair_images is None:
+        i, j = sample_pairs(rng, m, config.pair_batch)
+        chosen = np.concatenate([i, j])
+        first, second = np.arange(len(i)), np.arange(len(i), 2 * len(i))
+    else:
+        chosen = rng.choice(m, config.pair_images, replace=False)
+        first, second = np.triu_indices(config.pair_images, 1)
+        i, j = chosen[first], chosen[second]
+    device = stimuli.device
+    return PairBatch(
+        images=stimuli[torch.as_tensor(chosen, device=device)],
+        target=torch.as_tensor(np.asarray(lookup(i, j), dtype=np.float32), device=device),
+        first=torch.as_tensor(first, device=device),
+        second=torch.as_tensor(second, device=device),
+    )
+
+
 @contextlib.contextmanager
 def frozen_batchnorm_statistics(model: nn.Module, frozen: bool = True):
     """Batch norm layers keep using batch statistics in train mode but leave running statistics as is.
@@ -308,8 +351,10 @@ def fit_classifier(
     regularizer = build_regularizer(model, config).to(device).train()
     if config.regularized:
         stimuli = _check_images("stimulus_images", stimulus_images, model.in_channels).to(device)
-        if len(stimuli) < 2:
-            raise ValueError("need at least 2 stimulus images to form pairs")
+        if len(stimuli) < max(2, config.pair_images or 0):
+            raise ValueError(
+                f"need at least {max(2, config.pair_images or 0)} stimulus images to form the pairs, got {len(stimuli)}"
+            )
         if stimuli.shape[2:] != x_train.shape[2:]:
             raise ValueError(
                 f"stimulus images {tuple(stimuli.shape[2:])} and training images {tuple(x_train.shape[2:])} "
@@ -347,13 +392,7 @@ def fit_classifier(
             x, y = x_train[idx], y_train[idx]
             if config.augment:
                 x = augment(x, augment_gen)
-            pairs = None
-            if config.regularized:
-                i, j = sample_pairs(pair_rng, len(stimuli), config.pair_batch)
-                pairs = PairBatch(
-                    images=stimuli[torch.as_tensor(np.concatenate([i, j]), device=device)],
-                    target=torch.as_tensor(np.asarray(lookup(i, j), dtype=np.float32), device=device),
-                )
+            pairs = step_pairs(pair_rng, stimuli, lookup, config) if config.regularized else None
             logits, ce, sim = training_step(model, regularizer, optimizer, x, y, pairs, config)
             ce_sum += ce * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -405,12 +444,26 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 class PairBatch:
     """Stimulus pairs of one training step.
 
-    images : (2P, C, H, W) in [0, 1]; image k and image P + k form pair k.
+    images : (N, C, H, W) in [0, 1], each put through the network once.
     target : (P,) the target (neural) similarity of each pair.
+    first, second : (P,) long indices into ``images`` of each pair's members; None: N = 2P and
+        image k pairs with image P + k.
     """
 
     images: torch.Tensor
     target: torch.Tensor
+    first: torch.Tensor | None = None
+    second: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        p = len(self.target)
+        if self.first is None or self.second is None:
+            if len(self.images) != 2 * p:
+                raise ValueError(f"{len(self.images)} images for {p} pairs: give first and second")
+            self.first = torch.arange(p, device=self.images.device)
+            self.second = torch.arange(p, 2 * p, device=self.images.device)
+        if self.first.shape != (p,) or self.second.shape != (p,):
+            raise ValueError(f"first and second must have shape ({p},)")
 
 
 def training_step(
@@ -440,10 +493,8 @@ def training_step(
     if pairs is not None:
         with frozen_batchnorm_statistics(model, frozen=not config.pair_bn_update):
             _, features = model(pairs.images, return_features=config.layers)
-        p = len(pairs.target)
-        similarity_loss = regularizer(
-            {k: v[:p] for k, v in features.items()}, {k: v[p:] for k, v in features.items()}, pairs.target
-        )
+        assert pairs.first is not None and pairs.second is not None  # filled in by PairBatch
+        similarity_loss = regularizer.pair_loss(features, pairs.first, pairs.second, pairs.target)
         total = loss + config.alpha * similarity_loss
     optimizer.zero_grad(set_to_none=True)
     total.backward()
