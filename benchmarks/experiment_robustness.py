@@ -19,7 +19,8 @@ One command runs the whole experiment in the database it is pointed at (``DJ_HOS
    images, the noise invariance of every target and classifier, the common image set of the
    comparison and minimal L2 and L_inf attacks (foolbox FMN) with their convergence curves.
 6. Analysis: bootstrap 95 % CIs over seeds of every arm and of the paired differences, written to
-   ``benchmarks/results/robustness[-tag].json`` and two figures in ``docs/figures/``.
+   ``benchmarks/results/robustness[-tag].json``, its tables (``.md``, as in docs/results.md) and two
+   figures in ``docs/figures/``.
 
 Every stage is a populate job, so an interrupted run resumes where it stopped (run the command
 again), and ``python -m populate worker`` processes on other machines can take its jobs.
@@ -33,6 +34,7 @@ import os
 import time
 from pathlib import Path
 
+from benchmarks import robustness_tables
 from benchmarks.common import RESULTS
 from populate import comparison
 from populate.comparison import ARMS, EVALUATION_GRID
@@ -40,6 +42,7 @@ from populate.comparison import ARMS, EVALUATION_GRID
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SCAN = "1-1-1"
 CONTROLS = ("none", "neural", "shuffled", "lowpass")
+ATTACK_NAMES = {"cw": "foolbox Carlini-Wagner, per binary-search step", "fmn": "foolbox FMN"}
 
 
 def settings(quick: bool) -> dict:
@@ -66,6 +69,7 @@ def settings(quick: bool) -> dict:
                 salt_pepper=(0.0, 0.1),
                 attack_images=8,
                 attack_schedule=(2, 5),
+                l2_attack="cw",
                 invariance_std=(0.1,),
                 invariance_images=40,
                 invariance_pairs=200,
@@ -207,12 +211,21 @@ def figures(data: dict, tag: str) -> list[Path]:
     paths = []
     for name, fig in (
         ("noise", figs.noise_curves_ci(_noise_frame(data), labels=ARMS)),
-        ("convergence", figs.attack_convergence(_convergence_frame(data), labels=ARMS)),
+        ("convergence", figs.attack_convergence(_convergence_frame(data), labels=ARMS, attacks=_attacks())),
     ):
         path = FIGURES / f"robustness{'-' + tag if tag else ''}-{name}.png"
         fig.savefig(path, dpi=110)
         paths.append(path)
     return paths
+
+
+def _attacks() -> dict[str, str]:
+    """{norm: name of the attack the experiment's evaluation grid runs for it}."""
+    from pipeline.attacks import NORMS
+    from pipeline.evaluation import EvaluationSettings
+
+    settings = EvaluationSettings.from_dict(EVALUATION_GRID)
+    return {norm: ATTACK_NAMES[settings.attack(norm)] for norm in NORMS}
 
 
 def _noise_frame(data: dict):
@@ -280,7 +293,9 @@ def main(argv=None) -> dict:
     summary["settings"] = dict(sizes, seeds=args.seeds, alpha=args.alpha, lowpass_sigma=args.lowpass_sigma)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"robustness{'-' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps(comparison.plain(dict(summary=summary, data=data)), indent=1))
+    results = comparison.plain(dict(summary=summary, data=data))
+    out.write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(robustness_tables.markdown(results))
     comparison.report(summary)
     if not args.quick:
         for path in figures(data, args.tag):

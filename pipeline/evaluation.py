@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from pipeline.attacks import NORMS
+from pipeline.attacks import ATTACKS, NORMS
 from pipeline.config import Config, ConfigError, added_field
 from pipeline.robustness import NOISE_KINDS, NOISE_LEVELS
 
@@ -25,6 +25,8 @@ class EvaluationSettings(Config):
     linf_schedule : step counts of the L-infinity attack when it needs a longer schedule than
         ``attack_schedule`` (its median still falls where the L2 attack's is flat); None: the same.
     norms : the minimal attacks to run ("l2", "linf"), each a separate foolbox attack.
+    l2_attack : "fmn" (Fast Minimum Norm) or "cw" (Carlini-Wagner, what the experiment uses: FMN
+        stalls above the minimal L2 distance on small classifiers, :data:`pipeline.attacks.ATTACKS`).
     flatten_tolerance : relative distance from the final median within which the curve counts as flat.
     invariance_std : Gaussian noise stds at which the noise invariance of each similarity target and
         each classifier's own layer similarity is measured (:mod:`pipeline.invariance`).
@@ -47,6 +49,7 @@ class EvaluationSettings(Config):
     invariance_pairs: int = 5000
     seed: int = 0
     linf_schedule: Optional[tuple[int, ...]] = added_field(None)
+    l2_attack: str = added_field("fmn")
 
     def validate(self) -> None:
         if self.attack_images < 1:
@@ -66,6 +69,8 @@ class EvaluationSettings(Config):
             levels = getattr(self, kind)
             if any(s < 0 for s in levels) or (kind == "salt_pepper" and any(s > 1 for s in levels)):
                 raise ConfigError(f"{kind}: strengths must be >= 0 (<= 1 for salt_pepper), got {list(levels)}")
+        if self.l2_attack not in ATTACKS["l2"]:
+            raise ConfigError(f"l2_attack must be one of {list(ATTACKS['l2'])}, got {self.l2_attack!r}")
         if not 0 <= self.flatten_tolerance < 1:
             raise ConfigError(f"flatten_tolerance must be in [0, 1), got {self.flatten_tolerance}")
 
@@ -74,6 +79,10 @@ class EvaluationSettings(Config):
         if norm == "linf" and self.linf_schedule is not None:
             return self.linf_schedule
         return self.attack_schedule
+
+    def attack(self, norm: str) -> str:
+        """The foolbox attack (:data:`pipeline.attacks.ATTACKS`) that measures the minimal ``norm`` distance."""
+        return self.l2_attack if norm == "l2" else "fmn"
 
     @property
     def noise_levels(self) -> dict[str, tuple[float, ...]]:

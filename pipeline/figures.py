@@ -443,11 +443,14 @@ def noise_curves_ci(levels: pd.DataFrame, labels: Mapping[str, str] | None = Non
     return fig
 
 
-def attack_convergence(curves: pd.DataFrame, labels: Mapping[str, str] | None = None) -> Figure:
+def attack_convergence(
+    curves: pd.DataFrame, labels: Mapping[str, str] | None = None, attacks: Mapping[str, str] | None = None
+) -> Figure:
     """Median minimal perturbation over the common images against attack steps, one panel per norm.
 
     curves : long form with columns ``control``, ``seed``, ``norm`` (l2, linf), ``steps`` and
         ``median_distance`` (pixel scale of [0, 1] images).  Thin lines are seeds, thick the mean.
+    attacks : optional {norm: attack name} for the step axis, e.g. {"l2": "Carlini-Wagner"}.
     """
     fig, panels = _panels("attack_convergence", curves, ["control", "seed", "norm", "steps", "median_distance"], "norm")
     for ax, norm, panel in panels:
@@ -469,7 +472,10 @@ def attack_convergence(curves: pd.DataFrame, labels: Mapping[str, str] | None = 
             )
         name = {"l2": "L2", "linf": "L∞"}.get(norm, norm)
         ax.set_xscale("log")
-        ax.set_xlabel("attack steps (foolbox FMN)")
+        ax.set_xticks(sorted(panel["steps"].unique()), [str(int(v)) for v in sorted(panel["steps"].unique())])
+        ax.minorticks_off()
+        attack = (attacks or {}).get(norm)
+        ax.set_xlabel(f"attack steps ({attack})" if attack else "attack steps")
         ax.set_ylabel(f"median minimal perturbation, {name} (pixel scale [0, 1])")
         ax.set_title(f"{name} attack convergence on the common images")
         ax.legend(fontsize="small")

@@ -518,7 +518,7 @@ class AdversarialEvaluation(Readiness, dj.Computed):
 
     class Image(dj.Part):
         definition = """
-        # per image, the smallest perturbation found within the longest attack (foolbox FMN)
+        # per image, the smallest perturbation found within the longest attack (EvaluationSettings.attack)
         -> master
         norm: varchar(8)                # l2 or linf (a separate attack each)
         image_index: int32              # index into the set's test images
@@ -554,7 +554,9 @@ class AdversarialEvaluation(Readiness, dj.Computed):
         per_image, curve = [], []
         for norm in settings.norms:
             schedule = settings.schedule(norm)
-            distances = attacks.minimal_perturbations(model, images, labels, norm, schedule, progress=True)
+            distances = attacks.minimal_perturbations(
+                model, images, labels, norm, schedule, progress=True, method=settings.attack(norm)
+            )
             medians = attacks.median_curve(distances)
             summary[f"median_{norm}"] = _finite(medians[-1])
             summary[f"{norm}_flat_steps"] = attacks.flattening_step(schedule, medians, settings.flatten_tolerance)

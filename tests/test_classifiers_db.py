@@ -19,6 +19,7 @@ TINY_EVALUATION = dict(
     attack_images=12,
     attack_schedule=(3, 12),
     linf_schedule=(3, 12, 20),
+    l2_attack="cw",
     invariance_std=(0.1,),
     invariance_images=30,
     invariance_pairs=200,
@@ -280,6 +281,15 @@ def test_arms_are_attacked_on_the_same_images(comparison):
             assert all(a >= b for a, b in zip(medians, medians[1:])) and medians[-1] == pytest.approx(median)
             assert summary[f"{norm}_flat_steps"] in schedule
     assert found > len(common) * len(tasks)  # adversarials were found for most image x norm x member
+    # the stored L2 distances are the configured attack's (Carlini-Wagner), recomputed here
+    from pipeline import attacks
+
+    member = dict(tasks[0], **key)
+    stored = (AdversarialEvaluation.Image & member & dict(norm="l2")).to_arrays("distance", order_by="image_index")
+    again = attacks.minimal_perturbations(
+        TrainedClassifier.load_model(tasks[0]), images[common], labels[common], "l2", (3, 12), method="cw"
+    )[-1]
+    np.testing.assert_allclose([np.inf if d is None else d for d in stored], again, rtol=1e-5)
 
 
 def test_comparison_group_validation(comparison, row_counts):

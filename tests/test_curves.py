@@ -37,3 +37,22 @@ def test_training_curves_refuse_a_table_without_the_columns():
         figures.training_curves(pd.DataFrame(dict(run=["a"], epoch=[0])), "epoch", ["validation_accuracy"])
     with pytest.raises(ValueError, match="no rows"):
         figures.training_curves(pd.DataFrame(columns=["run", "epoch", "loss"]), "epoch", ["loss"])
+
+
+def test_attack_convergence_draws_each_norm_against_its_own_schedule_and_attack():
+    rows = [
+        dict(control=c, seed=s, norm="l2", steps=n, median_distance=1.0 / n + s)
+        for c in ("none", "neural")
+        for s in (0, 1)
+        for n in (25, 50, 100)
+    ]
+    rows += [dict(control="none", seed=0, norm="linf", steps=n, median_distance=0.1 / n) for n in (5, 10, 200)]
+    fig = figures.attack_convergence(
+        pd.DataFrame(rows), labels=dict(none="baseline"), attacks=dict(l2="Carlini-Wagner", linf="FMN")
+    )
+    l2, linf = fig.axes
+    assert l2.get_xlabel() == "attack steps (Carlini-Wagner)" and linf.get_xlabel() == "attack steps (FMN)"
+    np.testing.assert_array_equal(linf.get_xticks(), [5, 10, 200])
+    means = {line.get_label(): line for line in l2.get_lines() if not line.get_label().startswith("_")}
+    assert set(means) == {"baseline", "neural"}
+    np.testing.assert_allclose(means["baseline"].get_ydata(), [1 / 25 + 0.5, 1 / 50 + 0.5, 1 / 100 + 0.5])
