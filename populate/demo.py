@@ -89,7 +89,7 @@ def main(quick: bool = False, seeds=None, classifier_seeds=(0, 1), report_path: 
     start = time.monotonic()
     declare_tasks(quick, seeds, classifier_seeds)
     _populate()
-    summary(time.monotonic() - start)
+    summary(time.monotonic() - start, quick)
     from .report import write_report
 
     path = write_report(report_path)
@@ -169,7 +169,7 @@ def _populate() -> None:
     print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
 
 
-def summary(seconds: float) -> None:
+def summary(seconds: float, quick: bool = False) -> None:
     from schemas.stats import Reliability
 
     print()
@@ -200,7 +200,7 @@ def summary(seconds: float) -> None:
     _print_core_comparison(rows)
     _print_celltypes()
     _print_similarity()
-    _print_classifiers()
+    _print_classifiers(quick)
     print()
     print(f"demo finished in {seconds / 60:.1f} min")
 
@@ -279,7 +279,7 @@ def _print_similarity() -> None:
         )
 
 
-def _print_classifiers() -> None:
+def _print_classifiers(quick: bool) -> None:
     from schemas.classifiers import EvaluationConfig
 
     from . import comparison
@@ -287,13 +287,10 @@ def _print_classifiers() -> None:
     print()
     print("== Classifiers (photos set): clean accuracy, accuracy under Gaussian noise, adversarial robustness")
     results.print_rows(results.classifier_summary(), as_json=False)
-    evaluation = EvaluationConfig & dict(config_name="demo")
-    if not evaluation:
-        return
+    # this run's evaluation: a database may also hold the rows of earlier demo settings
+    evaluation = EvaluationConfig.add(evaluation_config(quick), name="demo")
     print()
     print("== Paired comparison (comparison 'demo': the same seeds, noise and common attack images for every arm)")
-    summary = comparison.analyse(
-        comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation.keys()[0]))
-    )
+    summary = comparison.analyse(comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation)))
     comparison.report(summary)
     print(f"  {experiments.quote(experiments.ROBUSTNESS)}")
