@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from populate.comparison import ARMS, COMPARISONS
+from populate.comparison import ARMS, COMPARISONS, format_ci
 
 
 def _ci(stat: dict | None, digits: int = 3, bold: bool = False, sign: bool = False) -> str:
-    if not stat or stat.get("mean") is None:
-        return "n/a"
-    f = f"{{:{'+' if sign else ''}.{digits}f}}"
-    text = f"{f.format(stat['mean'])} [{f.format(stat['low'])}, {f.format(stat['high'])}]"
-    return f"**{text}**" if bold and stat.get("excludes_zero") else text
+    """:func:`populate.comparison.format_ci`, in bold where a trustworthy CI excludes 0."""
+    text = format_ci(stat, f"{'+' if sign else ''}.{digits}f")
+    return f"**{text}**" if bold and stat and stat.get("trustworthy") and stat.get("excludes_zero") else text
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -211,16 +211,21 @@ def plain(value):
     return value
 
 
+def format_ci(ci: dict | None, spec: str = ".3f") -> str:
+    """``mean [low, high]`` of a :mod:`pipeline.paired` summary; with too few seeds for a CI, the range
+    over seeds, marked as such."""
+    if ci is None or ci.get("mean") is None:
+        return "n/a"
+    if not ci["trustworthy"]:
+        return f"{ci['mean']:{spec}} (seeds {ci['min']:{spec}} to {ci['max']:{spec}})"
+    return f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
+
+
 def report(summary: dict) -> None:
-    """The tables of docs/results.md, printed."""
+    """The comparison's summary, printed (``benchmarks.robustness_tables`` writes it as markdown)."""
     from pipeline import paired
 
-    def fmt(ci, spec=".3f"):
-        if ci is None:
-            return "n/a"
-        if not ci["trustworthy"]:  # too few seeds for a CI: the range over seeds, marked
-            return f"{ci['mean']:{spec}} (seeds {ci['min']:{spec}} to {ci['max']:{spec}})"
-        return f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
+    fmt = format_ci
 
     few = sorted({n for arm in summary["arms"].values() if (n := len(arm["seeds"])) < paired.MIN_SEEDS_FOR_INTERVAL})
     if few:
