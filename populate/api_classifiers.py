@@ -11,6 +11,12 @@ from .frames import curves, one_key, restrict, stage, to_frame
 _CLASSIFIER_COLUMNS = ("config_name", "control", "alpha", "width")
 
 
+def _evaluation_names():
+    """``EvaluationConfig`` with its name as ``evaluation``: a database may hold several evaluation
+    settings, and every result row says which one it belongs to."""
+    return stage("classifiers").EvaluationConfig.proj(evaluation="config_name")
+
+
 def classifiers(restriction=None) -> pd.DataFrame:
     """One row per trained classifier: control, alpha, width, seed, clean and validation accuracy,
     similarity fidelity (r of S_model with the neural similarity), training time."""
@@ -64,31 +70,35 @@ def classifier_curves(restriction=None) -> pd.DataFrame:
 
 
 def classifier_robustness(restriction=None) -> pd.DataFrame:
-    """Long form: one row per classifier x noise type x strength with its control, alpha, seed and
-    accuracy (fraction correct); strengths are on [0, 1] images."""
+    """Long form: one row per classifier x evaluation config x noise type x strength with its control,
+    alpha, seed, ``evaluation_hash`` and ``evaluation`` (the config's name) and accuracy (fraction
+    correct); strengths are on [0, 1] images."""
     c = stage("classifiers")
-    query = c.NoiseEvaluation.Level * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    query = c.NoiseEvaluation.Level * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS) * _evaluation_names()
     return to_frame(restrict(query, restriction), order_by=["noise_type", "control", "alpha", "seed", "strength"])
 
 
 def adversarial_summary(restriction=None) -> pd.DataFrame:
-    """One row per comparison x evaluated classifier with its control, alpha, seed, common images
-    attacked, median minimal perturbation (``median_l2``, ``median_linf``; missing when over half the
-    attacks failed) and the step counts where the attacks' median flattened (``l2_flat_steps``,
-    ``linf_flat_steps``)."""
+    """One row per comparison x evaluation config x evaluated classifier with its control, alpha, seed,
+    ``evaluation`` (the config's name), common images attacked, median minimal perturbation
+    (``median_l2``, ``median_linf``; missing when over half the attacks failed) and the step counts
+    where the attacks' median flattened (``l2_flat_steps``, ``linf_flat_steps``)."""
     c = stage("classifiers")
-    query = c.AdversarialEvaluation.proj(
-        "n_images", "median_l2", "median_linf", "l2_flat_steps", "linf_flat_steps"
-    ) * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    query = (
+        c.AdversarialEvaluation.proj("n_images", "median_l2", "median_linf", "l2_flat_steps", "linf_flat_steps")
+        * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+        * _evaluation_names()
+    )
     return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
 
 
 def adversarial(restriction=None) -> pd.DataFrame:
-    """Long form: one row per comparison x classifier x attacked image (the comparison's common set)
-    with its control, alpha, seed and minimal adversarial perturbation (``l2``, ``linf``: separate
-    attacks; missing where the attack found none)."""
+    """Long form: one row per comparison x evaluation config x classifier x attacked image (the
+    comparison's common set) with its control, alpha, seed, ``evaluation`` (the config's name) and
+    minimal adversarial perturbation (``l2``, ``linf``: separate attacks; missing where the attack
+    found none)."""
     c = stage("classifiers")
-    query = c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
+    query = c.AdversarialEvaluation.Image * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS) * _evaluation_names()
     frame = to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed", "image_index"])
     index = [name for name in frame.columns if name not in ("norm", "distance")]
     wide = (

@@ -68,7 +68,10 @@ def _cmd_run(args) -> None:
 def _cmd_results(args) -> None:
     from . import results
 
-    results.print_rows(results.REPORTS[args.what](), as_json=args.json, columns=results.TEXT_COLUMNS[args.what])
+    if args.evaluation is not None and args.what != "classifiers":
+        raise ValueError("--evaluation: only `results classifiers` has evaluation configs")
+    rows = results.classifiers(args.evaluation) if args.what == "classifiers" else results.REPORTS[args.what]()
+    results.print_rows(rows, as_json=args.json, columns=results.TEXT_COLUMNS[args.what])
 
 
 def _cmd_report(args) -> None:
@@ -141,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("results", _cmd_results, "print results: one JSON object per row with --json")
     sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS, without pandas yet
     sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    sub.add_argument(
+        "--evaluation", help="classifiers: only this EvaluationConfig (name or hash); default every one, as a column"
+    )
 
     sub = command("report", _cmd_report, "write one self-contained HTML report of every stage")
     sub.add_argument("--out", default="report.html", help="output .html file (default report.html)")

@@ -284,11 +284,11 @@ def _print_classifiers(quick: bool) -> None:
 
     from . import comparison
 
-    print()
-    print("== Classifiers (photos set): clean accuracy, accuracy under Gaussian noise, adversarial robustness")
-    results.print_rows(results.classifier_summary(), as_json=False)
     # this run's evaluation: a database may also hold the rows of earlier demo settings
     evaluation = EvaluationConfig.add(evaluation_config(quick), name="demo")
+    print()
+    print("== Classifiers (photos set): clean accuracy, accuracy under Gaussian noise, adversarial robustness")
+    results.print_rows(results.classifier_summary(evaluation), as_json=False)
     print()
     print("== Paired comparison (comparison 'demo': the same seeds, noise and common attack images for every arm)")
     summary = comparison.analyse(comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation)))

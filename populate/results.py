@@ -8,7 +8,7 @@ object per row; the text table shows the columns of :data:`TEXT_COLUMNS`.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -41,29 +41,59 @@ def celltypes() -> list[dict]:
     return records(per_model) + records(consensus)
 
 
-def classifiers() -> list[dict]:
-    """One row per trained classifier (:func:`populate.api.classifiers`) with its adversarial summary
-    (:func:`populate.api.adversarial_summary`) and ``noise``: per noise type, a list of
-    ``{strength, accuracy}`` (:func:`populate.api.classifier_robustness`)."""
+def classifiers(evaluation: str | Mapping | None = None) -> list[dict]:
+    """One row per trained classifier and evaluation config that holds results for it
+    (:func:`populate.api.classifiers`; a classifier not evaluated yet has one row without an
+    evaluation), with ``evaluation`` (the config's name), ``evaluation_hash``, its adversarial summary
+    (:func:`populate.api.adversarial_summary`, one row per comparison the classifier was attacked in)
+    and ``noise``: per noise type, a list of ``{strength, accuracy}``
+    (:func:`populate.api.classifier_robustness`).
+
+    evaluation : only the results of this evaluation config: its name, its hash, or a key dict with
+        ``evaluation_hash``.  Raises ValueError when no config matches.
+    """
     frame = api.classifiers()
     key = list(api.stage("classifiers").TrainedClassifier.primary_key)
-    attacks = api.adversarial_summary()[[*key, "n_images", "median_l2", "median_linf"]]
-    frame = frame.merge(attacks, on=key, how="left")
+    levels, attacks = api.classifier_robustness(), api.adversarial_summary()
+    if evaluation is not None:
+        hashes = _evaluation_hashes(evaluation)
+        levels = levels[levels["evaluation_hash"].isin(hashes)]
+        attacks = attacks[attacks["evaluation_hash"].isin(hashes)]
+    which = ["evaluation_hash", "evaluation"]
+    evaluated = pd.concat([levels[key + which], attacks[key + which]]).drop_duplicates()
+    frame = frame.merge(evaluated, on=key, how="left")
+    summary = attacks[[*key, "evaluation_hash", "comparison", "n_images", "median_l2", "median_linf"]]
+    frame = frame.merge(summary, on=[*key, "evaluation_hash"], how="left")
     noise: dict[tuple, dict[str, list]] = {}
-    for row in records(api.classifier_robustness()):
-        levels = noise.setdefault(tuple(row[k] for k in key), {}).setdefault(row["noise_type"], [])
-        levels.append(dict(strength=row["strength"], accuracy=row["accuracy"]))
+    for row in records(levels):
+        entry = noise.setdefault(tuple(row[k] for k in [*key, "evaluation_hash"]), {})
+        entry.setdefault(row["noise_type"], []).append(dict(strength=row["strength"], accuracy=row["accuracy"]))
     rows = records(frame)
     for row in rows:
-        row["noise"] = noise.get(tuple(row[k] for k in key), {})
+        row["noise"] = noise.get(tuple(row[k] for k in [*key, "evaluation_hash"]), {})
     return rows
 
 
-def classifier_summary() -> list[dict]:
-    """Per control (mean ± SEM over seeds): clean accuracy, Gaussian-noise accuracies, median perturbation."""
-    groups: dict[str, list[dict]] = {}
-    for row in classifiers():
-        groups.setdefault(row["control"], []).append(row)
+def _evaluation_hashes(evaluation: str | Mapping) -> list[str]:
+    """The hashes of the evaluation configs that ``evaluation`` (a name, a hash or a key dict) names."""
+    configs = api.stage("classifiers").EvaluationConfig
+    if isinstance(evaluation, Mapping):
+        restriction = dict(evaluation_hash=evaluation["evaluation_hash"])
+    else:
+        restriction = [dict(config_name=str(evaluation)), dict(evaluation_hash=str(evaluation))]
+    hashes = [k["evaluation_hash"] for k in (configs & restriction).keys()]
+    if not hashes:
+        names = sorted({n or "(unnamed)" for n in configs.to_arrays("config_name")})
+        raise ValueError(f"evaluation {evaluation!r}: no EvaluationConfig of that name or hash (names: {names})")
+    return hashes
+
+
+def classifier_summary(evaluation: str | Mapping | None = None) -> list[dict]:
+    """Per evaluation config, comparison and control (mean ± SEM over seeds): clean accuracy,
+    Gaussian-noise accuracies, median perturbation.  ``evaluation`` as for :func:`classifiers`."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in classifiers(evaluation):
+        groups.setdefault((row["evaluation"], row["comparison"], row["control"]), []).append(row)
 
     def mean_sem(values) -> str:
         values = np.array([v for v in values if v is not None], dtype=float)
@@ -73,8 +103,9 @@ def classifier_summary() -> list[dict]:
         return f"{values.mean():.3f}±{sem:.3f}"
 
     table = []
-    for control, rows in groups.items():
-        line = dict(control=control, seeds=len(rows), clean=mean_sem(r["clean_accuracy"] for r in rows))
+    for (name, comparison, control), rows in groups.items():
+        line = dict(evaluation=name, comparison=comparison, control=control, seeds=len(rows))
+        line["clean"] = mean_sem(r["clean_accuracy"] for r in rows)
         levels = rows[0]["noise"].get("gaussian", [])
         for i, level in enumerate(levels):
             if i % 2 == 1 or level["strength"] == 0:
@@ -120,6 +151,8 @@ TEXT_COLUMNS = {
     "classifiers": (
         "config_name",
         "control",
+        "evaluation",
+        "comparison",
         "alpha",
         "seed",
         "clean_accuracy",
