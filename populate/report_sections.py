@@ -257,6 +257,19 @@ def neural_similarity(panel: Panel) -> None:
         panel.note("Only one similarity matrix: comparisons between methods appear once controls are computed.")
 
 
+def _per_evaluation(frame, extra: list[str]):
+    """(label, rows) per evaluation config (and ``extra`` columns) of a result frame: results of
+    different evaluation settings are never pooled into one figure."""
+    if frame.empty:
+        return
+    columns = ["evaluation_hash", "evaluation", *extra]
+    for values, rows in frame.groupby(columns, sort=True, dropna=False):
+        named = dict(zip(columns, values))
+        label = f"evaluation {named['evaluation'] or '(unnamed)'} {named['evaluation_hash'][:8]}"
+        label += "".join(f", {column} {named[column]}" for column in extra)
+        yield label, rows
+
+
 def classifiers(panel: Panel) -> None:
     from pipeline import figures
 
@@ -295,22 +308,24 @@ def classifiers(panel: Panel) -> None:
     levels = api.classifier_robustness()
     if levels.empty:
         panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")
-    else:
-        panel.figure(figures.noise_curves(levels), "Accuracy under additive noise per control, mean ± SEM over seeds.")
+    for which, rows in _per_evaluation(levels, []):
+        panel.figure(
+            figures.noise_curves(rows), f"Accuracy under additive noise per control, mean ± SEM over seeds ({which})."
+        )
     images = api.adversarial()
     if images.empty:
         panel.note("Adversarial robustness is not evaluated yet (AdversarialEvaluation).")
-    else:
+    for which, rows in _per_evaluation(images, ["comparison"]):
         for norm in ("l2", "linf"):
-            if not np.isfinite(images[norm].to_numpy(dtype=np.float64)).any():
+            if not np.isfinite(rows[norm].to_numpy(dtype=np.float64)).any():
                 panel.note(
-                    f"The attacks found no adversarial example within their budget ({norm}): "
+                    f"The attacks found no adversarial example within their budget ({norm}, {which}): "
                     "no perturbation sizes to show."
                 )
                 continue
             panel.figure(
-                figures.perturbation_distributions(images, norm=norm),
-                f"Minimal adversarial perturbation per image ({norm}), per control.",
+                figures.perturbation_distributions(rows, norm=norm),
+                f"Minimal adversarial perturbation per image ({norm}), per control ({which}).",
             )
     regularized = trained[trained["control"] == "neural"]
     if regularized.empty:

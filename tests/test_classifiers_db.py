@@ -371,3 +371,15 @@ def test_results_keep_evaluation_configs_apart(comparison, capsys):
     assert main(["results", "classifiers", "--evaluation", "no-such-evaluation"]) != 0
     assert "no-such-evaluation" in capsys.readouterr().err
     assert main(["results", "models", "--evaluation", "second"]) != 0
+
+    # the report draws one noise figure per evaluation config, never one pooling both
+    from populate.report_sections import Panel
+    from populate.report_sections import classifiers as classifier_section
+
+    panel = Panel()
+    classifier_section(panel)
+    captions = [b["caption"] for b in panel.blocks if b["kind"] == "figure"]
+    noise = [c for c in captions if c.startswith("Accuracy under additive noise")]
+    assert len(noise) == 2 and sum(f"evaluation second {second['evaluation_hash'][:8]}" in c for c in noise) == 1
+    attacked = [c for c in captions if c.startswith("Minimal adversarial perturbation")]
+    assert attacked and all("comparison" in c and "second" not in c for c in attacked)
