@@ -7,7 +7,9 @@ stopped (every step is a table row: scans, training tasks, searches, ensembles):
     python -m benchmarks.experiment_celltypes --parts standard # (a) only
     python -m benchmarks.experiment_celltypes --parts variants --variants scales cardinal
 
-Extra workers on other cores or machines (``python -m populate worker``) share the training jobs.
+Run one driver per database at a time, and no worker beside it: its populate calls do not reserve
+jobs, so a second process can train the same model, and whichever finishes second stops on the
+duplicate row (a rerun resumes; ``benchmarks.experiment_robustness`` shows the reserving workers).
 
 (a) ``standard``: the demo scan; two independent ensembles of ``--models`` rotation-equivariant
     models (6 features x 8 rotations, seeds 0.. and 100..); ``EnsembleCellTypes`` with k chosen
