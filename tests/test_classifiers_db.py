@@ -283,8 +283,8 @@ def test_arms_are_attacked_on_the_same_images(comparison):
     # The tiny networks tell dark from bright: some need a brightness shift that 12 Carlini-Wagner
     # steps do not reach, and how many depends on the CPU's kernels (measured: 15 of 32 image x norm x
     # member on an AVX-512/AMX Xeon, 28 of 48 with its AVX2 kernels); a quarter leaves margin.
-    attacks = len(found) * len(common) * len(tasks)
-    assert all(n > 0 for n in found.values()) and sum(found.values()) >= attacks / 4
+    n_attacks = len(found) * len(common) * len(tasks)
+    assert all(n > 0 for n in found.values()) and sum(found.values()) >= n_attacks / 4
     # the stored L2 distances are the configured attack's (Carlini-Wagner), recomputed here
     from pipeline import attacks
 
@@ -381,5 +381,5 @@ def test_results_keep_evaluation_configs_apart(comparison, capsys):
     captions = [b["caption"] for b in panel.blocks if b["kind"] == "figure"]
     noise = [c for c in captions if c.startswith("Accuracy under additive noise")]
     assert len(noise) == 2 and sum(f"evaluation second {second['evaluation_hash'][:8]}" in c for c in noise) == 1
-    attacked = [c for c in captions if c.startswith("Minimal adversarial perturbation")]
-    assert attacked and all("comparison" in c and "second" not in c for c in attacked)
+    perturbation = [c for c in captions if c.startswith("Minimal adversarial perturbation")]
+    assert perturbation and all("comparison" in c and "second" not in c for c in perturbation)
