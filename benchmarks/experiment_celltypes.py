@@ -7,9 +7,9 @@ stopped (every step is a table row: scans, training tasks, searches, ensembles):
     python -m benchmarks.experiment_celltypes --parts standard # (a) only
     python -m benchmarks.experiment_celltypes --parts variants --variants scales cardinal
 
-Run one driver per database at a time, and no worker beside it: its populate calls do not reserve
-jobs, so a second process can train the same model, and whichever finishes second stops on the
-duplicate row (a rerun resumes; ``benchmarks.experiment_robustness`` shows the reserving workers).
+Its populate calls reserve jobs in the tables' queues (:mod:`populate.run`): ``python -m populate
+worker`` processes on the same database share the training, and two drivers (e.g. two variants side
+by side) never train one model twice.
 
 (a) ``standard``: the demo scan; two independent ensembles of ``--models`` rotation-equivariant
     models (6 features x 8 rotations, seeds 0.. and 100..); ``EnsembleCellTypes`` with k chosen

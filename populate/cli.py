@@ -62,7 +62,7 @@ def _cmd_export(args) -> None:
 def _cmd_run(args) -> None:
     from . import run
 
-    run.populate_all(tables=args.tables, progress=not args.quiet)
+    run.populate_all(tables=args.tables, progress=not args.quiet, modules=args.schema_module, poll=args.poll)
 
 
 def _cmd_results(args) -> None:
@@ -92,7 +92,7 @@ def _cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import imaging_cli
+    from . import imaging_cli, operations
 
     parser = argparse.ArgumentParser(prog="python -m populate", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
     sub.add_argument("--tables", nargs="*", help="only these tables (class names)")
     sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub.add_argument(
+        "--poll", type=float, help="seconds between looks while other processes hold jobs (default: the workers')"
+    )
+    operations.schema_module_option(sub)
 
     sub = command("results", _cmd_results, "print results: one JSON object per row with --json")
     sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS, without pandas yet
@@ -153,8 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")
-
-    from . import operations
 
     operations.add_commands(command)
     return parser

@@ -47,7 +47,7 @@ def _tables(args, names=None):
     return jobs.select_tables(names, args.schema_module)
 
 
-def _schema_module_option(sub) -> None:
+def schema_module_option(sub) -> None:
     sub.add_argument(
         "--schema-module",
         action="append",
@@ -284,7 +284,7 @@ def add_commands(command) -> None:
     )
     _with_defaults(sub, "worker")
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
-    _schema_module_option(sub)
+    schema_module_option(sub)
 
     sub = command(
         "scheduler",
@@ -293,7 +293,7 @@ def add_commands(command) -> None:
     )
     sub.add_argument("--once", action="store_true", help="one pass, then exit")
     _with_defaults(sub, "scheduler")
-    _schema_module_option(sub)
+    schema_module_option(sub)
 
     sub = command("status", _cmd_status, "job counts per table, errors with tracebacks, running jobs and workers")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -306,7 +306,7 @@ def add_commands(command) -> None:
         metavar="N",
         help="last lines of each traceback shown; 0: all (default 12)",
     )
-    _schema_module_option(sub)
+    schema_module_option(sub)
 
     for name, handler, text in (
         ("retry", _cmd_retry, "put failed jobs back to pending (their automatic-retry count starts afresh)"),
@@ -317,7 +317,7 @@ def add_commands(command) -> None:
         sub.add_argument("--key", metavar="JSON", help="only this key, e.g. '{\"item\": 3}'")
         if name == "retry":
             sub.add_argument("--ignored", action="store_true", help="ignored jobs too")
-        _schema_module_option(sub)
+        schema_module_option(sub)
 
     sub = command("roles", None, "database roles scoped to the schema prefix: admin, worker, member")
     actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")

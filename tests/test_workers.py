@@ -476,3 +476,86 @@ def test_completed_jobs_are_kept_as_success_when_configured(fresh, monkeypatch):
     rows = wt.Square.jobs.to_dicts()
     assert len(rows) == 12 and {r["status"] for r in rows} == {"success"}
     assert all(r["completed_time"] is not None and r["duration"] is not None for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# `populate run` shares the queues
+
+
+def start_run(tmp_path, *args) -> subprocess.Popen:
+    """``python -m populate run`` on the test tables, in its own process (output in ``run-N.log``)."""
+    n = len(list(tmp_path.glob("run-*.log")))
+    out = open(tmp_path / f"run-{n}.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "populate", "run", "--quiet", "--poll", "0.2", *MODULE, *args],
+        cwd=REPO,
+        env=_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_two_runs_and_a_worker_compute_every_key_once(fresh, tmp_path):
+    wt = fresh
+    values = np.random.default_rng(1).normal(size=12)
+    wt.Item.insert(dict(item=i, value=float(v), seconds=0.2) for i, v in enumerate(values))
+    processes = [start_run(tmp_path), start_run(tmp_path), start_worker(tmp_path, "--idle-exit", "3")]
+    reap(*processes, timeout=120)
+    logs = [p.read_text() for p in sorted(tmp_path.glob("*.log")) if p.name != "makes.log"]
+    assert [p.returncode for p in processes] == [0, 0, 0], logs
+
+    log = makes(tmp_path)
+    for table in ("Square", "Cube"):
+        assert sorted(i for t, i, _ in log if t == table) == list(range(len(values))), f"{table}: once per key"
+    assert len({pid for *_, pid in log}) > 1, "the work should be shared between processes"
+    np.testing.assert_allclose(sorted(wt.Cube().to_arrays("cube")), np.sort(values**3))
+    assert len(wt.Square.jobs) == len(wt.Cube.jobs) == 0
+
+
+def test_a_failed_make_in_run_raises_and_goes_back_to_pending(fresh, tmp_path):
+    wt = fresh
+    wt.Item.insert([dict(item=i, value=float(i), fail=i == 2) for i in range(4)])
+    out = cli("run", "--quiet", *MODULE, "--tables", "Square")
+    assert out.returncode == 1 and "item 2 is marked to fail" in out.stderr, out.stderr
+    assert job(wt.Square, 2)["status"] == "pending", "a failure in `run` records no error row: a rerun retries it"
+    assert rows_of(wt.Square, 2) == (0, 0)
+
+    wt.Item.update1(dict(item=2, fail=False))
+    out = cli("run", "--quiet", *MODULE, "--tables", "Square")
+    assert out.returncode == 0, out.stderr
+    assert len(wt.Square()) == 4 and len(wt.Square.jobs) == 0
+
+
+def test_run_names_jobs_failed_in_a_worker_and_computes_the_rest(fresh, tmp_path):
+    wt = fresh
+    wt.Item.insert([dict(item=0, value=1.0, fail=True)])
+    reap(start_worker(tmp_path, "--tables", "Square", "--idle-exit", "1"))
+    assert job(wt.Square, 0)["status"] == "error"
+    wt.Item.insert([dict(item=i, value=float(i)) for i in (1, 2)])
+
+    out = cli("run", "--quiet", *MODULE, "--tables", "Square")
+    assert out.returncode == 1
+    assert "Square: 1 job(s) failed in another process" in out.stderr and '{"item": 0}' in out.stderr, out.stderr
+    assert sorted(wt.Square().to_arrays("item")) == [1, 2]
+    assert job(wt.Square, 0)["status"] == "error", "another process's error is left for a person"
+
+
+def test_run_takes_back_the_job_of_a_holder_that_died(fresh, tmp_path):
+    wt = fresh
+    wt.Item.insert([dict(item=i, value=float(i)) for i in range(3)])
+    # A process that reserves item 0 and exits without computing it (its connection closes).
+    claim = (
+        "from tests import worker_setup; from populate import jobs, reservation; "
+        "wt = worker_setup.declare(); q = jobs.queue(wt.Square); jobs.refresh(q); "
+        "print(reservation.claim(q, [dict(item=0)], host='gone-host', pid=1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", claim], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "'item': 0" in out.stdout, out.stderr
+    assert job(wt.Square, 0)["status"] == "reserved"
+
+    out = cli("run", "--quiet", "--poll", "0.2", *MODULE, "--tables", "Square")
+    assert out.returncode == 0, out.stderr
+    assert "held by gone-host pid 1" in out.stderr
+    assert sorted(wt.Square().to_arrays("item")) == [0, 1, 2] and len(wt.Square.jobs) == 0
