@@ -6,6 +6,7 @@ stopped (every step is a table row: scans, training tasks, searches, ensembles):
     python -m benchmarks.experiment_celltypes                  # both parts, every variant
     python -m benchmarks.experiment_celltypes --parts standard # (a) only
     python -m benchmarks.experiment_celltypes --parts variants --variants scales cardinal
+    python -m benchmarks.experiment_celltypes --parts criteria --models 6  # after standard
 
 Its populate calls reserve jobs in the tables' queues (:mod:`populate.run`): ``python -m populate
 worker`` processes on the same database share the training, and two drivers (e.g. two variants side
@@ -21,6 +22,11 @@ by side) never train one model twice.
     trained with ``--seeds`` seeds (test correlation mean +- sd), the best rotation config again
     with positive readout weights (single-model ARI, positive vs signed), and ``--models`` seeds of
     the best rotation config form the consensus (chosen k, ARI).
+
+(c) ``criteria``: after (a), on the first ``--models`` members of each ensemble, the consensus ARI
+    over k of the table's co-association consensus and of the averaged-distance consensus, and the k
+    the held-out residual, the gap statistic and half-ensemble stability choose (no training; a
+    minute).  Writes docs/figures/celltypes-criteria.png.
 
 Time on 2 CPU cores, about 3 minutes per demo-size model at 1,000 iterations: (a) 2 x 10 models,
 about 60 minutes; (b) per variant 2 x budget (search) + 2 x (seeds - 1) + seeds (positive weights)
@@ -148,6 +154,79 @@ def standard(args, dataset_shape, trainer) -> dict:
     )
 
 
+def criteria(args) -> dict:
+    """(c) ``criteria``: on the first ``--models`` members of each standard ensemble (trained by
+    ``standard``), the consensus ARI at every k of two consensus methods, co-association
+    (:func:`pipeline.celltypes.consensus_types`, the table's) and averaged readout distances
+    (:func:`pipeline.celltypes.distance_consensus`), with the k three criteria choose: the held-out
+    residual (the table's), the gap statistic on the averaged distances, and half-ensemble stability."""
+    from pipeline import celltypes, type_count
+    from schemas.models import DatasetConfig, Ensemble, TrainedModel, _ground_truth
+
+    rotations = BASES["rotation"]["core"]["rotations"]
+    out = {}
+    for name in ("celltypes-a", "celltypes-b"):
+        key = dict(ensemble_name=name)
+        members = sorted((Ensemble.Member & key).keys(), key=lambda m: m["seed"])[: args.models]
+        missing = [m["seed"] for m in members if not TrainedModel & m]
+        if not members or missing:
+            raise SystemExit(f"--parts criteria: {name} has untrained members (seeds {missing}); run --parts standard")
+        readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+        dataset_hash = (Ensemble & key).fetch1("dataset_hash")
+        truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)["unit_type"]
+        count = type_count.choose_type_count(readouts, rotations)
+        averaged = np.mean([celltypes.rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
+        coordinates = celltypes.classical_scaling(averaged)
+        candidates = [int(k) for k in count.candidates]
+        gap_k, gap, gap_se = type_count.gap_statistic(coordinates, [1, *candidates])
+        rows = [
+            dict(
+                k=k,
+                ari_coassociation=celltypes.adjusted_rand_index(
+                    truth, celltypes.consensus_types(count.labelings[k], k)[0]
+                ),
+                ari_distance=celltypes.adjusted_rand_index(truth, celltypes.distance_consensus(readouts, rotations, k)),
+                residual=float(count.residual[i]),
+                stability=float(count.stability[i]),
+                gap=float(gap[i + 1]),
+                gap_se=float(gap_se[i + 1]),
+            )
+            for i, k in enumerate(candidates)
+        ]
+        out[name] = dict(
+            models=len(members),
+            seeds=[int(m["seed"]) for m in members],
+            true_k=len(np.unique(truth)),
+            chosen=dict(residual=count.k, gap=gap_k, stability=candidates[int(np.argmax(count.stability))]),
+            curve=rows,
+        )
+    _criteria_figure(out)
+    return out
+
+
+def _criteria_figure(rows: dict) -> None:
+    """docs/figures/celltypes-criteria.png: per ensemble, consensus ARI over k for both methods, and the
+    k each criterion chooses."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(9.5, 3.4), layout="constrained", sharey=True)
+    for ax, (name, row) in zip(np.atleast_1d(axes), rows.items()):
+        k = [r["k"] for r in row["curve"]]
+        ax.plot(k, [r["ari_coassociation"] for r in row["curve"]], "o-", label="co-association consensus")
+        ax.plot(k, [r["ari_distance"] for r in row["curve"]], "s-", label="averaged-distance consensus")
+        for (criterion, chosen), colour in zip(row["chosen"].items(), ("C3", "C4", "C5")):
+            ax.axvline(chosen, color=colour, linestyle=":", label=f"{criterion}: k = {chosen}")
+        ax.axvline(row["true_k"], color="0.5", linestyle="--", linewidth=1, label=f"simulated types ({row['true_k']})")
+        ax.set_title(f"{name}: {row['models']} models")
+        ax.set_xlabel("number of types k")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize="x-small", loc="lower right")
+    np.atleast_1d(axes)[0].set_ylabel("consensus ARI with the simulated types")
+    FIGURES.mkdir(exist_ok=True)
+    fig.savefig(FIGURES / "celltypes-criteria.png", dpi=110)
+    print(f"wrote {FIGURES / 'celltypes-criteria.png'}")
+
+
 def variant(args, name: str, index: int, dataset_shape, trainer) -> dict:
     from populate import ingest
     from schemas.models import CellTypes, Search, SearchBest, TrainedModel, TrainingTask
@@ -196,7 +275,9 @@ def main(argv=None) -> dict:
     from pipeline.data.simulate import VARIANTS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=["standard", "variants"], default=["standard", "variants"])
+    parser.add_argument(
+        "--parts", nargs="+", choices=["standard", "variants", "criteria"], default=["standard", "variants"]
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--models", type=int, default=10, help="models per consensus (at most 10 in the issue)")
     parser.add_argument("--budget", type=int, default=6, help="search draws per core kind (the paper: 32)")
@@ -220,6 +301,8 @@ def main(argv=None) -> dict:
     figures = dict(models=args.models, iterations=args.iterations, stop_on=args.stop_on)
     if "standard" in args.parts:
         figures["standard"] = standard(args, shape, trainer)
+    if "criteria" in args.parts:
+        figures["criteria"] = criteria(args)
     if "variants" in args.parts:
         for index, name in enumerate(VARIANTS, start=1):
             if name in args.variants:

@@ -225,6 +225,59 @@ def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> tuple[np.nd
     return labels, (together * same).sum(axis=1) / same.sum(axis=1)
 
 
+def rotation_invariant_distances(
+    feature_weights: np.ndarray, rotations: int, steps: int = 8, chunk: int = 256
+) -> np.ndarray:
+    """(n_units, n_units) squared distances between unit-length readouts, each pair at its best relative
+    rotation (the distance of :func:`rotation_invariant_kmeans`), in [0, 4].
+
+    feature_weights : (n_units, R*F) rotation-major readouts of one model.  The distance does not
+    depend on the order or sign convention of the model's features, so matrices of independently
+    trained models can be averaged.  Memory: ``chunk * n_units * R * steps`` floats at a time.
+    """
+    vectors = unit_length(feature_weights, rotations).reshape(len(feature_weights), -1)
+    spectra = rotation_spectra(vectors, rotations)
+    squared = (vectors**2).sum(axis=1)
+    out = np.empty((len(vectors), len(vectors)))
+    for start in range(0, len(vectors), chunk):
+        rows = slice(start, start + chunk)
+        out[rows] = aligned_distances(spectra[rows], squared[rows], vectors, rotations, steps).min(axis=2)
+    # The shift grid makes d(i, j) and d(j, i) differ by interpolation error only.
+    return np.clip((out + out.T) / 2, 0.0, 4.0)
+
+
+def distance_consensus(
+    readouts: list[np.ndarray], rotations: int, n_clusters: int, seed: int = 0, n_init: int = 10
+) -> np.ndarray:
+    """(n_units,) consensus types of several models from their averaged readout distances.
+
+    Each model's :func:`rotation_invariant_distances` is an estimate of how differently two units read
+    the core; their mean over models is a less noisy one.  The units are placed by classical
+    multidimensional scaling of that mean (every dimension with a positive eigenvalue, so the
+    embedding keeps the averaged distances) and clustered by k-means.  Unlike
+    :func:`consensus_types` it uses how far apart units are in every model, not only whether each
+    model's k-means put them together.
+
+    readouts : one (n_units, R*F) array per model, the same units in the same order.
+    """
+    if not readouts or len({np.shape(w) for w in readouts}) != 1:
+        raise ValueError(f"distance_consensus: expected readouts of one shape, got {[np.shape(w) for w in readouts]}")
+    distance = np.mean([rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
+    if not 1 <= n_clusters <= len(distance):
+        raise ValueError(f"distance_consensus: n_clusters must be in [1, {len(distance)}], got {n_clusters}")
+    return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(classical_scaling(distance))
+
+
+def classical_scaling(squared_distances: np.ndarray) -> np.ndarray:
+    """(n, d) coordinates whose squared Euclidean distances approximate ``squared_distances`` (n, n):
+    classical (Torgerson) multidimensional scaling on every dimension with a positive eigenvalue."""
+    n = len(squared_distances)
+    centring = np.eye(n) - 1.0 / n
+    eigenvalues, vectors = np.linalg.eigh(-0.5 * centring @ squared_distances @ centring)
+    keep = eigenvalues > 1e-9 * max(eigenvalues.max(), 1e-300)
+    return vectors[:, keep] * np.sqrt(eigenvalues[keep])
+
+
 def consensus_by_ensemble_size(
     labelings: list[np.ndarray], n_clusters: int, truth: np.ndarray, max_subsets: int = 50, seed: int = 0
 ) -> list[dict]:

@@ -268,3 +268,40 @@ def one_standard_error_choice(candidates: np.ndarray, residuals: np.ndarray) -> 
     se = difference.std(axis=1, ddof=1) / np.sqrt(residuals.shape[1])
     within = np.flatnonzero(difference.mean(axis=1) <= se)
     return int(candidates[within[0]]), se
+
+
+def gap_statistic(
+    coordinates: np.ndarray, candidates: Sequence[int], references: int = 20, seed: int = 0
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """The gap statistic (Tibshirani, Walther & Hastie 2001, J R Stat Soc B 63:411) of k-means clusterings.
+
+    coordinates : (n, d) points, e.g. :func:`pipeline.celltypes.classical_scaling` of averaged readout
+        distances.  candidates : ascending k.  The reference is ``references`` draws uniform in the box
+    aligned with the points' principal axes (the paper's second reference).
+
+    Returns (k, gap, se): gap (n_k,) is the mean log within-cluster sum of squares of the references
+    minus the points', se (n_k,) the references' standard deviation times sqrt(1 + 1/references), and
+    k the smallest candidate with gap(k) >= gap(k+1) - se(k+1) (the last candidate if none).
+    """
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(coordinates, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    axes = np.linalg.svd(centred, full_matrices=False)[2]
+    projected = centred @ axes.T
+    rng = np.random.default_rng(seed)
+    draws = [
+        rng.uniform(projected.min(axis=0), projected.max(axis=0), projected.shape) @ axes for _ in range(references)
+    ]
+
+    def log_within(points: np.ndarray, k: int, state: int, n_init: int) -> float:
+        return float(np.log(KMeans(n_clusters=k, n_init=n_init, random_state=state).fit(points).inertia_))
+
+    gap, se = [], []
+    for k in candidates:
+        reference = np.array([log_within(z, int(k), seed + b, 3) for b, z in enumerate(draws)])
+        gap.append(reference.mean() - log_within(x, int(k), seed, 10))
+        se.append(reference.std() * np.sqrt(1 + 1 / references))
+    gap_, se_ = np.array(gap), np.array(se)
+    chosen = next((k for i, k in enumerate(candidates[:-1]) if gap_[i] >= gap_[i + 1] - se_[i + 1]), candidates[-1])
+    return int(chosen), gap_, se_
