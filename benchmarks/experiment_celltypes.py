@@ -160,48 +160,48 @@ def criteria(args) -> dict:
     (:func:`pipeline.celltypes.consensus_types`, the table's) and averaged readout distances
     (:func:`pipeline.celltypes.distance_consensus`), with the k three criteria choose: the held-out
     residual (the table's), the gap statistic on the averaged distances, and half-ensemble stability."""
+    out = {name: _criteria_row(name, args.models) for name in ("celltypes-a", "celltypes-b")}
+    _criteria_figure(out)
+    return out
+
+
+def _criteria_row(name: str, models: int) -> dict:
+    """The comparison of :func:`criteria` on the first ``models`` members (by seed) of one ensemble."""
     from pipeline import celltypes, type_count
     from schemas.models import DatasetConfig, Ensemble, TrainedModel, _ground_truth
 
     rotations = BASES["rotation"]["core"]["rotations"]
-    out = {}
-    for name in ("celltypes-a", "celltypes-b"):
-        key = dict(ensemble_name=name)
-        members = sorted((Ensemble.Member & key).keys(), key=lambda m: m["seed"])[: args.models]
-        missing = [m["seed"] for m in members if not TrainedModel & m]
-        if not members or missing:
-            raise SystemExit(f"--parts criteria: {name} has untrained members (seeds {missing}); run --parts standard")
-        readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
-        dataset_hash = (Ensemble & key).fetch1("dataset_hash")
-        truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)["unit_type"]
-        count = type_count.choose_type_count(readouts, rotations)
-        averaged = np.mean([celltypes.rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
-        coordinates = celltypes.classical_scaling(averaged)
-        candidates = [int(k) for k in count.candidates]
-        gap_k, gap, gap_se = type_count.gap_statistic(coordinates, [1, *candidates])
-        rows = [
-            dict(
-                k=k,
-                ari_coassociation=celltypes.adjusted_rand_index(
-                    truth, celltypes.consensus_types(count.labelings[k], k)[0]
-                ),
-                ari_distance=celltypes.adjusted_rand_index(truth, celltypes.distance_consensus(readouts, rotations, k)),
-                residual=float(count.residual[i]),
-                stability=float(count.stability[i]),
-                gap=float(gap[i + 1]),
-                gap_se=float(gap_se[i + 1]),
-            )
-            for i, k in enumerate(candidates)
-        ]
-        out[name] = dict(
-            models=len(members),
-            seeds=[int(m["seed"]) for m in members],
-            true_k=len(np.unique(truth)),
-            chosen=dict(residual=count.k, gap=gap_k, stability=candidates[int(np.argmax(count.stability))]),
-            curve=rows,
+    key = dict(ensemble_name=name)
+    members = sorted((Ensemble.Member & key).keys(), key=lambda m: m["seed"])[:models]
+    missing = [m["seed"] for m in members if not TrainedModel & m]
+    if not members or missing:
+        raise SystemExit(f"--parts criteria: {name} has untrained members (seeds {missing}); run --parts standard")
+    readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+    dataset_hash = (Ensemble & key).fetch1("dataset_hash")
+    truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)["unit_type"]
+    count = type_count.choose_type_count(readouts, rotations)
+    averaged = np.mean([celltypes.rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
+    candidates = [int(k) for k in count.candidates]
+    gap_k, gap, gap_se = type_count.gap_statistic(celltypes.classical_scaling(averaged), [1, *candidates])
+    rows = [
+        dict(
+            k=k,
+            ari_coassociation=celltypes.adjusted_rand_index(truth, celltypes.consensus_types(count.labelings[k], k)[0]),
+            ari_distance=celltypes.adjusted_rand_index(truth, celltypes.distance_consensus(readouts, rotations, k)),
+            residual=float(count.residual[i]),
+            stability=float(count.stability[i]),
+            gap=float(gap[i + 1]),
+            gap_se=float(gap_se[i + 1]),
         )
-    _criteria_figure(out)
-    return out
+        for i, k in enumerate(candidates)
+    ]
+    return dict(
+        models=len(members),
+        seeds=[int(m["seed"]) for m in members],
+        true_k=len(np.unique(truth)),
+        chosen=dict(residual=count.k, gap=gap_k, stability=candidates[int(np.argmax(count.stability))]),
+        curve=rows,
+    )
 
 
 def _criteria_figure(rows: dict) -> None:
