@@ -9,15 +9,20 @@ are waited for, so that the next table finds its inputs in place.  While waiting
 does not block the run.
 
 Failures keep the direct-mode contract: the exception propagates and its job goes back to pending
-(no ``error`` row), so a rerun tries it again.  Jobs that failed in *another* process stay theirs:
-the run stops on that table naming them (``python -m populate status``, ``retry``).
+(no ``error`` row), so a rerun tries it again.  SIGTERM (a batch system's time limit) interrupts the
+make the same way: its job goes back to pending before the process exits.  Jobs that failed in
+*another* process stay theirs: the run stops on that table naming them (``python -m populate
+status``, ``retry``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import signal
+import threading
 import time
 
 from pipeline.progress import on_terminal
@@ -51,13 +56,32 @@ def populate_all(
 
     configure_threads()
     added = {}
-    for table in select_tables(tables, modules):
-        start = time.monotonic()
-        added[table.__name__] = _populate_table(
-            table, progress and on_terminal(), DEFAULT_POLL_S if poll is None else poll
-        )
-        log.info("%s: %d new rows in %.1f s", table.__name__, added[table.__name__], time.monotonic() - start)
+    with _sigterm_interrupts():
+        for table in select_tables(tables, modules):
+            start = time.monotonic()
+            added[table.__name__] = _populate_table(
+                table, progress and on_terminal(), DEFAULT_POLL_S if poll is None else poll
+            )
+            log.info("%s: %d new rows in %.1f s", table.__name__, added[table.__name__], time.monotonic() - start)
     return added
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises SystemExit in the main thread, so that the running make's job is handed back
+    (Python's default would end the process with the job still reserved)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit("SIGTERM received")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _populate_table(table, progress: bool, poll: float) -> int:

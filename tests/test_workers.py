@@ -559,3 +559,17 @@ def test_run_takes_back_the_job_of_a_holder_that_died(fresh, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "held by gone-host pid 1" in out.stderr
     assert sorted(wt.Square().to_arrays("item")) == [0, 1, 2] and len(wt.Square.jobs) == 0
+
+
+@pytest.mark.parametrize("table", ["Square", "Cube"], ids=["in-transaction", "tripartite-compute"])
+def test_sigterm_stops_run_and_hands_its_job_back(fresh, tmp_path, table):
+    wt = fresh
+    target = getattr(wt, table)
+    wt.Item.insert([dict(item=0, value=2.0, seconds=60.0)])
+    run = start_run(tmp_path, "--tables", table)
+    running(tmp_path, target, 0)
+    run.send_signal(signal.SIGTERM)
+    reap(run, timeout=30)
+    assert run.returncode != 0
+    assert job(target, 0)["status"] == "pending", "the interrupted make's job is handed back"
+    assert rows_of(target, 0) == (0, 0)
