@@ -180,14 +180,14 @@ def _criteria_row(name: str, models: int) -> dict:
     dataset_hash = (Ensemble & key).fetch1("dataset_hash")
     truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)["unit_type"]
     count = type_count.choose_type_count(readouts, rotations)
-    averaged = np.mean([celltypes.rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
+    averaged = celltypes.averaged_distances(readouts, rotations)
     candidates = [int(k) for k in count.candidates]
     gap_k, gap, gap_se = type_count.gap_statistic(celltypes.classical_scaling(averaged), [1, *candidates])
     rows = [
         dict(
             k=k,
             ari_coassociation=celltypes.adjusted_rand_index(truth, celltypes.consensus_types(count.labelings[k], k)[0]),
-            ari_distance=celltypes.adjusted_rand_index(truth, celltypes.distance_consensus(readouts, rotations, k)),
+            ari_distance=celltypes.adjusted_rand_index(truth, celltypes.distance_consensus(averaged, k)),
             residual=float(count.residual[i]),
             stability=float(count.stability[i]),
             gap=float(gap[i + 1]),

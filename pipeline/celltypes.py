@@ -246,26 +246,28 @@ def rotation_invariant_distances(
     return np.clip((out + out.T) / 2, 0.0, 4.0)
 
 
-def distance_consensus(
-    readouts: list[np.ndarray], rotations: int, n_clusters: int, seed: int = 0, n_init: int = 10
-) -> np.ndarray:
-    """(n_units,) consensus types of several models from their averaged readout distances.
+def averaged_distances(readouts: list[np.ndarray], rotations: int) -> np.ndarray:
+    """(n_units, n_units) mean over models of :func:`rotation_invariant_distances`.
 
-    Each model's :func:`rotation_invariant_distances` is an estimate of how differently two units read
-    the core; their mean over models is a less noisy one.  The units are placed by classical
-    multidimensional scaling of that mean (every dimension with a positive eigenvalue, so the
-    embedding keeps the averaged distances) and clustered by k-means.  Unlike
-    :func:`consensus_types` it uses how far apart units are in every model, not only whether each
-    model's k-means put them together.
-
-    readouts : one (n_units, R*F) array per model, the same units in the same order.
+    readouts : one (n_units, R*F) array per model, the same units in the same order.  Each model's
+    distances estimate how differently two units read the core; their mean is a less noisy estimate.
     """
     if not readouts or len({np.shape(w) for w in readouts}) != 1:
-        raise ValueError(f"distance_consensus: expected readouts of one shape, got {[np.shape(w) for w in readouts]}")
-    distance = np.mean([rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
-    if not 1 <= n_clusters <= len(distance):
-        raise ValueError(f"distance_consensus: n_clusters must be in [1, {len(distance)}], got {n_clusters}")
-    return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(classical_scaling(distance))
+        raise ValueError(f"averaged_distances: expected readouts of one shape, got {[np.shape(w) for w in readouts]}")
+    return np.mean([rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
+
+
+def distance_consensus(distances: np.ndarray, n_clusters: int, seed: int = 0, n_init: int = 10) -> np.ndarray:
+    """(n_units,) consensus types of several models from their :func:`averaged_distances` (n_units, n_units).
+
+    The units are placed by classical multidimensional scaling of the averaged distances (every
+    dimension with a positive eigenvalue, so the embedding keeps them) and clustered by k-means.
+    Unlike :func:`consensus_types` it uses how far apart units are in every model, not only whether
+    each model's k-means put them together.
+    """
+    if not 1 <= n_clusters <= len(distances):
+        raise ValueError(f"distance_consensus: n_clusters must be in [1, {len(distances)}], got {n_clusters}")
+    return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(classical_scaling(distances))
 
 
 def classical_scaling(squared_distances: np.ndarray) -> np.ndarray:

@@ -100,6 +100,14 @@ def queue(table):
     return jobs
 
 
+def due(jobs, limit: int | None = None) -> list[dict]:
+    """Keys of the pending jobs whose scheduled time has come, most urgent first (priority, then age)."""
+    q = jobs.adapter.quote_identifier
+    return (jobs & f"{q('status')}='pending'" & f"{q('scheduled_time')} <= CURRENT_TIMESTAMP(3)").keys(
+        order_by="priority ASC, scheduled_time ASC", limit=limit
+    )
+
+
 def refresh(jobs) -> int:
     """Fill one queue from its table's key source; return the number of keys added.
 

@@ -89,7 +89,7 @@ def _populate_table(table, progress: bool, poll: float) -> int:
     return how many rows this process added."""
     from tqdm import tqdm
 
-    from .jobs import queue, refresh
+    from .jobs import due, queue, refresh
     from .scheduler import Scheduler
 
     jobs = queue(table)
@@ -98,10 +98,7 @@ def _populate_table(table, progress: bool, poll: float) -> int:
     done, waiting_on = 0, None
     refresh(jobs)
     while True:
-        due = (jobs & f"{q('status')}='pending'" & f"{q('scheduled_time')} <= CURRENT_TIMESTAMP(3)").keys(
-            order_by="priority ASC, scheduled_time ASC"
-        )
-        for key in tqdm(due, desc=table.__name__, disable=not progress):
+        for key in tqdm(due(jobs), desc=table.__name__, disable=not progress):
             done += _make(jobs, key, me)
         refresh(jobs)  # keys whose inputs landed meanwhile
         open_jobs = (jobs & f"{q('status')} in ('pending', 'reserved')").to_dicts()

@@ -242,10 +242,7 @@ class Worker:
         return self.summary.done + self.summary.failed
 
     def _pending(self, jobs) -> list[dict]:
-        q = jobs.adapter.quote_identifier
-        keys = (jobs & f"{q('status')}='pending'" & f"{q('scheduled_time')} <= CURRENT_TIMESTAMP(3)").keys(
-            order_by="priority ASC, scheduled_time ASC", limit=self.batch
-        )
+        keys = queues.due(jobs, self.batch)
         random.shuffle(keys)
         return keys
 

@@ -183,12 +183,14 @@ def test_averaged_distances_keep_the_types_labelings_lose(seed):
     labelings = [celltypes.cluster_types(w, R, 6, seed=m) for m, w in enumerate(readouts)]
     single = np.mean([celltypes.adjusted_rand_index(types, labels) for labels in labelings])
     coassociation = celltypes.adjusted_rand_index(types, celltypes.consensus_types(labelings, 6)[0])
-    averaged = celltypes.adjusted_rand_index(types, celltypes.distance_consensus(readouts, R, 6))
+    averaged = celltypes.adjusted_rand_index(
+        types, celltypes.distance_consensus(celltypes.averaged_distances(readouts, R), 6)
+    )
     print(f"single {single:.2f}, co-association {coassociation:.2f}, averaged distances {averaged:.2f}")
     assert single < 0.55 and coassociation < 0.7  # measured 0.39-0.47 and 0.56-0.58 (seeds 6, 7)
     assert averaged > 0.9  # measured 0.99-1.00
     with pytest.raises(ValueError, match="one shape"):
-        celltypes.distance_consensus([readouts[0], readouts[1][:50]], R, 6)
+        celltypes.averaged_distances([readouts[0], readouts[1][:50]], R)
 
 
 def test_gap_statistic_counts_compact_clusters_and_splits_a_continuum():
