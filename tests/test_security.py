@@ -99,15 +99,9 @@ def wt(db):
 
 @pytest.fixture
 def fresh(wt, tmp_path, monkeypatch):
-    from schemas import operations
+    from tests.worker_setup import clear
 
-    for table in (wt.Square, wt.Cube):
-        table.jobs.delete_quick()
-        table.Piece.delete_quick()
-        table.delete_quick()
-    wt.Item.delete_quick()
-    operations.Worker.delete_quick()
-    operations.JobRetry.delete_quick()
+    clear(wt)
     monkeypatch.setenv("WORKER_TABLES_LOG", str(tmp_path))
     return wt
 
@@ -388,38 +382,33 @@ def test_report_into_a_missing_folder_is_refused(db, tmp_path, capsys):
 # 7. races end in the documented no-op
 
 
+def _race(env: dict, *argv: str, racers: int = 3) -> list[str]:
+    """Start ``racers`` identical ``python -m populate ARGV`` processes at once; their outputs, once
+    every one has exited 0."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "populate", *argv],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(racers)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    return outputs
+
+
 def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
     from schemas import db as settings
 
     prefix = f"{settings.prefix()}_race"
     env = _env(PIPELINE_PREFIX=prefix)
     try:
-        setups = [
-            subprocess.Popen(
-                [sys.executable, "-m", "populate", "setup"],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for _ in range(3)
-        ]
-        outputs = [p.communicate(timeout=300)[0] for p in setups]
-        assert all(p.returncode == 0 for p in setups), outputs
-        imports = [
-            subprocess.Popen(
-                [sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "8", "--scan", "8-8-8"],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for _ in range(3)
-        ]
-        outputs = [p.communicate(timeout=300)[0] for p in imports]
-        assert all(p.returncode == 0 for p in imports), outputs
+        _race(env, "setup")
+        outputs = _race(env, "simulate", "--preset", "tiny", "--seed", "8", "--scan", "8-8-8")
         states = sorted(
             "inserted" if "(inserted)" in out else "present" if "already present" in out else out for out in outputs
         )

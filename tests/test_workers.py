@@ -50,15 +50,9 @@ def wt(db):
 @pytest.fixture
 def fresh(wt, tmp_path, monkeypatch):
     """Empty tables and queues; makes are logged to ``tmp_path/makes.log``."""
-    from schemas import operations
+    from tests.worker_setup import clear
 
-    for table in (wt.Square, wt.Cube):
-        table.jobs.delete_quick()
-        table.Piece.delete_quick()
-        table.delete_quick()
-    wt.Item.delete_quick()
-    operations.Worker.delete_quick()
-    operations.JobRetry.delete_quick()
+    clear(wt)
     monkeypatch.setenv("WORKER_TABLES_LOG", str(tmp_path))
     return wt
 

@@ -26,9 +26,14 @@ def declare():
 
 
 def clear(tables) -> None:
-    """Empty the worker test tables and their job queues (``tables``: the module :func:`declare` returned)."""
+    """Empty the worker test tables, their job queues and the workers' registry and retry counts
+    (``tables``: the module :func:`declare` returned)."""
+    from schemas import operations
+
     for table in (tables.Square, tables.Cube):
         table.jobs.delete_quick()
         table.Piece.delete_quick()
         table.delete_quick()
     tables.Item.delete_quick()
+    operations.Worker.delete_quick()
+    operations.JobRetry.delete_quick()
