@@ -7,6 +7,7 @@ stopped (every step is a table row: scans, training tasks, searches, ensembles):
     python -m benchmarks.experiment_celltypes --parts standard # (a) only
     python -m benchmarks.experiment_celltypes --parts variants --variants scales cardinal
     python -m benchmarks.experiment_celltypes --parts criteria --models 6  # after standard
+    python -m benchmarks.experiment_celltypes --parts standard criteria --models 5 --preset demo-one-size
 
 Its populate calls reserve jobs in the tables' queues (:mod:`populate.run`): ``python -m populate
 worker`` processes on the same database share the training, and two drivers (e.g. two variants side
@@ -27,6 +28,10 @@ by side) never train one model twice.
     over k of the table's co-association consensus and of the averaged-distance consensus, and the k
     the held-out residual, the gap statistic and half-ensemble stability choose (no training; a
     minute).  Writes docs/figures/celltypes-criteria.png.
+
+With ``--preset demo-one-size`` (a control, :data:`pipeline.data.simulate.CONTROLS`: the same units at
+one receptive-field size) (a) and (c) run on that population in the configured database, and write
+their figures and results with the preset in the name.
 
 Time on 2 CPU cores, about 3 minutes per demo-size model at 1,000 iterations: (a) 2 x 10 models,
 about 60 minutes; (b) per variant 2 x budget (search) + 2 x (seeds - 1) + seeds (positive weights)
@@ -98,8 +103,13 @@ def _consensus(key: dict) -> dict:
     return dict(models=row["n_models"], k=row["n_clusters"], ari=row["ari_clusters"], true_k=n_types, k_curve=curve)
 
 
-def _figure(rows: dict) -> None:
-    """docs/figures/celltypes-k.png: per ensemble, the criterion over k and the consensus ARI at each k."""
+def _figure_path(stem: str, preset: str) -> Path:
+    """docs/figures/<stem>.png for the demo scan; other presets (e.g. a control) get their own file."""
+    return FIGURES / (f"{stem}.png" if preset == "demo" else f"{stem}-{preset}.png")
+
+
+def _figure(rows: dict, path: Path) -> None:
+    """``path`` (docs/figures/celltypes-k.png): per ensemble, the criterion over k and the consensus ARI at each k."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained", sharey="row")
@@ -124,8 +134,8 @@ def _figure(rows: dict) -> None:
         ax.legend(handles=handles, fontsize="x-small", loc="center right")
     axes[0].set_ylabel("held-out residual")
     FIGURES.mkdir(exist_ok=True)
-    fig.savefig(FIGURES / "celltypes-k.png", dpi=110)
-    print(f"wrote {FIGURES / 'celltypes-k.png'}")
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def standard(args, dataset_shape, trainer) -> dict:
@@ -143,7 +153,7 @@ def standard(args, dataset_shape, trainer) -> dict:
         ensembles[name] = _ensemble(name, tasks)
     _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
     rows = {name: _consensus(key) for name, key in ensembles.items()}
-    _figure(rows)
+    _figure(rows, _figure_path("celltypes-k", args.preset))
     ari = np.array([r["ari"] for r in rows.values()], float)
     return dict(
         scan=STANDARD_SCAN,
@@ -161,7 +171,7 @@ def criteria(args) -> dict:
     (:func:`pipeline.celltypes.distance_consensus`), with the k three criteria choose: the held-out
     residual (the table's), the gap statistic on the averaged distances, and half-ensemble stability."""
     out = {name: _criteria_row(name, args.models) for name in ("celltypes-a", "celltypes-b")}
-    _criteria_figure(out)
+    _criteria_figure(out, _figure_path("celltypes-criteria", args.preset))
     return out
 
 
@@ -204,8 +214,8 @@ def _criteria_row(name: str, models: int) -> dict:
     )
 
 
-def _criteria_figure(rows: dict) -> None:
-    """docs/figures/celltypes-criteria.png: per ensemble, consensus ARI over k for both methods, and the
+def _criteria_figure(rows: dict, path: Path) -> None:
+    """``path`` (docs/figures/celltypes-criteria.png): per ensemble, consensus ARI over k for both methods, and the
     k each criterion chooses."""
     import matplotlib.pyplot as plt
 
@@ -223,8 +233,8 @@ def _criteria_figure(rows: dict) -> None:
         ax.legend(fontsize="x-small", loc="lower right")
     np.atleast_1d(axes)[0].set_ylabel("consensus ARI with the simulated types")
     FIGURES.mkdir(exist_ok=True)
-    fig.savefig(FIGURES / "celltypes-criteria.png", dpi=110)
-    print(f"wrote {FIGURES / 'celltypes-criteria.png'}")
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def variant(args, name: str, index: int, dataset_shape, trainer) -> dict:
@@ -307,7 +317,9 @@ def main(argv=None) -> dict:
         for index, name in enumerate(VARIANTS, start=1):
             if name in args.variants:
                 figures[name] = variant(args, name, index, shape, trainer)
-    save("experiment_celltypes-" + "-".join(args.parts), figures)  # one file per part: runs of parts apart keep both
+    # one file per part (and preset): runs of parts apart keep both
+    suffix = "" if args.preset == "demo" else f"-{args.preset}"
+    save("experiment_celltypes-" + "-".join(args.parts) + suffix, figures)
     return figures
 
 

@@ -16,6 +16,7 @@ from pipeline.data.images import (
 )
 from pipeline.data.recording import TIERS
 from pipeline.data.simulate import (
+    CONTROLS,
     PRESETS,
     TYPE_NAMES,
     VARIANTS,
@@ -105,7 +106,7 @@ def test_sample_patches_is_deterministic_and_uses_the_specs():
 
 def test_presets_and_config_errors():
     assert set(PRESETS) == {"tiny", "demo", "large"} | {
-        f"{size}-{name}" for size in ("tiny", "demo") for name in VARIANTS
+        f"{size}-{name}" for size in ("tiny", "demo") for name in VARIANTS | CONTROLS
     }
     assert PRESETS["large"].n_trials == 6000 and PRESETS["large"].n_units == 8000
     with pytest.raises(ConfigError, match="unknown simulation preset"):
@@ -533,3 +534,14 @@ def test_unrotated_type_has_one_orientation():
     assert fixed.sum() >= 4 and (truth.orientation[fixed] == 0).all()
     others = np.isfinite(truth.orientation) & ~fixed
     assert np.ptp(truth.orientation[others]) > np.pi / 2
+
+
+def test_one_size_control_is_the_default_population_at_one_size():
+    default, control = (
+        make_population(PRESETS[name].replace(n_units=30), seed=2) for name in ("tiny", "tiny-one-size")
+    )
+    np.testing.assert_array_equal(control.unit_type, default.unit_type)
+    np.testing.assert_array_equal(control.rotation, default.rotation)
+    np.testing.assert_array_equal(control.rf_x, default.rf_x)
+    assert np.ptp(default.rf_size) > 1.0 and (control.rf_size == 3.5).all()
+    assert PRESETS["demo-one-size"] == PRESETS["demo"].replace(rf_size=(3.5, 3.5))

@@ -647,11 +647,24 @@ VARIANTS: dict[str, tuple[dict, str]] = {
 """The harder ground truths: each breaks one assumption the rotation-equivariant model is built on
 (one template per feature, at one scale, seen at every orientation equally often)."""
 
+CONTROLS: dict[str, tuple[dict, str]] = {
+    # name: (changes to the default population, what the control removes); presets "demo-<name>" and
+    # "tiny-<name>".  The same seed draws the same units (types, orientations, positions) as the default.
+    "one-size": (
+        dict(rf_size=(3.5, 3.5)),
+        "every unit at one receptive-field size (3.5 pixels, the middle of the default 2.5-4.5): the "
+        "default population without its continuum of sizes within each type",
+    ),
+}
+"""Controls: the default population with one source of within-type variation taken away, to test
+what an analysis's outcome depends on (e.g. whether sizes are what splits types in
+``benchmarks.experiment_celltypes``)."""
+
 PRESETS.update(
     {
         f"{size}-{name}": PRESETS[size].replace(**changes)
         for size in ("tiny", "demo")
-        for name, (changes, _) in VARIANTS.items()
+        for name, (changes, _) in (VARIANTS | CONTROLS).items()
     }
 )
 
