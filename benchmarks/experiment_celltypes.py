@@ -188,11 +188,14 @@ def _criteria_row(name: str, models: int) -> dict:
         raise SystemExit(f"--parts criteria: {name} has untrained members (seeds {missing}); run --parts standard")
     readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
     dataset_hash = (Ensemble & key).fetch1("dataset_hash")
-    truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)["unit_type"]
+    simulated = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
+    truth = simulated["unit_type"]
     count = type_count.choose_type_count(readouts, rotations)
     averaged = celltypes.averaged_distances(readouts, rotations)
     candidates = [int(k) for k in count.candidates]
     gap_k, gap, gap_se = type_count.gap_statistic(celltypes.classical_scaling(averaged), [1, *candidates])
+    n_types = len(np.unique(truth))
+    past_truth = celltypes.distance_consensus(averaged, n_types + 2)  # where the consensus cuts types in two
     rows = [
         dict(
             k=k,
@@ -208,10 +211,37 @@ def _criteria_row(name: str, models: int) -> dict:
     return dict(
         models=len(members),
         seeds=[int(m["seed"]) for m in members],
-        true_k=len(np.unique(truth)),
+        true_k=n_types,
         chosen=dict(residual=count.k, gap=gap_k, stability=candidates[int(np.argmax(count.stability))]),
         curve=rows,
+        splits=_split_types(truth, simulated["orientation"], past_truth, rotations),
     )
+
+
+def _split_types(truth: np.ndarray, orientation: np.ndarray, labels: np.ndarray, rotations: int) -> list[dict]:
+    """For each simulated type that ``labels`` (n_units,) spread over two or more clusters of at least 8
+    of its units: per cluster, its units and where their orientations fall within one rotation step of
+    the core (360 / R degrees): how many lie in the step's first half, and how many within a quarter
+    step of a multiple of it.  Asks whether clusters past the true k follow the core's rotation grid."""
+    step = 360.0 / rotations
+    offset = np.degrees(np.asarray(orientation, float)) % step
+    out = []
+    for name in np.unique(truth):
+        ids, counts = np.unique(labels[truth == name], return_counts=True)
+        if (counts >= 8).sum() < 2:
+            continue
+        for cluster in ids[counts >= 8]:
+            units = (truth == name) & (labels == cluster)
+            out.append(
+                dict(
+                    type=str(name),
+                    cluster=int(cluster),
+                    units=int(units.sum()),
+                    first_half=int(((offset[units] > 0.5) & (offset[units] < step / 2)).sum()),
+                    near_a_rotation=int((np.minimum(offset[units], step - offset[units]) < step / 4).sum()),
+                )
+            )
+    return out
 
 
 def _criteria_figure(rows: dict, path: Path) -> None:
