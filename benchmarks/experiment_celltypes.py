@@ -7,7 +7,7 @@ stopped (every step is a table row: scans, training tasks, searches, ensembles):
     python -m benchmarks.experiment_celltypes --parts standard # (a) only
     python -m benchmarks.experiment_celltypes --parts variants --variants scales cardinal
     python -m benchmarks.experiment_celltypes --parts criteria --models 6  # after standard
-    python -m benchmarks.experiment_celltypes --parts standard criteria --models 5 --preset demo-one-size
+    python -m benchmarks.experiment_celltypes --parts standard criteria --models 6 --preset demo-one-size
 
 Its populate calls reserve jobs in the tables' queues (:mod:`populate.run`): ``python -m populate
 worker`` processes on the same database share the training, and two drivers (e.g. two variants side
@@ -237,7 +237,7 @@ def _split_types(truth: np.ndarray, orientation: np.ndarray, labels: np.ndarray,
                     type=str(name),
                     cluster=int(cluster),
                     units=int(units.sum()),
-                    first_half=int(((offset[units] > 0.5) & (offset[units] < step / 2)).sum()),
+                    first_half=int((offset[units] < step / 2).sum()),
                     near_a_rotation=int((np.minimum(offset[units], step - offset[units]) < step / 4).sum()),
                 )
             )
