@@ -1,6 +1,6 @@
 """Throughput of the populate workers.
 
-1. Overhead: jobs/s of :class:`populate.worker.Worker` (job reservation, heartbeat, bookkeeping)
+1. Overhead: jobs/s of :class:`populate.work.worker.Worker` (job reservation, heartbeat, bookkeeping)
    on a trivial table, against a bare ``populate()`` of the same keys in the same process.
    Goal: ratio >= 0.85.  For context, also against DataJoint's own ``populate(reserve_jobs=True)``,
    which pays for the same job reservations but keeps no worker bookkeeping.
@@ -46,7 +46,7 @@ def _reset(wt) -> None:
 
 def overhead(wt, keys: int, repeats: int = 5) -> dict:
     """Best-of-``repeats`` jobs/s of a bare populate() and of the worker loop on a trivial make."""
-    from populate.worker import Worker
+    from populate.work.worker import Worker
 
     bare, reserving, worker = [], [], []
     for _ in range(repeats):
@@ -204,7 +204,7 @@ def concurrency(wt, keys: int, counts=(1, 2, 4, 8, 16), beats: int = 2000) -> di
     time per job; then the server's CPU time per heartbeat (``beats`` beats of one worker row)."""
     import datajoint as dj
 
-    from populate.heartbeat import Heartbeat
+    from populate.work.heartbeat import Heartbeat
     from schemas import operations
 
     server = ServerCPU(int(dj.config.database.port))

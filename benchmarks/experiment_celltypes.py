@@ -9,13 +9,13 @@ stopped (every step is a table row: scans, training tasks, searches, ensembles):
     python -m benchmarks.experiment_celltypes --parts criteria --models 6  # after standard
     python -m benchmarks.experiment_celltypes --parts standard criteria --models 6 --preset demo-one-size
 
-Its populate calls reserve jobs in the tables' queues (:mod:`populate.run`): ``python -m populate
+Its populate calls reserve jobs in the tables' queues (:mod:`populate.work.run`): ``python -m populate
 worker`` processes on the same database share the training, and two drivers (e.g. two variants side
 by side) never train one model twice.
 
 (a) ``standard``: the demo scan; two independent ensembles of ``--models`` rotation-equivariant
     models (6 features x 8 rotations, seeds 0.. and 100..); ``EnsembleCellTypes`` with k chosen
-    from the data (``pipeline.type_count``).  Reports each ensemble's chosen k, its ARI with the
+    from the data (``pipeline.celltypes.type_count``).  Reports each ensemble's chosen k, its ARI with the
     simulated types and the k curve, and the spread over the two ensembles.
 (b) ``variants``: per harder ground truth (``pipeline.data.simulate.VARIANTS``), a random search
     (``Search``) with ``--budget`` draws for each of the rotation core and a CNN with the same 48
@@ -65,7 +65,7 @@ def _scan(index: int) -> str:
 
 
 def _populate(tables: list[str]) -> None:
-    from populate import run
+    from populate.work import run
 
     run.populate_all(tables=tables, progress=True)
 
@@ -82,8 +82,9 @@ def _ensemble(name: str, tasks: list[dict]) -> dict:
 def _consensus(key: dict) -> dict:
     """The ensemble's ``EnsembleCellTypes`` row, with its k curve and, per candidate k, the ARI of the
     consensus at that k with the simulated types (recomputed from the members' readouts by the same
-    deterministic :func:`pipeline.type_count.choose_type_count` call as the table's)."""
-    from pipeline import celltypes, type_count
+    deterministic :func:`pipeline.celltypes.type_count.choose_type_count` call as the table's)."""
+    from pipeline.celltypes import clustering as celltypes
+    from pipeline.celltypes import type_count
     from schemas.models import DatasetConfig, Ensemble, EnsembleCellTypes, TrainedModel, _ground_truth
 
     row = (EnsembleCellTypes & key).fetch1()
@@ -167,8 +168,8 @@ def standard(args, dataset_shape, trainer) -> dict:
 def criteria(args) -> dict:
     """(c) ``criteria``: on the first ``--models`` members of each standard ensemble (trained by
     ``standard``), the consensus ARI at every k of two consensus methods, co-association
-    (:func:`pipeline.celltypes.consensus_types`, the table's) and averaged readout distances
-    (:func:`pipeline.celltypes.distance_consensus`), with the k three criteria choose: the held-out
+    (:func:`pipeline.celltypes.clustering.consensus_types`, the table's) and averaged readout distances
+    (:func:`pipeline.celltypes.clustering.distance_consensus`), with the k three criteria choose: the held-out
     residual (the table's), the gap statistic on the averaged distances, and half-ensemble stability."""
     out = {name: _criteria_row(name, args.models) for name in ("celltypes-a", "celltypes-b")}
     _criteria_figure(out, _figure_path("celltypes-criteria", args.preset))
@@ -177,7 +178,8 @@ def criteria(args) -> dict:
 
 def _criteria_row(name: str, models: int) -> dict:
     """The comparison of :func:`criteria` on the first ``models`` members (by seed) of one ensemble."""
-    from pipeline import celltypes, type_count
+    from pipeline.celltypes import clustering as celltypes
+    from pipeline.celltypes import type_count
     from schemas.models import DatasetConfig, Ensemble, TrainedModel, _ground_truth
 
     rotations = BASES["rotation"]["core"]["rotations"]

@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
         "--save-readouts",
         action="store_true",
         help="also write the rotation models' readouts and the true types to "
-        "benchmarks/results/experiment_cores[-tag]-readouts.npz (for pipeline.type_count)",
+        "benchmarks/results/experiment_cores[-tag]-readouts.npz (for pipeline.celltypes.type_count)",
     )
     parser.add_argument(
         "--noise-free",
@@ -59,12 +59,14 @@ def main(argv=None) -> dict:
     )
     args = parser.parse_args(argv)
 
-    from pipeline import celltypes, experiment, stats
     from pipeline import figures as figures_module
+    from pipeline import stats
+    from pipeline.celltypes import clustering as celltypes
     from pipeline.data.dataset import ScanTensors
     from pipeline.data.simulate import simulate
+    from pipeline.models import experiment
     from pipeline.models.encoder import ModelConfig
-    from pipeline.training import TrainerConfig
+    from pipeline.models.training import TrainerConfig
 
     recording = simulate(args.preset, seed=0)
     if args.noise_free:

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from benchmarks import robustness_tables
 from benchmarks.common import RESULTS
-from populate import comparison
-from populate.comparison import ARMS, EVALUATION_GRID
+from populate.api import comparison
+from populate.api.comparison import ARMS, EVALUATION_GRID
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SCAN = "1-1-1"
@@ -161,7 +161,7 @@ def work(threads: int, poll: float = 5.0) -> None:
     and looks again, because that job's result can make downstream keys ready.
     """
     from pipeline.device import configure_threads
-    from populate.jobs import select_tables
+    from populate.work.jobs import select_tables
 
     configure_threads(threads)
     tables = select_tables()
@@ -190,7 +190,7 @@ def populate(workers: int) -> None:
     import subprocess
     import sys
 
-    from populate.jobs import select_tables
+    from populate.work.jobs import select_tables
 
     for table in select_tables():
         table.jobs.reserved.delete_quick()
@@ -221,8 +221,8 @@ def figures(data: dict, tag: str) -> list[Path]:
 
 def _attacks() -> dict[str, str]:
     """{norm: name of the attack the experiment's evaluation grid runs for it}."""
-    from pipeline.attacks import NORMS
-    from pipeline.evaluation import EvaluationSettings
+    from pipeline.classifier.attacks import NORMS
+    from pipeline.classifier.evaluation import EvaluationSettings
 
     settings = EvaluationSettings.from_dict(EVALUATION_GRID)
     return {norm: ATTACK_NAMES[settings.attack(norm)] for norm in NORMS}

@@ -168,7 +168,7 @@ def _missing_files() -> int:
     """Store files that some row of the prefix names and that are not there."""
     import datajoint as dj
 
-    from populate import store_gc
+    from populate.admin import store_gc
     from schemas import db
 
     schemas = store_gc.prefix_schemas()

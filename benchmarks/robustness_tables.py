@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from populate.comparison import ARMS, COMPARISONS, format_ci
+from populate.api.comparison import ARMS, COMPARISONS, format_ci
 
 
 def _ci(stat: dict | None, digits: int = 3, bold: bool = False, sign: bool = False) -> str:
-    """:func:`populate.comparison.format_ci`, in bold where a trustworthy CI excludes 0."""
+    """:func:`populate.api.comparison.format_ci`, in bold where a trustworthy CI excludes 0."""
     text = format_ci(stat, f"{'+' if sign else ''}.{digits}f")
     return f"**{text}**" if bold and stat and stat.get("trustworthy") and stat.get("excludes_zero") else text
 

@@ -264,7 +264,7 @@ def consensus_curve(rows: Sequence[Mapping], goal: float | None = 0.8) -> Figure
     """Agreement of the consensus cell types with the ground truth against the number of models.
 
     rows : one mapping per ensemble size with ``models`` and ``ari`` (the ARI of every subset of that
-        size), as :func:`pipeline.celltypes.consensus_by_ensemble_size` returns them.
+        size), as :func:`pipeline.celltypes.clustering.consensus_by_ensemble_size` returns them.
     goal : a horizontal reference line (None: none).
     """
     if not rows:
@@ -287,7 +287,7 @@ def consensus_curve(rows: Sequence[Mapping], goal: float | None = 0.8) -> Figure
 
 
 def type_count_curve(rows: Sequence[Mapping]) -> Figure:
-    """The evidence for an ensemble's number of cell types, as :func:`pipeline.type_count` stores it.
+    """The evidence for an ensemble's number of cell types, as :func:`pipeline.celltypes.type_count` stores it.
 
     rows : one mapping per candidate k with ``k``, ``residual`` and ``residual_se`` (held-out template
         residual of unit-length readouts, the criterion), ``stability`` and ``sd`` (mean and sd of the

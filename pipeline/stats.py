@@ -250,3 +250,10 @@ def normalization_stats(recording: Recording, tiers: Iterable[str] = ("train",))
         pupil_center_mean=pupil_center.mean(axis=0),
         pupil_center_std=_unit_std(pupil_center.std(axis=0)),
     )
+
+
+def finite_or(value, default: float | None) -> float | None:
+    """``value`` as a Python float, or ``default`` where it is NaN or infinite (a database column
+    stores no NaN on every backend)."""
+    value = float(value)
+    return value if np.isfinite(value) else default

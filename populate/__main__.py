@@ -1,8 +1,8 @@
 import os
 import sys
 
-from . import operations
-from .cli import main
+from populate.cli import operations
+from populate.cli.main import main
 
 code = main()
 if operations.exit_without_teardown:

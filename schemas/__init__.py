@@ -16,7 +16,7 @@ def declare_all() -> list[str]:
     """Create every schema and table that does not exist yet (idempotent); return the schema names."""
     import datajoint as dj
 
-    from . import db
+    from schemas import db
 
     db.configure()
     previous = dj.config.database.create_tables
@@ -24,7 +24,7 @@ def declare_all() -> list[str]:
     try:
         modules = [importlib.import_module(f"{__name__}.{stage}") for stage in STAGES]
         # Job queues too: DataJoint would otherwise declare them on first use, racing across workers.
-        from .operations import declare_job_tables
+        from schemas.operations import declare_job_tables
 
         declare_job_tables(computed_tables())
     finally:
@@ -36,7 +36,7 @@ def drop_all() -> list[str]:
     """Drop every schema of the current prefix, downstream first; return the names dropped."""
     import datajoint as dj
 
-    from . import db
+    from schemas import db
 
     db.configure()
     dropped = []

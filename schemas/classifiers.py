@@ -9,18 +9,19 @@ import numpy as np
 import torch
 
 import pipeline
-from pipeline import attacks, denoise, invariance, robustness
-from pipeline import similarity as sim
+from pipeline.classifier import attacks, invariance, robustness
 from pipeline.classifier import train as classifier
+from pipeline.classifier.evaluation import EvaluationSettings
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
-from pipeline.evaluation import EvaluationSettings
-
-from . import db
-from .configs import ConfigTable
-from .models import Seed
-from .readiness import Readiness, require
-from .similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask, target_vectors
+from pipeline.models import denoise
+from pipeline.similarity import pairs as sim
+from pipeline.stats import finite_or
+from schemas import db
+from schemas.configs import ConfigTable
+from schemas.models import Seed
+from schemas.readiness import Readiness, require
+from schemas.similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask, target_vectors
 
 schema = db.schema("classifiers")
 
@@ -558,20 +559,17 @@ class AdversarialEvaluation(Readiness, dj.Computed):
                 model, images, labels, norm, schedule, progress=True, method=settings.attack(norm)
             )
             medians = attacks.median_curve(distances)
-            summary[f"median_{norm}"] = _finite(medians[-1])
+            summary[f"median_{norm}"] = finite_or(medians[-1], None)
             summary[f"{norm}_flat_steps"] = attacks.flattening_step(schedule, medians, settings.flatten_tolerance)
             per_image += [
-                dict(norm=norm, image_index=int(i), distance=_finite(d)) for i, d in zip(index, distances[-1])
+                dict(norm=norm, image_index=int(i), distance=finite_or(d, None)) for i, d in zip(index, distances[-1])
             ]
-            curve += [dict(norm=norm, steps=int(s), median_distance=_finite(m)) for s, m in zip(schedule, medians)]
+            curve += [
+                dict(norm=norm, steps=int(s), median_distance=finite_or(m, None)) for s, m in zip(schedule, medians)
+            ]
         return summary, per_image, curve
 
     def make_insert(self, key, summary, per_image, curve):
         self.insert1(dict(key, **summary))
         self.Image.insert(dict(key, **row) for row in per_image)
         self.Convergence.insert(dict(key, **row) for row in curve)
-
-
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None

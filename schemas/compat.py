@@ -75,7 +75,7 @@ def check_version(version: str | None = None) -> None:
 
 
 # (owner, private name, what we rely on): checked at import; instance attributes set in __init__
-# are checked by the tests on a live connection (tests/test_compat.py).
+# are checked by the tests on a live connection (tests/schemas/test_compat.py).
 _CLASS_INTERNALS = (
     (autopopulate.AutoPopulate, "_populate1", ("key", "jobs", "suppress_errors", "return_exception_objects")),
     (heading.Heading, "_init_from_database", ()),

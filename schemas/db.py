@@ -29,7 +29,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from . import compat
+from schemas import compat
 
 STORE = "pipeline"
 """Name of the object store every store-backed attribute uses (``<npy@pipeline>``, ...)."""

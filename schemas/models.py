@@ -6,17 +6,19 @@ import datajoint as dj
 import numpy as np
 
 import pipeline
-from pipeline import celltypes, experiment, metrics, search, type_count
+from pipeline.celltypes import clustering as celltypes
+from pipeline.celltypes import type_count
 from pipeline.data.dataset import ScanTensors
 from pipeline.data.dataset_config import DatasetConfig as DatasetSettings
+from pipeline.models import experiment, metrics, search
 from pipeline.models.encoder import ModelConfig as ModelSettings
-from pipeline.training import TrainerConfig as TrainerSettings
-
-from . import db
-from .configs import ConfigTable
-from .readiness import Readiness, require
-from .recordings import GroundTruth, Scan, fetch_recording
-from .stats import Normalization, Reliability
+from pipeline.models.training import TrainerConfig as TrainerSettings
+from pipeline.stats import finite_or
+from schemas import db
+from schemas.configs import ConfigTable
+from schemas.readiness import Readiness, require
+from schemas.recordings import GroundTruth, Scan, fetch_recording
+from schemas.stats import Normalization, Reliability
 
 schema = db.schema("models")
 
@@ -218,7 +220,7 @@ class TrainedModel(Readiness, dj.Computed):
                 val_correlation=fitted["val_correlation"],
                 test_correlation=float(np.nanmean(test["correlation"])),
                 test_single_trial=float(np.nanmean(test["single_trial"])),
-                test_feve=_finite(metrics.population_feve(test["feve"], test["explainable"])),
+                test_feve=finite_or(metrics.population_feve(test["feve"], test["explainable"]), None),
                 oracle_ceiling=float(oracle),
                 iterations=fitted["iterations"],
                 best_iteration=fitted["best_iteration"],
@@ -234,9 +236,9 @@ class TrainedModel(Readiness, dj.Computed):
                 key,
                 **dataset.scan_key,
                 unit_id=int(u),
-                test_correlation=_finite(c),
-                test_single_trial=_finite(s),
-                test_feve=_finite(f),
+                test_correlation=finite_or(c, None),
+                test_single_trial=finite_or(s, None),
+                test_feve=finite_or(f, None),
             )
             for u, c, s, f in zip(unit_ids, test["correlation"], test["single_trial"], test["feve"])
         )
@@ -252,11 +254,6 @@ class TrainedModel(Readiness, dj.Computed):
             row["weights"],
             device=device,
         )
-
-
-def _finite(value) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 def dataclass_arrays(scores) -> dict[str, np.ndarray]:
@@ -286,7 +283,7 @@ class Ensemble(dj.Manual):
         share one dataset.  Members need not be trained yet: what reads them waits until they are.
 
         ``n_types`` fixes the number of consensus cell types of :class:`EnsembleCellTypes`; None
-        (the default) has it chosen from the members' readouts (:mod:`pipeline.type_count`), which
+        (the default) has it chosen from the members' readouts (:mod:`pipeline.celltypes.type_count`), which
         takes two models or more: an ensemble of one keeps its model's clusters, one per feature."""
         if n_types is not None and (isinstance(n_types, bool) or int(n_types) != n_types or n_types < 1):
             raise ValueError(f"ensemble {name!r}: n_types must be a positive integer or None, got {n_types!r}")

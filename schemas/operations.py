@@ -15,7 +15,7 @@ import logging
 
 import datajoint as dj
 
-from . import db
+from schemas import db
 
 schema = db.schema("operations")
 
@@ -64,7 +64,7 @@ def declare_job_tables(tables=None) -> list[str]:
     from datajoint.jobs import Job
 
     if tables is None:
-        from . import computed_tables
+        from schemas import computed_tables
 
         tables = computed_tables()
     created = []

@@ -19,8 +19,7 @@ import numpy as np
 
 from pipeline.data import recording as rec
 from pipeline.data.recording import TIERS, Recording
-
-from . import db
+from schemas import db
 
 schema = db.schema("recordings")
 
@@ -373,8 +372,7 @@ def fetch_recording(key) -> Recording:
 
 from pipeline.data.extraction import ExtractionConfig as ExtractionSettings  # noqa: E402
 from pipeline.data.extraction import Footprints  # noqa: E402
-
-from .configs import ConfigTable  # noqa: E402
+from schemas.configs import ConfigTable  # noqa: E402
 
 
 @schema

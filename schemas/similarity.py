@@ -10,17 +10,23 @@ from typing import Literal
 import datajoint as dj
 import numpy as np
 
-from pipeline import denoise
-from pipeline import similarity as sim
 from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
-
-from . import db
-from .configs import ConfigTable
-from .models import DatasetConfig, Ensemble, TrainedModel, ensembles_with_every, ensembles_with_scan, load_scan_tensors
-from .readiness import Readiness, require
-from .recordings import Scan, StimulusImage
-from .stats import Normalization, Reliability
+from pipeline.models import denoise
+from pipeline.similarity import pairs as sim
+from schemas import db
+from schemas.configs import ConfigTable
+from schemas.models import (
+    DatasetConfig,
+    Ensemble,
+    TrainedModel,
+    ensembles_with_every,
+    ensembles_with_scan,
+    load_scan_tensors,
+)
+from schemas.readiness import Readiness, require
+from schemas.recordings import Scan, StimulusImage
+from schemas.stats import Normalization, Reliability
 
 schema = db.schema("similarity")
 
@@ -256,7 +262,7 @@ class Similarity(Readiness, dj.Computed):
     ---
     n_images: int32
     n_scans: int32
-    matrix: <object@pipeline>           # row-block store, read with pipeline.similarity.SimilarityStore
+    matrix: <object@pipeline>           # row-block store, read with pipeline.similarity.pairs.SimilarityStore
     oracle_agreement = null: float64    # r with repeat-averaged similarity on repeated test images
     single_trial_agreement = null: float64  # the same r for single-trial similarity (the paper's 0.39)
     device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0

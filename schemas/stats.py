@@ -6,10 +6,10 @@ import datajoint as dj
 import numpy as np
 
 from pipeline import stats
-
-from . import db
-from .readiness import require
-from .recordings import Scan, fetch_recording
+from pipeline.stats import finite_or
+from schemas import db
+from schemas.readiness import require
+from schemas.recordings import Scan, fetch_recording
 
 schema = db.schema("stats")
 
@@ -63,16 +63,17 @@ class Reliability(dj.Computed):
                 mean_explainable_variance=float(np.nanmean(fev)),
             )
         )
+        # A unit silent on every test trial has no defined correlation; store 0, the no-information value.
         self.Unit.insert(
-            dict(key, unit_id=int(u), oracle=_finite(o), explainable_variance=_finite(f), snr=_finite(s))
+            dict(
+                key,
+                unit_id=int(u),
+                oracle=finite_or(o, 0.0),
+                explainable_variance=finite_or(f, 0.0),
+                snr=finite_or(s, 0.0),
+            )
             for u, o, f, s in zip(unit_ids, oracle, fev, snr)
         )
-
-
-def _finite(value) -> float:
-    # A unit silent on every test trial has no defined correlation; store 0, the no-information value.
-    value = float(value)
-    return value if np.isfinite(value) else 0.0
 
 
 @schema

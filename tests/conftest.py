@@ -69,7 +69,8 @@ def tiny_model(kind: str) -> dict:
 @pytest.fixture(scope="session")
 def trained_models(db):
     """A tiny simulated scan (2-1-1) with one CNN and one rotation-equivariant model trained on it."""
-    from populate import ingest, run
+    from populate import ingest
+    from populate.work import run
     from schemas.models import TrainingTask
 
     ingest.simulate("tiny", seed=1, scan=SCAN)

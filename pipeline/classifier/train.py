@@ -44,6 +44,7 @@ from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
 from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
 from pipeline.layout import standard_layout
+from pipeline.modules import cpu_state, evaluating
 from pipeline.progress import progress_bar
 
 PairLookup = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -202,7 +203,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
 def pair_lookup(similarity: Any, n_stimuli: int) -> PairLookup:
     """Turn ``similarity`` into ``f(i, j) -> (P,) float32 S[i, j]``.
 
-    Accepts a :class:`~pipeline.similarity.SimilarityStore` (or anything with ``.pairs`` and ``.n``),
+    Accepts a :class:`~pipeline.similarity.pairs.SimilarityStore` (or anything with ``.pairs`` and ``.n``),
     a dense (M, M) array, or a callable ``f(i, j)``.
     """
     if hasattr(similarity, "pairs") and hasattr(similarity, "n"):
@@ -282,14 +283,12 @@ def _check_images(name: str, images: Any, channels: int | None = None) -> torch.
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
     """Fraction of correctly classified images (model in eval mode; the mode is restored)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for lo in range(0, len(images), batch_size):
-        logits = model(images[lo : lo + batch_size].to(device))
-        correct += int((logits.argmax(1).cpu() == labels[lo : lo + batch_size].cpu()).sum())
-    model.train(was_training)
+    with evaluating(model):
+        for lo in range(0, len(images), batch_size):
+            logits = model(images[lo : lo + batch_size].to(device))
+            correct += int((logits.argmax(1).cpu() == labels[lo : lo + batch_size].cpu()).sum())
     return correct / max(len(images), 1)
 
 
@@ -417,7 +416,7 @@ def fit_classifier(
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=val_acc)
         if config.patience is not None and val_acc is not None:  # with patience there is always a holdout
             if best is None or val_acc > best[0]:
-                best = (val_acc, epoch, _cpu_state(model), _cpu_state(regularizer))
+                best = (val_acc, epoch, cpu_state(model), cpu_state(regularizer))
             elif epoch - best[1] >= config.patience:
                 break
     bar.close()
@@ -427,17 +426,13 @@ def fit_classifier(
         regularizer.load_state_dict(best[3])
     kept = len(history) if best is None else best[1] + 1
     return ClassifierFit(
-        state_dict=_cpu_state(model),
-        regularizer_state=_cpu_state(regularizer),
+        state_dict=cpu_state(model),
+        regularizer_state=cpu_state(regularizer),
         history=history,
         validation_accuracy=history[kept - 1]["validation_accuracy"] if history else None,
         layer_weights=regularizer.layer_weights(),
         n_steps=kept * steps_per_epoch,
     )
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 @dataclasses.dataclass
@@ -541,21 +536,20 @@ def similarity_pairs(
     device = resolve_device(device)
     stimuli = _check_images("stimulus_images", stimulus_images, model.in_channels)
     lookup = pair_lookup(similarity, len(stimuli))
-    was_training = model.training
-    model.to(device).eval()
+    model.to(device)
     reg = copy.deepcopy(regularizer).to(device).eval()
-    if recentre or int(reg.n_updates) == 0:
-        for name, mean in stimulus_channel_means(model, stimuli, reg.layers).items():
-            reg.running_mean(name).copy_(mean)
     i, j = sample_pairs(np.random.default_rng(seed), len(stimuli), n_pairs)
     s_model = []
-    for lo in range(0, n_pairs, batch_pairs):
-        a, b = i[lo : lo + batch_pairs], j[lo : lo + batch_pairs]
-        _, features = model(stimuli[np.concatenate([a, b])].to(device), return_features=reg.layers)
-        p = len(a)
-        s, _ = reg.similarities({k: v[:p] for k, v in features.items()}, {k: v[p:] for k, v in features.items()})
-        s_model.append(s.double().cpu().numpy())
-    model.train(was_training)
+    with evaluating(model):
+        if recentre or int(reg.n_updates) == 0:
+            for name, mean in stimulus_channel_means(model, stimuli, reg.layers).items():
+                reg.running_mean(name).copy_(mean)
+        for lo in range(0, n_pairs, batch_pairs):
+            a, b = i[lo : lo + batch_pairs], j[lo : lo + batch_pairs]
+            _, features = model(stimuli[np.concatenate([a, b])].to(device), return_features=reg.layers)
+            p = len(a)
+            s, _ = reg.similarities({k: v[:p] for k, v in features.items()}, {k: v[p:] for k, v in features.items()})
+            s_model.append(s.double().cpu().numpy())
     return np.concatenate(s_model), np.asarray(lookup(i, j), dtype=np.float64)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ..config import Config, ConfigError
+from pipeline.config import Config, ConfigError
 
 _SCAN = re.compile(r"^\d+-\d+-\d+$")
 

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ..config import Config, ConfigError
-from .recording import TIERS, Recording, RecordingError
+from pipeline.config import Config, ConfigError
+from pipeline.data.recording import TIERS, Recording, RecordingError
 
 
 class InputError(ValueError):

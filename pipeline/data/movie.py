@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, optimize
 
-from ..config import Config, ConfigError
-from .recording import Recording
-from .simulate import SimulationConfig, simulate
+from pipeline.config import Config, ConfigError
+from pipeline.data.recording import Recording
+from pipeline.data.simulate import SimulationConfig, simulate
 
 
 @dataclasses.dataclass(frozen=True)

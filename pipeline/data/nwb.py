@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .extraction import ExtractionConfig, Footprints, InputError, Schedule, Traces, extract
-from .recording import Recording, RecordingError
+from pipeline.data.extraction import ExtractionConfig, Footprints, InputError, Schedule, Traces, extract
+from pipeline.data.recording import Recording, RecordingError
 
 IMAGE_ID_COLUMNS = ("image_id", "frame_image_id", "image_index", "stimulus_id", "frame")
 """Trial-table columns naming the image of each trial, in order of preference."""

@@ -45,8 +45,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..progress import progress_bar
-from .recording import TIERS, Recording, RecordingError
+from pipeline.data.recording import TIERS, Recording, RecordingError
+from pipeline.progress import progress_bar
 
 IMAGE_ID_NAMES = ("frame_image_id", "colorframeprojector_image_id", "image_id")
 """Names of the per-trial image-id array, in order of preference."""

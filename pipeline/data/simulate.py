@@ -63,10 +63,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import Config, ConfigError, added_field, canonical, canonical_json
-from ..progress import progress_bar
-from .images import sample_patches
-from .recording import GroundTruth, Recording
+from pipeline.config import Config, ConfigError, added_field, canonical, canonical_json
+from pipeline.data.images import sample_patches
+from pipeline.data.recording import GroundTruth, Recording
+from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

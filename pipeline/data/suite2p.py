@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .extraction import BEHAVIOR_NAMES, Footprints, InputError, Schedule, Traces
+from pipeline.data.extraction import BEHAVIOR_NAMES, Footprints, InputError, Schedule, Traces
 
 TRACE_FILES = ("F.npy", "Fneu.npy", "spks.npy")
 

@@ -19,6 +19,7 @@ from pipeline.config import Config, ConfigError, added_field
 from pipeline.models.behavior import Modulator, Shifter
 from pipeline.models.cores import Core, CoreConfig, build_core
 from pipeline.models.readouts import FactorizedReadout, GaussianReadout, Readout
+from pipeline.modules import evaluating
 
 OutputNonlinearity = Literal["softplus", "elu1"]
 
@@ -187,11 +188,8 @@ def build_encoder(
     core = build_core(config.core) if core is None else core
     parameter = next(core.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    was_training = core.training
-    core.eval()  # probe the output shape without touching batch-norm statistics
-    with torch.no_grad():
+    with evaluating(core), torch.no_grad():  # probe the output shape without touching batch-norm statistics
         out = core(torch.zeros(1, config.core.input_channels, *image_shape, device=device))
-    core.train(was_training)
     bias = None if mean_responses is None else inverse_output_nonlinearity(mean_responses, config.output_nonlinearity)
     readout = build_readout(config.readout, out.shape[1], tuple(out.shape[2:]), n_units, bias)
     shifter = Shifter(config.shifter_hidden, config.shifter_layers, config.max_shift) if config.shifter else None

@@ -1,0 +1,258 @@
+"""The paired comparison of a ComparisonGroup's arms: what the robustness experiment and the demo print.
+
+:func:`collect` reads every result of one comparison under one evaluation config; :func:`analyse`
+gives each arm's mean with a 95 % bootstrap CI over seeds and the paired differences (neural -
+baseline, neural - shuffled, positive control - baseline; :mod:`pipeline.paired`); :func:`report`
+prints them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ARMS = {
+    "none": "baseline",
+    "neural": "neural",
+    "shuffled": "shuffled",
+    "lowpass": "positive control",
+    "single_trial": "single trial",
+    "pixel": "pixel",
+}
+COMPARISONS = (("neural", "none"), ("neural", "shuffled"), ("lowpass", "none"))
+
+EVALUATION_GRID = dict(
+    gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
+    salt_pepper=(0.0, 0.01, 0.03, 0.05, 0.1, 0.2),
+    # Carlini-Wagner for L2 (steps per binary-search step, flat from 100): FMN's L2 median was flat
+    # but far above Carlini-Wagner's (pipeline.classifier.attacks.ATTACKS); FMN for L-infinity, flat by 50-100 steps
+    l2_attack="cw",
+    attack_schedule=(25, 50, 100, 200),
+    linf_schedule=(5, 10, 25, 50, 100, 200),
+    invariance_std=(0.05, 0.1, 0.2),
+    invariance_images=500,
+    invariance_pairs=5000,
+)
+"""Noise strengths, attack schedule and invariance sizes of the robustness experiment's evaluation
+(:class:`pipeline.classifier.evaluation.EvaluationSettings` fields): the experiment and the demo evaluate the same
+grid and differ only in how many images they evaluate and attack."""
+
+
+def collect(keys: dict) -> dict:
+    """Every result of the comparison, as plain arrays per arm (rows ordered by seed)."""
+    from schemas.classifiers import (
+        AdversarialEvaluation,
+        ClassifierConfig,
+        ClassifierTask,
+        ComparisonGroup,
+        NoiseEvaluation,
+        TargetInvariance,
+        TrainedClassifier,
+    )
+
+    members = ComparisonGroup.Member & keys["comparison"]
+    trained = (TrainedClassifier * ClassifierConfig.proj("control") & members).to_dicts(order_by=["control", "seed"])
+    arms: dict[str, dict] = {}
+    for row in trained:
+        arm = arms.setdefault(
+            row["control"], dict(seeds=[], clean=[], validation=[], steps=[], fidelity=[], history=[], task=[])
+        )
+        arm["seeds"].append(row["seed"])
+        arm["clean"].append(row["clean_accuracy"])
+        arm["validation"].append(row["validation_accuracy"])
+        arm["steps"].append(row["steps"])
+        arm["fidelity"].append(row["similarity_fidelity"])
+        arm["history"].append([h["validation_accuracy"] for h in row["history"]])
+        arm["task"].append({k: row[k] for k in TrainedClassifier.primary_key})
+    for arm in arms.values():
+        restriction = [dict(t, **keys["evaluation"]) for t in arm["task"]]
+        levels = (NoiseEvaluation.Level & restriction).to_dicts()
+        arm["noise"] = {}
+        for kind in sorted({r["noise_type"] for r in levels}):
+            strengths = sorted({r["strength"] for r in levels if r["noise_type"] == kind})
+            table = {(r["seed"], r["strength"]): r["accuracy"] for r in levels if r["noise_type"] == kind}
+            arm["noise"][kind] = dict(
+                strengths=strengths, accuracy=[[table.get((s, x), np.nan) for x in strengths] for s in arm["seeds"]]
+            )
+        invariance = (NoiseEvaluation.Invariance & restriction).to_dicts()
+        arm["invariance"] = _by_std(invariance, arm["seeds"])
+        attack_key = [dict(t, **keys["evaluation"], **keys["comparison"]) for t in arm["task"]]
+        arm["distances"], arm["convergence"], arm["flat_steps"] = {}, {}, {}
+        for norm in ("l2", "linf"):
+            rows = (AdversarialEvaluation.Image & attack_key & dict(norm=norm)).to_dicts()
+            images = sorted({r["image_index"] for r in rows})
+            table = {(r["seed"], r["image_index"]): (np.inf if r["distance"] is None else r["distance"]) for r in rows}
+            arm["distances"][norm] = dict(
+                images=images, distance=[[table.get((s, i), np.nan) for i in images] for s in arm["seeds"]]
+            )
+            curve = (AdversarialEvaluation.Convergence & attack_key & dict(norm=norm)).to_dicts()
+            steps = sorted({r["steps"] for r in curve})
+            table = {
+                (r["seed"], r["steps"]): (np.inf if r["median_distance"] is None else r["median_distance"])
+                for r in curve
+            }
+            arm["convergence"][norm] = dict(
+                steps=steps, median=[[table.get((s, n), np.nan) for n in steps] for s in arm["seeds"]]
+            )
+            arm["flat_steps"][norm] = (AdversarialEvaluation & attack_key).to_arrays(f"{norm}_flat_steps").tolist()
+    names = {t["similarity_name"] for arm in arms.values() for t in arm["task"]}
+    names |= {n for n in (ClassifierTask & members).to_arrays("target_name") if n is not None}
+    targets = _by_target(TargetInvariance.Level & keys["evaluation"] & [dict(similarity_name=n) for n in names])
+    return dict(arms=arms, targets=targets)
+
+
+def _by_std(rows: list[dict], seeds: list[int]) -> dict:
+    stds = sorted({r["noise_std"] for r in rows})
+    table = {(r["seed"], r["noise_std"]): r["correlation"] for r in rows}
+    return dict(noise_std=stds, correlation=[[table.get((s, x), np.nan) for x in stds] for s in seeds])
+
+
+def _by_target(query) -> dict:
+    out: dict[str, dict] = {}
+    for row in query.to_dicts(order_by=["similarity_name", "noise_std"]):
+        out.setdefault(row["similarity_name"], {})[f"{row['noise_std']:g}"] = row["correlation"]
+    return out
+
+
+def _interval(ci, values: np.ndarray) -> dict:
+    """An interval as a plain dict, with the range of the values it was taken over and whether it is
+    trustworthy (:data:`pipeline.paired.MIN_SEEDS_FOR_INTERVAL` seeds or more)."""
+    return dict(
+        mean=ci.estimate,
+        low=ci.low,
+        high=ci.high,
+        n=ci.n,
+        excludes_zero=ci.excludes_zero and ci.trustworthy,
+        trustworthy=ci.trustworthy,
+        min=float(np.min(values)),
+        max=float(np.max(values)),
+    )
+
+
+def analyse(data: dict) -> dict:
+    """Per arm mean and CI, and the paired differences, of every metric (see :mod:`pipeline.paired`)."""
+    from pipeline import paired
+
+    arms = data["arms"]
+
+    def interval(values) -> dict:
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return None
+        return _interval(paired.bootstrap_mean(values), values)
+
+    def seed_medians(arm, norm):
+        return np.median(np.asarray(arm["distances"][norm]["distance"], dtype=np.float64), axis=1)
+
+    summary = {}
+    for control, arm in arms.items():
+        entry = dict(
+            seeds=arm["seeds"],
+            clean=interval(arm["clean"]),
+            steps=arm["steps"],
+            fidelity=interval(arm["fidelity"]),
+            noise={},
+            median={},
+            invariance={},
+        )
+        for kind, noise in arm["noise"].items():
+            acc = np.asarray(noise["accuracy"])
+            entry["noise"][kind] = {f"{s:g}": interval(acc[:, k]) for k, s in enumerate(noise["strengths"])}
+        for norm in arm["distances"]:
+            if arm["distances"][norm]["images"]:
+                entry["median"][norm] = interval(seed_medians(arm, norm))
+        inv = np.asarray(arm["invariance"]["correlation"])
+        entry["invariance"] = {f"{s:g}": interval(inv[:, k]) for k, s in enumerate(arm["invariance"]["noise_std"])}
+        summary[control] = entry
+
+    differences = {}
+    for a, b in COMPARISONS:
+        if a not in arms or b not in arms:
+            continue
+        A, B = arms[a], arms[b]
+        seeds = sorted(set(A["seeds"]) & set(B["seeds"]))
+        ia = [A["seeds"].index(s) for s in seeds]
+        ib = [B["seeds"].index(s) for s in seeds]
+
+        def diff(x, y):
+            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+            ok = np.isfinite(x) & np.isfinite(y)
+            if not ok.any():
+                return None
+            return _interval(paired.paired_difference(x[ok], y[ok]), x[ok] - y[ok])
+
+        entry = dict(clean=diff(np.asarray(A["clean"])[ia], np.asarray(B["clean"])[ib]), noise={}, median={})
+        for kind in A["noise"]:
+            xa, xb = np.asarray(A["noise"][kind]["accuracy"])[ia], np.asarray(B["noise"][kind]["accuracy"])[ib]
+            entry["noise"][kind] = {
+                f"{s:g}": diff(xa[:, k], xb[:, k]) for k, s in enumerate(A["noise"][kind]["strengths"])
+            }
+        for norm in A["distances"]:
+            da = np.asarray(A["distances"][norm]["distance"], dtype=np.float64)[ia]
+            db_ = np.asarray(B["distances"][norm]["distance"], dtype=np.float64)[ib]
+            if da.size and A["distances"][norm]["images"] == B["distances"][norm]["images"]:
+                per_seed = paired.paired_median_difference(da, db_)
+                entry["median"][norm] = diff(per_seed, np.zeros_like(per_seed))
+        differences[f"{a} - {b}"] = entry
+    return dict(arms=summary, differences=differences, targets=data["targets"])
+
+
+def plain(value):
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    return value
+
+
+def format_ci(ci: dict | None, spec: str = ".3f") -> str:
+    """``mean [low, high]`` of a :mod:`pipeline.paired` summary; with too few seeds for a CI, the range
+    over seeds, marked as such."""
+    if ci is None or ci.get("mean") is None:
+        return "n/a"
+    if not ci["trustworthy"]:
+        return f"{ci['mean']:{spec}} (seeds {ci['min']:{spec}} to {ci['max']:{spec}})"
+    return f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
+
+
+def report(summary: dict) -> None:
+    """The comparison's summary, printed (``benchmarks.robustness_tables`` writes it as markdown)."""
+    from pipeline import paired
+
+    fmt = format_ci
+
+    few = sorted({n for arm in summary["arms"].values() if (n := len(arm["seeds"])) < paired.MIN_SEEDS_FOR_INTERVAL})
+    if few:
+        print(
+            f"\n(arms with {', '.join(map(str, few))} seeds: fewer than {paired.MIN_SEEDS_FOR_INTERVAL}, too few for a "
+            "confidence interval; the range over seeds is shown in brackets instead, and no difference is "
+            "called significant)"
+        )
+
+    print("\n== arms: mean [95% bootstrap CI over seeds]")
+    for control, arm in summary["arms"].items():
+        print(
+            f"{ARMS.get(control, control)} ({len(arm['seeds'])} seeds): clean {fmt(arm['clean'])}; "
+            f"median L2 {fmt(arm['median'].get('l2'))}; median Linf {fmt(arm['median'].get('linf'), '.4f')}; "
+            f"steps {arm['steps']}"
+        )
+        for kind, levels in arm["noise"].items():
+            print(f"  {kind}: " + "; ".join(f"{s}: {fmt(ci)}" for s, ci in levels.items()))
+        print("  network invariance: " + "; ".join(f"std {s}: {fmt(ci)}" for s, ci in arm["invariance"].items()))
+    print("\n== paired differences: mean [95% CI]")
+    for name, entry in summary["differences"].items():
+        print(
+            f"{name}: clean {fmt(entry['clean'])}; median L2 {fmt(entry['median'].get('l2'))}; "
+            f"median Linf {fmt(entry['median'].get('linf'), '.4f')}"
+        )
+        for kind, levels in entry["noise"].items():
+            print(f"  {kind}: " + "; ".join(f"{s}: {fmt(ci)}" for s, ci in levels.items()))
+    print("\n== target noise invariance (r of clean with noisy pair similarity)")
+    for name, levels in summary["targets"].items():
+        print(f"{name}: " + "; ".join(f"std {s}: {r:.3f}" for s, r in levels.items()))

@@ -1,0 +1,298 @@
+"""``python -m populate demo``: the whole pipeline on the embedded simulated data, then a summary.
+
+The predictive models are the setting of the core experiment (``benchmarks/experiment_cores``):
+a rotation-equivariant core of 6 features x 8 orientations against a CNN of 48 channels, the same
+data, trainer and budget, two seeds each.  The one cut from the experiment is the trainer budget
+(fewer iterations, equal for both cores), so the comparison stays matched.  Next to each figure the
+summary prints what the full experiment found and the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import statistics
+import time
+
+from populate import ingest
+from populate.api import findings as experiments
+from populate.api.comparison import EVALUATION_GRID
+from populate.cli import results
+from populate.work import run
+
+log = logging.getLogger(__name__)
+
+SCAN = "1-1-1"
+
+# (features, rotations): the CNN gets features x rotations channels, the same number of feature maps.
+# 6 features for the simulator's 6 types, as in the experiment.
+FEATURES, ROTATIONS = 6, 8
+MODEL_SEEDS = (0, 1)
+# The experiment trains 1,000 iterations; the demo trains fewer to fit its time, the same for both cores.
+DEMO_ITERATIONS = 400
+
+
+def model_configs(quick: bool) -> dict[str, dict]:
+    kernels = (9, 5, 5) if not quick else (5, 3)
+    layers = len(kernels)
+    features = FEATURES if not quick else 2
+    common = dict(layers=layers, kernel_sizes=kernels)
+    return {
+        "rotation": dict(core=dict(kind="rotation", features=features, rotations=ROTATIONS, **common)),
+        "cnn": dict(core=dict(kind="cnn", features=features * ROTATIONS, **common)),
+    }
+
+
+def trainer_config(quick: bool) -> dict:
+    if quick:
+        return dict(max_iterations=40, eval_every=10, patience=2, batch_size=64)
+    # The experiment's trainer with a smaller budget, the same for both cores.
+    return dict(max_iterations=DEMO_ITERATIONS, eval_every=50, patience=4, batch_size=64)
+
+
+def dataset_config(quick: bool) -> dict:
+    return dict(scan=SCAN, image_shape=(18, 32))
+
+
+CLASSIFIER_CONTROLS = ("none", "neural", "shuffled")
+
+
+def classifier_config(control: str, quick: bool) -> dict:
+    schedule = (
+        dict(width=4, epochs=2, max_steps_per_epoch=8, pair_images=6)
+        if quick
+        else dict(width=16, epochs=4, max_steps_per_epoch=120, decay_every=2, pair_images=16)
+    )
+    # alpha 5: on this short schedule alpha 20 halved clean accuracy, 2 and 5 kept most of it with
+    # the same similarity fidelity (one-seed probe, README "Results")
+    return dict(control=control, alpha=0.0 if control == "none" else 5.0, **schedule)
+
+
+def evaluation_config(quick: bool) -> dict:
+    if quick:
+        return dict(
+            noise_images=100,
+            gaussian=(0.0, 0.1, 0.2),
+            salt_pepper=(0.0, 0.05),
+            attack_images=10,
+            attack_schedule=(2, 5),
+            l2_attack="cw",
+            invariance_std=(0.1,),
+            invariance_images=100,
+            invariance_pairs=500,
+        )
+    # The experiment's evaluation (benchmarks/experiment_robustness.py) on fewer images, to keep the
+    # demo near 15 minutes on 2 cores: 500 noise images (accuracy SE about 0.02) and 10 common attack
+    # images (the attacks' schedules cost about 3.5 s per image and width-16 model on 2 cores).
+    return dict(noise_images=500, attack_images=10, **EVALUATION_GRID)
+
+
+def main(quick: bool = False, seeds=None, classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
+    start = time.monotonic()
+    declare_tasks(quick, seeds, classifier_seeds)
+    _populate()
+    summary(time.monotonic() - start, quick)
+    from populate.report.page import write_report
+
+    path = write_report(report_path)
+    print(f"report of every stage: {path}")
+
+
+def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> None:
+    """The demo's data and every task of every stage, before anything is computed (idempotent).
+
+    ``seeds`` of the predictive models: default :data:`MODEL_SEEDS`, one seed with ``quick``.
+
+    Each computed table's key source admits a key only once its inputs are computed, so the whole
+    list can be handed to any number of workers at once.
+    """
+    from schemas.classifiers import ClassifierTask, ComparisonGroup, EvaluationConfig
+    from schemas.models import Ensemble, TrainingTask
+    from schemas.similarity import ImageSet, SimilarityTask
+
+    seeds = seeds if seeds is not None else (0,) if quick else MODEL_SEEDS
+    preset = "tiny" if quick else "demo"
+    key, inserted = ingest.simulate(preset, seed=0, scan=SCAN)
+    print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if inserted else 'already present'})")
+    photos, inserted = ingest.photo_classes(*((30, 10) if quick else (400, 100)), name="photos")
+    print(
+        f"[data] classification set 'photos' from shipped photographs ({'inserted' if inserted else 'already present'})"
+    )
+
+    tasks = {}
+    for name, model in model_configs(quick).items():
+        tasks[name] = TrainingTask.add(
+            model=model, dataset=dataset_config(quick), trainer=trainer_config(quick), seeds=seeds, name=f"demo-{name}"
+        )
+    if not (Ensemble & dict(ensemble_name="demo")):
+        Ensemble.create("demo", tasks["rotation"] + tasks["cnn"], description="every demo model of scan " + SCAN)
+    if not (Ensemble & dict(ensemble_name="demo-rotation")):
+        # k fixed at the models' features: choosing it from the data needs more than the demo's two
+        # models (docs/results.md, "Cell types without knowing their number")
+        Ensemble.create(
+            "demo-rotation",
+            tasks["rotation"],
+            description="the rotation-equivariant demo models: their consensus cell types",
+            n_types=model_configs(quick)["rotation"]["core"]["features"],
+        )
+    if not (ImageSet & dict(image_set="demo")):
+        ImageSet.from_scans("demo", [key], description="stimuli of scan " + SCAN)
+    SimilarityTask.add("demo-neural", dict(method="model"), image_set="demo", ensembles=["demo"])
+
+    classifiers = []
+    for control in CLASSIFIER_CONTROLS:
+        classifiers += ClassifierTask.add(
+            classifier_config(control, quick),
+            classification_set="photos",
+            neural="demo-neural",
+            seeds=classifier_seeds,
+            name=f"demo-{control}",
+        )
+    ComparisonGroup.create("demo", classifiers, description="the demo's classifiers: attacked on common images")
+    EvaluationConfig.add(evaluation_config(quick), name="demo")
+
+
+# A stage that hangs (e.g. a CPU kernel deadlock) ends the demo with every thread's stack instead of
+# running forever; each stage takes minutes on two cores.
+STAGE_TIMEOUT_S = float(os.environ.get("PIPELINE_STAGE_TIMEOUT", 1800))
+
+
+def _populate() -> None:
+    """Every stage, upstream first, each under the stage timeout."""
+    from populate.work.jobs import select_tables
+
+    added = {}
+    for table in select_tables():
+        faulthandler.dump_traceback_later(STAGE_TIMEOUT_S, exit=True)
+        try:
+            added.update(run.populate_all(tables=[table.__name__], progress=True))
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
+
+
+def summary(seconds: float, quick: bool = False) -> None:
+    from schemas.stats import Reliability
+
+    print()
+    print("== Response reliability (test repeats)")
+    for row in Reliability.to_dicts():
+        print(
+            f"scan {row['animal_id']}-{row['session']}-{row['scan_idx']}: mean oracle correlation "
+            f"{row['mean_oracle']:.3f}, mean explainable variance {row['mean_explainable_variance']:.3f} "
+            f"over {row['n_repeated_images']} repeated images"
+        )
+    print()
+    print("== Predictive models (test tier)")
+    rows = results.models()
+    results.print_rows(
+        rows,
+        as_json=False,
+        columns=(
+            "config_name",
+            "core_kind",
+            "feature_maps",
+            "seed",
+            "test_correlation",
+            "test_feve",
+            "oracle_ceiling",
+            "train_seconds",
+        ),
+    )
+    _print_core_comparison(rows)
+    _print_celltypes()
+    _print_similarity()
+    _print_classifiers(quick)
+    print()
+    print(f"demo finished in {seconds / 60:.1f} min")
+
+
+def _print_core_comparison(rows: list[dict]) -> None:
+    """Rotation-equivariant vs CNN at equal feature maps: per seed, mean +/- sd, and the reference."""
+    by_core: dict[str, dict[int, float]] = {}
+    for row in rows:
+        by_core.setdefault(row["core_kind"], {})[row["seed"]] = row["test_correlation"]
+    rotation, cnn = by_core.get("rotation", {}), by_core.get("cnn", {})
+    seeds = sorted(set(rotation) & set(cnn))
+    if not seeds:
+        return
+    ahead = sum(rotation[s] >= cnn[s] for s in seeds)
+    print(
+        f"rotation-equivariant vs CNN at equal feature maps: {_spread(rotation.values())} vs "
+        f"{_spread(cnn.values())}; rotation >= CNN on {ahead}/{len(seeds)} seeds "
+        f"({', '.join(f'seed {s}: {rotation[s]:.3f} vs {cnn[s]:.3f}' for s in seeds)})"
+    )
+    print(f"  {experiments.quote(experiments.CORES)}")
+
+
+def _spread(values) -> str:
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return f"{statistics.mean(values):.3f}"
+    return f"{statistics.mean(values):.3f} +/- {statistics.stdev(values):.3f}"
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _print_celltypes() -> None:
+    from schemas.models import CellTypes, EnsembleCellTypes
+
+    rows = CellTypes.to_dicts()
+    if not rows:
+        return
+    print()
+    print("== Functional cell types (rotation-equivariant models)")
+    for row in rows:
+        print(
+            f"model {row['model_hash'][:8]} seed {row['seed']}: {row['n_types']} types used, "
+            f"{row['n_clusters']} clusters, clean {_fmt(row['clean_fraction'])}; agreement with simulated "
+            f"types: ARI {_fmt(row['ari_types'])} (argmax types), {_fmt(row['ari_clusters'])} (clusters); "
+            f"median orientation error {_fmt(row['orientation_error'], '.1f')} deg"
+        )
+    for row in EnsembleCellTypes.to_dicts():
+        print(
+            f"consensus of ensemble '{row['ensemble_name']}' ({row['n_models']} models, EnsembleCellTypes): "
+            f"{row['n_clusters']} types, ARI {_fmt(row['ari_clusters'])} with the simulated types"
+        )
+    print(f"  {experiments.quote(experiments.CELL_TYPES)}")
+
+
+def _print_similarity() -> None:
+    from schemas.similarity import Similarity
+
+    print()
+    print("== Neural similarity")
+    for row in Similarity.to_dicts():
+        agreement = row["oracle_agreement"]
+        single = row["single_trial_agreement"]
+        extra = (
+            ""
+            if agreement is None
+            else (
+                f"; on repeated images r = {agreement:.2f} with repeat-averaged similarity "
+                f"(single trials: r = {single:.2f})"
+            )
+        )
+        print(
+            f"{row['similarity_name']}: {row['n_images']} images, {row['n_images'] * (row['n_images'] - 1) // 2} "
+            f"pairs, {row['n_scans']} scan(s){extra}"
+        )
+
+
+def _print_classifiers(quick: bool) -> None:
+    from populate.api import comparison
+    from schemas.classifiers import EvaluationConfig
+
+    # this run's evaluation: a database may also hold the rows of earlier demo settings
+    evaluation = EvaluationConfig.add(evaluation_config(quick), name="demo")
+    print()
+    print("== Classifiers (photos set): clean accuracy, accuracy under Gaussian noise, adversarial robustness")
+    results.print_rows(results.classifier_summary(evaluation), as_json=False)
+    print()
+    print("== Paired comparison (comparison 'demo': the same seeds, noise and common attack images for every arm)")
+    summary = comparison.analyse(comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation)))
+    comparison.report(summary)
+    print(f"  {experiments.quote(experiments.ROBUSTNESS)}")

@@ -1,0 +1,359 @@
+"""The sections of ``python -m populate report``: what each stage shows, as figures, tables and notes.
+
+Each builder fills a :class:`Panel` from :mod:`populate.api` frames, or raises :class:`NotComputed`
+saying what to run; :mod:`populate.report.page` renders the panels into the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import logging
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from populate import api
+from populate.api import findings as experiments
+
+log = logging.getLogger(__name__)
+
+MAX_TABLE_ROWS = 50
+MAX_CELLTYPE_MODELS = 3
+MAX_MATRICES = 3
+MATRIX_IMAGES = 64
+
+
+class NotComputed(Exception):
+    """A stage has nothing to show yet; the message says what to run."""
+
+
+@dataclasses.dataclass
+class Panel:
+    """The body of one section: its blocks (figure, table or note, for the template) in order, and
+    how many of them are figures."""
+
+    blocks: list[dict] = dataclasses.field(default_factory=list)
+    figures: int = 0
+
+    def figure(self, fig, caption: str) -> None:
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        self.blocks.append(dict(kind="figure", caption=caption, png=data))
+        self.figures += 1
+
+    def table(self, frame: pd.DataFrame, caption: str) -> None:
+        shown = frame.head(MAX_TABLE_ROWS)
+        more = f" (first {MAX_TABLE_ROWS} of {len(frame)} rows)" if len(frame) > MAX_TABLE_ROWS else ""
+        # pandas escapes the cells and headers itself (escape=True)
+        body = shown.to_html(
+            index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0, classes="data", escape=True
+        )
+        self.blocks.append(dict(kind="table", caption=caption + more, html=Markup(body)))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(dict(kind="note", text=text))
+
+
+def _model_label(row) -> str:
+    name = row["config_name"] or row["core_kind"]
+    return f"{name} (seed {row['seed']}, {row['model_hash'][:6]})"
+
+
+def _listing(
+    panel: Panel, stage: str, read: Callable[[], pd.DataFrame], missing: str, columns: list[str], caption: str
+) -> pd.DataFrame:
+    """The stage's main frame, shown as a table; :class:`NotComputed` (saying ``missing``) when empty."""
+    _require(stage)
+    frame = read()
+    if frame.empty:
+        raise NotComputed(missing)
+    panel.table(frame[columns], caption)
+    return frame
+
+
+def _require(stage: str) -> None:
+    if not api.stage_available(stage):
+        raise NotComputed(f"the {stage} schema is not set up on this server: run `python -m populate setup`")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+def recordings(panel: Panel) -> None:
+    from pipeline import figures
+
+    _require("recordings")
+    _require("stats")
+    scans = api.scans()
+    if scans.empty:
+        raise NotComputed("no scans yet: `python -m populate simulate` or `python -m populate import sensorium PATH`")
+    panel.table(
+        scans[
+            [
+                "scan",
+                "area",
+                "layers",
+                "depth_min",
+                "depth_max",
+                "n_trials",
+                "n_units",
+                "n_withheld",
+                "simulated",
+                "n_repeated_images",
+                "mean_oracle",
+                "mean_explainable_variance",
+            ]
+        ],
+        "Scans (depths in micrometres below the surface)",
+    )
+    units = api.reliability()
+    if units.empty:
+        panel.note("Reliability is not computed yet: run `python -m populate run --tables Reliability`.")
+        return
+    panel.figure(
+        figures.oracle_distributions({scan: rows["oracle"].to_numpy() for scan, rows in units.groupby("scan")}),
+        "Oracle correlation of each unit (leave-one-out correlation over the repeated test images), per scan.",
+    )
+
+
+def predictive_models(panel: Panel) -> None:
+    from pipeline import figures
+
+    models = _listing(
+        panel,
+        "models",
+        api.models,
+        "no trained models yet: add training tasks and run `python -m populate run` (or `make demo`)",
+        [
+            "scan",
+            "config_name",
+            "core_kind",
+            "feature_maps",
+            "seed",
+            "test_correlation",
+            "test_single_trial",
+            "test_feve",
+            "oracle_ceiling",
+            "val_correlation",
+            "train_seconds",
+        ],
+        "Trained models (test tier; correlations averaged over units)",
+    )
+    panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
+    curves = api.training_curves()
+    if not curves.empty:
+        panel.figure(
+            figures.training_curves(
+                curves,
+                "iteration",
+                ["val_correlation", "train_loss"],
+                dict(
+                    iteration="iteration (optimizer steps)",
+                    val_correlation="validation correlation",
+                    train_loss="training loss (with regularizers)",
+                ),
+                "Predictive models: training curves",
+            ),
+            "Validation correlation and training loss of every model at each evaluation; the stored "
+            "weights are those of the best validation score.",
+        )
+    scores = api.unit_scores()
+    if scores.empty:
+        panel.note("Per-unit scores need the scan's reliability (stats stage).")
+        return
+    labels = np.array([_model_label(r) for r in scores.to_dict("records")], dtype=object)
+    panel.figure(
+        figures.oracle_vs_correlation(scores["oracle"], scores["test_correlation"], labels),
+        "Per-unit test correlation of every model against the unit's oracle correlation.",
+    )
+    panel.figure(
+        figures.feve_distributions(
+            {label: scores.loc[labels == label, "test_feve"].to_numpy() for label in dict.fromkeys(labels)}
+        ),
+        "Fraction of explainable variance explained per unit, per model.",
+    )
+    for scan, rows in scores.groupby("scan"):
+        best = _best_per_kind(models[models["scan"] == scan])
+        if {"rotation", "cnn"} <= set(best):
+            a, b = (
+                rows[rows["model_hash"].eq(best[k]["model_hash"]) & rows["seed"].eq(best[k]["seed"])].sort_values(
+                    "unit_index"
+                )
+                for k in ("cnn", "rotation")
+            )
+            panel.figure(
+                figures.unit_comparison(a["test_correlation"], b["test_correlation"], "CNN", "rotation"),
+                f"Scan {scan}: per-unit test correlation of the best rotation-equivariant model, "
+                f"{_model_label(best['rotation'])}, against the best CNN, {_model_label(best['cnn'])}.",
+            )
+        else:
+            panel.note(f"Scan {scan}: a rotation-vs-CNN comparison needs a trained model of each core kind.")
+
+
+def _best_per_kind(models: pd.DataFrame) -> dict:
+    return {
+        kind: rows.sort_values("test_correlation", ascending=False).iloc[0]
+        for kind, rows in models.groupby("core_kind")
+    }
+
+
+def neural_similarity(panel: Panel) -> None:
+    from pipeline import figures
+
+    _require("similarity")
+    matrices = api.similarities()
+    if matrices.empty:
+        raise NotComputed("no similarity matrices yet: add a SimilarityTask and run `python -m populate run`")
+    panel.table(
+        matrices[
+            [
+                c
+                for c in (
+                    "similarity_name",
+                    "method",
+                    "image_set",
+                    "n_images",
+                    "n_scans",
+                    "oracle_agreement",
+                    "single_trial_agreement",
+                )
+                if c in matrices.columns
+            ]
+        ],
+        "Similarity matrices",
+    )
+    shown = {}
+    for _, row in matrices.head(MAX_MATRICES).iterrows():
+        matrix = api.similarity_matrix(row["similarity_name"], MATRIX_IMAGES)
+        shown[row["similarity_name"]] = (row, matrix)
+        panel.figure(
+            figures.similarity_matrix(matrix, f"{row['similarity_name']} ({row['method']})"),
+            f"{row['similarity_name']}: similarity of the first {len(matrix)} images of set {row['image_set']}.",
+        )
+    references = [(name, r, m) for name, (r, m) in shown.items() if r["method"] == "model"]
+    upper = None
+    for name, (row, matrix) in shown.items():
+        for ref_name, ref_row, ref in references:
+            if name == ref_name or row["image_set"] != ref_row["image_set"]:
+                continue
+            n = min(len(matrix), len(ref))
+            upper = np.triu_indices(n, k=1)
+            panel.figure(
+                figures.similarity_scatter(
+                    ref[:n, :n][upper], matrix[:n, :n][upper], f"S_neural ({ref_name})", f"{name} ({row['method']})"
+                ),
+                f"{name} against the model-based neural similarity {ref_name}, pairs of the first {n} images.",
+            )
+    if upper is None and len(shown) < 2:
+        panel.note("Only one similarity matrix: comparisons between methods appear once controls are computed.")
+
+
+def _per_evaluation(frame, extra: list[str]):
+    """(label, rows) per evaluation config (and ``extra`` columns) of a result frame: results of
+    different evaluation settings are never pooled into one figure."""
+    if frame.empty:
+        return
+    columns = ["evaluation_hash", "evaluation", *extra]
+    for values, rows in frame.groupby(columns, sort=True, dropna=False):
+        named = dict(zip(columns, values))
+        label = f"evaluation {named['evaluation'] or '(unnamed)'} {named['evaluation_hash'][:8]}"
+        label += "".join(f", {column} {named[column]}" for column in extra)
+        yield label, rows
+
+
+def classifiers(panel: Panel) -> None:
+    from pipeline import figures
+
+    trained = _listing(
+        panel,
+        "classifiers",
+        api.classifiers,
+        "no trained classifiers yet: add ClassifierTasks and run `python -m populate run`",
+        [
+            "control",
+            "alpha",
+            "width",
+            "seed",
+            "clean_accuracy",
+            "validation_accuracy",
+            "similarity_fidelity",
+            "train_seconds",
+        ],
+        "Trained classifiers",
+    )
+    curves = api.classifier_curves()
+    if not curves.empty:
+        panel.figure(
+            figures.training_curves(
+                curves,
+                "epoch",
+                ["train_loss", "validation_accuracy"],
+                dict(
+                    train_loss="training loss (cross-entropy)",
+                    validation_accuracy="validation accuracy (fraction correct)",
+                ),
+                "Classifiers: training curves",
+            ),
+            "Training loss and held-out accuracy of every classifier after each epoch.",
+        )
+    levels = api.classifier_robustness()
+    if levels.empty:
+        panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")
+    for which, rows in _per_evaluation(levels, []):
+        panel.figure(
+            figures.noise_curves(rows), f"Accuracy under additive noise per control, mean ± SEM over seeds ({which})."
+        )
+    images = api.adversarial()
+    if images.empty:
+        panel.note("Adversarial robustness is not evaluated yet (AdversarialEvaluation).")
+    for which, rows in _per_evaluation(images, ["comparison"]):
+        for norm in ("l2", "linf"):
+            if not np.isfinite(rows[norm].to_numpy(dtype=np.float64)).any():
+                panel.note(
+                    f"The attacks found no adversarial example within their budget ({norm}, {which}): "
+                    "no perturbation sizes to show."
+                )
+                continue
+            panel.figure(
+                figures.perturbation_distributions(rows, norm=norm),
+                f"Minimal adversarial perturbation per image ({norm}), per control ({which}).",
+            )
+    regularized = trained[trained["control"] == "neural"]
+    if regularized.empty:
+        panel.note("No neurally regularized classifier: S_model vs S_neural is shown for those only.")
+        return
+    row = regularized.iloc[0]
+    try:
+        s_model, s_neural = api.classifier_similarity_pairs(row, device="cpu")
+    except Exception as err:  # an optional panel: say why it is missing, keep the section
+        log.warning("S_model vs S_neural skipped: %s", err)
+        panel.note(f"S_model vs S_neural could not be computed: {' '.join(str(err).split())}")
+        return
+    panel.figure(
+        figures.similarity_scatter(s_neural, s_model, "S_neural", "S_model (classifier)"),
+        f"Classifier {row['config_name'] or row['control']} (seed {row['seed']}): its representational "
+        f"similarity against the neural target over {len(s_model)} random stimulus pairs (the pairs of its "
+        f"similarity fidelity, r = {row['similarity_fidelity']:.2f}).",
+    )
+
+
+def pipeline_progress(panel: Panel) -> None:
+    from pipeline import figures
+
+    progress = api.progress()
+    if progress.empty:
+        raise NotComputed("no schema is set up on this server: run `python -m populate setup`")
+    if not progress["keys"].any():
+        raise NotComputed("nothing to compute yet: the computed tables have no upstream data (add scans and tasks)")
+    panel.table(progress, "Keys per computed table")
+    panel.figure(figures.populate_progress(progress), "Done, pending and failed keys of every computed table.")
