@@ -138,20 +138,21 @@ def test_classifier_task_validation(similarity, row_counts):
 
 
 def test_classifiers_are_trained_and_evaluated(classifiers, capsys):
-    from schemas.classifiers import NoiseEvaluation, TrainedClassifier
+    from schemas.classifiers import EvaluationConfig, NoiseEvaluation, TrainedClassifier
 
+    evaluation = EvaluationConfig.add(TINY_EVALUATION)  # other tests' configs may share the database
     for key in classifiers.values():
         row = (TrainedClassifier & key).fetch1()
         assert 0 <= row["clean_accuracy"] <= 1
         assert -1 <= row["similarity_fidelity"] <= 1
-        levels = (NoiseEvaluation.Level & key).to_arrays()
+        levels = (NoiseEvaluation.Level & key & evaluation).to_arrays()
         assert sorted(zip(levels["noise_type"], levels["strength"])) == [
             ("gaussian", 0.0),
             ("gaussian", 0.1),
             ("salt_pepper", 0.0),
             ("salt_pepper", 0.05),
         ]
-        invariance = (NoiseEvaluation.Invariance & key).fetch1()
+        invariance = (NoiseEvaluation.Invariance & key & evaluation).fetch1()
         assert invariance["noise_std"] == 0.1 and -1 <= invariance["correlation"] <= 1
         zero = levels[levels["strength"] == 0]["accuracy"]
         assert np.allclose(zero, row["clean_accuracy"])  # noise of strength 0 on all 40 test images = clean
@@ -313,7 +314,8 @@ def test_comparison_group_validation(comparison, row_counts):
 def test_target_invariance_is_measured(comparison, similarity):
     from schemas.classifiers import TargetInvariance
 
-    rows = (TargetInvariance.Level & dict(noise_std=0.1)).to_dicts()
+    evaluation = dict(evaluation_hash=comparison[0]["evaluation_hash"])  # not other tests' configs
+    rows = (TargetInvariance.Level & dict(noise_std=0.1) & evaluation).to_dicts()
     names = {r["similarity_name"] for r in rows}
     assert {similarity, "test-pixel"} <= names and "test-single" not in names  # single trials have no new-image values
     for r in rows:
@@ -343,8 +345,14 @@ def test_results_keep_evaluation_configs_apart(comparison, capsys):
     NoiseEvaluation.populate(tasks, second)
     members = {tuple(t[k] for k in sorted(t)) for t in tasks}
 
+    evaluations = {key["evaluation_hash"], second["evaluation_hash"]}  # not other tests' configs
+
     def ours(rows):
-        return [r for r in rows if tuple(r[k] for k in sorted(tasks[0])) in members]
+        return [
+            r
+            for r in rows
+            if tuple(r[k] for k in sorted(tasks[0])) in members and r.get("evaluation_hash", None) in evaluations
+        ]
 
     rows = ours(results.classifiers())
     first = (EvaluationConfig & dict(evaluation_hash=key["evaluation_hash"])).fetch1("config_name")
