@@ -242,6 +242,34 @@ def window_means(trace: np.ndarray, onsets: np.ndarray, first: int, stop: int) -
     return np.asarray(trace, np.float64)[..., frames].mean(axis=-1).T.astype(np.float32)
 
 
+def trial_behavior(schedule: Schedule, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour (n_trials, 3) = pupil size, its change since the previous trial in time, running
+    speed; and pupil centre (n_trials, 2): the means of the schedule's per-frame behaviour over each
+    trial's response window (frames ``onset + first .. onset + stop - 1``); zeros where missing."""
+    n_trials = schedule.n_trials
+    per_trial = {
+        name: window_means(values[None].astype(np.float64), schedule.onset_frame, first, stop)[:, 0]
+        for name, values in schedule.behavior.items()
+    }
+    zeros = np.zeros(n_trials, np.float32)
+    pupil = per_trial.get("pupil_size", zeros)
+    time_order = np.argsort(schedule.onset_frame, kind="stable")
+    change = np.zeros(n_trials, np.float32)
+    change[time_order] = np.diff(pupil[time_order], prepend=pupil[time_order][:1])
+    behavior = np.stack([pupil, change, per_trial.get("running_speed", zeros)], 1).astype(np.float32)
+    pupil_center = np.stack([per_trial.get("pupil_x", zeros), per_trial.get("pupil_y", zeros)], 1).astype(np.float32)
+    return behavior, pupil_center
+
+
+def unit_coordinates(footprints: Footprints, um_per_pixel: float, plane_depths_um: tuple[float, ...]) -> np.ndarray:
+    """(n_units, 3) float32 micrometres: x, y from the ROI centre, z the depth of its plane (the last
+    depth for higher planes)."""
+    depths = np.asarray(plane_depths_um, np.float64)
+    z = depths[np.minimum(footprints.plane, len(depths) - 1)]
+    xyz = np.column_stack([footprints.centre[:, 1] * um_per_pixel, footprints.centre[:, 0] * um_per_pixel, z])
+    return xyz.astype(np.float32)
+
+
 def extract(
     traces: Traces,
     schedule: Schedule,
@@ -279,26 +307,12 @@ def extract(
     trace = signal(traces, config)[keep]
     footprints = traces.footprints.subset(keep)
     responses = window_means(trace, schedule.onset_frame, first, stop)
-
+    behavior, pupil_center = trial_behavior(schedule, first, stop)
     n_trials = schedule.n_trials
-    per_trial = {
-        name: window_means(values[None].astype(np.float64), schedule.onset_frame, first, stop)[:, 0]
-        for name, values in schedule.behavior.items()
-    }
-    zeros = np.zeros(n_trials, np.float32)
-    pupil = per_trial.get("pupil_size", zeros)
-    time_order = np.argsort(schedule.onset_frame, kind="stable")
-    change = np.zeros(n_trials, np.float32)
-    change[time_order] = np.diff(pupil[time_order], prepend=pupil[time_order][:1])
-    behavior = np.stack([pupil, change, per_trial.get("running_speed", zeros)], 1).astype(np.float32)
-    pupil_center = np.stack([per_trial.get("pupil_x", zeros), per_trial.get("pupil_y", zeros)], 1).astype(np.float32)
     extra = {"onset_frame": schedule.onset_frame.astype(np.int64)}
     if not all(name in schedule.behavior for name in BEHAVIOR_NAMES):
         extra["behavior_withheld"] = np.ones(n_trials, bool)
-
-    depths = np.asarray(plane_depths_um, np.float64)
-    z = depths[np.minimum(footprints.plane, len(depths) - 1)]
-    xyz = np.column_stack([footprints.centre[:, 1] * um_per_pixel, footprints.centre[:, 0] * um_per_pixel, z])
+    xyz = unit_coordinates(footprints, um_per_pixel, plane_depths_um)
     n_units = len(footprints)
     recording = Recording(
         animal_id=scan["animal_id"],
@@ -316,7 +330,7 @@ def extract(
         unit_ids=(footprints.plane.astype(np.int64) * 100000 + footprints.roi.astype(np.int64)),
         unit_area=np.full(n_units, area),
         unit_layer=np.full(n_units, layer),
-        unit_xyz=xyz.astype(np.float32),
+        unit_xyz=xyz,
         frame_rate=float(traces.frame_rate),
         extra_trial_arrays=extra,
         source=source,

@@ -175,6 +175,34 @@ def simulate_movie(
         config.neuropil * drift * (1 + config.neuropil_activity * mean_calcium / (mean_calcium.mean() + 1e-12))
     )
 
+    movie, shifts = _render(config, fluorescence, footprints, neuropil_trace, neuropil_map, rng)
+    return MovieSimulation(
+        movie=movie,
+        frame_rate=config.frame_rate,
+        onset_frames=onset_frames,
+        recording=recording,
+        footprints=footprints,
+        centres=centres,
+        activity=activity,
+        behavior_frames=_behavior_frames(recording, onsets_time, time_order, n_frames),
+        shifts=shifts,
+    )
+
+
+def _render(
+    config: MovieConfig,
+    fluorescence: np.ndarray,
+    footprints: np.ndarray,
+    neuropil_trace: np.ndarray,
+    neuropil_map: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The movie (n_frames, Ly, Lx) uint16 and its frame shifts (n_frames, 2) pixels: the units'
+    ``fluorescence`` (n_units, n_frames) through their ``footprints`` (n_units, Ly, Lx), plus the
+    background and the neuropil (``neuropil_trace`` (n_frames,) times ``neuropil_map`` (Ly, Lx)),
+    shifted by the motion walk, with Poisson shot noise; rendered in blocks of 256 frames."""
+    n_units, n_frames = fluorescence.shape
+    shape = footprints.shape[1:]
     flat = footprints.reshape(n_units, -1)
     movie = np.empty((n_frames, *shape), np.uint16)
     shifts = np.zeros((n_frames, 2), int)
@@ -190,10 +218,19 @@ def simulate_movie(
                 frames[i] = np.roll(frames[i], (dy, dx), axis=(0, 1))
         photons = rng.poisson(frames * config.photons_per_unit) / config.photons_per_unit
         movie[start:stop] = np.clip(np.round(photons), 0, np.iinfo(np.uint16).max)
+    return movie, shifts
 
-    behavior_frames = {}
+
+def _behavior_frames(
+    recording: Recording, onsets_time: np.ndarray, time_order: np.ndarray, n_frames: int
+) -> dict[str, np.ndarray]:
+    """Per-frame (n_frames,) float32 pupil size, running speed and pupil position: each frame takes
+    the values of the trial running at it (``onsets_time`` (n_trials,) onset frames in time order,
+    ``time_order`` the trial file of each time slot)."""
+    n_trials = len(onsets_time)
     trial_of_frame = np.clip(np.searchsorted(onsets_time, np.arange(n_frames), side="right") - 1, 0, n_trials - 1)
     trial_file = time_order[trial_of_frame]
+    behavior_frames = {}
     for name, values in (
         ("pupil_size", recording.behavior[:, 0]),
         ("running_speed", recording.behavior[:, 2]),
@@ -201,17 +238,7 @@ def simulate_movie(
         ("pupil_y", recording.pupil_center[:, 1]),
     ):
         behavior_frames[name] = np.asarray(values, np.float32)[trial_file]
-    return MovieSimulation(
-        movie=movie,
-        frame_rate=config.frame_rate,
-        onset_frames=onset_frames,
-        recording=recording,
-        footprints=footprints,
-        centres=centres,
-        activity=activity,
-        behavior_frames=behavior_frames,
-        shifts=shifts,
-    )
+    return behavior_frames
 
 
 def write_movie_folder(sim: MovieSimulation, out: str | Path) -> dict[str, Path]:
