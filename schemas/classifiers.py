@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 import pipeline
+from pipeline import classifier
 from pipeline.classifier import attacks, invariance, robustness
-from pipeline.classifier import train as classifier
 from pipeline.classifier.evaluation import EvaluationSettings
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
