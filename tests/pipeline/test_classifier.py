@@ -22,7 +22,7 @@ from pipeline.classifier import (
 from pipeline.classifier.regularizer import SimilarityRegularizer, fisher_z_loss
 from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
 from pipeline.config import ConfigError
-from pipeline.similarity.pairs import population_vectors, write_similarity
+from pipeline.similarity import population_vectors, write_similarity
 
 pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
 
