@@ -19,6 +19,14 @@ def _mean_sem(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), float(sem)
 
 
+def label_noise_panel(ax, kind: str) -> None:
+    """Axes of one noise type's panel: accuracy in [0, 1] against the noise strength."""
+    ax.set_xlabel(f"{kind} noise strength (pixel scale, images in [0, 1])")
+    ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{kind} noise")
+
+
 def noise_curves(levels: pd.DataFrame, group: str = "control") -> Figure:
     """Accuracy against noise strength, one panel per noise type and one curve per ``group``.
 
@@ -40,10 +48,7 @@ def noise_curves(levels: pd.DataFrame, group: str = "control") -> Figure:
             n_seeds = curve["seed"].nunique()
             (line,) = ax.plot(strength, mean, marker="o", ms=3, label=f"{label} ({n_seeds} seed{'s' * (n_seeds > 1)})")
             ax.fill_between(strength, mean - sem, mean + sem, color=line.get_color(), alpha=0.25)
-        ax.set_xlabel(f"{kind} noise strength (pixel scale, images in [0, 1])")
-        ax.set_ylabel("accuracy (fraction correct)")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{kind} noise")
+        label_noise_panel(ax, kind)
         ax.legend(fontsize="small", title=group)
     fig.suptitle("Robustness to noise (mean ± SEM over seeds)", fontsize="medium")
     return fig
@@ -73,10 +78,7 @@ def noise_curves_ci(levels: pd.DataFrame, labels: Mapping[str, str] | None = Non
                 label=f"{(labels or {}).get(control, control)} ({n_seeds} seeds)",
             )
             ax.fill_between(strengths, [c.low for c in cis], [c.high for c in cis], color=line.get_color(), alpha=0.2)
-        ax.set_xlabel(f"{kind} noise strength (pixel scale, images in [0, 1])")
-        ax.set_ylabel("accuracy (fraction correct)")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{kind} noise")
+        label_noise_panel(ax, kind)
         ax.legend(fontsize="small")
     fig.suptitle("Accuracy under noise: mean and 95 % bootstrap CI over seeds", fontsize="medium")
     return fig
