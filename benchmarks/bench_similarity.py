@@ -29,13 +29,13 @@ PARTS = ("throughput", "peak", "step", "noise")
 
 
 def population(n: int, d: int, seed: int = 0) -> np.ndarray:
-    from pipeline.similarity.pairs import population_vectors
+    from pipeline.similarity import population_vectors
 
     return population_vectors(np.random.default_rng(seed).gamma(1.0, 1.0, size=(n, d)).astype(np.float32))
 
 
 def throughput(n: int, d: int) -> dict:
-    from pipeline.similarity.pairs import write_similarity
+    from pipeline.similarity import write_similarity
 
     vectors = population(n, d)
     x = torch.from_numpy(vectors)
@@ -63,7 +63,7 @@ def _peak_child(n: int, d: int) -> None:
     import resource
 
     vectors = population(n, d)
-    from pipeline.similarity.pairs import write_similarity
+    from pipeline.similarity import write_similarity
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 import pipeline
+from pipeline import classifier
+from pipeline import similarity as sim
 from pipeline.classifier import attacks, invariance, robustness
-from pipeline.classifier import train as classifier
 from pipeline.classifier.evaluation import EvaluationSettings
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
 from pipeline.models import denoise
-from pipeline.similarity import pairs as sim
 from pipeline.stats import finite_or
 from schemas import db
 from schemas.configs import ConfigTable

@@ -10,10 +10,10 @@ from typing import Literal
 import datajoint as dj
 import numpy as np
 
+from pipeline import similarity as sim
 from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
 from pipeline.models import denoise
-from pipeline.similarity import pairs as sim
 from schemas import db
 from schemas.configs import ConfigTable
 from schemas.models import (

@@ -156,8 +156,8 @@ def choose_type_count(
     }
     residuals = np.stack([template_residuals(readouts, labelings[int(k)], int(k), rotations) for k in candidates])
     chosen, se = one_standard_error_choice(candidates, residuals)
-    lifetime = _lifetimes([labels for k in candidates for labels in labelings[int(k)]], candidates)
-    halves = _half_splits(n_models, splits, np.random.default_rng(seed))
+    lifetime = cluster_lifetimes([labels for k in candidates for labels in labelings[int(k)]], candidates)
+    halves = half_splits(n_models, splits, np.random.default_rng(seed))
     stability, spread = [], []
     for k in candidates:
         agreement = [
@@ -182,7 +182,7 @@ def choose_type_count(
     )
 
 
-def _lifetimes(labelings: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
+def cluster_lifetimes(labelings: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
     """(len(candidates),) for each k, the co-association distance over which the average-linkage
     tree of ``labelings`` (pooled) has exactly k clusters."""
     from scipy.cluster.hierarchy import linkage
@@ -195,7 +195,7 @@ def _lifetimes(labelings: list[np.ndarray], candidates: np.ndarray) -> np.ndarra
     return np.array([heights[n - k] - heights[n - k - 1] for k in candidates])
 
 
-def _half_splits(n_models: int, splits: int, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
+def half_splits(n_models: int, splits: int, rng: np.random.Generator) -> list[tuple[list[int], list[int]]]:
     """Up to ``splits`` distinct unordered pairs of disjoint halves of ``n_models // 2`` models."""
     half = n_models // 2
     seen, out = set(), []
@@ -226,11 +226,11 @@ def template_residuals(
     for m, w in enumerate(readouts):
         others = [labels for i, labels in enumerate(labelings) if i != m]
         types = celltypes.consensus_types(others, k)[0]
-        residual += _left_out_residual(celltypes.unit_length(w, rotations).reshape(len(w), -1), types, rotations, steps)
+        residual += left_out_residual(celltypes.unit_length(w, rotations).reshape(len(w), -1), types, rotations, steps)
     return residual / len(readouts)
 
 
-def _left_out_residual(
+def left_out_residual(
     vectors: np.ndarray, types: np.ndarray, rotations: int, steps: int, rounds: int = 4
 ) -> np.ndarray:
     """(n,) squared distance of each vector (n, R*F) at its best rotation to the mean of the other

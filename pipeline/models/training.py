@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -122,6 +122,44 @@ def evaluate(model: nn.Module, data: ScanTensors, loss: str = "poisson", batch_s
     return {"loss": loss_value, "correlation": float(single_trial_correlation(pred, target).mean())}
 
 
+@dataclasses.dataclass
+class Plateau:
+    """Early stopping with learning-rate drops: the best validation scores so far and the stalls since.
+
+    best : scores (``loss``, ``correlation``) of ``best_state`` (on the CPU), reached at ``best_iteration``.
+    stalls : evaluations since the last improvement; decays : learning-rate drops taken.
+    """
+
+    config: TrainerConfig
+    best: dict
+    best_state: dict[str, torch.Tensor]
+    best_iteration: int = 0
+    stalls: int = 0
+    decays: int = 0
+
+    def score(self, scores: dict) -> float:
+        """The criterion ``config.stop_on``, signed so that higher is better."""
+        sign = 1.0 if self.config.stop_on == "correlation" else -1.0
+        return sign * scores[self.config.stop_on]
+
+    def update(self, scores: dict, iteration: int, model: nn.Module) -> Literal["go on", "drop lr", "stop"]:
+        """Record one evaluation of ``model``: keep its state if it improved, count a stall if not.
+
+        After ``patience`` stalls the learning rate drops (``lr_decay_steps`` times), then training stops.
+        """
+        if self.score(scores) > self.score(self.best) + self.config.min_improvement:
+            self.best, self.best_iteration, self.stalls = scores, iteration, 0
+            self.best_state = cpu_state(model)
+            return "go on"
+        self.stalls += 1
+        if self.stalls < self.config.patience:
+            return "go on"
+        if self.decays == self.config.lr_decay_steps:
+            return "stop"
+        self.decays, self.stalls = self.decays + 1, 0
+        return "drop lr"
+
+
 def fit(
     model: Encoder,
     data: ScanTensors,
@@ -141,28 +179,54 @@ def fit(
     if len(validation) < 2:
         raise ValueError(f"fit: needs at least two validation trials, found {len(validation)}")
     torch.manual_seed(config.seed)
-    order = torch.Generator().manual_seed(config.seed)
     model.to(device)
     train, validation = train.to(device), validation.to(device)
+    initial = evaluate(model, validation, config.loss)
+    plateau = Plateau(config, initial, cpu_state(model))
+    history = [
+        dict(
+            iteration=0, lr=config.lr, train_loss=None, val_loss=initial["loss"], val_correlation=initial["correlation"]
+        )
+    ]
+    bar = progress_bar(total=config.max_iterations, enabled=progress, desc="fit", leave=False)
+    iterations, stop_reason = optimise(model, train, validation, config, plateau, history, bar)
+    bar.close()
+    model.load_state_dict(plateau.best_state)
+    model.eval()
+    return FitResult(
+        state_dict=plateau.best_state,
+        best_correlation=plateau.best["correlation"],
+        best_loss=plateau.best["loss"],
+        best_iteration=plateau.best_iteration,
+        history=history,
+        iterations=iterations,
+        stop_reason=stop_reason,
+    )
+
+
+def optimise(
+    model: Encoder,
+    train: ScanTensors,
+    validation: ScanTensors,
+    config: TrainerConfig,
+    plateau: Plateau,
+    history: list[dict],
+    bar: Any,
+) -> tuple[int, str]:
+    """Adam steps on shuffled training batches, evaluated every ``eval_every`` iterations until the
+    plateau stops training or ``max_iterations`` is reached.
+
+    Appends one entry per evaluation to ``history``; returns the iterations taken and the stop reason.
+    """
+    order = torch.Generator().manual_seed(config.seed)
     loss_fn = get_loss(config.loss)
     batch_size = min(config.batch_size, len(train))
     eval_every = config.eval_every or math.ceil(len(train) / batch_size)
-    sign = 1.0 if config.stop_on == "correlation" else -1.0
-
-    def score(scores: dict) -> float:
-        return sign * scores[config.stop_on]
-
     lr = config.lr
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    best = evaluate(model, validation, config.loss)
-    best_state, best_iteration = cpu_state(model), 0
-    history = [dict(iteration=0, lr=lr, train_loss=None, val_loss=best["loss"], val_correlation=best["correlation"])]
-    stalls = decays = iteration = 0
-    running, steps = 0.0, 0
-    stop_reason = "max_iterations"
-    bar = progress_bar(total=config.max_iterations, enabled=progress, desc="fit", leave=False)
+    iteration, running, steps = 0, 0.0, 0
     model.train()
-    while iteration < config.max_iterations and stop_reason == "max_iterations":
+    while iteration < config.max_iterations:
         for batch in train.batches(batch_size, shuffle=True, generator=order):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(_forward(model, batch), batch.responses) + model.regularizer()
@@ -187,33 +251,16 @@ def fit(
             )
             running, steps = 0.0, 0
             bar.set_postfix(val_corr=f"{scores['correlation']:.3f}", lr=f"{lr:.0e}")
-            if score(scores) > score(best) + config.min_improvement:
-                best, best_iteration, stalls = scores, iteration, 0
-                best_state = cpu_state(model)
-            else:
-                stalls += 1
-            if stalls >= config.patience:
-                if decays == config.lr_decay_steps:
-                    stop_reason = "patience"
-                    break
+            action = plateau.update(scores, iteration, model)
+            if action == "stop":
+                return iteration, "patience"
+            if action == "drop lr":
                 # A stall means the current trajectory overshot: continue from the best state with a
                 # smaller step and fresh Adam moments.
-                model.load_state_dict(best_state)
+                model.load_state_dict(plateau.best_state)
                 lr *= config.lr_decay_factor
                 optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-                decays, stalls = decays + 1, 0
             model.train()
             if iteration >= config.max_iterations:
                 break
-    bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    return FitResult(
-        state_dict=best_state,
-        best_correlation=best["correlation"],
-        best_loss=best["loss"],
-        best_iteration=best_iteration,
-        history=history,
-        iterations=iteration,
-        stop_reason=stop_reason,
-    )
+    return iteration, "max_iterations"

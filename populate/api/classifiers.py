@@ -126,7 +126,7 @@ def classifier_similarity_pairs(
     """
     import torch
 
-    from pipeline.classifier import train
+    from pipeline import classifier as train
 
     c = stage("classifiers")
     key = one_key(c.TrainedClassifier, key)

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.classifier.regularizer import SimilarityRegularizer, fisher_z_loss
-from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
-from pipeline.classifier.train import (
+from pipeline.classifier import (
     ClassifierConfig,
     augment,
     build_classifier,
@@ -21,8 +19,10 @@ from pipeline.classifier.train import (
     step_pairs,
     training_step,
 )
+from pipeline.classifier.regularizer import SimilarityRegularizer, fisher_z_loss
+from pipeline.classifier.resnet import FEATURE_LAYERS, ResNet18
 from pipeline.config import ConfigError
-from pipeline.similarity.pairs import population_vectors, write_similarity
+from pipeline.similarity import population_vectors, write_similarity
 
 pytestmark = pytest.mark.kernels  # rerun by `make test` under a lower CPU instruction set
 

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.classifier import attacks, robustness
+from pipeline.classifier import ClassifierConfig, attacks, augment, build_classifier, fit_classifier, robustness
 from pipeline.classifier.resnet import ResNet18
-from pipeline.classifier.train import ClassifierConfig, augment, build_classifier, fit_classifier
 from pipeline.layout import row_major_strides, standard_layout
 from pipeline.models.cores import CoreConfig, build_core
 from pipeline.models.encoder import ModelConfig, build_encoder

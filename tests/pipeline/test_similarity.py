@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from pipeline.similarity.pairs import (
+from pipeline.similarity import (
     SimilarityError,
     SimilarityStore,
     oracle_similarity_agreement,

@@ -93,13 +93,13 @@ def test_left_out_residual_reads_templates():
     types = np.repeat([0, 1], 5)
     vectors = np.stack([np.roll(patterns[t], r, axis=0).ravel() for t, r in zip(types, rng.integers(0, R, 10))])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    np.testing.assert_allclose(type_count._left_out_residual(vectors, types, R, steps=8), 0, atol=1e-9)
+    np.testing.assert_allclose(type_count.left_out_residual(vectors, types, R, steps=8), 0, atol=1e-9)
     wrong = types.copy()
     wrong[0] = 1
-    residual = type_count._left_out_residual(vectors, wrong, R, steps=8)
+    residual = type_count.left_out_residual(vectors, wrong, R, steps=8)
     assert residual[0] > 0.3 and np.allclose(residual[1:5], 0, atol=1e-9)
     alone = np.arange(10)  # every unit its own type: no template, residual = squared norm = 1
-    np.testing.assert_allclose(type_count._left_out_residual(vectors, alone, R, steps=8), 1.0)
+    np.testing.assert_allclose(type_count.left_out_residual(vectors, alone, R, steps=8), 1.0)
 
 
 def test_one_standard_error_rule():
@@ -116,7 +116,7 @@ def test_one_standard_error_rule():
 
 
 def test_halves_are_disjoint_and_distinct():
-    halves = type_count._half_splits(5, 20, np.random.default_rng(0))
+    halves = type_count.half_splits(5, 20, np.random.default_rng(0))
     assert len(halves) == 15  # C(5,2) * C(3,2) / 2 distinct unordered pairs of disjoint pairs
     for first, second in halves:
         assert len(first) == len(second) == 2 and not set(first) & set(second)
@@ -128,7 +128,7 @@ def test_lifetimes_read_the_tree():
     a = np.repeat([0, 1, 2], 4)
     b = a.copy()
     b[:2] = 3
-    lifetime = type_count._lifetimes([a, b], np.array([2, 3, 4]))
+    lifetime = type_count.cluster_lifetimes([a, b], np.array([2, 3, 4]))
     np.testing.assert_allclose(lifetime, [0.0, 0.5, 0.5])
 
 
