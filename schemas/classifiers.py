@@ -17,13 +17,13 @@ from pipeline.device import resolve_device
 from pipeline.models import denoise
 from pipeline.similarity import pairs as sim
 from pipeline.stats import finite_or
-from schemas import db
+from schemas.binding import StageSchema
 from schemas.configs import ConfigTable
 from schemas.models import Seed
 from schemas.readiness import Readiness, require
 from schemas.similarity import ImageSet, Similarity, SimilarityConfig, SimilarityTask, target_vectors
 
-schema = db.schema("classifiers")
+schema = StageSchema("classifiers")
 
 CONTROL_METHODS = {
     "neural": "model",

@@ -14,13 +14,13 @@ from pipeline.models import experiment, metrics, search
 from pipeline.models.encoder import ModelConfig as ModelSettings
 from pipeline.models.training import TrainerConfig as TrainerSettings
 from pipeline.stats import finite_or
-from schemas import db
+from schemas.binding import StageSchema
 from schemas.configs import ConfigTable
 from schemas.readiness import Readiness, require
 from schemas.recordings import GroundTruth, Scan, fetch_recording
 from schemas.stats import Normalization, Reliability
 
-schema = db.schema("models")
+schema = StageSchema("models")
 
 
 @schema

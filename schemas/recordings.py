@@ -20,8 +20,9 @@ import numpy as np
 from pipeline.data import recording as rec
 from pipeline.data.recording import TIERS, Recording
 from schemas import db
+from schemas.binding import StageSchema
 
-schema = db.schema("recordings")
+schema = StageSchema("recordings")
 
 _TIER_ENUM = ", ".join(f"'{t}'" for t in TIERS)
 

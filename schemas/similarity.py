@@ -14,7 +14,7 @@ from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
 from pipeline.models import denoise
 from pipeline.similarity import pairs as sim
-from schemas import db
+from schemas.binding import StageSchema
 from schemas.configs import ConfigTable
 from schemas.models import (
     DatasetConfig,
@@ -28,7 +28,7 @@ from schemas.readiness import Readiness, require
 from schemas.recordings import Scan, StimulusImage
 from schemas.stats import Normalization, Reliability
 
-schema = db.schema("similarity")
+schema = StageSchema("similarity")
 
 
 @schema

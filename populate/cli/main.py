@@ -13,6 +13,11 @@ from typing import Callable
 
 log = logging.getLogger("populate")
 
+TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "demo")
+"""Commands that read or write the pipeline's tables: :func:`main` binds them to ``PIPELINE_PREFIX`` first.
+``setup`` binds while it declares; the worker, scheduler and queue commands bind as they select their
+tables, within the worker's wait for an unreachable server."""
+
 
 def _cmd_setup(args) -> None:
     import schemas
@@ -201,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _quiet_datajoint()  # DataJoint validates DJ_* settings on import
+        if args.command in TABLE_COMMANDS:
+            import schemas
+
+            schemas.activate()
         args.handler(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
