@@ -70,8 +70,8 @@ def stage(name: str):
     missing = [table.__name__ for table in schemas.module_tables(module, dj.Table) if not table().is_declared]
     if missing:
         raise StageNotComputed(
-            f"stage {name!r}: table(s) {', '.join(missing)} are not declared on this server "
-            "(a newer pipeline version); run `python -m populate setup`"
+            f"stage {name!r}: table(s) {', '.join(missing)} of this code are not declared on this server; "
+            "run `python -m populate setup`"
         )
     return module
 

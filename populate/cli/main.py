@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     operations.schema_module_option(sub)
 
     sub = command("results", _cmd_results, "print results: one JSON object per row with --json")
-    sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS, without pandas yet
+    sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS; parsing skips pandas
     sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     sub.add_argument(
         "--evaluation", help="classifiers: only this EvaluationConfig (name or hash); default every one, as a column"

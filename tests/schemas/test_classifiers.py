@@ -323,8 +323,8 @@ def test_target_invariance_is_measured(comparison, similarity):
     assert 1 - by_name["test-lowpass"] < 0.3 * (1 - by_name["test-pixel"])
 
 
-def test_similarity_settings_written_before_the_positive_control_keep_their_hashes(db):
-    from schemas.similarity import SimilaritySettings
+def test_similarity_settings_without_a_lowpass_sigma_keep_their_hashes():
+    from pipeline.similarity.settings import SimilaritySettings
 
     # ``lowpass_sigma`` at its default stays out of the hash: stored Similarity rows stay addressable
     assert SimilaritySettings().hash == "a72494cfb4f2c2c68eb0506d75e015b1"
