@@ -85,7 +85,8 @@ def _consensus(key: dict) -> dict:
     deterministic :func:`pipeline.celltypes.type_count.choose_type_count` call as the table's)."""
     from pipeline.celltypes import clustering as celltypes
     from pipeline.celltypes import type_count
-    from schemas.models import DatasetConfig, Ensemble, EnsembleCellTypes, TrainedModel, _ground_truth
+    from schemas.models import DatasetConfig, Ensemble, EnsembleCellTypes, TrainedModel
+    from schemas.recordings import ground_truth_of
 
     row = (EnsembleCellTypes & key).fetch1()
     curve = [dict(r) for r in row["k_curve"] or []]
@@ -94,7 +95,7 @@ def _consensus(key: dict) -> dict:
         readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
         count = type_count.choose_type_count(readouts, BASES["rotation"]["core"]["rotations"])
         dataset_hash = (Ensemble & key).fetch1("dataset_hash")
-        truth = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
+        truth = ground_truth_of(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
         for r in curve:
             labels = celltypes.consensus_types(count.labelings[r["k"]], r["k"])[0]
             r["ari"] = celltypes.adjusted_rand_index(truth["unit_type"], labels)
@@ -180,7 +181,8 @@ def _criteria_row(name: str, models: int) -> dict:
     """The comparison of :func:`criteria` on the first ``models`` members (by seed) of one ensemble."""
     from pipeline.celltypes import clustering as celltypes
     from pipeline.celltypes import type_count
-    from schemas.models import DatasetConfig, Ensemble, TrainedModel, _ground_truth
+    from schemas.models import DatasetConfig, Ensemble, TrainedModel
+    from schemas.recordings import ground_truth_of
 
     rotations = BASES["rotation"]["core"]["rotations"]
     key = dict(ensemble_name=name)
@@ -190,7 +192,7 @@ def _criteria_row(name: str, models: int) -> dict:
         raise SystemExit(f"--parts criteria: {name} has untrained members (seeds {missing}); run --parts standard")
     readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
     dataset_hash = (Ensemble & key).fetch1("dataset_hash")
-    simulated = _ground_truth(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
+    simulated = ground_truth_of(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
     truth = simulated["unit_type"]
     count = type_count.choose_type_count(readouts, rotations)
     averaged = celltypes.averaged_distances(readouts, rotations)

@@ -280,6 +280,7 @@ def main(argv=None) -> dict:
     if not dj.config.get("database.host") and not os.environ.get("DJ_HOST"):
         raise SystemExit("the experiment needs a database: set DJ_HOST etc. (populate/deploy/local_db.sh)")
     if args.work:
+        schemas.activate()
         return work(threads=1)
     schemas.declare_all()
     start = time.monotonic()

@@ -1,39 +1,70 @@
 """DataJoint 2.x tables of the pipeline, one module per stage.
 
-Importing a stage module binds its tables to ``{PIPELINE_PREFIX}_{stage}``; only
-:func:`declare_all` (run by ``python -m populate setup``) creates missing tables.
+Importing a stage module binds nothing and connects to nothing.  :func:`activate` binds every
+stage's tables to ``{prefix}__{stage}`` (prefix from ``PIPELINE_PREFIX`` unless given); only
+:func:`declare_all` (run by ``python -m populate setup``) creates missing schemas and tables::
+
+    import schemas
+    schemas.activate("v1")
+    from schemas.models import TrainedModel
 """
 
 from __future__ import annotations
-
-import importlib
 
 STAGES = ("recordings", "stats", "models", "similarity", "classifiers", "operations")
 """Stage modules in dependency order."""
 
 
-def declare_all() -> list[str]:
-    """Create every schema and table that does not exist yet (idempotent); return the schema names."""
+def stage_modules() -> dict:
+    """``{stage: module}`` of every stage in :data:`STAGES` order (importing them binds nothing)."""
+    from schemas import classifiers, models, operations, recordings, similarity, stats
+
+    modules = dict(
+        recordings=recordings,
+        stats=stats,
+        models=models,
+        similarity=similarity,
+        classifiers=classifiers,
+        operations=operations,
+    )
+    return {stage: modules[stage] for stage in STAGES}
+
+
+def activate(prefix: str | None = None, *, create_tables: bool = False, connection=None) -> list[str]:
+    """Bind every stage's tables to ``{prefix}__{stage}``, upstream first; return the schema names bound.
+
+    prefix : lower-case words joined by single underscores; default ``PIPELINE_PREFIX`` or ``v1``.
+        Another prefix than the active one rebinds every table to that prefix's schemas.
+    create_tables : create missing schemas and tables (``setup`` only: workers and notebooks
+        never declare).  Without it a stage whose schema does not exist stays unbound, and using its
+        tables says to run ``python -m populate setup``.
+    connection : a DataJoint connection; default ``dj.conn()`` (DataJoint's ``DJ_*`` settings).
+    """
     import datajoint as dj
 
-    from schemas import db
+    from schemas import binding, db
 
+    prefix = db.default_prefix() if prefix is None else db.valid_prefix(prefix)
     db.configure()
-    previous = dj.config.database.create_tables
-    dj.config.database.create_tables = True
-    try:
-        modules = [importlib.import_module(f"{__name__}.{stage}") for stage in STAGES]
-        # Job queues too: DataJoint would otherwise declare them on first use, racing across workers.
-        from schemas.operations import declare_job_tables
-
-        declare_job_tables(computed_tables())
-    finally:
-        dj.config.database.create_tables = previous
-    return [module.schema.database for module in modules]
+    stage_modules()  # every stage schema exists before any is bound
+    chosen = binding.Binding(prefix, bool(create_tables), connection or dj.conn())
+    return binding.bind_all(chosen, STAGES)
 
 
-def drop_all() -> list[str]:
-    """Drop every schema of the current prefix, downstream first; return the names dropped."""
+def declare_all(prefix: str | None = None) -> list[str]:
+    """Create every schema and table of ``prefix`` (default: as :func:`activate`) that does not exist
+    yet (idempotent); return the schema names.  The tables stay bound to ``prefix``."""
+    names = activate(prefix, create_tables=True)
+    # Job queues too: DataJoint would otherwise declare them on first use, racing across workers.
+    from schemas.operations import declare_job_tables
+
+    declare_job_tables(computed_tables())
+    activate(prefix)  # bound as a worker binds: nothing more is created
+    return names
+
+
+def drop_all(prefix: str | None = None) -> list[str]:
+    """Drop every schema of ``prefix`` (default: the active one), downstream first; return the names dropped."""
     import datajoint as dj
 
     from schemas import db
@@ -42,7 +73,7 @@ def drop_all() -> list[str]:
     dropped = []
     existing = set(dj.list_schemas())
     for stage in reversed(STAGES):
-        name = db.schema_name(stage)
+        name = db.schema_name(stage, prefix)
         if name in existing:
             dj.Schema(name, create_schema=False, create_tables=False).drop(prompt=False)
             dropped.append(name)
@@ -51,17 +82,18 @@ def drop_all() -> list[str]:
 
 def module_tables(module, kinds: type | tuple[type, ...] | None = None) -> list:
     """The tables of ``kinds`` (default: auto-populated, Imported or Computed) a module defines, in
-    definition order."""
+    definition order: with a ``schema``, every table that schema decorates (also those of a helper
+    module of the stage), else the module's own table classes."""
     import datajoint as dj
 
     kinds = kinds or (dj.Imported, dj.Computed)
-    return [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, kinds) and value.__module__ == module.__name__
+    declared = [cls for cls, _ in getattr(getattr(module, "schema", None), "declare_list", ())]
+    found = declared or [
+        value for value in vars(module).values() if isinstance(value, type) and value.__module__ == module.__name__
     ]
+    return [table for table in found if isinstance(table, type) and issubclass(table, kinds)]
 
 
 def computed_tables() -> list:
     """Every auto-populated table of the pipeline, upstream first."""
-    return [table for stage in STAGES for table in module_tables(importlib.import_module(f"{__name__}.{stage}"))]
+    return [table for module in stage_modules().values() for table in module_tables(module)]

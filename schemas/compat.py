@@ -17,6 +17,9 @@ The workers, the scheduler, the store collector and the MariaDB fix need a few t
   ``Heading._attributes`` (DataJoint issue #1451, store-backed attributes on MariaDB);
 - :func:`store_path`: ``StorageBackend._full_path`` for walking a store section.
 
+One public but undocumented behaviour is checked too: :mod:`schemas.binding` rebinds a schema's
+tables to another database through ``Schema.declare_list``, the tables ``Schema.activate`` decorates.
+
 Importing this module checks the installed DataJoint against :data:`TESTED_VERSIONS` and that
 every internal above is where it is expected (:func:`check_internals`); either failing raises
 :class:`CompatError` naming the version or the moved name, instead of a worker misbehaving later.
@@ -103,6 +106,8 @@ def check_internals() -> None:
             )
     if not hasattr(postgres.PostgreSQLAdapter, "translate_error"):
         raise CompatError(f"DataJoint {dj.__version__}: PostgreSQLAdapter.translate_error is gone")
+    if not isinstance(getattr(dj.Schema(), "declare_list", None), list):
+        raise CompatError(f"DataJoint {dj.__version__}: an unbound Schema has no declare_list; schemas/binding.py")
 
 
 def check_connection(connection: Connection) -> None:

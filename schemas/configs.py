@@ -18,13 +18,18 @@ class ConfigTable:
 
     config_class: ClassVar[type[Config]]
     hash_attribute: ClassVar[str]
+    seeded_by_table: ClassVar[str] = ""
+    """Where set (e.g. ``"trainer"``), the config's ``seed`` must keep its default: seeds come from the
+    ``Seed`` table, one task per seed, and the name says whose config refused one."""
 
     @classmethod
     def validated(cls, config: Config | Mapping[str, Any] | None = None, **values) -> Config:
-        if isinstance(config, cls.config_class) and not values:
-            return config
-        base = config.to_dict() if isinstance(config, Config) else dict(config or {})
-        return cls.config_class.from_dict({**base, **values})
+        if values or not isinstance(config, cls.config_class):
+            base = config.to_dict() if isinstance(config, Config) else dict(config or {})
+            config = cls.config_class.from_dict({**base, **values})
+        if cls.seeded_by_table and config.seed != cls.config_class.__dataclass_fields__["seed"].default:
+            raise ValueError(f"{cls.seeded_by_table} config key 'seed' is not allowed: seeds come from the Seed table")
+        return config
 
     @classmethod
     def config_attributes(cls, config: Config) -> dict[str, Any]:

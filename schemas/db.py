@@ -14,8 +14,10 @@ Two settings are the pipeline's own:
     project root (ignored by git). Where ``datajoint.json`` or ``DJ_STORES`` already configures a
     store named :data:`STORE` (e.g. S3 in docker-compose), that configuration wins.
 
-Tables are created only where :func:`create_tables` is true: ``python -m populate setup`` turns it
-on; workers and notebooks never declare tables (concurrent declaration races).
+Each stage module declares an unbound :class:`StageSchema`; :func:`schemas.activate` binds every
+stage to ``{prefix}__{stage}`` (:func:`bind_all`).  Tables are created only where that call asks for
+it: ``python -m populate setup`` does; workers and notebooks never declare tables (concurrent
+declaration races).
 """
 
 from __future__ import annotations
@@ -44,19 +46,32 @@ class SettingsError(RuntimeError):
     """The pipeline's database or store settings are unusable."""
 
 
-def prefix() -> str:
-    """Schema-name prefix from ``PIPELINE_PREFIX`` (lower-case letters, digits, underscores)."""
-    value = os.environ.get("PIPELINE_PREFIX", "v1")
-    if not _PREFIX_PATTERN.match(value) or len(value) > _PREFIX_MAX:
+def valid_prefix(value: str, source: str = "prefix") -> str:
+    """``value`` when it is a valid schema prefix, else :class:`SettingsError` naming ``source``."""
+    if not isinstance(value, str) or not _PREFIX_PATTERN.match(value) or len(value) > _PREFIX_MAX:
         raise SettingsError(
-            f"PIPELINE_PREFIX={value!r} is not a valid schema prefix: use lower-case letters, digits and "
+            f"{source}={value!r} is not a valid schema prefix: use lower-case letters, digits and "
             f"single underscores, starting with a letter, not ending with '_', at most {_PREFIX_MAX} characters"
         )
     return value
 
 
-def schema_name(stage: str) -> str:
-    return f"{prefix()}{SEPARATOR}{stage}"
+def default_prefix() -> str:
+    """Schema-name prefix from ``PIPELINE_PREFIX`` (default ``v1``): what :func:`schemas.activate` binds
+    when given none."""
+    return valid_prefix(os.environ.get("PIPELINE_PREFIX", "v1"), "PIPELINE_PREFIX")
+
+
+def prefix() -> str:
+    """The prefix the tables are bound to (:func:`schemas.activate`), or :func:`default_prefix` before."""
+    from schemas import binding
+
+    return binding.active_prefix() or default_prefix()
+
+
+def schema_name(stage: str, of: str | None = None) -> str:
+    """``{prefix}__{stage}`` for prefix ``of`` (default: :func:`prefix`)."""
+    return f"{of or prefix()}{SEPARATOR}{stage}"
 
 
 def is_prefix_schema(name: str, of: str | None = None) -> bool:
@@ -83,11 +98,6 @@ def project_root() -> Path:
 
 def store_dir() -> Path:
     return Path(os.environ.get("PIPELINE_STORE_DIR") or project_root() / ".store").resolve()
-
-
-def create_tables() -> bool:
-    """Whether importing a schema module may declare missing tables (only during ``setup``)."""
-    return bool(dj.config.database.create_tables)
 
 
 _configured = False
@@ -117,12 +127,6 @@ def is_local_store(name: str | None) -> bool:
     """Whether the DataJoint store ``name`` is a filesystem folder (files can be memory-mapped in place)."""
     spec = dj.config.stores.get(name or STORE) or {}
     return spec.get("protocol") == "file"
-
-
-def schema(stage: str) -> dj.Schema:
-    """The DataJoint schema of one pipeline stage, e.g. ``schema("recordings")``."""
-    configure()
-    return dj.Schema(schema_name(stage), create_schema=create_tables(), create_tables=create_tables())
 
 
 def backend() -> str:

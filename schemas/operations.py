@@ -15,9 +15,9 @@ import logging
 
 import datajoint as dj
 
-from schemas import db
+from schemas.binding import StageSchema
 
-schema = db.schema("operations")
+schema = StageSchema("operations")
 
 
 @schema

@@ -20,8 +20,9 @@ import numpy as np
 from pipeline.data import recording as rec
 from pipeline.data.recording import TIERS, Recording
 from schemas import db
+from schemas.binding import StageSchema
 
-schema = db.schema("recordings")
+schema = StageSchema("recordings")
 
 _TIER_ENUM = ", ".join(f"'{t}'" for t in TIERS)
 
@@ -194,12 +195,13 @@ _TYPED_ARRAYS = (
 )
 
 
-def _scan_restriction(key) -> dict:
+def scan_restriction(key) -> dict:
+    """The scan key (animal_id, session, scan_idx as ints) of any mapping that holds it."""
     return {k: int(key[k]) for k in ("animal_id", "session", "scan_idx")}
 
 
 def scan_exists(key) -> bool:
-    return bool(Scan & _scan_restriction(key))
+    return bool(Scan & scan_restriction(key))
 
 
 def insert_recording(recording: Recording, image_id_name: str = "frame_image_id", then=None) -> dict:
@@ -214,16 +216,9 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
     key = recording.scan_key
     if scan_exists(key):
         raise DuplicateScanError(f"scan {recording.scan_name} is already in the database; nothing inserted")
-
     withheld = np.asarray(recording.withheld, bool)
-    kept_rows = np.cumsum(~withheld) - 1
-    unit_index = np.arange(recording.n_units)
-    xyz = np.asarray(recording.unit_xyz, np.float64)
     image_hashes = [StimulusImage.content_hash(image) for image in recording.images]
-    layers = sorted(set(map(str, recording.unit_layer)))
-
-    connection = dj.conn()
-    with connection.transaction:
+    with dj.conn().transaction:
         Animal.insert1(dict(animal_id=key["animal_id"]), skip_duplicates=True)
         Session.insert1(dict(animal_id=key["animal_id"], session=key["session"]), skip_duplicates=True)
         stored = set((StimulusImage & [dict(image_hash=h) for h in image_hashes]).to_arrays("image_hash"))
@@ -232,90 +227,128 @@ def insert_recording(recording: Recording, image_id_name: str = "frame_image_id"
             dict(image_hash=h, height=image.shape[0], width=image.shape[1], dtype=image.dtype.str, pixels=image)
             for h, image in new.items()
         )
-        Scan.insert1(
-            dict(
-                key,
-                area=",".join(sorted(set(map(str, recording.unit_area)))),
-                layers=",".join(layers),
-                depth_min=float(xyz[:, 2].min()) if len(xyz) else None,
-                depth_max=float(xyz[:, 2].max()) if len(xyz) else None,
-                frame_rate=recording.frame_rate,
-                n_trials=recording.n_trials,
-                n_units=recording.n_units,
-                n_withheld=int(withheld.sum()),
-                image_height=int(recording.images.shape[1]),
-                image_width=int(recording.images.shape[2]),
-                image_id_name=image_id_name,
-                source_dtypes={name: np.asarray(getattr(recording, name)).dtype.str for name in _TYPED_ARRAYS},
-                simulated=recording.ground_truth is not None,
-                source=recording.source[:1024],
-            )
-        )
-        Scan.Unit.insert(
-            dict(
-                key,
-                unit_id=int(u),
-                unit_index=int(i),
-                area=str(a),
-                layer=str(layer),
-                cortical_x=float(x[0]),
-                cortical_y=float(x[1]),
-                cortical_z=float(x[2]),
-            )
-            for u, i, a, layer, x in zip(recording.unit_ids, unit_index, recording.unit_area, recording.unit_layer, xyz)
-        )
+        Scan.insert1(_scan_row(recording, image_id_name))
+        Scan.Unit.insert(_unit_rows(recording))
         Scan.Image.insert(dict(key, image_id=int(i), image_hash=h) for i, h in zip(recording.image_ids, image_hashes))
-        behavior = np.asarray(recording.behavior, np.float64)
-        pupil = np.asarray(recording.pupil_center, np.float64)
-        Scan.Trial.insert(
-            dict(
-                key,
-                trial=t,
-                trial_idx=int(recording.trial_idx[t]),
-                image_id=int(recording.trial_image_ids[t]),
-                tier=str(recording.tiers[t]),
-                withheld=bool(withheld[t]),
-                response_row=None if withheld[t] else int(kept_rows[t]),
-                pupil_size=behavior[t, 0],
-                pupil_size_change=behavior[t, 1],
-                running_speed=behavior[t, 2],
-                pupil_x=pupil[t, 0],
-                pupil_y=pupil[t, 1],
-            )
-            for t in range(recording.n_trials)
-        )
+        Scan.Trial.insert(_trial_rows(recording))
         Scan.Responses.insert1(dict(key, matrix=np.ascontiguousarray(recording.responses[~withheld])))
         Scan.TrialArray.insert(
             dict(key, name=name, values=np.asarray(values)) for name, values in recording.extra_trial_arrays.items()
         )
-        truth = recording.ground_truth
-        if truth is not None:
-            GroundTruth.insert1(
-                dict(
-                    key,
-                    rates=np.asarray(truth.rates, np.float32),
-                    rate_image_ids=np.asarray(recording.image_ids, np.int64),
-                    extra={k: np.asarray(v) for k, v in truth.extra.items()},
-                )
-            )
-            GroundTruth.Unit.insert(
-                dict(
-                    key,
-                    unit_id=int(u),
-                    unit_type=str(kind),
-                    orientation=None if not np.isfinite(o) else float(o),
-                    reliability=float(r),
-                )
-                for u, kind, o, r in zip(recording.unit_ids, truth.unit_type, truth.orientation, truth.reliability)
-            )
+        if recording.ground_truth is not None:
+            _insert_ground_truth(recording)
         if then is not None:
             then(key)
     return key
 
 
+def _scan_row(recording: Recording, image_id_name: str) -> dict:
+    """The :class:`Scan` row of a recording: areas, layers, depth range (um), counts, source."""
+    xyz = np.asarray(recording.unit_xyz, np.float64)
+    return dict(
+        recording.scan_key,
+        area=",".join(sorted(set(map(str, recording.unit_area)))),
+        layers=",".join(sorted(set(map(str, recording.unit_layer)))),
+        depth_min=float(xyz[:, 2].min()) if len(xyz) else None,
+        depth_max=float(xyz[:, 2].max()) if len(xyz) else None,
+        frame_rate=recording.frame_rate,
+        n_trials=recording.n_trials,
+        n_units=recording.n_units,
+        n_withheld=int(np.asarray(recording.withheld, bool).sum()),
+        image_height=int(recording.images.shape[1]),
+        image_width=int(recording.images.shape[2]),
+        image_id_name=image_id_name,
+        source_dtypes={name: np.asarray(getattr(recording, name)).dtype.str for name in _TYPED_ARRAYS},
+        simulated=recording.ground_truth is not None,
+        source=recording.source[:1024],
+    )
+
+
+def _unit_rows(recording: Recording):
+    """:class:`Scan.Unit` rows, one per response column: area, layer and cortical position (um)."""
+    xyz = np.asarray(recording.unit_xyz, np.float64)
+    units = zip(recording.unit_ids, recording.unit_area, recording.unit_layer, xyz)
+    return (
+        dict(
+            recording.scan_key,
+            unit_id=int(u),
+            unit_index=i,
+            area=str(a),
+            layer=str(layer),
+            cortical_x=float(x[0]),
+            cortical_y=float(x[1]),
+            cortical_z=float(x[2]),
+        )
+        for i, (u, a, layer, x) in enumerate(units)
+    )
+
+
+def _trial_rows(recording: Recording):
+    """:class:`Scan.Trial` rows in trial file order; a withheld trial has no response row."""
+    withheld = np.asarray(recording.withheld, bool)
+    kept_rows = np.cumsum(~withheld) - 1
+    behavior = np.asarray(recording.behavior, np.float64)
+    pupil = np.asarray(recording.pupil_center, np.float64)
+    return (
+        dict(
+            recording.scan_key,
+            trial=t,
+            trial_idx=int(recording.trial_idx[t]),
+            image_id=int(recording.trial_image_ids[t]),
+            tier=str(recording.tiers[t]),
+            withheld=bool(withheld[t]),
+            response_row=None if withheld[t] else int(kept_rows[t]),
+            pupil_size=behavior[t, 0],
+            pupil_size_change=behavior[t, 1],
+            running_speed=behavior[t, 2],
+            pupil_x=pupil[t, 0],
+            pupil_y=pupil[t, 1],
+        )
+        for t in range(recording.n_trials)
+    )
+
+
+def _insert_ground_truth(recording: Recording) -> None:
+    """The simulator's rates (n_images, n_units) and per-unit type, orientation and reliability."""
+    key, truth = recording.scan_key, recording.ground_truth
+    GroundTruth.insert1(
+        dict(
+            key,
+            rates=np.asarray(truth.rates, np.float32),
+            rate_image_ids=np.asarray(recording.image_ids, np.int64),
+            extra={k: np.asarray(v) for k, v in truth.extra.items()},
+        )
+    )
+    GroundTruth.Unit.insert(
+        dict(
+            key,
+            unit_id=int(u),
+            unit_type=str(kind),
+            orientation=None if not np.isfinite(o) else float(o),
+            reliability=float(r),
+        )
+        for u, kind, o, r in zip(recording.unit_ids, truth.unit_type, truth.orientation, truth.reliability)
+    )
+
+
+def _radians(orientation) -> np.ndarray:
+    """(n_units,) float64 orientations in radians, NaN where the stored value is null (orientation-free)."""
+    return np.array([np.nan if o is None else o for o in orientation], np.float64)
+
+
+def ground_truth_of(scan_key) -> dict | None:
+    """The simulator's ``unit_type`` (n_units,) str and ``orientation`` (n_units,) radians (NaN where
+    orientation-free) in unit order (``unit_index``), or None for a recorded scan."""
+    query = GroundTruth.Unit * Scan.Unit & scan_key
+    if not query:
+        return None
+    types, orientation = query.to_arrays("unit_type", "orientation", order_by="unit_index")
+    return dict(unit_type=types.astype(str), orientation=_radians(orientation))
+
+
 def fetch_recording(key) -> Recording:
     """Read one scan back as a :class:`Recording` (every array as imported)."""
-    key = _scan_restriction(key)
+    key = scan_restriction(key)
     scan = (Scan & key).fetch1()
     units = (Scan.Unit & key).to_arrays(order_by="unit_index")
     units = {name: units[name] for name in units.dtype.names}
@@ -331,10 +364,9 @@ def fetch_recording(key) -> Recording:
     if GroundTruth & key:
         gt = (GroundTruth & key).fetch1()
         gt_units = (GroundTruth.Unit * Scan.Unit & key).to_arrays(order_by="unit_index")
-        orientation = np.array([np.nan if o is None else o for o in gt_units["orientation"]], np.float64)
         truth = rec.GroundTruth(
             unit_type=np.asarray(gt_units["unit_type"]).astype(str),
-            orientation=orientation,
+            orientation=_radians(gt_units["orientation"]),
             rates=gt["rates"].load(),
             reliability=gt_units["reliability"].astype(np.float64),
             extra=dict(gt["extra"]),
@@ -367,113 +399,5 @@ def fetch_recording(key) -> Recording:
     )
 
 
-# ------------------------------------------------------------------- scans extracted from imaging
-
-
-from pipeline.data.extraction import ExtractionConfig as ExtractionSettings  # noqa: E402
-from pipeline.data.extraction import Footprints  # noqa: E402
-from schemas.configs import ConfigTable  # noqa: E402
-
-
-@schema
-class ExtractionConfig(ConfigTable, dj.Lookup):
-    definition = """
-    # how trial responses are computed from imaging traces (signal, neuropil, cells, window)
-    extraction_hash: char(32)           # canonical hash of the full config
-    ---
-    config_name = '': varchar(64)
-    signal: varchar(16)                 # 'spikes' or 'dff'
-    config: json
-    """
-    config_class = ExtractionSettings
-    hash_attribute = "extraction_hash"
-
-    @classmethod
-    def config_attributes(cls, config: ExtractionSettings) -> dict:
-        return dict(signal=config.signal)
-
-
-@schema
-class Extraction(dj.Manual):
-    definition = """
-    # a scan whose responses were extracted from imaging traces (suite2p folder or NWB file)
-    -> Scan
-    ---
-    -> ExtractionConfig
-    source_kind: enum('suite2p', 'nwb')
-    source_hash: char(32)               # md5 of the source traces and footprints
-    n_frames: int32                     # frames (per plane) of the traces
-    n_rois: int32                       # ROIs in the source before cell selection
-    um_per_pixel: float64               # scale of the unit coordinates
-    unique index (source_hash, extraction_hash)
-    """
-
-    class Roi(dj.Part):
-        definition = """
-        # the ROI behind each unit
-        -> master
-        -> Scan.Unit
-        ---
-        plane: int32
-        roi: int32                      # index of the ROI in its source (suite2p stat.npy row)
-        iscell: float32                 # classifier probability of being a cell
-        centre_y: float64               # pixels of the plane
-        centre_x: float64               # pixels of the plane
-        footprint: <blob>               # (n_pixels, 3) float32 rows (y, x, weight)
-        """
-
-    @staticmethod
-    def inserter(
-        footprints: Footprints,
-        unit_ids,
-        config_key: dict,
-        source_kind: str,
-        source_hash: str,
-        n_frames: int,
-        n_rois: int,
-        um_per_pixel: float,
-    ):
-        """The ``then`` callback of :func:`insert_recording` that records the extraction and ROIs."""
-
-        def insert(key: dict) -> None:
-            Extraction.insert1(
-                dict(
-                    key,
-                    **config_key,
-                    source_kind=source_kind,
-                    source_hash=source_hash,
-                    n_frames=int(n_frames),
-                    n_rois=int(n_rois),
-                    um_per_pixel=float(um_per_pixel),
-                )
-            )
-            Extraction.Roi.insert(
-                dict(
-                    key,
-                    unit_id=int(u),
-                    plane=int(footprints.plane[i]),
-                    roi=int(footprints.roi[i]),
-                    iscell=float(footprints.iscell[i]),
-                    centre_y=float(footprints.centre[i, 0]),
-                    centre_x=float(footprints.centre[i, 1]),
-                    footprint=np.asarray(footprints.pixels[i], np.float32),
-                )
-                for i, u in enumerate(unit_ids)
-            )
-
-        return insert
-
-
-def fetch_footprints(key) -> Footprints | None:
-    """The ROIs of an extracted scan in unit order, or None for a scan without them."""
-    key = _scan_restriction(key)
-    if not (Extraction & key):
-        return None
-    rows = (Extraction.Roi * Scan.Unit & key).to_dicts(order_by="unit_index")
-    return Footprints(
-        plane=np.array([r["plane"] for r in rows], np.int64),
-        roi=np.array([r["roi"] for r in rows], np.int64),
-        centre=np.array([[r["centre_y"], r["centre_x"]] for r in rows], np.float64).reshape(len(rows), 2),
-        pixels=[np.asarray(r["footprint"], np.float32) for r in rows],
-        iscell=np.array([r["iscell"] for r in rows], np.float64),
-    )
+# Scans extracted from imaging traces: tables of this schema, kept in a module of their own.
+from schemas.extraction import Extraction, ExtractionConfig, fetch_footprints  # noqa: E402, F401

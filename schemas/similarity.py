@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import datajoint as dj
 import numpy as np
 
 from pipeline import similarity as sim
-from pipeline.config import Config, ConfigError, added_field
 from pipeline.device import resolve_device
 from pipeline.models import denoise
-from schemas import db
+from pipeline.similarity.settings import IMAGE_METHODS, SimilaritySettings
+from schemas.binding import StageSchema
 from schemas.configs import ConfigTable
 from schemas.models import (
     DatasetConfig,
@@ -28,7 +26,7 @@ from schemas.readiness import Readiness, require
 from schemas.recordings import Scan, StimulusImage
 from schemas.stats import Normalization, Reliability
 
-schema = db.schema("similarity")
+schema = StageSchema("similarity")
 
 
 @schema
@@ -123,39 +121,6 @@ class PredictedResponses(Readiness, dj.Computed):
         )
 
 
-IMAGE_METHODS = ("pixel", "lowpass")
-"""Similarity methods computed from the images alone (no ensemble)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SimilaritySettings(Config):
-    """How a similarity matrix over an image set is made.
-
-    method : "model" (denoised: ensemble predictions, Li et al.), "single_trial" (the raw-data
-        control: one random trial per image and scan), "pixel" (cosine of centred pixel vectors) or
-        "lowpass" (the same after a Gaussian blur of ``lowpass_sigma`` pixels: the positive control,
-        a target that pixel noise barely changes).
-    scale_units : weight units by signal-to-noise x prediction correlation ("model" and
-        "single_trial"; single-trial uses the same weights as the model it is compared with).
-    dtype : storage precision of the matrix.
-    block_rows : rows computed and stored per block (bounds memory: block_rows x n_images).
-    seed : draws the single trials.
-    """
-
-    method: Literal["model", "single_trial", "pixel", "lowpass"] = "model"
-    lowpass_sigma: float = added_field(3.0)  # pixels of the image set; "lowpass" only
-    scale_units: bool = True
-    dtype: Literal["float16", "float32"] = "float16"
-    block_rows: int = 1024
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.block_rows < 1:
-            raise ConfigError(f"block_rows must be >= 1, got {self.block_rows}")
-        if not self.lowpass_sigma > 0:
-            raise ConfigError(f"lowpass_sigma must be > 0, got {self.lowpass_sigma}")
-
-
 @schema
 class SimilarityConfig(ConfigTable, dj.Lookup):
     definition = """
@@ -203,6 +168,12 @@ class SimilarityTask(dj.Manual):
         return key
 
 
+def task_images(similarity_name: str) -> np.ndarray:
+    """(n_images, H, W) grey-level images of a similarity task's image set, in row order."""
+    task = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1()
+    return ImageSet.images(dict(image_set=task["image_set"]))
+
+
 def _ensemble_scan(ensemble_key) -> dict:
     return DatasetConfig.load((Ensemble & ensemble_key).fetch1()).scan_key
 
@@ -234,8 +205,7 @@ def target_vectors(similarity_name: str, images: np.ndarray) -> list[np.ndarray]
     task = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1()
     settings = SimilarityConfig.load(task)
     if settings.method in IMAGE_METHODS:
-        sigma = settings.lowpass_sigma if settings.method == "lowpass" else 0.0
-        return [sim.pixel_vectors(images, sigma)]
+        return [sim.pixel_vectors(images, settings.pixel_sigma)]
     if settings.method != "model":
         raise ValueError(f"similarity {similarity_name!r}: method {settings.method!r} has no values for new images")
     ensembles = (SimilarityTask.Ensemble & task).keys()
@@ -293,9 +263,8 @@ class Similarity(Readiness, dj.Computed):
             write = dict(block_rows=settings.block_rows, dtype=np.dtype(settings.dtype), progress=True)
             agreement = dict(oracle_agreement=None, single_trial_agreement=None)
             if settings.method in IMAGE_METHODS:
-                sigma = settings.lowpass_sigma if settings.method == "lowpass" else 0.0
                 store = sim.pixel_similarity(
-                    ImageSet.images(task).astype(np.float32), out, lowpass_sigma=sigma, **write
+                    ImageSet.images(task).astype(np.float32), out, lowpass_sigma=settings.pixel_sigma, **write
                 )
             else:
                 scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)

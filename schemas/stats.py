@@ -7,11 +7,11 @@ import numpy as np
 
 from pipeline import stats
 from pipeline.stats import finite_or
-from schemas import db
+from schemas.binding import StageSchema
 from schemas.readiness import require
 from schemas.recordings import Scan, fetch_recording
 
-schema = db.schema("stats")
+schema = StageSchema("stats")
 
 
 def _scan_test_responses(key) -> tuple[np.ndarray, np.ndarray]:

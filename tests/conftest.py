@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-# Before anything imports `schemas`, whose modules bind to the prefix on import.
+# This run's prefix and store; the environment passes them to the command-line processes tests start.
 RUN_ID = uuid.uuid4().hex[:8]
-os.environ["PIPELINE_PREFIX"] = f"test_{RUN_ID}"
+PREFIX = f"test_{RUN_ID}"
+os.environ["PIPELINE_PREFIX"] = PREFIX
 _STORE = Path(tempfile.mkdtemp(prefix=f"pipeline-store-{RUN_ID}-"))
 os.environ["PIPELINE_STORE_DIR"] = str(_STORE)
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -38,7 +39,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def db():
-    """A connection to the test server with every schema declared under this run's prefix."""
+    """A connection to the test server with every schema declared under this run's prefix, the tables
+    bound to it."""
     if not os.environ.get("DJ_HOST"):
         message = "no database configured (DJ_HOST unset); `make test` starts one"
         if os.environ.get("CI"):
@@ -49,9 +51,9 @@ def db():
     import schemas
 
     dj.config.safemode = False
-    schemas.declare_all()
+    schemas.declare_all(PREFIX)
     yield dj.conn()
-    schemas.drop_all()
+    schemas.drop_all(PREFIX)
     shutil.rmtree(_STORE, ignore_errors=True)
 
 

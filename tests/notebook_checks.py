@@ -11,6 +11,7 @@ def training_curves() -> None:
     from schemas.classifiers import TrainedClassifier
     from schemas.models import TrainedModel
 
+    api.connect()
     curves = api.training_curves()
     models = api.models()
     assert len(models) == 2 and curves["run"].nunique() == 2

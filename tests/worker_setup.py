@@ -7,20 +7,21 @@ import sys
 
 
 def declare():
-    """Import ``tests.worker_tables`` with table creation on, declare its job queues; return the module.
+    """Bind the tables to this run's prefix (``PIPELINE_PREFIX``) with table creation on, import
+    ``tests.worker_tables``, declare its job queues; return the module.  The tables stay bound without
+    table creation.
 
     An already imported module is reloaded, so that tables a previous test module dropped are declared again.
     """
-    import datajoint as dj
+    import schemas
+    from schemas import operations
 
-    previous = dj.config.database.create_tables
-    dj.config.database.create_tables = True
+    schemas.activate(create_tables=True)
     try:
-        operations = importlib.import_module("schemas.operations")
         name = "tests.worker_tables"
         tables = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
     finally:
-        dj.config.database.create_tables = previous
+        schemas.activate()
     operations.declare_job_tables([tables.Square, tables.Cube])
     return tables
 

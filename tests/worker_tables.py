@@ -1,7 +1,7 @@
 """A test-only schema that exercises the populate workers with real processes.
 
-Served by ``python -m populate worker --schema-module tests.worker_tables``; tests import it with
-``dj.config.database.create_tables`` on to declare it, as ``setup`` does for the pipeline.  Each :class:`Item`
+Served by ``python -m populate worker --schema-module tests.worker_tables``; tests declare it through
+:func:`tests.worker_setup.declare` (bound with table creation on, as ``setup`` binds the pipeline).  Each :class:`Item`
 says how its makes behave: how long they take (``seconds``, interruptible sleep), how much CPU
 they burn (``spin``), and whether they raise (``fail``).  Every make appends one line
 ``table item pid`` to ``$WORKER_TABLES_LOG/makes.log`` (when set), so a test can count how often
@@ -21,9 +21,9 @@ import time
 
 import datajoint as dj
 
-from schemas import db
+from schemas.binding import StageSchema
 
-schema = db.schema("worktest")
+schema = StageSchema("worktest")
 
 PIECES = 3
 """Part rows per computed entry."""

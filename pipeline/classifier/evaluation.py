@@ -1,9 +1,12 @@
-"""Settings of the robustness evaluation of trained classifiers (noise curves and minimal attacks)."""
+"""Settings of the robustness evaluation of trained classifiers (noise curves and minimal attacks), and the
+seeded draw of the images an evaluation uses."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Optional
+
+import numpy as np
 
 from pipeline.classifier.attacks import ATTACKS, NORMS
 from pipeline.classifier.robustness import NOISE_KINDS, NOISE_LEVELS
@@ -89,3 +92,12 @@ class EvaluationSettings(Config):
     def noise_levels(self) -> dict[str, tuple[float, ...]]:
         """{kind: strengths} of the kinds evaluated."""
         return {kind: getattr(self, kind) for kind in NOISE_KINDS if getattr(self, kind)}
+
+
+def seeded_subset(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted (n,) indices drawn without replacement from ``range(n_total)`` with ``seed``; all
+    ``n_total`` indices when ``n`` is None or not smaller."""
+    index = np.arange(n_total)
+    if n is not None and n < n_total:
+        index = np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+    return index

@@ -10,6 +10,8 @@ pixel targets and a classifier's own layer similarity.
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 import torch
 
@@ -51,3 +53,24 @@ def invariance(clean: np.ndarray, noisy: np.ndarray) -> float:
     if clean.shape != noisy.shape or clean.ndim != 1 or len(clean) < 3:
         raise ValueError(f"need two equal (P >= 3,) arrays, got {clean.shape} and {noisy.shape}")
     return float(np.corrcoef(clean, noisy)[0, 1])
+
+
+def invariance_levels(
+    similarities: Callable[[np.ndarray], np.ndarray], stimuli: np.ndarray, noise_std: Sequence[float], seed: int
+) -> list[dict]:
+    """Per noise level, ``{noise_std, n_pairs, correlation}``: :func:`invariance` of ``similarities(stimuli)``
+    with ``similarities`` of the stimuli plus Gaussian noise of that std (image range [0, 1]).
+
+    similarities : (n, H, W) grey-level images (0-255) -> (n_pairs,) similarities of fixed image pairs.
+    stimuli : (n, H, W) grey-level images, 0-255.
+    seed : draws the noise (:func:`noisy_images`).
+    """
+    clean = similarities(stimuli)
+    return [
+        dict(
+            noise_std=float(std),
+            n_pairs=len(clean),
+            correlation=invariance(clean, similarities(noisy_images(stimuli, std, seed))),
+        )
+        for std in noise_std
+    ]

@@ -1,8 +1,9 @@
 """The pipeline from a notebook: results as pandas DataFrames, fitted networks as torch modules.
 
 Connection settings are DataJoint's own (``DJ_HOST``, ``DJ_USER``, ``DJ_PASS``, ``DJ_BACKEND``, ...);
-``PIPELINE_PREFIX`` picks the schemas and ``PIPELINE_STORE_DIR`` the object store (see
-:mod:`schemas.db`).  Nothing here declares tables or writes to the database.
+:func:`connect` binds the tables to a schema prefix (default ``PIPELINE_PREFIX``; the first read binds
+that one) and ``PIPELINE_STORE_DIR`` names the object store (see :mod:`schemas.db`).  Nothing here
+declares tables or writes to the database.
 
 Every table-reading function returns a DataFrame with one row per entry and the primary key as
 ordinary columns (plus a ``scan`` column ``"animal-session-scan"`` where a scan is involved), so
@@ -12,9 +13,8 @@ rows can be filtered with pandas and passed back as keys::
     scores = api.unit_scores()
     model = api.load_predictor(api.models().iloc[0])
 
-A stage whose schema is not declared on the server (or whose module does not exist yet) raises
-:class:`StageNotComputed`; :func:`stage_available` asks first.  Declared but empty tables give empty
-DataFrames.
+A stage whose schema or tables are not declared on the server raises :class:`StageNotComputed`;
+:func:`stage_available` asks first.  Declared but empty tables give empty DataFrames.
 """
 
 from __future__ import annotations

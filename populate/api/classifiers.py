@@ -124,20 +124,15 @@ def classifier_similarity_pairs(
     With the defaults (2000 pairs drawn with the classifier's seed) these are the very pairs that
     ``similarity_fidelity`` correlates.  Returns two (n_pairs,) arrays of cosines.
     """
-    import torch
-
-    from pipeline import classifier as train
+    from pipeline import classifier
 
     c = stage("classifiers")
     key = one_key(c.TrainedClassifier, key)
     model = load_classifier(key, device=device)
-    config = c.ClassifierConfig.load(key)
-    regularizer = train.build_regularizer(model, config)
-    state = (c.TrainedClassifier & key).fetch1("regularizer")
-    regularizer.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    stimuli = c._stimulus_images(key["similarity_name"])
+    regularizer = c.TrainedClassifier.load_regularizer(key, model)
+    stimuli = c.stimulus_images(key["similarity_name"])
     reference = c.Similarity.open(c.SimilarityTask & key)
-    return train.similarity_pairs(
+    return classifier.similarity_pairs(
         model,
         regularizer,
         stimuli,

@@ -7,7 +7,6 @@ where a scan is involved.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Mapping
 
 import pandas as pd
@@ -24,7 +23,7 @@ SCAN_KEY = ("animal_id", "session", "scan_idx")
 
 
 class StageNotComputed(LookupError):
-    """A stage's schema is not declared on the server, or its module is not part of this version."""
+    """A stage's schema or some of its tables are not declared on the server."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -32,14 +31,15 @@ class StageNotComputed(LookupError):
 # --------------------------------------------------------------------------------------------------
 
 
-def connect() -> dict[str, str]:
-    """Connect with the environment's settings; returns where: host, backend, schema prefix, store."""
+def connect(prefix: str | None = None) -> dict[str, str]:
+    """Connect with the environment's settings and bind the tables to ``prefix`` (default
+    ``PIPELINE_PREFIX``; another prefix switches to that pipeline); returns where: host, backend,
+    schema prefix, store."""
     import datajoint as dj
 
     from schemas import db
 
-    db.configure()
-    dj.conn()
+    schemas.activate(prefix)
     store = dj.config.stores.get(db.STORE, {})
     return dict(
         host=f"{dj.config.database.host}:{dj.config.database.port}",
@@ -51,30 +51,27 @@ def connect() -> dict[str, str]:
 
 
 def stage(name: str):
-    """The ``schemas.<name>`` module; :class:`StageNotComputed` when it cannot be used yet."""
+    """The ``schemas.<name>`` module, its tables bound (to ``PIPELINE_PREFIX`` when :func:`connect` was
+    not called); :class:`StageNotComputed` when it cannot be used yet."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     import datajoint as dj
 
-    try:
-        module = importlib.import_module(f"schemas.{name}")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("schemas"):
-            raise StageNotComputed(f"stage {name!r} is not part of this version of the pipeline") from err
-        raise
-    except (dj.errors.LostConnectionError, dj.errors.AccessError):
-        raise
-    except dj.DataJointError as err:
-        # importing binds the tables; an undeclared schema refuses (workers never create tables)
+    from schemas import binding, db
+
+    if binding.active_prefix() is None:
+        connect()
+    module = schemas.stage_modules()[name]
+    if not module.schema.is_activated():
         raise StageNotComputed(
-            f"stage {name!r} is not set up on this server ({' '.join(str(err).split())}); "
+            f"stage {name!r} is not set up on this server (no schema {db.schema_name(name)}); "
             "run `python -m populate setup`"
-        ) from err
+        )
     missing = [table.__name__ for table in schemas.module_tables(module, dj.Table) if not table().is_declared]
     if missing:
         raise StageNotComputed(
-            f"stage {name!r}: table(s) {', '.join(missing)} are not declared on this server "
-            "(a newer pipeline version); run `python -m populate setup`"
+            f"stage {name!r}: table(s) {', '.join(missing)} of this code are not declared on this server; "
+            "run `python -m populate setup`"
         )
     return module
 

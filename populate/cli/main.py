@@ -13,6 +13,11 @@ from typing import Callable
 
 log = logging.getLogger("populate")
 
+TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "demo")
+"""Commands that read or write the pipeline's tables: :func:`main` binds them to ``PIPELINE_PREFIX`` first.
+``setup`` binds while it declares; the worker, scheduler and queue commands bind as they select their
+tables, within the worker's wait for an unreachable server."""
+
 
 def _cmd_setup(args) -> None:
     import schemas
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     operations.schema_module_option(sub)
 
     sub = command("results", _cmd_results, "print results: one JSON object per row with --json")
-    sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS, without pandas yet
+    sub.add_argument("what", choices=("celltypes", "classifiers", "models"))  # results.REPORTS; parsing skips pandas
     sub.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     sub.add_argument(
         "--evaluation", help="classifiers: only this EvaluationConfig (name or hash); default every one, as a column"
@@ -201,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _quiet_datajoint()  # DataJoint validates DJ_* settings on import
+        if args.command in TABLE_COMMANDS:
+            import schemas
+
+            schemas.activate()
         args.handler(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -39,10 +39,10 @@ def _non_negative(kind):
 
 
 def _tables(args, names=None):
+    import schemas
     from populate.work import jobs
-    from schemas import db
 
-    db.configure()
+    schemas.activate()
     return jobs.select_tables(names, args.schema_module)
 
 

@@ -450,6 +450,7 @@ def test_stack_setup_creates_the_role_logins_and_the_tables(db, tmp_path):
         assert not any(p in result.stdout + result.stderr for p in passwords.values()), "a password was printed"
         probe = """
 import datajoint as dj, schemas.recordings as r, schemas.operations as o
+import schemas; schemas.activate()
 print("scans", len(r.Scan()))
 try:
     r.Animal.insert1(dict(animal_id=99, species="mouse"), ignore_extra_fields=True)

@@ -416,12 +416,7 @@ def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
     finally:
         import schemas
 
-        own = os.environ["PIPELINE_PREFIX"]
-        os.environ["PIPELINE_PREFIX"] = prefix
-        try:
-            schemas.drop_all()  # downstream first
-        finally:
-            os.environ["PIPELINE_PREFIX"] = own
+        schemas.drop_all(prefix)  # downstream first
 
 
 # ---------------------------------------------------------------------------------------------

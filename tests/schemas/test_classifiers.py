@@ -191,7 +191,7 @@ def test_each_control_trains_towards_its_own_target(classifiers):
 
 
 def test_loaded_classifier_reproduces_clean_accuracy(classifiers):
-    from pipeline.classifier.train import accuracy
+    from pipeline.classifier import accuracy
     from schemas.classifiers import ClassificationSet, TrainedClassifier
 
     key = classifiers["neural"]
@@ -325,8 +325,8 @@ def test_target_invariance_is_measured(comparison, similarity):
     assert 1 - by_name["test-lowpass"] < 0.3 * (1 - by_name["test-pixel"])
 
 
-def test_similarity_settings_written_before_the_positive_control_keep_their_hashes(db):
-    from schemas.similarity import SimilaritySettings
+def test_similarity_settings_without_a_lowpass_sigma_keep_their_hashes():
+    from pipeline.similarity.settings import SimilaritySettings
 
     # ``lowpass_sigma`` at its default stays out of the hash: stored Similarity rows stay addressable
     assert SimilaritySettings().hash == "a72494cfb4f2c2c68eb0506d75e015b1"

@@ -98,8 +98,10 @@ def test_load_model_in_a_fresh_process_reproduces_the_test_score(trained):
     key = trained["rotation"]
     script = f"""
 import json, numpy as np
+import schemas
 from pipeline.models.experiment import score
 from schemas.models import TrainedModel, load_scan_tensors
+schemas.activate()
 key = json.loads({json.dumps(json.dumps(key))})
 model = TrainedModel.load_model(key, device="cpu")
 data = load_scan_tensors({SCAN_KEY!r}, (18, 32))

@@ -195,7 +195,11 @@ def test_four_workers_started_together_finish_the_demo_without_errors(db, tmp_pa
     try:
         _cli(env, "setup")
         subprocess.run(
-            [sys.executable, "-c", "from populate.cli import demo; demo.declare_tasks(quick=True)"],
+            [
+                sys.executable,
+                "-c",
+                "import schemas; schemas.activate(); from populate.cli import demo; demo.declare_tasks(quick=True)",
+            ],
             cwd=REPO,
             env=env,
             check=True,

@@ -1,0 +1,45 @@
+"""How a similarity matrix over an image set is made: the config behind ``SimilarityConfig``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from pipeline.config import Config, ConfigError, added_field
+
+IMAGE_METHODS = ("pixel", "lowpass")
+"""Similarity methods computed from the images alone (no ensemble)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilaritySettings(Config):
+    """How a similarity matrix over an image set is made.
+
+    method : "model" (denoised: ensemble predictions, Li et al.), "single_trial" (the raw-data
+        control: one random trial per image and scan), "pixel" (cosine of centred pixel vectors) or
+        "lowpass" (the same after a Gaussian blur of ``lowpass_sigma`` pixels: the positive control,
+        a target that pixel noise barely changes).
+    scale_units : weight units by signal-to-noise x prediction correlation ("model" and
+        "single_trial"; single-trial uses the same weights as the model it is compared with).
+    dtype : storage precision of the matrix.
+    block_rows : rows computed and stored per block (bounds memory: block_rows x n_images).
+    seed : draws the single trials.
+    """
+
+    method: Literal["model", "single_trial", "pixel", "lowpass"] = "model"
+    lowpass_sigma: float = added_field(3.0)  # pixels of the image set; "lowpass" only
+    scale_units: bool = True
+    dtype: Literal["float16", "float32"] = "float16"
+    block_rows: int = 1024
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.block_rows < 1:
+            raise ConfigError(f"block_rows must be >= 1, got {self.block_rows}")
+        if not self.lowpass_sigma > 0:
+            raise ConfigError(f"lowpass_sigma must be > 0, got {self.lowpass_sigma}")
+
+    @property
+    def pixel_sigma(self) -> float:
+        """Gaussian blur (pixels) of an image method: ``lowpass_sigma`` for "lowpass", 0 for "pixel"."""
+        return self.lowpass_sigma if self.method == "lowpass" else 0.0

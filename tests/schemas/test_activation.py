@@ -1,0 +1,100 @@
+"""Stage modules bind nothing on import; ``schemas.activate`` binds them, and rebinds them to another prefix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+_IMPORT_SCRIPT = """
+import datajoint.connection
+
+opened = []
+datajoint.connection.Connection.connect = lambda self: opened.append(self)
+
+import schemas
+from schemas import binding
+from schemas.models import TrainedModel
+
+schemas.stage_modules()
+assert not opened, "importing the stage modules opened a connection"
+assert set(binding.STAGE_SCHEMAS) >= set(schemas.STAGES), binding.STAGE_SCHEMAS
+assert all(s.database is None for s in binding.STAGE_SCHEMAS.values()), "a stage is bound"
+assert binding.active_prefix() is None
+try:
+    TrainedModel & {}
+except binding.NotActivated as err:
+    print(err)
+else:
+    raise AssertionError("an unbound table answered a query")
+"""
+
+
+def test_importing_the_stage_modules_binds_and_connects_to_nothing():
+    """No ``DJ_*`` or ``PIPELINE_*`` setting: the modules import, and a table says how to bind it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "PIPELINE_"))}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    message = out.stdout.strip().splitlines()[-1]
+    assert "schemas.activate(" in message and "python -m populate setup" in message, message
+
+
+def test_an_invalid_prefix_is_refused_before_anything_binds():
+    import schemas
+    from schemas import db
+
+    with pytest.raises(db.SettingsError, match="not a valid schema prefix"):
+        schemas.activate("Bad-Prefix")
+
+
+def test_switching_prefixes_in_one_process_rebinds_every_table(db):
+    """Two pipelines on one server: rows of one are invisible under the other, and back again."""
+    import schemas
+    from schemas import db as settings
+    from schemas.models import Seed
+    from schemas.recordings import Animal, Scan
+
+    own = settings.prefix()
+    first, second = f"{own}_a", f"{own}_b"
+    try:
+        schemas.declare_all(first)
+        Animal.insert1(dict(animal_id=41))
+        assert Animal.full_table_name.strip('`"').startswith(f"{first}__recordings")
+
+        schemas.declare_all(second)
+        assert settings.prefix() == second
+        assert len(Animal()) == 0 and len(Scan.Unit()) == 0
+        assert Scan.Unit.full_table_name.strip('`"').startswith(f"{second}__recordings")
+        assert len(Seed()) == len(Seed.contents)  # a Lookup's contents are filled in each schema
+
+        assert schemas.activate(first)[0] == f"{first}__recordings"
+        assert Animal.to_arrays("animal_id").tolist() == [41]
+    finally:
+        schemas.activate(own)
+        schemas.drop_all(first)
+        schemas.drop_all(second)
+    assert settings.prefix() == own and len(Animal & dict(animal_id=41)) == 0
+
+
+def test_a_missing_stage_stays_unbound_and_says_to_run_setup(db):
+    import schemas
+    from schemas import binding
+    from schemas import db as settings
+    from schemas.recordings import Animal
+
+    own = settings.prefix()
+    try:
+        assert schemas.activate(f"{own}_none") == []
+        with pytest.raises(binding.NotActivated, match="python -m populate setup"):
+            len(Animal())
+    finally:
+        schemas.activate(own)
+    assert len(Animal()) >= 0
