@@ -118,12 +118,12 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 OMIT_AT_DEFAULT = "omit_at_default"
 
 
-def added_field(default: Any) -> Any:
-    """A field added to a config class after configs of it were stored.
+def omitted_at_default(default: Any) -> Any:
+    """A config field left out of :meth:`Config.to_dict`, and so of the hash, while it holds ``default``.
 
-    While it holds its default it is left out of :meth:`Config.to_dict` and so of the hash: every
-    config written before the field existed keeps its hash (and its database key), and
-    :meth:`Config.from_dict` fills the default back in.  A non-default value is stored and hashed.
+    For fields that extend a config class whose configs are already stored: a stored config, which
+    lacks the field, keeps its hash (and so its database key), and :meth:`Config.from_dict` fills the
+    default back in.  A non-default value is stored and hashed.
     """
     return dataclasses.field(default=default, metadata={OMIT_AT_DEFAULT: True})
 
@@ -166,7 +166,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary of every field (defaults included), except fields declared with
-        :func:`added_field` while they hold their default."""
+        :func:`omitted_at_default` while they hold their default."""
         return canonical(
             {
                 f.name: getattr(self, f.name)
@@ -178,7 +178,7 @@ class Config:
     @property
     def hash(self) -> str:
         """Canonical content hash over :meth:`to_dict` (every field, defaults included, except
-        :func:`added_field` fields at their default)."""
+        :func:`omitted_at_default` fields at their default)."""
         return canonical_hash(self.to_dict())
 
     def replace(self: C, **changes) -> C:

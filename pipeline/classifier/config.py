@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal, Optional
 
 from pipeline.classifier.resnet import FEATURE_LAYERS
-from pipeline.config import Config, ConfigError, added_field
+from pipeline.config import Config, ConfigError, omitted_at_default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +36,10 @@ class ClassifierConfig(Config):
     max_steps_per_epoch: Optional[int] = None  # cap for CPU-sized runs; None = full epochs
     # early stopping: end after this many epochs without a higher validation accuracy and keep the
     # weights of the best epoch (``epochs`` is then the cap); None trains all ``epochs``
-    patience: Optional[int] = added_field(None)
+    patience: Optional[int] = omitted_at_default(None)
     # stimulus images per step whose every pair enters the similarity loss; None: ``pair_batch``
     # independent pairs, as in the paper
-    pair_images: Optional[int] = added_field(None)
+    pair_images: Optional[int] = omitted_at_default(None)
 
     def validate(self) -> None:
         if not self.layers:

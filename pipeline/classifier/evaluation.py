@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.classifier.attacks import ATTACKS, NORMS
 from pipeline.classifier.robustness import NOISE_KINDS, NOISE_LEVELS
-from pipeline.config import Config, ConfigError, added_field
+from pipeline.config import Config, ConfigError, omitted_at_default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +51,8 @@ class EvaluationSettings(Config):
     invariance_images: Optional[int] = 500
     invariance_pairs: int = 5000
     seed: int = 0
-    linf_schedule: Optional[tuple[int, ...]] = added_field(None)
-    l2_attack: str = added_field("fmn")
+    linf_schedule: Optional[tuple[int, ...]] = omitted_at_default(None)
+    l2_attack: str = omitted_at_default("fmn")
 
     def validate(self) -> None:
         if self.attack_images < 1:

@@ -29,7 +29,7 @@ from typing import Literal, cast
 import torch
 from torch import nn
 
-from pipeline.config import Config, ConfigError, added_field
+from pipeline.config import Config, ConfigError, omitted_at_default
 from pipeline.layout import standard_layout
 from pipeline.models.hermite import HermiteConv2d
 from pipeline.models.regularizers import filter_regularizer
@@ -74,7 +74,7 @@ class CoreConfig(Config):
     gamma_laplace: float = 0.025
     gamma_sparsity: float = 0.015
     input_channels: int = 1
-    layer_features: tuple[int, ...] | None = added_field(None)
+    layer_features: tuple[int, ...] | None = omitted_at_default(None)
 
     def __post_init__(self):
         # direct construction is validated too, not only from_dict

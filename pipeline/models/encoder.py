@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import Config, ConfigError, added_field
+from pipeline.config import Config, ConfigError, omitted_at_default
 from pipeline.models.behavior import Modulator, Shifter
 from pipeline.models.cores import Core, CoreConfig, build_core
 from pipeline.models.readouts import FactorizedReadout, GaussianReadout, Readout
@@ -43,7 +43,7 @@ class ReadoutConfig(Config):
     init_feature_std: float = 0.01
     init_mu_range: float = 0.1
     init_sigma: float = 0.1
-    positive_weights: bool = added_field(False)
+    positive_weights: bool = omitted_at_default(False)
 
     def validate(self) -> None:
         if self.gamma_readout < 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from pipeline.config import Config, ConfigError, added_field
+from pipeline.config import Config, ConfigError, omitted_at_default
 
 IMAGE_METHODS = ("pixel", "lowpass")
 """Similarity methods computed from the images alone (no ensemble)."""
@@ -27,7 +27,7 @@ class SimilaritySettings(Config):
     """
 
     method: Literal["model", "single_trial", "pixel", "lowpass"] = "model"
-    lowpass_sigma: float = added_field(3.0)  # pixels of the image set; "lowpass" only
+    lowpass_sigma: float = omitted_at_default(3.0)  # pixels of the image set; "lowpass" only
     scale_units: bool = True
     dtype: Literal["float16", "float32"] = "float16"
     block_rows: int = 1024

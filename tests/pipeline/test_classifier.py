@@ -476,7 +476,7 @@ def test_early_stopping_keeps_the_best_epochs_weights(toy):
         _toy_config(patience=2, holdout_fraction=0.0)
 
 
-def test_classifier_configs_written_before_early_stopping_keep_their_hashes():
+def test_classifier_config_hashes_leave_out_patience_at_its_default():
     # Hashes of configs stored before ``patience`` existed: at its default it stays out of the hash,
     # so stored ClassifierTask and TrainedClassifier rows stay addressable.
     assert ClassifierConfig().hash == "f07c35891fe9d05f0212828fa92558bc"

@@ -186,7 +186,7 @@ def test_poisson_loss_matches_hand_computation():
         poisson_loss(prediction, target[:, :2])
 
 
-def test_configs_written_before_the_new_knobs_keep_their_hashes():
+def test_model_config_hashes_leave_out_fields_at_their_defaults():
     # Hashes of configs as stored before layer_features and positive_weights existed: the new fields
     # at their defaults leave to_dict and the hash alone, so stored TrainedModel rows stay addressable.
     rotation = dict(core=dict(kind="rotation", features=6, rotations=8, kernel_sizes=(9, 5, 5)))

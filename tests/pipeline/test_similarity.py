@@ -256,3 +256,12 @@ def test_repeat_split_holds_out_the_first_trial_of_each_repeated_image():
     np.testing.assert_allclose(reference[1], responses[[4, 7, 10]].mean(axis=0))
     np.testing.assert_allclose(reference[2], responses[[6, 11]].mean(axis=0))
     assert repeat_split(responses, image_rows, n_images=4, min_repeats=4) is None, "one repeated image is too few"
+
+
+def test_similarity_settings_hashes_leave_out_lowpass_sigma_at_its_default():
+    from pipeline.similarity.settings import SimilaritySettings
+
+    # ``lowpass_sigma`` at its default stays out of the hash: stored Similarity rows stay addressable
+    assert SimilaritySettings().hash == "a72494cfb4f2c2c68eb0506d75e015b1"
+    assert SimilaritySettings(method="pixel").hash == "e137657baa68c5409e7658109dc0e4c2"
+    assert SimilaritySettings(method="lowpass", lowpass_sigma=2.0).hash != SimilaritySettings(method="lowpass").hash

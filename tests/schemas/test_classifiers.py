@@ -325,15 +325,6 @@ def test_target_invariance_is_measured(comparison, similarity):
     assert 1 - by_name["test-lowpass"] < 0.3 * (1 - by_name["test-pixel"])
 
 
-def test_similarity_settings_without_a_lowpass_sigma_keep_their_hashes():
-    from pipeline.similarity.settings import SimilaritySettings
-
-    # ``lowpass_sigma`` at its default stays out of the hash: stored Similarity rows stay addressable
-    assert SimilaritySettings().hash == "a72494cfb4f2c2c68eb0506d75e015b1"
-    assert SimilaritySettings(method="pixel").hash == "e137657baa68c5409e7658109dc0e4c2"
-    assert SimilaritySettings(method="lowpass", lowpass_sigma=2.0).hash != SimilaritySettings(method="lowpass").hash
-
-
 def test_results_keep_evaluation_configs_apart(comparison, capsys):
     """A database holding two evaluation configs: every result row names its config, the summary
     groups by it, and ``--evaluation`` selects one."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NoReturn
 
-from pipeline.config import Config, ConfigError, added_field
+from pipeline.config import Config, ConfigError, omitted_at_default
 from pipeline.data.simulate.templates import TYPE_NAMES, cell_type_of
 
 
@@ -43,9 +43,9 @@ class SimulationConfig(Config):
     exponent: float = 1.5
     # Harder variants (VARIANTS), each breaking one assumption of the rotation-equivariant model.
     # A type name "name@f" is type "name" at f times the size (see cell_type_of).
-    orientation_bias: float = added_field(0.0)  # in [0, 1): orientation density 1 + bias cos(4 theta)
-    unrotated_types: tuple[str, ...] = added_field(())  # types seen at one orientation only (rotation 0)
-    mixture_types: tuple[str, ...] = added_field(())  # two types whose units form a graded continuum
+    orientation_bias: float = omitted_at_default(0.0)  # in [0, 1): orientation density 1 + bias cos(4 theta)
+    unrotated_types: tuple[str, ...] = omitted_at_default(())  # types seen at one orientation only (rotation 0)
+    mixture_types: tuple[str, ...] = omitted_at_default(())  # two types whose units form a graded continuum
     # Behaviour
     behavior_timescale: float = 60.0  # trials
     running_gain: tuple[float, float] = (0.4, 0.25)  # mean, s.d. across units
