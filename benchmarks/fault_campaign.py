@@ -169,12 +169,12 @@ def _missing_files() -> int:
     import datajoint as dj
 
     from populate.admin import store_gc
-    from schemas import db
+    from schemas import compat, db
 
     schemas = store_gc.prefix_schemas()
     collector = dj.gc.GarbageCollector(*schemas, store=db.STORE)
     referenced = collector.hash_references() | collector.schema_references()
-    return sum(not collector.backend.fs.exists(collector.backend._full_path(path)) for path in referenced)
+    return sum(not collector.backend.fs.exists(compat.store_path(collector.backend, path)) for path in referenced)
 
 
 # ---------------------------------------------------------------------------------------------

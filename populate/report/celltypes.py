@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from populate import api
 from populate.api import findings as experiments
-from populate.report.sections import MAX_CELLTYPE_MODELS, NotComputed, Panel, _require
+from populate.report.sections import MAX_CELLTYPE_MODELS, NotComputed, Panel, require
 
 
 def cell_types(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("models")
+    require("models")
     units = api.cell_types()
     if units.empty:
         raise NotComputed(

@@ -71,7 +71,7 @@ def _listing(
     panel: Panel, stage: str, read: Callable[[], pd.DataFrame], missing: str, columns: list[str], caption: str
 ) -> pd.DataFrame:
     """The stage's main frame, shown as a table; :class:`NotComputed` (saying ``missing``) when empty."""
-    _require(stage)
+    require(stage)
     frame = read()
     if frame.empty:
         raise NotComputed(missing)
@@ -79,7 +79,7 @@ def _listing(
     return frame
 
 
-def _require(stage: str) -> None:
+def require(stage: str) -> None:
     if not api.stage_available(stage):
         raise NotComputed(f"the {stage} schema is not set up on this server: run `python -m populate setup`")
 
@@ -92,8 +92,8 @@ def _require(stage: str) -> None:
 def recordings(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("recordings")
-    _require("stats")
+    require("recordings")
+    require("stats")
     scans = api.scans()
     if scans.empty:
         raise NotComputed("no scans yet: `python -m populate simulate` or `python -m populate import sensorium PATH`")
@@ -210,7 +210,7 @@ def _best_per_kind(models: pd.DataFrame) -> dict:
 def neural_similarity(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("similarity")
+    require("similarity")
     matrices = api.similarities()
     if matrices.empty:
         raise NotComputed("no similarity matrices yet: add a SimilarityTask and run `python -m populate run`")

@@ -166,13 +166,14 @@ def test_gc_sees_temporary_saving_files_and_keeps_young_ones(db, capsys):
     import datajoint as dj
 
     from populate.admin import store_gc
+    from schemas import compat
     from schemas import db as settings
 
     schema = settings.schema_name("models")
     collector = dj.gc.GarbageCollector(
         dj.Schema(schema, create_schema=False, create_tables=False), store=settings.STORE
     )
-    folder = Path(collector.backend._full_path(f"{collector._hash_prefix}/{schema}/ab"))
+    folder = Path(compat.store_path(collector.backend, store_gc.hash_section(collector, schema) + "ab"))
     folder.mkdir(parents=True, exist_ok=True)
     old, young = folder / "abcdefghijklmnopqrstuvwxyz.saving", folder / "bcdefghijklmnopqrstuvwxyza.saving"
     for path in (old, young):
@@ -318,7 +319,7 @@ def test_the_collector_and_the_roles_stay_inside_the_prefix(db, neighbour, capsy
     assert neighbour not in out, "roles of this prefix would cover another prefix's schema"
     if dj.conn().adapter.backend != "postgresql":
         # The grant pattern itself must not match the neighbour's name.
-        pattern = roles._mysql_pattern(settings.prefix()).strip("`")
+        pattern = roles.mysql_pattern(settings.prefix()).strip("`")
         matches = dj.conn().query("SELECT %s LIKE %s", args=(neighbour, pattern)).fetchone()[0]
         assert not matches, f"grant pattern {pattern} covers {neighbour}"
 

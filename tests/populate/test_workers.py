@@ -429,10 +429,10 @@ def test_claim_returns_only_the_keys_this_worker_reserved(fresh):
     q = jobs.adapter.quote_identifier
     jobs.connection.query(f"UPDATE {jobs.full_table_name} SET {q('pid')}={q('pid')}+1")  # another worker's
     worker = Worker([wt.Square])
-    held = worker._claim(jobs, [dict(item=i) for i in (1, 2, 3)])
+    held = worker.claim(jobs, [dict(item=i) for i in (1, 2, 3)])
     assert held == [dict(item=1), dict(item=3)]
-    assert worker._claim(jobs, [dict(item=1)]) == [], "a reserved key cannot be claimed twice"
-    worker._finish(jobs, held)
+    assert worker.claim(jobs, [dict(item=1)]) == [], "a reserved key cannot be claimed twice"
+    worker.finish(jobs, held)
     assert sorted(r["status"] for r in jobs.to_dicts()) == ["pending", "pending", "pending", "reserved"]
 
 
@@ -450,7 +450,7 @@ def test_a_slow_make_sends_the_jobs_reserved_behind_it_back(fresh, monkeypatch):
     jobs.connection.query(f"UPDATE {jobs.full_table_name} SET {q('priority')}=0 WHERE {q('item')}=0")
     monkeypatch.setattr(workers.random, "shuffle", lambda keys: None)  # the slow key is claimed first
     worker = workers.Worker([wt.Square], max_jobs=10, refresh=False, batch=8)
-    worker._make_seconds[wt.Square.full_table_name] = collections.deque([0.01])  # looked fast so far
+    worker.make_seconds[wt.Square.full_table_name] = collections.deque([0.01])  # looked fast so far
     summary = worker.run()
     assert (summary.done, summary.handed_back) == (10, 7), summary
     assert len(wt.Square()) == 10 and len(wt.Square.jobs) == 0
