@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from populate import api
-from populate.api import findings as experiments
+from populate.api import findings
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def predictive_models(panel: Panel) -> None:
         ],
         "Trained models (test tier; correlations averaged over units)",
     )
-    panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
+    panel.note("Rotation-equivariant vs CNN, " + findings.cores() + ".")
     curves = api.training_curves()
     if not curves.empty:
         panel.figure(
