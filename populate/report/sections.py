@@ -79,6 +79,17 @@ def _listing(
     return frame
 
 
+def _training_curves(
+    panel: Panel, curves: pd.DataFrame, x: str, labels: dict[str, str], title: str, caption: str
+) -> None:
+    """A figure of every run's curves over the column ``x``: one panel per column named in ``labels``
+    (axis label by column; ``x`` may have one too); nothing when ``curves`` is empty."""
+    from pipeline import figures
+
+    if not curves.empty:
+        panel.figure(figures.training_curves(curves, x, [c for c in labels if c != x], labels, title), caption)
+
+
 def require(stage: str) -> None:
     if not api.stage_available(stage):
         raise NotComputed(f"the {stage} schema is not set up on this server: run `python -m populate setup`")
@@ -150,23 +161,19 @@ def predictive_models(panel: Panel) -> None:
         "Trained models (test tier; correlations averaged over units)",
     )
     panel.note("Rotation-equivariant vs CNN, " + findings.cores() + ".")
-    curves = api.training_curves()
-    if not curves.empty:
-        panel.figure(
-            figures.training_curves(
-                curves,
-                "iteration",
-                ["val_correlation", "train_loss"],
-                dict(
-                    iteration="iteration (optimizer steps)",
-                    val_correlation="validation correlation",
-                    train_loss="training loss (with regularizers)",
-                ),
-                "Predictive models: training curves",
-            ),
-            "Validation correlation and training loss of every model at each evaluation; the stored "
-            "weights are those of the best validation score.",
-        )
+    _training_curves(
+        panel,
+        api.training_curves(),
+        "iteration",
+        dict(
+            iteration="iteration (optimizer steps)",
+            val_correlation="validation correlation",
+            train_loss="training loss (with regularizers)",
+        ),
+        "Predictive models: training curves",
+        "Validation correlation and training loss of every model at each evaluation; the stored "
+        "weights are those of the best validation score.",
+    )
     scores = api.unit_scores()
     if scores.empty:
         panel.note("Per-unit scores need the scan's reliability (stats stage).")
@@ -291,21 +298,17 @@ def classifiers(panel: Panel) -> None:
         ],
         "Trained classifiers",
     )
-    curves = api.classifier_curves()
-    if not curves.empty:
-        panel.figure(
-            figures.training_curves(
-                curves,
-                "epoch",
-                ["train_loss", "validation_accuracy"],
-                dict(
-                    train_loss="training loss (cross-entropy)",
-                    validation_accuracy="validation accuracy (fraction correct)",
-                ),
-                "Classifiers: training curves",
-            ),
-            "Training loss and held-out accuracy of every classifier after each epoch.",
-        )
+    _training_curves(
+        panel,
+        api.classifier_curves(),
+        "epoch",
+        dict(
+            train_loss="training loss (cross-entropy)",
+            validation_accuracy="validation accuracy (fraction correct)",
+        ),
+        "Classifiers: training curves",
+        "Training loss and held-out accuracy of every classifier after each epoch.",
+    )
     levels = api.classifier_robustness()
     if levels.empty:
         panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")
