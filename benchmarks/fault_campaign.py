@@ -1,4 +1,4 @@
-"""Fault-injection campaign: workers and the store collector under the faults of issue 16.
+"""Fault-injection campaign: workers and the store collector under injected faults.
 
 Runs the test tables of ``tests/worker_tables.py`` (``Square``: a classic make in one
 transaction; ``Cube``: a tripartite make) once undisturbed, then again with two worker processes

@@ -1,7 +1,7 @@
 """Faults, races and hostile input against real servers: nothing lost, nobody where they don't belong.
 
-Each test reproduces one defect of the attack-and-fault campaign on its own tables and prefix
-(issue 16): the store collector racing an open import, SQL reaching the server through
+Each test reproduces one fault or attack (``benchmarks/fault_campaign.py`` injects them together) on
+its own tables and prefix: the store collector racing an open import, SQL reaching the server through
 ``--key``, prefix boundaries, decompression bombs, ids the command line cannot address, settings
 errors, concurrent ``setup``/imports, a worker that loses the database while recording a
 failure, dead workers shown busy, and ``report --out`` into a missing folder.  Role grants are
