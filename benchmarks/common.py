@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: timing, a private database prefix, result files.
+"""Shared helpers of the benchmarks: timing, a private database prefix, result files and their tables.
 
 Every benchmark reports ratios measured in one run on one machine (ours vs a bare baseline), so the
 figures are comparable across machines; absolute times are printed for context only.
@@ -72,3 +72,13 @@ def save(name: str, figures: dict) -> Path:
     for key, value in figures.items():
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     return path
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines, then an empty line."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]

@@ -107,3 +107,43 @@ def test_robustness_quotes_the_paired_differences_of_its_file(tmp_path):
         findings.ROBUSTNESS_FILE,
     ):
         assert text in quote, quote
+
+
+def test_the_core_tables_are_written_from_the_same_results_file():
+    from benchmarks import cores_tables
+
+    per_seed = [
+        dict(core=core, seed=seed, test_correlation=score, parameters=parameters, ari_clusters=ari)
+        for seed, (rotation, cnn, ari) in enumerate([(0.76, 0.74, 0.5), (0.77, 0.73, 0.7), (0.75, 0.76, 0.6)])
+        for core, score, parameters in (("rotation", rotation, 8940), ("cnn", cnn, 119328))
+    ]
+    record = dict(
+        seeds=[0, 1, 2],
+        per_seed=per_seed,
+        rotation_test_correlation_mean=0.76,
+        rotation_test_correlation_sd=0.01,
+        cnn_test_correlation_mean=0.743,
+        cnn_test_correlation_sd=0.015,
+        rotation_feve_mean=0.754,
+        rotation_feve_sd=0.014,
+        cnn_feve_mean=0.7,
+        cnn_feve_sd=0.02,
+        rotation_ari_types_mean=0.49,
+        rotation_ari_types_sd=0.1,
+        rotation_ari_clusters_mean=0.6,
+        rotation_ari_clusters_sd=0.1,
+        rotation_orientation_error_deg_mean=11.04,
+        rotation_orientation_error_deg_sd=3.7,
+        rotation_ensemble_ari_clusters=0.864,
+        rotation_consensus_by_size=[dict(models=2, subsets=3, mean=0.74, sd=0.07, min=0.59, max=0.85)],
+    )
+    text = cores_tables.markdown(record)
+    for row in (
+        "| rotation-equivariant | **0.760 ± 0.010** (0.760, 0.770, 0.750) | **0.754 ± 0.014** | 8,940 | 2 / 3 |",
+        "| CNN | 0.743 ± 0.015 (0.740, 0.730, 0.760) | 0.700 ± 0.020 | 119,328 | 1 / 3 |",
+        "| one model, rotation-invariant clusters (`CellTypes`) | 0.60 ± 0.10 (0.50 to 0.70) |",
+        "| consensus of 2 of the 3 models (all 3 subsets) | 0.74 ± 0.07 (0.59 to 0.85) |",
+        "| **consensus of all 3 models** (`EnsembleCellTypes`) | **0.86** |",
+        "| median error of the preferred orientation, per model | 11.0 ± 3.7 degrees |",
+    ):
+        assert row in text, text
