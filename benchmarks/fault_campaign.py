@@ -354,8 +354,6 @@ def _disturbed(tables, items: int, rounds: int, seconds: float, log_dir: Path, l
 def campaign(items: int, rounds: int, seconds: float) -> dict:
     import datajoint as dj
 
-    from tests.worker_tables import PIECES
-
     tables = _declare()
     log_dir = Path(tempfile.mkdtemp(prefix="faults-"))
     connection = dj.conn()
@@ -372,6 +370,8 @@ def campaign(items: int, rounds: int, seconds: float) -> dict:
         attempts[(table, item)] = attempts.get((table, item), 0) + 1
     recovered = sum(1 for key, n in attempts.items() if n > 1)
     rows_lost = sum(len(set(reference[name]) - set(result[name])) for name in reference)
+    from tests.worker_tables import PIECES  # declared by _declare
+
     faults, sigterm_s = run["faults"], run["sigterm_s"]
     for name, jobs in run["hit"].items():  # a struck job is recovered when its entry is complete and nothing is queued
         faults[name]["recovered"] = sum(
