@@ -539,7 +539,7 @@ def test_run_takes_back_the_job_of_a_holder_that_died(fresh, tmp_path):
     wt.Item.insert([dict(item=i, value=float(i)) for i in range(3)])
     # A process that reserves item 0 and exits without computing it (its connection closes).
     claim = (
-        "from tests import worker_setup; from populate import jobs, reservation; "
+        "from tests import worker_setup; from populate.work import jobs, reservation; "
         "wt = worker_setup.declare(); q = jobs.queue(wt.Square); jobs.refresh(q); "
         "print(reservation.claim(q, [dict(item=0)], host='gone-host', pid=1))"
     )
