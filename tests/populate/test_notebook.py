@@ -35,7 +35,7 @@ def demo_quick(db, tmp_path_factory):
     report = tmp_path_factory.mktemp("demo") / "report.html"
     for code in (
         "from populate.cli.main import main; raise SystemExit(main(['setup']))",
-        f"from populate import demo; demo.main(quick=True, classifier_seeds=(0,), report_path={str(report)!r})",
+        f"from populate.cli import demo; demo.main(quick=True, classifier_seeds=(0,), report_path={str(report)!r})",
     ):
         out = subprocess.run(
             [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200
