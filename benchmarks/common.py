@@ -82,3 +82,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
     ]
+
+
+def print_tables(markdown: Callable[[dict], str], description: str, argv=None) -> None:
+    """Command line ``python -m benchmarks.<module> RESULTS.json``: print ``markdown`` of the results file."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    print(markdown(json.loads(args.results.read_text())))

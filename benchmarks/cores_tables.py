@@ -9,14 +9,11 @@ experiment.
 
 from __future__ import annotations
 
-import argparse
-import json
 from math import comb
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import markdown_table
+from benchmarks.common import markdown_table, print_tables
 
 CORE_NAMES = {"rotation": "rotation-equivariant", "cnn": "CNN"}
 
@@ -105,10 +102,7 @@ def markdown(record: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path)
-    args = parser.parse_args(argv)
-    print(markdown(json.loads(args.results.read_text())))
+    print_tables(markdown, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -22,37 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from populate.cli.main import main
+from tests.populate.commands import REPO, child_env, cli, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 MODULE = ("--schema-module", "tests.worker_tables")
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-def cli(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "populate", *args],
-        cwd=REPO,
-        env=env or _env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit:  # argparse
-        code = exit.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def wait_for(condition, timeout=60.0, what="condition"):
@@ -135,7 +107,7 @@ def test_gc_delete_keeps_the_files_of_an_import_held_open_mid_transaction(db, tm
     importer = subprocess.Popen(
         [sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "6", "--scan", "6-6-6"],
         cwd=REPO,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -367,7 +339,7 @@ def test_negative_and_oversized_scan_ids_are_refused(db, tmp_path, capsys):
 
 @pytest.mark.parametrize("name, value", [("DJ_BACKEND", "oracle"), ("DJ_PORT", "abc"), ("DJ_PORT", "99999")])
 def test_invalid_connection_settings_give_one_error_line(name, value):
-    out = cli("status", env=_env(**{name: value, "DJ_HOST": "127.0.0.1", "DJ_USER": "u", "DJ_PASS": "p"}))
+    out = cli("status", env=child_env(**{name: value, "DJ_HOST": "127.0.0.1", "DJ_USER": "u", "DJ_PASS": "p"}))
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:") and name in lines[0], out.stderr
 
@@ -406,7 +378,7 @@ def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
     from schemas import db as settings
 
     prefix = f"{settings.prefix()}_race"
-    env = _env(PIPELINE_PREFIX=prefix)
+    env = child_env(PIPELINE_PREFIX=prefix)
     try:
         _race(env, "setup")
         outputs = _race(env, "simulate", "--preset", "tiny", "--seed", "8", "--scan", "8-8-8")
@@ -476,7 +448,7 @@ def _square_worker(tmp_path, name: str, password: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "populate", *argv],
         cwd=REPO,
-        env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
+        env=child_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -564,7 +536,7 @@ def test_a_killed_worker_is_not_shown_busy(fresh, tmp_path, capsys):
             "0.3",
         ],
         cwd=REPO,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
