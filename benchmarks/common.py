@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: timing, a private database prefix, result files.
+"""Shared helpers of the benchmarks: timing, a private database prefix, result files and their tables.
 
 Every benchmark reports ratios measured in one run on one machine (ours vs a bare baseline), so the
 figures are comparable across machines; absolute times are printed for context only.
@@ -72,3 +72,23 @@ def save(name: str, figures: dict) -> Path:
     for key, value in figures.items():
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     return path
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines, then an empty line."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
+def print_tables(markdown: Callable[[dict], str], description: str, argv=None) -> None:
+    """Command line ``python -m benchmarks.<module> RESULTS.json``: print ``markdown`` of the results file."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    print(markdown(json.loads(args.results.read_text())))

@@ -323,7 +323,7 @@ def main(argv=None) -> dict:
         "--parts", nargs="+", choices=["standard", "variants", "criteria"], default=["standard", "variants"]
     )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--models", type=int, default=10, help="models per consensus (at most 10 in the issue)")
+    parser.add_argument("--models", type=int, default=10, help="models per consensus (up to 10)")
     parser.add_argument("--budget", type=int, default=6, help="search draws per core kind (the paper: 32)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each best config")
     parser.add_argument("--iterations", type=int, default=1000)

@@ -29,7 +29,7 @@ def confusion(unit_type, labels, n_groups: int) -> dict[str, list[int]]:
     }
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -57,16 +57,19 @@ def main(argv=None) -> dict:
         action="store_true",
         help="fit the simulator's noise-free rates instead of the noisy responses (a ceiling)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from pipeline import figures as figures_module
+
+def results_name(tag: str) -> str:
+    """Stem of the results files: ``experiment_cores`` or ``experiment_cores-{tag}``."""
+    return "experiment_cores" + (f"-{tag}" if tag else "")
+
+
+def simulated_data(args):
+    """The simulated recording (noisy, or its noise-free rates with ``--noise-free``) and its tensors."""
     from pipeline import stats
-    from pipeline.celltypes import clustering as celltypes
     from pipeline.data.dataset import ScanTensors
     from pipeline.data.simulate import simulate
-    from pipeline.models import experiment
-    from pipeline.models.encoder import ModelConfig
-    from pipeline.models.training import TrainerConfig
 
     recording = simulate(args.preset, seed=0)
     if args.noise_free:
@@ -74,9 +77,11 @@ def main(argv=None) -> dict:
         rates = recording.ground_truth.rates[[position[int(i)] for i in recording.trial_image_ids]]
         recording.responses = np.where(recording.withheld[:, None], 0, rates).astype(np.float32)
     data = ScanTensors.from_recording(recording, stats.normalization_stats(recording), tuple(args.image_shape))
-    truth = recording.ground_truth
-    test = (recording.tiers == "test") & ~recording.withheld
-    oracle = stats.oracle_correlation(recording.responses[test], recording.trial_image_ids[test])
+    return recording, data
+
+
+def core_configs(args) -> dict[str, dict]:
+    """Model config per core kind: the CNN has as many feature maps as the rotation core's features x rotations."""
     kernels = (9, 5, 5)
     configs = {
         "rotation": dict(
@@ -88,45 +93,118 @@ def main(argv=None) -> dict:
     if args.gamma_readout is not None:
         for config in configs.values():
             config["readout"] = dict(gamma_readout=args.gamma_readout)
-    trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
-    per_seed, clusters, readouts = [], [], []
-    for seed in args.seeds:
-        for name, config in configs.items():
-            result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
-            row = dict(
-                core=name,
-                seed=seed,
-                test_correlation=float(np.nanmean(result.test.correlation)),
-                feve=result.test.mean_feve,
-                iterations=result.fit.iterations,
-                seconds=result.seconds,
-                parameters=sum(p.numel() for p in result.model.core.parameters()),
-            )
-            if name == "rotation":
-                readouts.append(result.model.feature_weights())
-                typed = celltypes.summarize(
-                    result.model.feature_weights(),
-                    args.rotations,
-                    truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
-                    seed=seed,
-                    n_clusters=args.features,
-                )
-                clusters.append(np.array([u["cluster"] for u in typed.units]))
-                summary = typed.summary
-                row.update(
-                    ari_types=summary["ari_types"],
-                    ari_clusters=summary["ari_clusters"],
-                    n_clusters=summary["n_clusters"],
-                    orientation_error_deg=summary["orientation_error"],
-                    type_confusion=confusion(truth.unit_type, [u["cell_type"] for u in typed.units], args.features),
-                    cluster_confusion=confusion(truth.unit_type, clusters[-1], args.features),
-                )
-            per_seed.append(row)
-            print(row, flush=True)
+    return configs
+
+
+def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int) -> tuple[dict, object]:
+    """Train one model: its results row and, for a rotation core, its readout feature weights
+    (n_units, rotations x features) and recovered cluster per unit (n_units,); None for a CNN."""
+    from pipeline.celltypes import clustering as celltypes
+    from pipeline.models import experiment
+    from pipeline.models.encoder import ModelConfig
+
+    result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
+    row = dict(
+        core=name,
+        seed=seed,
+        test_correlation=float(np.nanmean(result.test.correlation)),
+        feve=result.test.mean_feve,
+        iterations=result.fit.iterations,
+        seconds=result.seconds,
+        parameters=sum(p.numel() for p in result.model.core.parameters()),
+    )
+    if name != "rotation":
+        return row, None
+    typed = celltypes.summarize(
+        result.model.feature_weights(),
+        args.rotations,
+        truth=dict(unit_type=truth.unit_type, orientation=truth.orientation),
+        seed=seed,
+        n_clusters=args.features,
+    )
+    summary = typed.summary
+    row.update(
+        ari_types=summary["ari_types"],
+        ari_clusters=summary["ari_clusters"],
+        n_clusters=summary["n_clusters"],
+        orientation_error_deg=summary["orientation_error"],
+        type_confusion=confusion(truth.unit_type, [u["cell_type"] for u in typed.units], args.features),
+        cluster_confusion=confusion(truth.unit_type, [u["cluster"] for u in typed.units], args.features),
+    )
+    return row, (result.model.feature_weights(), np.array([u["cluster"] for u in typed.units]))
+
+
+def spreads(per_seed: list[dict], configs: dict) -> dict:
+    """``{core}_{field}_mean`` and ``_sd`` over the seeds (sd 0 for one seed)."""
 
     def spread(core: str, field: str) -> tuple[float, float]:
         values = np.array([r[field] for r in per_seed if r["core"] == core and r.get(field) is not None], float)
         return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+    figures = {}
+    for core in configs:
+        for field in ("test_correlation", "feve"):
+            mean, sd = spread(core, field)
+            figures[f"{core}_{field}_mean"], figures[f"{core}_{field}_sd"] = mean, sd
+    for field in ("ari_types", "ari_clusters", "orientation_error_deg"):
+        if "rotation" in configs:
+            mean, sd = spread("rotation", field)
+            figures[f"rotation_{field}_mean"], figures[f"rotation_{field}_sd"] = mean, sd
+    return figures
+
+
+def consensus_figures(args, clusters: list[np.ndarray], unit_type) -> dict:
+    """The pipeline's EnsembleCellTypes (consensus of the rotation models' clusters) against the truth,
+    and its ARI for every ensemble size (how many models a consensus needs), drawn to a figure."""
+    from pipeline import figures as figures_module
+    from pipeline.celltypes import clustering as celltypes
+
+    consensus, _ = celltypes.consensus_types(clusters, args.features)
+    figures = dict(
+        rotation_ensemble_ari_clusters=celltypes.adjusted_rand_index(unit_type, consensus),
+        rotation_ensemble_confusion=confusion(unit_type, consensus, args.features),
+    )
+    curve = celltypes.consensus_by_ensemble_size(clusters, args.features, unit_type)
+    figures["rotation_consensus_by_size"] = [
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items() if k != "ari"} for row in curve
+    ]
+    figure_path = RESULTS / f"{results_name(args.tag)}-consensus.png"
+    RESULTS.mkdir(exist_ok=True)
+    figures_module.consensus_curve(curve).savefig(figure_path, dpi=120)
+    figures["rotation_consensus_figure"] = figure_path.name
+    return figures
+
+
+def rotation_wins(per_seed: list[dict], seeds: list[int]) -> str:
+    """``wins/seeds``: on how many seeds the rotation core's test correlation beats the CNN's."""
+    wins = [
+        next(r for r in per_seed if r["core"] == "rotation" and r["seed"] == s)["test_correlation"]
+        > next(r for r in per_seed if r["core"] == "cnn" and r["seed"] == s)["test_correlation"]
+        for s in seeds
+    ]
+    return f"{sum(wins)}/{len(wins)}"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from pipeline import stats
+    from pipeline.models.training import TrainerConfig
+
+    recording, data = simulated_data(args)
+    truth = recording.ground_truth
+    test = (recording.tiers == "test") & ~recording.withheld
+    oracle = stats.oracle_correlation(recording.responses[test], recording.trial_image_ids[test])
+    configs = core_configs(args)
+    trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
+    per_seed, clusters, readouts = [], [], []
+    for seed in args.seeds:
+        for name, config in configs.items():
+            row, typed = fit_row(args, name, config, trainer, data, truth, seed)
+            if typed is not None:
+                readouts.append(typed[0])
+                clusters.append(typed[1])
+            per_seed.append(row)
+            print(row, flush=True)
 
     figures = dict(
         preset=args.preset,
@@ -139,45 +217,21 @@ def main(argv=None) -> dict:
         mean_oracle=float(np.nanmean(oracle)),
         torch_threads=torch.get_num_threads(),
     )
-    for core in configs:
-        for field in ("test_correlation", "feve"):
-            mean, sd = spread(core, field)
-            figures[f"{core}_{field}_mean"], figures[f"{core}_{field}_sd"] = mean, sd
-    for field in ("ari_types", "ari_clusters", "orientation_error_deg"):
-        if "rotation" in configs:
-            mean, sd = spread("rotation", field)
-            figures[f"rotation_{field}_mean"], figures[f"rotation_{field}_sd"] = mean, sd
+    figures.update(spreads(per_seed, configs))
     if len(clusters) > 1:
-        # The pipeline's EnsembleCellTypes: consensus of the rotation models' clusters.
-        consensus, _ = celltypes.consensus_types(clusters, args.features)
-        figures["rotation_ensemble_ari_clusters"] = celltypes.adjusted_rand_index(truth.unit_type, consensus)
-        figures["rotation_ensemble_confusion"] = confusion(truth.unit_type, consensus, args.features)
-        # Every subset size: how many models a consensus needs (the single models are size 1).
-        curve = celltypes.consensus_by_ensemble_size(clusters, args.features, truth.unit_type)
-        figures["rotation_consensus_by_size"] = [
-            {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items() if k != "ari"} for row in curve
-        ]
-        figure_path = RESULTS / f"experiment_cores{'-' + args.tag if args.tag else ''}-consensus.png"
-        RESULTS.mkdir(exist_ok=True)
-        figures_module.consensus_curve(curve).savefig(figure_path, dpi=120)
-        figures["rotation_consensus_figure"] = figure_path.name
+        figures.update(consensus_figures(args, clusters, truth.unit_type))
     if set(configs) == {"rotation", "cnn"}:
-        wins = [
-            next(r for r in per_seed if r["core"] == "rotation" and r["seed"] == s)["test_correlation"]
-            > next(r for r in per_seed if r["core"] == "cnn" and r["seed"] == s)["test_correlation"]
-            for s in args.seeds
-        ]
-        figures["rotation_beats_cnn_seeds"] = f"{sum(wins)}/{len(wins)}"
+        figures["rotation_beats_cnn_seeds"] = rotation_wins(per_seed, args.seeds)
     figures["per_seed"] = per_seed
     if args.save_readouts and readouts:
         RESULTS.mkdir(exist_ok=True)
         np.savez(
-            RESULTS / f"experiment_cores{'-' + args.tag if args.tag else ''}-readouts.npz",
+            RESULTS / f"{results_name(args.tag)}-readouts.npz",
             readouts=np.stack(readouts),
             unit_type=np.asarray(truth.unit_type).astype(str),
             rotations=args.rotations,
         )
-    save("experiment_cores" + (f"-{args.tag}" if args.tag else ""), figures)
+    save(results_name(args.tag), figures)
     return figures
 
 

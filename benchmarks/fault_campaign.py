@@ -1,4 +1,4 @@
-"""Fault-injection campaign: workers and the store collector under the faults of issue 16.
+"""Fault-injection campaign: workers and the store collector under injected faults.
 
 Runs the test tables of ``tests/worker_tables.py`` (``Square``: a classic make in one
 transaction; ``Cube``: a tripartite make) once undisturbed, then again with two worker processes
@@ -169,12 +169,12 @@ def _missing_files() -> int:
     import datajoint as dj
 
     from populate.admin import store_gc
-    from schemas import db
+    from schemas import compat, db
 
     schemas = store_gc.prefix_schemas()
     collector = dj.gc.GarbageCollector(*schemas, store=db.STORE)
     referenced = collector.hash_references() | collector.schema_references()
-    return sum(not collector.backend.fs.exists(collector.backend._full_path(path)) for path in referenced)
+    return sum(not collector.backend.fs.exists(compat.store_path(collector.backend, path)) for path in referenced)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,99 +253,114 @@ def _gc_race(log_dir: Path) -> dict:
     )
 
 
+class _Crew:
+    """The disturbed run's worker processes by pid; each started one gets the next log number."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.env, self.log_dir = env, log_dir
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.started = 0
+
+    def spawn(self) -> None:
+        self.started += 1
+        w = _worker(self.env, self.log_dir, self.started)
+        self.workers[w.pid] = w
+
+    def stop(self) -> dict[int, int]:
+        """SIGTERM to every worker still running; each worker's exit code by pid."""
+        for w in self.workers.values():
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+                w.wait(60)
+        return {pid: w.returncode for pid, w in self.workers.items()}
+
+
+def _strike(fault: str, worker: subprocess.Popen, job: dict, login: Login, sigterm_s: list[float]) -> None:
+    """Inject one worker fault into the make ``worker`` is running (``job``: its reserved job row)."""
+    if fault == "SIGKILL":
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+    elif fault == "SIGTERM":
+        t0 = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        sigterm_s.append(time.monotonic() - t0)
+    elif fault == "conn-kill":
+        login.end_connections({int(job["connection_id"])})
+    else:  # db-down: logins refused for 3 s while the make runs
+        login.lock(True)
+        time.sleep(3)
+        login.lock(False)
+
+
+def _drain(tables, items: int, crew: _Crew, timeout: float = 600) -> None:
+    """Wait until both tables are complete and nothing is queued, restarting workers if all have exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = sum(len(t.jobs & "status in ('pending', 'reserved', 'error')") for t in (tables.Square, tables.Cube))
+        done = sum(len(t()) for t in (tables.Square, tables.Cube))
+        if not left and done == 2 * items:
+            break
+        if all(w.poll() is not None for w in crew.workers.values()):
+            crew.spawn()
+        time.sleep(0.5)
+
+
+def _undisturbed(tables, items: int, seconds: float, log_dir: Path) -> dict:
+    """One worker computes the queue with no fault: the snapshot the disturbed run must equal."""
+    _clear(tables)
+    _run_queue(tables, items, seconds)
+    _worker(_env(None, log_dir), log_dir, 0).wait(600)
+    reference = _snapshot(tables)
+    assert len(reference["Square"]) == items and len(reference["Cube"]) == items, "the undisturbed run is incomplete"
+    _clear(tables)
+    (log_dir / "makes.log").unlink()
+    return reference
+
+
+def _disturbed(tables, items: int, rounds: int, seconds: float, log_dir: Path, login: Login) -> dict:
+    """Two workers and a scheduler compute the queue while each fault strikes ``rounds`` running makes.
+
+    Returns the faults (``injected`` counted), the (table, item) each struck, the SIGTERM-to-exit
+    times (seconds) and the workers' exit codes by pid.
+    """
+    crew = _Crew(_env(login, log_dir), log_dir)
+    faults = {name: dict(injected=0, recovered=0, detail="") for name in ("SIGKILL", "SIGTERM", "conn-kill", "db-down")}
+    sigterm_s: list[float] = []
+    hit: dict[str, list] = {}
+    _run_queue(tables, items, seconds)
+    scheduler_args = ["--interval", "0.5", "--stale-after", "3", "--backoff", "0.5", "--max-retries", "10"]
+    scheduler = _start(["scheduler", *MODULE, *scheduler_args], crew.env, log_dir / "scheduler.log")
+    for _ in range(2):
+        crew.spawn()
+    for _ in range(rounds):
+        for fault in faults:
+            found = _running(tables, log_dir, crew.workers)
+            if found is None:
+                continue
+            pid, job, table = found
+            faults[fault]["injected"] += 1
+            hit.setdefault(fault, []).append((table, job["item"]))
+            _strike(fault, crew.workers[pid], job, login, sigterm_s)
+            if crew.workers[pid].poll() is not None:
+                crew.spawn()
+    faults["gc-race"] = _gc_race(log_dir)
+    _drain(tables, items, crew)
+    scheduler.send_signal(signal.SIGTERM)
+    scheduler.wait(60)
+    return dict(faults=faults, hit=hit, sigterm_s=sigterm_s, exits=crew.stop())
+
+
 def campaign(items: int, rounds: int, seconds: float) -> dict:
     import datajoint as dj
 
     tables = _declare()
     log_dir = Path(tempfile.mkdtemp(prefix="faults-"))
     connection = dj.conn()
-
-    # the undisturbed run
-    _clear(tables)
-    _run_queue(tables, items, seconds)
-    reference_worker = _worker(_env(None, log_dir), log_dir, 0)
-    reference_worker.wait(600)
-    reference = _snapshot(tables)
-    assert len(reference["Square"]) == items and len(reference["Cube"]) == items, "the undisturbed run is incomplete"
-
-    # the disturbed run
-    _clear(tables)
-    (log_dir / "makes.log").unlink()
+    reference = _undisturbed(tables, items, seconds, log_dir)
     login = Login(connection)
-    env = _env(login, log_dir)
-    faults = {name: dict(injected=0, recovered=0, detail="") for name in ("SIGKILL", "SIGTERM", "conn-kill", "db-down")}
-    sigterm_s = []
-    workers: dict[int, subprocess.Popen] = {}
-    started = 0
     try:
-        _run_queue(tables, items, seconds)
-        scheduler = _start(
-            [
-                "scheduler",
-                *MODULE,
-                "--interval",
-                "0.5",
-                "--stale-after",
-                "3",
-                "--backoff",
-                "0.5",
-                "--max-retries",
-                "10",
-            ],
-            env,
-            log_dir / "scheduler.log",
-        )
-        for _ in range(2):
-            started += 1
-            w = _worker(env, log_dir, started)
-            workers[w.pid] = w
-        hit: dict[str, list] = {}
-        for _ in range(rounds):
-            for fault in faults:
-                found = _running(tables, log_dir, workers)
-                if found is None:
-                    continue
-                pid, job, table = found
-                faults[fault]["injected"] += 1
-                hit.setdefault(fault, []).append((table, job["item"]))
-                if fault == "SIGKILL":
-                    workers[pid].send_signal(signal.SIGKILL)
-                    workers[pid].wait(30)
-                elif fault == "SIGTERM":
-                    t0 = time.monotonic()
-                    workers[pid].send_signal(signal.SIGTERM)
-                    workers[pid].wait(60)
-                    sigterm_s.append(time.monotonic() - t0)
-                elif fault == "conn-kill":
-                    login.end_connections({int(job["connection_id"])})
-                else:  # db-down: logins refused for 3 s while the make runs
-                    login.lock(True)
-                    time.sleep(3)
-                    login.lock(False)
-                if workers[pid].poll() is not None:
-                    started += 1
-                    w = _worker(env, log_dir, started)
-                    workers[w.pid] = w
-        faults["gc-race"] = _gc_race(log_dir)
-        # wait for the queues to drain
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            left = sum(len(t.jobs & "status in ('pending', 'reserved', 'error')") for t in (tables.Square, tables.Cube))
-            done = sum(len(t()) for t in (tables.Square, tables.Cube))
-            if not left and done == 2 * items:
-                break
-            if all(w.poll() is not None for w in workers.values()):
-                started += 1
-                w = _worker(env, log_dir, started)
-                workers[w.pid] = w
-            time.sleep(0.5)
-        scheduler.send_signal(signal.SIGTERM)
-        scheduler.wait(60)
-        for w in workers.values():
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-                w.wait(60)
-        exits = {pid: w.returncode for pid, w in workers.items()}
+        run = _disturbed(tables, items, rounds, seconds, log_dir, login)
     finally:
         login.drop()
 
@@ -355,16 +370,17 @@ def campaign(items: int, rounds: int, seconds: float) -> dict:
         attempts[(table, item)] = attempts.get((table, item), 0) + 1
     recovered = sum(1 for key, n in attempts.items() if n > 1)
     rows_lost = sum(len(set(reference[name]) - set(result[name])) for name in reference)
-    from tests.worker_tables import PIECES
+    from tests.worker_tables import PIECES  # declared by _declare
 
-    for name, jobs in hit.items():  # a struck job is recovered when its entry is complete and nothing is left queued
+    faults, sigterm_s = run["faults"], run["sigterm_s"]
+    for name, jobs in run["hit"].items():  # a struck job is recovered when its entry is complete and nothing is queued
         faults[name]["recovered"] = sum(
             len(table & dict(item=item)) == 1
             and len(table.Piece & dict(item=item)) == PIECES
             and not (table.jobs & dict(item=item))
             for table, item in jobs
         )
-    worker_errors = {pid: code for pid, code in exits.items() if code not in (0, -signal.SIGKILL)}
+    worker_errors = {pid: code for pid, code in run["exits"].items() if code not in (0, -signal.SIGKILL)}
     return dict(
         backend=connection.adapter.backend,
         items=items,

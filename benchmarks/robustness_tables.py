@@ -6,12 +6,9 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
 
+from benchmarks.common import markdown_table, print_tables
 from populate.api.comparison import ARMS, COMPARISONS, format_ci
 
 
@@ -19,15 +16,6 @@ def _ci(stat: dict | None, digits: int = 3, bold: bool = False, sign: bool = Fal
     """:func:`populate.api.comparison.format_ci`, in bold where a trustworthy CI excludes 0."""
     text = format_ci(stat, f"{'+' if sign else ''}.{digits}f")
     return f"**{text}**" if bold and stat and stat.get("trustworthy") and stat.get("excludes_zero") else text
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join("---" for _ in header) + " |",
-        *("| " + " | ".join(row) + " |" for row in rows),
-        "",
-    ]
 
 
 def _label(control: str) -> str:
@@ -41,7 +29,7 @@ def _ordered(arms: dict) -> dict:
 def arms_tables(summary: dict) -> list[str]:
     """Every arm: clean accuracy, median distances, fidelity, steps; then accuracy per noise strength."""
     arms = _ordered(summary["arms"])
-    lines = _table(
+    lines = markdown_table(
         ["arm", "clean accuracy", "median L2", "median L∞", "S fidelity", "steps kept"],
         [
             [
@@ -58,7 +46,7 @@ def arms_tables(summary: dict) -> list[str]:
     for kind in next(iter(arms.values()))["noise"]:
         strengths = [s for s in next(iter(arms.values()))["noise"][kind] if float(s) > 0]
         lines += [f"{kind} noise: accuracy at each strength", ""]
-        lines += _table(
+        lines += markdown_table(
             ["arm", *strengths], [[_label(c), *(_ci(a["noise"][kind][s]) for s in strengths)] for c, a in arms.items()]
         )
     return lines
@@ -71,7 +59,7 @@ def difference_tables(summary: dict) -> list[str]:
     first = summary["differences"][next(iter(differences))]
     for kind, levels in first["noise"].items():
         lines += [f"{kind}: difference in accuracy", ""]
-        lines += _table(
+        lines += markdown_table(
             ["difference", *levels],
             [
                 [
@@ -81,7 +69,7 @@ def difference_tables(summary: dict) -> list[str]:
                 for name, (a, b) in differences.items()
             ],
         )
-    lines += _table(
+    lines += markdown_table(
         ["difference", "clean", "median L2 (per image)", "median L∞ (per image)"],
         [
             [
@@ -104,7 +92,7 @@ def invariance_table(summary: dict) -> list[str]:
         [f"trained {_label(c)} network", *(_ci(a["invariance"].get(s)) for s in stds)]
         for c, a in _ordered(summary["arms"]).items()
     ]
-    return _table(["representation", *(f"std {s}" for s in stds)], rows)
+    return markdown_table(["representation", *(f"std {s}" for s in stds)], rows)
 
 
 def convergence_lines(data: dict) -> list[str]:
@@ -138,10 +126,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path)
-    args = parser.parse_args(argv)
-    print(markdown(json.loads(args.results.read_text())))
+    print_tables(markdown, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -191,32 +191,58 @@ def _insert_extracted(
         source=source,
     )
     source_hash = content_hash(traces, schedule)
-    same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
+    same = _extracted_scan(source_hash, config)
     if same:
-        return _scan_key(same.to_dicts()[0]), False
+        return same, False
     if recordings.scan_exists(key):
         raise recordings.DuplicateScanError(
             f"scan {scan} is already in the database with other data; give another --scan for this extraction"
         )
-
-    def then(scan_key: dict) -> None:  # inside the scan's transaction: all rows or none
-        config_key = recordings.ExtractionConfig.add(config)
-        recordings.Extraction.inserter(
-            footprints,
-            recording.unit_ids,
-            config_key,
-            source_kind,
-            source_hash,
-            traces.n_frames,
-            len(traces.footprints),
-            um_per_pixel,
-        )(scan_key)
-
+    then = _extraction_writer(
+        config,
+        footprints,
+        recording.unit_ids,
+        source_kind,
+        source_hash,
+        traces.n_frames,
+        len(traces.footprints),
+        um_per_pixel,
+    )
     return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
 
 
-def _scan_key(row) -> dict[str, int]:
+def _extracted_scan(source_hash: str, config) -> dict[str, int] | None:
+    """The key of the scan already extracted from the same source with the same extraction config, if any."""
+    from schemas import recordings
+
+    same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
+    if not same:
+        return None
+    row = same.to_dicts()[0]
     return {k: int(row[k]) for k in ("animal_id", "session", "scan_idx")}
+
+
+def _extraction_writer(
+    config,
+    footprints,
+    unit_ids,
+    source_kind: str,
+    source_hash: str,
+    n_frames: int,
+    n_rois: int,
+    um_per_pixel: float,
+):
+    """The step ``insert_recording`` runs inside the scan's transaction (all rows or none): the extraction
+    config and the scan's Extraction rows (``n_frames`` movie frames, ``n_rois`` detected ROIs)."""
+    from schemas import recordings
+
+    def then(scan_key: dict) -> None:
+        config_key = recordings.ExtractionConfig.add(config)
+        recordings.Extraction.inserter(
+            footprints, unit_ids, config_key, source_kind, source_hash, n_frames, n_rois, um_per_pixel
+        )(scan_key)
+
+    return then
 
 
 def import_suite2p(
@@ -282,22 +308,12 @@ def import_nwb(
         import hashlib
 
         source_hash = hashlib.md5(Path(path).read_bytes()).hexdigest()
-        same = recordings.Extraction & dict(source_hash=source_hash, extraction_hash=config.hash)
+        same = _extracted_scan(source_hash, config)
         if same:
-            return _scan_key(same.to_dicts()[0]), False
-
-        def then(scan_key: dict) -> None:
-            config_key = recordings.ExtractionConfig.add(config)
-            recordings.Extraction.inserter(
-                footprints,
-                recording.unit_ids,
-                config_key,
-                "nwb",
-                source_hash,
-                info["n_frames"],
-                info["n_rois"],
-                um_per_pixel,
-            )(scan_key)
+            return same, False
+        then = _extraction_writer(
+            config, footprints, recording.unit_ids, "nwb", source_hash, info["n_frames"], info["n_rois"], um_per_pixel
+        )
 
     return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
 

@@ -120,7 +120,7 @@ def _tables(connection, schema: str) -> list[str]:
 # MySQL / MariaDB
 
 
-def _mysql_pattern(prefix: str) -> str:
+def mysql_pattern(prefix: str) -> str:
     # `_` and `%` are wildcards in database-level grants; the prefix's and separator's underscores are literal.
     from schemas import db
 
@@ -140,7 +140,7 @@ def mysql_plan(prefix: str, schemas: dict[str, list[str]]) -> list[str]:
     pattern gives.
     """
     names = role_names(prefix)
-    pattern = _mysql_pattern(prefix)
+    pattern = mysql_pattern(prefix)
     plan = [f"CREATE ROLE IF NOT EXISTS '{names[r]}'" for r in ROLES]
     for role in ROLES:
         spec, account = SPECS[role], f"'{names[role]}'"

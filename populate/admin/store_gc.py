@@ -150,17 +150,23 @@ def horizon(connection, schemas: list) -> Horizon:
 # one scan
 
 
+def hash_section(collector, schema_name: str) -> str:
+    """The store folder, relative to the store's root, that holds one schema's hash-addressed files."""
+    from schemas import db
+
+    hp = collector.config.get_store_spec(db.STORE)["hash_prefix"].strip("/")
+    return f"{hp}/{schema_name}/" if hp else f"{schema_name}/"
+
+
 def _temp_files(collector, schema_name: str) -> dict[str, int]:
     """``*.saving`` files of one schema's hash section, which DataJoint's listing skips."""
-    from schemas import compat, db
+    from schemas import compat
 
     backend = collector.backend
-    hp = collector.config.get_store_spec(db.STORE)["hash_prefix"].strip("/")
-    section = f"{hp}/{schema_name}/" if hp else f"{schema_name}/"
     root = compat.store_path(backend, "")
     found = {}
     try:
-        for folder, _dirs, files in backend.fs.walk(compat.store_path(backend, section)):
+        for folder, _dirs, files in backend.fs.walk(compat.store_path(backend, hash_section(collector, schema_name))):
             for filename in files:
                 if filename.endswith(_TEMP_SUFFIX):
                     path = f"{folder}/{filename}"

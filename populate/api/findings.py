@@ -1,35 +1,128 @@
 """What the full experiments found, quoted beside demo-sized figures so a reader can tell the two apart.
 
-Each entry is (finding, command that reproduces it); docs/results.md gives the tables and figures.
+Each function reads an experiment's results file in ``benchmarks/results/`` (written by the
+``benchmarks.experiment_*`` commands) and returns one line: the finding with the file it comes from
+named beside it, or, where the file is absent (a fresh clone, or a run not made yet), the command
+that writes it. docs/results.md gives the tables and figures.
 """
 
 from __future__ import annotations
 
-CORES = (
-    "full experiment (demo scan, 48 feature maps, 3 seeds, 1,000 iterations): rotation-equivariant 0.763 +/- 0.008, "
-    "CNN 0.737 +/- 0.006 test correlation, rotation ahead on 3/3 seeds",
-    "python -m benchmarks.experiment_cores --features 6 --seeds 0 1 2 --iterations 1000",
-)
+import json
+from pathlib import Path
 
-CELL_TYPES = (
-    "full experiment (6 features x 8 orientations, 10 seeds): single models ARI 0.60 +/- 0.09, "
-    "consensus of the 10 models (EnsembleCellTypes) ARI 0.86 at k = 6; with k from the data two ensembles of 10 "
-    "choose 9 types (ARI 0.86, 0.78; benchmarks/experiment_celltypes)",
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+
+CORES_COMMAND = "python -m benchmarks.experiment_cores --features 6 --seeds 0 1 2 --iterations 1000"
+CELL_TYPES_COMMAND = (
     "python -m benchmarks.experiment_cores --cores rotation --features 6 --iterations 1000 "
-    "--seeds 0 1 2 3 4 5 6 7 8 9 --tag celltypes10",
+    "--seeds 0 1 2 3 4 5 6 7 8 9 --tag celltypes10"
 )
+TYPE_COUNT_COMMAND = "python -m benchmarks.experiment_celltypes --parts standard"
+ROBUSTNESS_COMMAND = "python -m benchmarks.experiment_robustness"
+# the results file each command writes (benchmarks.common.save, experiment_robustness.main)
+CORES_FILE = "experiment_cores.json"
+CELL_TYPES_FILE = "experiment_cores-celltypes10.json"
+TYPE_COUNT_FILE = "experiment_celltypes-standard.json"
+ROBUSTNESS_FILE = "robustness.json"
 
 
-ROBUSTNESS = (
-    "full experiment (4 arms x 5 seeds, width 8, early stopping, 100 common images): neural - baseline "
-    "clean accuracy -0.098 [-0.121, -0.071], Gaussian 0.3 +0.026 [-0.000, 0.052], median L2 (Carlini-Wagner) "
-    "-0.03 [-0.25, 0.26]; neural does not beat baseline, beats shuffled only in minimal perturbation size, "
-    "and the low-pass positive control does not transfer robustness (docs/results.md)",
-    "python -m benchmarks.experiment_robustness",
-)
+def _shown(path: Path) -> str:
+    """The path relative to the repository where it lies inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def quote(entry: tuple[str, str]) -> str:
-    """One line: the finding, then the command."""
-    finding, command = entry
-    return f"{finding}; reproduce with `{command}`"
+def _read(results: Path | None, name: str, command: str) -> tuple[dict | None, str]:
+    """The results file's record (None when absent) and the words that name its source: the file, or
+    the command that writes it."""
+    path = (RESULTS if results is None else Path(results)) / name
+    if not path.is_file():
+        return None, f"full experiment: no {_shown(path)} in this checkout; `{command}` writes it"
+    return json.loads(path.read_text()), _shown(path)
+
+
+def _spread(record: dict, prefix: str, digits: int = 3) -> str:
+    """``mean +/- sd`` of ``{prefix}_mean`` and ``{prefix}_sd`` (over seeds)."""
+    return f"{record[f'{prefix}_mean']:.{digits}f} +/- {record[f'{prefix}_sd']:.{digits}f}"
+
+
+def cores(results: Path | None = None) -> str:
+    """Rotation-equivariant vs CNN core at equal feature maps: test correlation over seeds (experiment_cores)."""
+    record, source = _read(results, CORES_FILE, CORES_COMMAND)
+    if record is None:
+        return source
+    return (
+        f"full experiment ({record['preset']} scan, {record['feature_maps']} feature maps, {len(record['seeds'])} "
+        f"seeds, {record['iterations']} iterations): rotation-equivariant "
+        f"{_spread(record, 'rotation_test_correlation')}, CNN {_spread(record, 'cnn_test_correlation')} "
+        "test correlation, rotation ahead on "
+        f"{record['rotation_beats_cnn_seeds']} seeds ({source})"
+    )
+
+
+def cell_types(results: Path | None = None) -> str:
+    """Recovered cell types against the simulated ones: single models and their consensus at the true number
+    of features (experiment_cores), then the number of types chosen from the data (experiment_celltypes)."""
+    record, source = _read(results, CELL_TYPES_FILE, CELL_TYPES_COMMAND)
+    if record is None:
+        at_k = source
+    else:
+        rotations = record["feature_maps"] // record["features"]
+        at_k = (
+            f"full experiment ({record['features']} features x {rotations} orientations, {len(record['seeds'])} "
+            f"seeds): single models ARI {_spread(record, 'rotation_ari_clusters', 2)}, consensus of the "
+            f"{len(record['seeds'])} models (EnsembleCellTypes) ARI {record['rotation_ensemble_ari_clusters']:.2f} "
+            f"at k = {record['features']} ({source})"
+        )
+    record, source = _read(results, TYPE_COUNT_FILE, TYPE_COUNT_COMMAND)
+    if record is None:
+        return f"{at_k}; {source}"
+    ensembles = record["standard"]["ensembles"].values()
+    models = "/".join(sorted({str(e["models"]) for e in ensembles}))
+    chosen = ", ".join(str(e["k"]) for e in ensembles)
+    aris = ", ".join(f"{e['ari']:.2f}" for e in ensembles)
+    return (
+        f"{at_k}; with k from the data {len(ensembles)} ensembles of {models} choose {chosen} types "
+        f"(ARI {aris}; {source})"
+    )
+
+
+def robustness(results: Path | None = None) -> str:
+    """The paired differences of the robustness experiment: neural - baseline in clean and noisy accuracy and
+    minimal L2 perturbation, and which differences' 95 % CIs exclude 0 (experiment_robustness)."""
+    from populate.api.comparison import ARMS, format_ci
+
+    record, source = _read(results, ROBUSTNESS_FILE, ROBUSTNESS_COMMAND)
+    if record is None:
+        return source
+    summary, settings = record["summary"], record["summary"]["settings"]
+    classifier, evaluation = settings["classifier"], settings["evaluation"]
+    neural = summary["differences"]["neural - none"]
+    gaussian = neural["noise"]["gaussian"]
+    strongest = max(gaussian, key=float)
+    excluding = [
+        f"{ARMS.get(a, a)} - {ARMS.get(b, b)} {measure}"
+        for name, difference in summary["differences"].items()
+        for a, b in [name.split(" - ")]
+        for measure, stat in _measures(difference)
+        if stat and stat.get("excludes_zero")
+    ]
+    return (
+        f"full experiment ({len(summary['arms'])} arms x {len(settings['seeds'])} seeds, width "
+        f"{classifier['width']}, early stopping (patience {classifier['patience']}), "
+        f"{evaluation['attack_images']} common images): neural - baseline clean accuracy "
+        f"{format_ci(neural['clean'], '+.3f')}, Gaussian {strongest} {format_ci(gaussian[strongest], '+.3f')}, "
+        f"median L2 ({evaluation['l2_attack']}) {format_ci(neural['median'].get('l2'), '+.2f')}; differences "
+        f"whose 95 % CI excludes 0: {', '.join(excluding) or 'none'} ({source})"
+    )
+
+
+def _measures(difference: dict):
+    """(name, interval) of every measure of one paired difference: clean, each noise strength, each norm."""
+    yield "clean accuracy", difference["clean"]
+    for kind, levels in difference["noise"].items():
+        for strength, stat in levels.items():
+            yield f"{kind} {strength}", stat
+    for norm, stat in difference["median"].items():
+        yield f"median {norm}", stat

@@ -16,7 +16,7 @@ import statistics
 import time
 
 from populate import ingest
-from populate.api import findings as experiments
+from populate.api import findings
 from populate.api.comparison import EVALUATION_GRID
 from populate.cli import results
 from populate.work import run
@@ -223,7 +223,7 @@ def _print_core_comparison(rows: list[dict]) -> None:
         f"{_spread(cnn.values())}; rotation >= CNN on {ahead}/{len(seeds)} seeds "
         f"({', '.join(f'seed {s}: {rotation[s]:.3f} vs {cnn[s]:.3f}' for s in seeds)})"
     )
-    print(f"  {experiments.quote(experiments.CORES)}")
+    print(f"  {findings.cores()}")
 
 
 def _spread(values) -> str:
@@ -257,7 +257,7 @@ def _print_celltypes() -> None:
             f"consensus of ensemble '{row['ensemble_name']}' ({row['n_models']} models, EnsembleCellTypes): "
             f"{row['n_clusters']} types, ARI {_fmt(row['ari_clusters'])} with the simulated types"
         )
-    print(f"  {experiments.quote(experiments.CELL_TYPES)}")
+    print(f"  {findings.cell_types()}")
 
 
 def _print_similarity() -> None:
@@ -295,4 +295,4 @@ def _print_classifiers(quick: bool) -> None:
     print("== Paired comparison (comparison 'demo': the same seeds, noise and common attack images for every arm)")
     summary = comparison.analyse(comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation)))
     comparison.report(summary)
-    print(f"  {experiments.quote(experiments.ROBUSTNESS)}")
+    print(f"  {findings.robustness()}")

@@ -257,6 +257,11 @@ def _with_defaults(sub, command: str) -> None:
 
 def add_commands(command) -> None:
     """Register this module's sub-commands through ``command(name, handler, help) -> subparser``."""
+    for add in (_add_worker, _add_scheduler, _add_status, _add_job_actions, _add_roles, _add_gc):
+        add(command)
+
+
+def _add_worker(command) -> None:
     from populate.work.settings import device_spec
 
     sub = command(
@@ -285,6 +290,8 @@ def add_commands(command) -> None:
     sub.add_argument("--no-refresh", action="store_true", help="leave filling the queues to the scheduler")
     schema_module_option(sub)
 
+
+def _add_scheduler(command) -> None:
     sub = command(
         "scheduler",
         _cmd_scheduler,
@@ -294,6 +301,8 @@ def add_commands(command) -> None:
     _with_defaults(sub, "scheduler")
     schema_module_option(sub)
 
+
+def _add_status(command) -> None:
     sub = command("status", _cmd_status, "job counts per table, errors with tracebacks, running jobs and workers")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--max-errors", type=_positive(int), default=50, metavar="N", help="errors listed per table")
@@ -307,6 +316,8 @@ def add_commands(command) -> None:
     )
     schema_module_option(sub)
 
+
+def _add_job_actions(command) -> None:
     for name, handler, text in (
         ("retry", _cmd_retry, "put failed jobs back to pending (their automatic-retry count starts afresh)"),
         ("ignore", _cmd_ignore, "mark failed jobs, or the job of --key, to be skipped"),
@@ -318,6 +329,8 @@ def add_commands(command) -> None:
             sub.add_argument("--ignored", action="store_true", help="ignored jobs too")
         schema_module_option(sub)
 
+
+def _add_roles(command) -> None:
     sub = command("roles", None, "database roles scoped to the schema prefix: admin, worker, member")
     actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser(
@@ -345,13 +358,15 @@ def add_commands(command) -> None:
     drop_user.add_argument("--dry-run", action="store_true", help="print the SQL only")
     drop_user.set_defaults(handler=_cmd_roles_drop_user)
 
+
+def _add_gc(command) -> None:
+    from populate.admin.store_gc import DEFAULT_GRACE_S, DEFAULT_WAIT_S
+
     sub = command(
         "gc",
         _cmd_gc,
         "list object-store files no row of this prefix's schemas refers to (dry run); --delete removes them",
     )
-    from populate.admin.store_gc import DEFAULT_GRACE_S, DEFAULT_WAIT_S
-
     sub.add_argument(
         "--delete",
         action="store_true",

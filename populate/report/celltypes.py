@@ -4,14 +4,14 @@ ensemble consensus (``EnsembleCellTypes``)."""
 from __future__ import annotations
 
 from populate import api
-from populate.api import findings as experiments
-from populate.report.sections import MAX_CELLTYPE_MODELS, NotComputed, Panel, _require
+from populate.api import findings
+from populate.report.sections import MAX_CELLTYPE_MODELS, NotComputed, Panel, require
 
 
 def cell_types(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("models")
+    require("models")
     units = api.cell_types()
     if units.empty:
         raise NotComputed(
@@ -26,7 +26,7 @@ def cell_types(panel: Panel) -> None:
         clean_fraction=("clean", "mean"),
     )
     panel.table(summary.drop(columns=["dataset_hash", "trainer_hash"]), "Cell types per rotation-equivariant model")
-    panel.note("Cell types, " + experiments.quote(experiments.CELL_TYPES) + ".")
+    panel.note("Cell types, " + findings.cell_types() + ".")
     for _, model in summary.head(MAX_CELLTYPE_MODELS).iterrows():
         label = f"{model['config_name']} (seed {model['seed']}, {model['model_hash'][:6]})"
         filters, orientation, counts = api.cell_type_filters(model)

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from populate import api
-from populate.api import findings as experiments
+from populate.api import findings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _listing(
     panel: Panel, stage: str, read: Callable[[], pd.DataFrame], missing: str, columns: list[str], caption: str
 ) -> pd.DataFrame:
     """The stage's main frame, shown as a table; :class:`NotComputed` (saying ``missing``) when empty."""
-    _require(stage)
+    require(stage)
     frame = read()
     if frame.empty:
         raise NotComputed(missing)
@@ -79,7 +79,18 @@ def _listing(
     return frame
 
 
-def _require(stage: str) -> None:
+def _training_curves(
+    panel: Panel, curves: pd.DataFrame, x: str, labels: dict[str, str], title: str, caption: str
+) -> None:
+    """A figure of every run's curves over the column ``x``: one panel per column named in ``labels``
+    (axis label by column; ``x`` may have one too); nothing when ``curves`` is empty."""
+    from pipeline import figures
+
+    if not curves.empty:
+        panel.figure(figures.training_curves(curves, x, [c for c in labels if c != x], labels, title), caption)
+
+
+def require(stage: str) -> None:
     if not api.stage_available(stage):
         raise NotComputed(f"the {stage} schema is not set up on this server: run `python -m populate setup`")
 
@@ -92,8 +103,8 @@ def _require(stage: str) -> None:
 def recordings(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("recordings")
-    _require("stats")
+    require("recordings")
+    require("stats")
     scans = api.scans()
     if scans.empty:
         raise NotComputed("no scans yet: `python -m populate simulate` or `python -m populate import sensorium PATH`")
@@ -149,24 +160,20 @@ def predictive_models(panel: Panel) -> None:
         ],
         "Trained models (test tier; correlations averaged over units)",
     )
-    panel.note("Rotation-equivariant vs CNN, " + experiments.quote(experiments.CORES) + ".")
-    curves = api.training_curves()
-    if not curves.empty:
-        panel.figure(
-            figures.training_curves(
-                curves,
-                "iteration",
-                ["val_correlation", "train_loss"],
-                dict(
-                    iteration="iteration (optimizer steps)",
-                    val_correlation="validation correlation",
-                    train_loss="training loss (with regularizers)",
-                ),
-                "Predictive models: training curves",
-            ),
-            "Validation correlation and training loss of every model at each evaluation; the stored "
-            "weights are those of the best validation score.",
-        )
+    panel.note("Rotation-equivariant vs CNN, " + findings.cores() + ".")
+    _training_curves(
+        panel,
+        api.training_curves(),
+        "iteration",
+        dict(
+            iteration="iteration (optimizer steps)",
+            val_correlation="validation correlation",
+            train_loss="training loss (with regularizers)",
+        ),
+        "Predictive models: training curves",
+        "Validation correlation and training loss of every model at each evaluation; the stored "
+        "weights are those of the best validation score.",
+    )
     scores = api.unit_scores()
     if scores.empty:
         panel.note("Per-unit scores need the scan's reliability (stats stage).")
@@ -210,7 +217,7 @@ def _best_per_kind(models: pd.DataFrame) -> dict:
 def neural_similarity(panel: Panel) -> None:
     from pipeline import figures
 
-    _require("similarity")
+    require("similarity")
     matrices = api.similarities()
     if matrices.empty:
         raise NotComputed("no similarity matrices yet: add a SimilarityTask and run `python -m populate run`")
@@ -291,21 +298,17 @@ def classifiers(panel: Panel) -> None:
         ],
         "Trained classifiers",
     )
-    curves = api.classifier_curves()
-    if not curves.empty:
-        panel.figure(
-            figures.training_curves(
-                curves,
-                "epoch",
-                ["train_loss", "validation_accuracy"],
-                dict(
-                    train_loss="training loss (cross-entropy)",
-                    validation_accuracy="validation accuracy (fraction correct)",
-                ),
-                "Classifiers: training curves",
-            ),
-            "Training loss and held-out accuracy of every classifier after each epoch.",
-        )
+    _training_curves(
+        panel,
+        api.classifier_curves(),
+        "epoch",
+        dict(
+            train_loss="training loss (cross-entropy)",
+            validation_accuracy="validation accuracy (fraction correct)",
+        ),
+        "Classifiers: training curves",
+        "Training loss and held-out accuracy of every classifier after each epoch.",
+    )
     levels = api.classifier_robustness()
     if levels.empty:
         panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")

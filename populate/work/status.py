@@ -43,8 +43,6 @@ def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
     """
     import datajoint as dj
 
-    from schemas import readiness
-
     connection = dj.conn()
     now = server_now(connection)
     workers = _heartbeats(connection, now)
@@ -52,73 +50,95 @@ def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
     report = {"server_time": now.isoformat(), "tables": [], "waiting": [], "errors": [], "running": [], "workers": []}
     for table in tables:
         jobs = queue(table)
-        remaining, total = table().progress()
-        n_waiting, blocked = readiness.waiting(table, limit=max_waiting)
-        counts = jobs.progress()
-        counts.pop("total", None)
-        queued = counts["pending"] + counts["reserved"] + counts["error"] + counts["ignore"]
-        report["tables"].append(
+        counts, waiting = _counts(table, jobs, max_waiting)
+        report["tables"].append(counts)
+        report["waiting"] += waiting
+        report["errors"] += _errors(table, jobs, max_errors)
+        report["running"] += _running(table, jobs, by_process, now)
+    report["workers"] = [_worker_row(w) for w in workers]
+    return report
+
+
+def _counts(table, jobs, max_waiting: int) -> tuple[dict, list[dict]]:
+    """One table's key and job counts, and up to ``max_waiting`` of its keys waiting for inputs."""
+    from schemas import readiness
+
+    remaining, total = table().progress()
+    n_waiting, blocked = readiness.waiting(table, limit=max_waiting)
+    counts = jobs.progress()
+    counts.pop("total", None)
+    queued = counts["pending"] + counts["reserved"] + counts["error"] + counts["ignore"]
+    row = dict(
+        table=table.__name__,
+        full_name=table.full_table_name,
+        keys=total + n_waiting,
+        done=total - remaining,
+        waiting=n_waiting,
+        not_queued=max(remaining - queued, 0),
+        **counts,
+    )
+    waiting = [dict(table=table.__name__, key=json.loads(key_json(key)), inputs=inputs) for key, inputs in blocked]
+    return row, waiting
+
+
+def _errors(table, jobs, max_errors: int) -> list[dict]:
+    """The table's ``max_errors`` latest failed jobs, with message, traceback and retry count."""
+    errors = []
+    for row in jobs.errors.to_dicts(order_by="completed_time DESC", limit=max_errors):
+        key = {k: row[k] for k in jobs.primary_key}
+        stack = row.get("error_stack")
+        errors.append(
             dict(
                 table=table.__name__,
-                full_name=table.full_table_name,
-                keys=total + n_waiting,
-                done=total - remaining,
-                waiting=n_waiting,
-                not_queued=max(remaining - queued, 0),
-                **counts,
+                key=json.loads(key_json(key)),
+                message=row["error_message"],
+                traceback=stack if isinstance(stack, str) else (None if stack is None else str(stack)),
+                time=row["completed_time"].isoformat() if row["completed_time"] else None,
+                host=row["host"],
+                pid=row["pid"],
+                retries=retries(table, key),
             )
         )
-        report["waiting"] += [
-            dict(table=table.__name__, key=json.loads(key_json(key)), inputs=inputs) for key, inputs in blocked
-        ]
-        for row in jobs.errors.to_dicts(order_by="completed_time DESC", limit=max_errors):
-            key = {k: row[k] for k in jobs.primary_key}
-            stack = row.get("error_stack")
-            report["errors"].append(
-                dict(
-                    table=table.__name__,
-                    key=json.loads(key_json(key)),
-                    message=row["error_message"],
-                    traceback=stack if isinstance(stack, str) else (None if stack is None else str(stack)),
-                    time=row["completed_time"].isoformat() if row["completed_time"] else None,
-                    host=row["host"],
-                    pid=row["pid"],
-                    retries=retries(table, key),
-                )
-            )
-        for row in jobs.reserved.to_dicts(order_by="reserved_time"):
-            key = {k: row[k] for k in jobs.primary_key}
-            worker = by_process.get((row["host"], row["pid"]))
-            report["running"].append(
-                dict(
-                    table=table.__name__,
-                    key=json.loads(key_json(key)),
-                    host=row["host"],
-                    pid=row["pid"],
-                    connection_id=row["connection_id"],
-                    user=row["user"],
-                    elapsed_s=round((now - row["reserved_time"]).total_seconds(), 1) if row["reserved_time"] else None,
-                    worker=worker["worker"] if worker else None,
-                    heartbeat_age_s=round(worker["heartbeat_age_s"], 1) if worker else None,
-                )
-            )
-    for w in workers:
-        report["workers"].append(
+    return errors
+
+
+def _running(table, jobs, by_process: dict, now: datetime) -> list[dict]:
+    """The table's reserved jobs, oldest first, with the worker (by host and pid) that holds each."""
+    running = []
+    for row in jobs.reserved.to_dicts(order_by="reserved_time"):
+        key = {k: row[k] for k in jobs.primary_key}
+        worker = by_process.get((row["host"], row["pid"]))
+        running.append(
             dict(
-                worker=w["worker"],
-                host=w["host"],
-                pid=w["pid"],
-                device=w["device"],
-                state=w["state"],
-                heartbeat_age_s=round(w["heartbeat_age_s"], 1),
-                job_table=w["job_table"],
-                job_key=w["job_key"],
-                jobs_done=w["jobs_done"],
-                jobs_failed=w["jobs_failed"],
-                started=w["started"].isoformat(),
+                table=table.__name__,
+                key=json.loads(key_json(key)),
+                host=row["host"],
+                pid=row["pid"],
+                connection_id=row["connection_id"],
+                user=row["user"],
+                elapsed_s=round((now - row["reserved_time"]).total_seconds(), 1) if row["reserved_time"] else None,
+                worker=worker["worker"] if worker else None,
+                heartbeat_age_s=round(worker["heartbeat_age_s"], 1) if worker else None,
             )
         )
-    return report
+    return running
+
+
+def _worker_row(w: dict) -> dict:
+    """A worker's heartbeat row as the report lists it (ages in seconds, times ISO 8601)."""
+    return dict(
+        worker=w["worker"],
+        host=w["host"],
+        pid=w["pid"],
+        device=w["device"],
+        state=w["state"],
+        heartbeat_age_s=round(w["heartbeat_age_s"], 1),
+        job_table=w["job_table"],
+        job_key=w["job_key"],
+        jobs_done=w["jobs_done"],
+        jobs_failed=w["jobs_failed"],
+        started=w["started"].isoformat(),
+    )
 
 
 def format_status(report: dict, tracebacks: bool = True, traceback_lines: int = 12) -> str:

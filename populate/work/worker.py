@@ -120,7 +120,7 @@ class Worker:
         self.start_timeout = start_timeout
         self.summary = Summary()
         self._done: list[tuple[dict, float]] = []  # computed, job row not yet completed
-        self._make_seconds: dict[str, collections.deque] = {}  # recent makes' durations, per table
+        self.make_seconds: dict[str, collections.deque] = {}  # recent makes' durations, per table
         self._stop = threading.Event()
         self._in_make = False
         self._state = dict(state="idle", job_table="", job_key="")
@@ -170,7 +170,7 @@ class Worker:
         """Compute one job this worker holds; return ``success``, ``error`` or ``skipped`` (already computed).
 
         The make runs in DataJoint's direct mode (its transaction, its ``key in table`` check);
-        the reservation and completion around it are this worker's (see :meth:`_claim`).
+        the reservation and completion around it are this worker's (see :meth:`claim`).
         """
         table = jobs.target
         name = table.__class__.__name__
@@ -191,7 +191,7 @@ class Worker:
             self._in_make = False
             self._state.update(state="stopping" if self._stop.is_set() else "idle", job_table="", job_key="")
         seconds = time.monotonic() - started
-        self._make_seconds.setdefault(table.full_table_name, collections.deque(maxlen=self.batch)).append(seconds)
+        self.make_seconds.setdefault(table.full_table_name, collections.deque(maxlen=self.batch)).append(seconds)
         if isinstance(result, tuple) and isinstance(result[1], MissingInput):  # schemas.readiness
             # Not ready, not wrong: the job goes back to pending; the refresh drops it while the
             # input stays out of the key source and queues it again once the input lands.
@@ -222,11 +222,11 @@ class Worker:
 
     # -- reservations --------------------------------------------------------------------------
 
-    def _claim(self, jobs, keys: list[dict]) -> list[dict]:
+    def claim(self, jobs, keys: list[dict]) -> list[dict]:
         """Reserve those of ``keys`` still pending and due; return the ones this worker now holds."""
         return reservation.claim(jobs, keys, host=self.host, pid=self.pid)
 
-    def _finish(self, jobs, unstarted: list[dict]) -> None:
+    def finish(self, jobs, unstarted: list[dict]) -> None:
         """Complete the computed jobs and hand unstarted reservations back to pending."""
         done, self._done = self._done, []
         if done:
@@ -252,11 +252,11 @@ class Worker:
             if not keys:
                 continue
             while keys and not self._stopping():
-                recent = self._make_seconds.get(jobs.target.full_table_name)
+                recent = self.make_seconds.get(jobs.target.full_table_name)
                 n = reservation.prefetch(recent, self.batch)
                 if self.max_jobs:
                     n = min(n, self.max_jobs - self._attempted)
-                claimed, keys = self._claim(jobs, keys[:n]), keys[n:]
+                claimed, keys = self.claim(jobs, keys[:n]), keys[n:]
                 started = 0
                 try:
                     for key in claimed:
@@ -264,10 +264,10 @@ class Worker:
                             break
                         started += 1
                         self._run_one(jobs, key)
-                        if reservation.slow(self._make_seconds.get(jobs.target.full_table_name)):
+                        if reservation.slow(self.make_seconds.get(jobs.target.full_table_name)):
                             break  # the jobs reserved behind a slow make go back to other workers
                 finally:
-                    self._finish(jobs, claimed[started:])
+                    self.finish(jobs, claimed[started:])
             return True
         return False
 

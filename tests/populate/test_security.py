@@ -1,7 +1,7 @@
 """Faults, races and hostile input against real servers: nothing lost, nobody where they don't belong.
 
-Each test reproduces one defect of the attack-and-fault campaign on its own tables and prefix
-(issue 16): the store collector racing an open import, SQL reaching the server through
+Each test reproduces one fault or attack (``benchmarks/fault_campaign.py`` injects them together) on
+its own tables and prefix: the store collector racing an open import, SQL reaching the server through
 ``--key``, prefix boundaries, decompression bombs, ids the command line cannot address, settings
 errors, concurrent ``setup``/imports, a worker that loses the database while recording a
 failure, dead workers shown busy, and ``report --out`` into a missing folder.  Role grants are
@@ -22,37 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from populate.cli.main import main
+from tests.populate.commands import REPO, child_env, cli, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 MODULE = ("--schema-module", "tests.worker_tables")
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-def cli(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "populate", *args],
-        cwd=REPO,
-        env=env or _env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit:  # argparse
-        code = exit.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def wait_for(condition, timeout=60.0, what="condition"):
@@ -135,7 +107,7 @@ def test_gc_delete_keeps_the_files_of_an_import_held_open_mid_transaction(db, tm
     importer = subprocess.Popen(
         [sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "6", "--scan", "6-6-6"],
         cwd=REPO,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -166,13 +138,14 @@ def test_gc_sees_temporary_saving_files_and_keeps_young_ones(db, capsys):
     import datajoint as dj
 
     from populate.admin import store_gc
+    from schemas import compat
     from schemas import db as settings
 
     schema = settings.schema_name("models")
     collector = dj.gc.GarbageCollector(
         dj.Schema(schema, create_schema=False, create_tables=False), store=settings.STORE
     )
-    folder = Path(collector.backend._full_path(f"{collector._hash_prefix}/{schema}/ab"))
+    folder = Path(compat.store_path(collector.backend, store_gc.hash_section(collector, schema) + "ab"))
     folder.mkdir(parents=True, exist_ok=True)
     old, young = folder / "abcdefghijklmnopqrstuvwxyz.saving", folder / "bcdefghijklmnopqrstuvwxyza.saving"
     for path in (old, young):
@@ -318,7 +291,7 @@ def test_the_collector_and_the_roles_stay_inside_the_prefix(db, neighbour, capsy
     assert neighbour not in out, "roles of this prefix would cover another prefix's schema"
     if dj.conn().adapter.backend != "postgresql":
         # The grant pattern itself must not match the neighbour's name.
-        pattern = roles._mysql_pattern(settings.prefix()).strip("`")
+        pattern = roles.mysql_pattern(settings.prefix()).strip("`")
         matches = dj.conn().query("SELECT %s LIKE %s", args=(neighbour, pattern)).fetchone()[0]
         assert not matches, f"grant pattern {pattern} covers {neighbour}"
 
@@ -366,7 +339,7 @@ def test_negative_and_oversized_scan_ids_are_refused(db, tmp_path, capsys):
 
 @pytest.mark.parametrize("name, value", [("DJ_BACKEND", "oracle"), ("DJ_PORT", "abc"), ("DJ_PORT", "99999")])
 def test_invalid_connection_settings_give_one_error_line(name, value):
-    out = cli("status", env=_env(**{name: value, "DJ_HOST": "127.0.0.1", "DJ_USER": "u", "DJ_PASS": "p"}))
+    out = cli("status", env=child_env(**{name: value, "DJ_HOST": "127.0.0.1", "DJ_USER": "u", "DJ_PASS": "p"}))
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:") and name in lines[0], out.stderr
 
@@ -405,7 +378,7 @@ def test_concurrent_setup_and_imports_of_one_scan_are_no_ops_for_the_losers(db):
     from schemas import db as settings
 
     prefix = f"{settings.prefix()}_race"
-    env = _env(PIPELINE_PREFIX=prefix)
+    env = child_env(PIPELINE_PREFIX=prefix)
     try:
         _race(env, "setup")
         outputs = _race(env, "simulate", "--preset", "tiny", "--seed", "8", "--scan", "8-8-8")
@@ -470,7 +443,7 @@ def _square_worker(tmp_path, name: str, password: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "populate", *argv],
         cwd=REPO,
-        env=_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
+        env=child_env(DJ_USER=name, DJ_PASS=password, WORKER_TABLES_LOG=str(tmp_path)),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -558,7 +531,7 @@ def test_a_killed_worker_is_not_shown_busy(fresh, tmp_path, capsys):
             "0.3",
         ],
         cwd=REPO,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -31,7 +31,7 @@ def test_a_hanging_test_fails_with_its_stack():
             sys.executable,
             "-m",
             "pytest",
-            f"{Path(__file__).name}::test_deliberate_hang",
+            f"{Path(__file__).resolve().relative_to(REPO / 'tests')}::test_deliberate_hang",
             "-m",
             "hang",
             "-o",

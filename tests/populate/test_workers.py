@@ -7,20 +7,18 @@ process; the tests kill, stop and disconnect them and check the tables and job q
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from populate.cli.main import main
+from tests.populate.commands import REPO, child_env, cli, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
 MODULE = ("--schema-module", "tests.worker_tables")
 FAST = ("--poll", "0.2", "--heartbeat", "0.3")
 
@@ -57,39 +55,16 @@ def fresh(wt, tmp_path, monkeypatch):
     return wt
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
 def start_worker(tmp_path, *args) -> subprocess.Popen:
     n = len(list(tmp_path.glob("worker-*.log")))
     out = open(tmp_path / f"worker-{n}.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "populate", "worker", *MODULE, *FAST, *args],
         cwd=REPO,
-        env=_env(),
+        env=child_env(),
         stdout=out,
         stderr=subprocess.STDOUT,
     )
-
-
-def cli(*args, env=None, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "populate", *args],
-        cwd=REPO,
-        env=env or _env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def makes(tmp_path) -> list[tuple[str, int, int]]:
@@ -363,11 +338,11 @@ def test_bad_input_gives_a_clear_message_and_a_non_zero_exit(wt, capsys):
         assert code == expected, (argv, err)
         assert message in err, (argv, err)
 
-    env = _env()
+    env = child_env()
     env["PIPELINE_PREFIX"] = "Bad-Prefix"
     out = cli("status", *MODULE, env=env)
     assert out.returncode == 1 and "PIPELINE_PREFIX='Bad-Prefix' is not a valid schema prefix" in out.stderr
-    env = _env()
+    env = child_env()
     env["DJ_PORT"] = "1"
     out = cli("worker", "--start-timeout", "0", *MODULE, env=env)
     assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error:"), out.stderr
@@ -429,10 +404,10 @@ def test_claim_returns_only_the_keys_this_worker_reserved(fresh):
     q = jobs.adapter.quote_identifier
     jobs.connection.query(f"UPDATE {jobs.full_table_name} SET {q('pid')}={q('pid')}+1")  # another worker's
     worker = Worker([wt.Square])
-    held = worker._claim(jobs, [dict(item=i) for i in (1, 2, 3)])
+    held = worker.claim(jobs, [dict(item=i) for i in (1, 2, 3)])
     assert held == [dict(item=1), dict(item=3)]
-    assert worker._claim(jobs, [dict(item=1)]) == [], "a reserved key cannot be claimed twice"
-    worker._finish(jobs, held)
+    assert worker.claim(jobs, [dict(item=1)]) == [], "a reserved key cannot be claimed twice"
+    worker.finish(jobs, held)
     assert sorted(r["status"] for r in jobs.to_dicts()) == ["pending", "pending", "pending", "reserved"]
 
 
@@ -450,7 +425,7 @@ def test_a_slow_make_sends_the_jobs_reserved_behind_it_back(fresh, monkeypatch):
     jobs.connection.query(f"UPDATE {jobs.full_table_name} SET {q('priority')}=0 WHERE {q('item')}=0")
     monkeypatch.setattr(workers.random, "shuffle", lambda keys: None)  # the slow key is claimed first
     worker = workers.Worker([wt.Square], max_jobs=10, refresh=False, batch=8)
-    worker._make_seconds[wt.Square.full_table_name] = collections.deque([0.01])  # looked fast so far
+    worker.make_seconds[wt.Square.full_table_name] = collections.deque([0.01])  # looked fast so far
     summary = worker.run()
     assert (summary.done, summary.handed_back) == (10, 7), summary
     assert len(wt.Square()) == 10 and len(wt.Square.jobs) == 0
@@ -483,7 +458,7 @@ def start_run(tmp_path, *args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "populate", "run", "--quiet", "--poll", "0.2", *MODULE, *args],
         cwd=REPO,
-        env=_env(),
+        env=child_env(),
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -544,7 +519,7 @@ def test_run_takes_back_the_job_of_a_holder_that_died(fresh, tmp_path):
         "print(reservation.claim(q, [dict(item=0)], host='gone-host', pid=1))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", claim], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", claim], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "'item': 0" in out.stdout, out.stderr
     assert job(wt.Square, 0)["status"] == "reserved"

@@ -1,0 +1,149 @@
+"""The findings the demo and the report quote come from the experiments' results files, named beside them."""
+
+from __future__ import annotations
+
+import json
+
+from populate.api import findings
+
+
+def _interval(mean: float, low: float, high: float, excludes_zero: bool = False) -> dict:
+    """A :func:`populate.api.comparison.analyse` interval over five seeds."""
+    return dict(mean=mean, low=low, high=high, n=5, excludes_zero=excludes_zero, trustworthy=True, min=low, max=high)
+
+
+def _write(folder, name: str, record: dict) -> None:
+    (folder / name).write_text(json.dumps(record))
+
+
+def test_each_finding_names_the_command_that_writes_its_absent_results_file(tmp_path):
+    assert findings.CORES_FILE in findings.cores(tmp_path) and findings.CORES_COMMAND in findings.cores(tmp_path)
+    quote = findings.cell_types(tmp_path)
+    assert findings.CELL_TYPES_COMMAND in quote and findings.TYPE_COUNT_COMMAND in quote
+    assert findings.ROBUSTNESS_COMMAND in findings.robustness(tmp_path)
+    assert findings.RESULTS == findings.REPO / "benchmarks" / "results"
+
+
+def test_cores_and_cell_types_quote_the_numbers_of_their_files(tmp_path):
+    _write(
+        tmp_path,
+        findings.CORES_FILE,
+        dict(
+            preset="demo",
+            feature_maps=48,
+            features=6,
+            seeds=[0, 1, 2],
+            iterations=1000,
+            rotation_test_correlation_mean=0.7631,
+            rotation_test_correlation_sd=0.0081,
+            cnn_test_correlation_mean=0.7372,
+            cnn_test_correlation_sd=0.0064,
+            rotation_beats_cnn_seeds="2/3",
+        ),
+    )
+    quote = findings.cores(tmp_path)
+    for text in (
+        "48 feature maps",
+        "3 seeds",
+        "0.763 +/- 0.008",
+        "0.737 +/- 0.006",
+        "2/3 seeds",
+        "experiment_cores.json",
+    ):
+        assert text in quote, quote
+
+    _write(
+        tmp_path,
+        findings.CELL_TYPES_FILE,
+        dict(
+            features=6,
+            feature_maps=48,
+            seeds=list(range(4)),
+            rotation_ari_clusters_mean=0.614,
+            rotation_ari_clusters_sd=0.091,
+            rotation_ensemble_ari_clusters=0.871,
+        ),
+    )
+    quote = findings.cell_types(tmp_path)
+    for text in ("6 features x 8 orientations", "ARI 0.61 +/- 0.09", "ARI 0.87 at k = 6", findings.CELL_TYPES_FILE):
+        assert text in quote, quote
+    assert findings.TYPE_COUNT_COMMAND in quote, "the second file is still absent"
+    ensembles = {"celltypes-a": dict(models=10, k=9, ari=0.861), "celltypes-b": dict(models=10, k=8, ari=0.779)}
+    _write(tmp_path, findings.TYPE_COUNT_FILE, dict(standard=dict(ensembles=ensembles)))
+    quote = findings.cell_types(tmp_path)
+    for text in ("2 ensembles of 10 choose 9, 8 types", "ARI 0.86, 0.78", findings.TYPE_COUNT_FILE):
+        assert text in quote, quote
+    assert "writes it" not in quote
+
+
+def test_robustness_quotes_the_paired_differences_of_its_file(tmp_path):
+    neural_none = dict(
+        clean=_interval(-0.098, -0.121, -0.071, excludes_zero=True),
+        noise=dict(gaussian={"0": _interval(-0.1, -0.12, -0.07), "0.3": _interval(0.026, -0.0004, 0.052)}),
+        median=dict(l2=_interval(-0.03, -0.25, 0.26)),
+    )
+    neural_shuffled = dict(
+        clean=_interval(0.01, -0.02, 0.03), noise=dict(gaussian={}), median=dict(l2=_interval(0.2, 0.1, 0.3, True))
+    )
+    summary = dict(
+        arms=dict.fromkeys(("none", "neural", "shuffled", "lowpass"), {}),
+        differences={"neural - none": neural_none, "neural - shuffled": neural_shuffled},
+        settings=dict(
+            seeds=[0, 1, 2, 3, 4],
+            classifier=dict(width=8, patience=3),
+            evaluation=dict(attack_images=100, l2_attack="cw"),
+        ),
+    )
+    _write(tmp_path, findings.ROBUSTNESS_FILE, dict(summary=summary, data={}))
+    quote = findings.robustness(tmp_path)
+    for text in (
+        "4 arms x 5 seeds",
+        "width 8",
+        "100 common images",
+        "clean accuracy -0.098 [-0.121, -0.071]",
+        "Gaussian 0.3 +0.026 [-0.000, +0.052]",
+        "median L2 (cw) -0.03 [-0.25, +0.26]",
+        "neural - baseline clean accuracy, neural - shuffled median l2",
+        findings.ROBUSTNESS_FILE,
+    ):
+        assert text in quote, quote
+
+
+def test_the_core_tables_are_written_from_the_same_results_file():
+    from benchmarks import cores_tables
+
+    per_seed = [
+        dict(core=core, seed=seed, test_correlation=score, parameters=parameters, ari_clusters=ari)
+        for seed, (rotation, cnn, ari) in enumerate([(0.76, 0.74, 0.5), (0.77, 0.73, 0.7), (0.75, 0.76, 0.6)])
+        for core, score, parameters in (("rotation", rotation, 8940), ("cnn", cnn, 119328))
+    ]
+    record = dict(
+        seeds=[0, 1, 2],
+        per_seed=per_seed,
+        rotation_test_correlation_mean=0.76,
+        rotation_test_correlation_sd=0.01,
+        cnn_test_correlation_mean=0.743,
+        cnn_test_correlation_sd=0.015,
+        rotation_feve_mean=0.754,
+        rotation_feve_sd=0.014,
+        cnn_feve_mean=0.7,
+        cnn_feve_sd=0.02,
+        rotation_ari_types_mean=0.49,
+        rotation_ari_types_sd=0.1,
+        rotation_ari_clusters_mean=0.6,
+        rotation_ari_clusters_sd=0.1,
+        rotation_orientation_error_deg_mean=11.04,
+        rotation_orientation_error_deg_sd=3.7,
+        rotation_ensemble_ari_clusters=0.864,
+        rotation_consensus_by_size=[dict(models=2, subsets=3, mean=0.74, sd=0.07, min=0.59, max=0.85)],
+    )
+    text = cores_tables.markdown(record)
+    for row in (
+        "| rotation-equivariant | **0.760 ± 0.010** (0.760, 0.770, 0.750) | **0.754 ± 0.014** | 8,940 | 2 / 3 |",
+        "| CNN | 0.743 ± 0.015 (0.740, 0.730, 0.760) | 0.700 ± 0.020 | 119,328 | 1 / 3 |",
+        "| one model, rotation-invariant clusters (`CellTypes`) | 0.60 ± 0.10 (0.50 to 0.70) |",
+        "| consensus of 2 of the 3 models (all 3 subsets) | 0.74 ± 0.07 (0.59 to 0.85) |",
+        "| **consensus of all 3 models** (`EnsembleCellTypes`) | **0.86** |",
+        "| median error of the preferred orientation, per model | 11.0 ± 3.7 degrees |",
+    ):
+        assert row in text, text
