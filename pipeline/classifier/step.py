@@ -18,6 +18,9 @@ from pipeline.classifier.config import ClassifierConfig
 from pipeline.classifier.regularizer import SimilarityRegularizer
 from pipeline.classifier.resnet import ResNet18
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+"""torch's batch-norm layers (their lazy variants subclass these)."""
+
 
 @contextlib.contextmanager
 def frozen_batchnorm_statistics(model: nn.Module, frozen: bool = True):
@@ -25,7 +28,7 @@ def frozen_batchnorm_statistics(model: nn.Module, frozen: bool = True):
 
     torch updates ``running = (1 - momentum) * running + momentum * batch``; momentum 0 keeps them.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)] if frozen else []
     saved = [m.momentum for m in norms]
     try:
         for m in norms:

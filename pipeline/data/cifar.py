@@ -111,7 +111,7 @@ def _numpy_attr(module_path: str, name: str) -> Any:
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     """The globals a pickled numpy array may name, under numpy.core (numpy<2) and numpy._core (numpy>=2)."""
-    core = "numpy._core" if hasattr(np, "_core") else "numpy.core"
+    core = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
     reconstruct = _numpy_attr(f"{core}.multiarray", "_reconstruct")
     scalar = _numpy_attr(f"{core}.multiarray", "scalar")
     frombuffer = _numpy_attr(f"{core}.numeric", "_frombuffer")
