@@ -2,7 +2,8 @@
 #   make demo   set up everything and run the whole pipeline on the embedded default data
 #   make test   set up everything and run the test suite (PostgreSQL, then MariaDB)
 # A database configured through DataJoint's DJ_HOST/DJ_PORT/DJ_USER/DJ_PASS/DJ_BACKEND is used when
-# DJ_HOST is set; otherwise a private local server is started with its data in .local/.
+# DJ_HOST is set; otherwise a private local server is started with its data in .local/, on a port of
+# this checkout's own (.local/<backend>.port), so that checkouts on one machine run side by side.
 
 PYTHON ?= python3
 VENV := .venv
@@ -71,8 +72,10 @@ test: $(STAMP) lint
 benchmarks: $(STAMP)
 	@$(WITH_DB) $(BIN)/python -m benchmarks
 
+# Both act only on this checkout's servers (found by their pid files and data folders in .local/).
 db-stop:
 	populate/deploy/local_db.sh stop
 
-clean-local: db-stop
+clean-local:
+	populate/deploy/local_db.sh clean
 	rm -rf .local .store
