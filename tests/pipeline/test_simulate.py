@@ -495,8 +495,8 @@ def test_mixtures_are_graded_between_two_types():
     images = sample_patches(300, tuple(population.image_shape), np.random.default_rng(9), scale=(2.0, 6.0))
     mixed = np.flatnonzero(pair)
     drive = population.drives(images)[:, mixed]
-    pure_other = population._template_drives(images, other[mixed], mixed, False, 1024)
-    pure_own = population._template_drives(images, names[mixed], mixed, False, 1024)
+    pure_other = population.template_drives(images, other[mixed], mixed, False, 1024)
+    pure_own = population.template_drives(images, names[mixed], mixed, False, 1024)
     w, scale = weight[mixed].astype(np.float32), population.component_scale[mixed].astype(np.float32)
     np.testing.assert_allclose(
         drive, (1 - w) * pure_own / scale[:, 0] + w * pure_other / scale[:, 1], rtol=1e-5, atol=1e-6

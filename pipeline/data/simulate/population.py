@@ -84,19 +84,19 @@ class SimulatedPopulation:
     def drives(self, images: np.ndarray, progress: bool = False, filters_per_block: int = 1024) -> np.ndarray:
         """Noise-free drive of every unit, (N, n_units) float32 >= 0, for images (N, H, W) in grey
         levels.  Linear in image contrast; the filters are zero-mean so mean luminance is ignored."""
-        own = self._template_drives(images, self.unit_type, np.arange(self.n_units), progress, filters_per_block)
+        own = self.template_drives(images, self.unit_type, np.arange(self.n_units), progress, filters_per_block)
         mixed, other_types, weights = self._mixture()
         if not len(mixed):
             return own
         if self.component_scale is None:
             raise RuntimeError("the population's mixtures are not calibrated; call calibrate(images) first")
-        other = self._template_drives(images, other_types, mixed, progress, filters_per_block)
+        other = self.template_drives(images, other_types, mixed, progress, filters_per_block)
         w = weights.astype(np.float32)
         scale = self.component_scale[mixed].astype(np.float32)
         own[:, mixed] = (1 - w) * own[:, mixed] / scale[:, 0] + w * other / scale[:, 1]
         return own
 
-    def _template_drives(
+    def template_drives(
         self, images: np.ndarray, type_names: np.ndarray, units: np.ndarray, progress: bool, filters_per_block: int
     ) -> np.ndarray:
         """(N, len(units)) drives of ``units`` under the templates ``type_names`` (one per unit)."""
@@ -134,8 +134,8 @@ class SimulatedPopulation:
         ``images`` (N, H, W) equals its ``mean_rate``."""
         mixed, other_types, _ = self._mixture()
         if len(mixed):
-            own = self._template_drives(images, self.unit_type[mixed], mixed, progress, 1024)
-            other = self._template_drives(images, other_types, mixed, progress, 1024)
+            own = self.template_drives(images, self.unit_type[mixed], mixed, progress, 1024)
+            other = self.template_drives(images, other_types, mixed, progress, 1024)
             self.component_scale = np.ones((self.n_units, 2))
             for j, component in enumerate((own, other)):
                 self.component_scale[mixed, j] = _rms_scale(component)
