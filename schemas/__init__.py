@@ -19,15 +19,9 @@ def stage_modules() -> dict:
     """``{stage: module}`` of every stage in :data:`STAGES` order (importing them binds nothing)."""
     from schemas import classifiers, models, operations, recordings, similarity, stats
 
-    modules = dict(
-        recordings=recordings,
-        stats=stats,
-        models=models,
-        similarity=similarity,
-        classifiers=classifiers,
-        operations=operations,
-    )
-    return {stage: modules[stage] for stage in STAGES}
+    modules = (recordings, stats, models, similarity, classifiers, operations)
+    assert tuple(module.__name__.removeprefix("schemas.") for module in modules) == STAGES
+    return dict(zip(STAGES, modules))
 
 
 def activate(prefix: str | None = None, *, create_tables: bool = False, connection=None) -> list[str]:

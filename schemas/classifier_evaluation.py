@@ -18,21 +18,15 @@ from pipeline.device import resolve_device
 from pipeline.models import denoise
 from pipeline.stats import finite_or
 from schemas.classifiers import ClassificationSet, ClassifierTask, TrainedClassifier, schema
-from schemas.configs import ConfigTable
+from schemas.configs import ConfigTable, config_definition
 from schemas.readiness import Readiness
 from schemas.similarity import Similarity, SimilarityConfig, SimilarityTask, target_vectors, task_images
 
 
 @schema
 class EvaluationConfig(ConfigTable, dj.Lookup):
-    definition = """
-    evaluation_hash: char(32)
-    ---
-    config_name = '': varchar(64)
-    config: json
-    """
+    definition = config_definition("evaluation_hash")
     config_class = EvaluationSettings
-    hash_attribute = "evaluation_hash"
 
 
 def _test_subset(key, n: int | None, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:

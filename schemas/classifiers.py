@@ -15,7 +15,7 @@ from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
 from pipeline.models import denoise
 from schemas.binding import StageSchema
-from schemas.configs import ConfigTable
+from schemas.configs import ConfigTable, config_definition
 from schemas.models import Seed
 from schemas.readiness import Readiness, require
 from schemas.similarity import Similarity, SimilarityConfig, SimilarityTask, task_images
@@ -78,23 +78,16 @@ class ClassificationSet(dj.Manual):
 
 @schema
 class ClassifierConfig(ConfigTable, dj.Lookup):
-    definition = """
-    # architecture, regularization and schedule of a classifier (the seed comes from Seed)
-    classifier_hash: char(32)
-    ---
-    config_name = '': varchar(64)
-    control: varchar(16)                # none, neural, shuffled, single_trial, pixel
-    alpha: float64                      # weight of the similarity loss
-    width: int32                        # channels of the first ResNet stage
-    config: json
-    """
+    definition = config_definition(
+        "classifier_hash",
+        ("control: varchar(16)", "none, neural, shuffled, single_trial, pixel"),
+        ("alpha: float64", "weight of the similarity loss"),
+        ("width: int32", "channels of the first ResNet stage"),
+        comment="architecture, regularization and schedule of a classifier (the seed comes from Seed)",
+    )
     config_class = classifier.ClassifierConfig
-    hash_attribute = "classifier_hash"
     seeded_by_table = "classifier"
-
-    @classmethod
-    def config_attributes(cls, config) -> dict:
-        return dict(control=config.control, alpha=config.alpha, width=config.width)
+    config_columns = ("control", "alpha", "width")
 
 
 @schema

@@ -11,6 +11,44 @@ from typing import Any, ClassVar, Mapping
 
 from pipeline.config import Config
 
+COMMENT_COLUMN = 36
+"""Width an attribute line is padded to before its ``# comment``, so comments line up."""
+
+Attribute = str | tuple[str, str]
+"""One attribute line of a definition: ``"method: varchar(16)"`` or ``("signal: varchar(16)", "comment")``."""
+
+
+def config_definition(key: Attribute, *attributes: Attribute, comment: str = "", name_comment: str = "") -> str:
+    """The DataJoint definition of a config table: an optional table ``comment`` line, the primary key
+    ``{key}: char(32)`` (the name of the hash attribute, or ``(name, comment)``), the ``config_name``
+    label, ``attributes`` in order (secondary attributes derived from the config, or foreign keys) and
+    the ``config: json`` itself.
+
+    Comments become column comments in the database, so each table's text is fixed once declared.
+    """
+    name, note = (key, "") if isinstance(key, str) else key
+    lines = [
+        *([f"# {comment}"] if comment else []),
+        definition_line((f"{name}: char(32)", note)),
+        "---",
+        definition_line(("config_name = '': varchar(64)", name_comment)),
+        *map(definition_line, attributes),
+        "config: json",
+    ]
+    return "".join(f"\n    {text}" for text in lines) + "\n    "
+
+
+def definition_line(attribute: Attribute) -> str:
+    """One attribute line, its comment (if any) at :data:`COMMENT_COLUMN`."""
+    text, note = (attribute, "") if isinstance(attribute, str) else attribute
+    return f"{text:<{COMMENT_COLUMN - 1}} # {note}" if note else text
+
+
+def key_attribute(definition: str) -> str:
+    """The name of the single primary-key attribute of a definition (the line before ``---``)."""
+    key_lines = [line.strip() for line in definition.split("---")[0].splitlines()]
+    return [line for line in key_lines if line and not line.startswith("#")][-1].split(":")[0].strip()
+
 
 class ConfigTable:
     """Mixin for a ``dj.Lookup``/``dj.Manual`` whose key is ``{hash_attribute}: char(32)`` and that
@@ -18,9 +56,16 @@ class ConfigTable:
 
     config_class: ClassVar[type[Config]]
     hash_attribute: ClassVar[str]
+    """The primary key, read from the table's definition."""
+    config_columns: ClassVar[tuple[str, ...]] = ()
+    """Config fields that are also secondary attributes of their own name (for queries)."""
     seeded_by_table: ClassVar[str] = ""
     """Where set (e.g. ``"trainer"``), the config's ``seed`` must keep its default: seeds come from the
     ``Seed`` table, one task per seed, and the name says whose config refused one."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.hash_attribute = key_attribute(cls.definition)
 
     @classmethod
     def validated(cls, config: Config | Mapping[str, Any] | None = None, **values) -> Config:
@@ -33,12 +78,12 @@ class ConfigTable:
 
     @classmethod
     def config_attributes(cls, config: Config) -> dict[str, Any]:
-        """Further secondary attributes derived from the config (for queries); none by default.
+        """Further secondary attributes derived from the config (for queries): by default the :attr:`config_columns`.
 
         Not named ``describe``: that is DataJoint's own table method (the table definition), which
         ``dj.Diagram`` and users call.
         """
-        return {}
+        return {name: getattr(config, name) for name in cls.config_columns}
 
     @classmethod
     def add(cls, config: Config | Mapping[str, Any] | None = None, name: str = "", **values) -> dict[str, str]:

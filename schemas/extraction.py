@@ -11,26 +11,19 @@ import numpy as np
 
 from pipeline.data.extraction import ExtractionConfig as ExtractionSettings
 from pipeline.data.extraction import Footprints
-from schemas.configs import ConfigTable
+from schemas.configs import ConfigTable, config_definition
 from schemas.recordings import Scan, scan_restriction, schema
 
 
 @schema
 class ExtractionConfig(ConfigTable, dj.Lookup):
-    definition = """
-    # how trial responses are computed from imaging traces (signal, neuropil, cells, window)
-    extraction_hash: char(32)           # canonical hash of the full config
-    ---
-    config_name = '': varchar(64)
-    signal: varchar(16)                 # 'spikes' or 'dff'
-    config: json
-    """
+    definition = config_definition(
+        ("extraction_hash", "canonical hash of the full config"),
+        ("signal: varchar(16)", "'spikes' or 'dff'"),
+        comment="how trial responses are computed from imaging traces (signal, neuropil, cells, window)",
+    )
     config_class = ExtractionSettings
-    hash_attribute = "extraction_hash"
-
-    @classmethod
-    def config_attributes(cls, config: ExtractionSettings) -> dict:
-        return dict(signal=config.signal)
+    config_columns = ("signal",)
 
 
 @schema

@@ -15,7 +15,7 @@ from pipeline.models.encoder import ModelConfig as ModelSettings
 from pipeline.models.training import TrainerConfig as TrainerSettings
 from pipeline.stats import finite_or
 from schemas.binding import StageSchema
-from schemas.configs import ConfigTable
+from schemas.configs import ConfigTable, config_definition
 from schemas.readiness import Readiness, require
 from schemas.recordings import Scan, fetch_recording, ground_truth_of
 from schemas.stats import Normalization, Reliability
@@ -25,17 +25,14 @@ schema = StageSchema("models")
 
 @schema
 class ModelConfig(ConfigTable, dj.Lookup):
-    definition = """
-    # an encoding model: core, readout, shifter, modulator
-    model_hash: char(32)                # canonical hash of the full config
-    ---
-    config_name = '': varchar(64)       # optional label
-    core_kind: varchar(16)              # 'cnn' or 'rotation'
-    feature_maps: int32                 # channels per core layer (features x rotations)
-    config: json
-    """
+    definition = config_definition(
+        ("model_hash", "canonical hash of the full config"),
+        ("core_kind: varchar(16)", "'cnn' or 'rotation'"),
+        ("feature_maps: int32", "channels per core layer (features x rotations)"),
+        comment="an encoding model: core, readout, shifter, modulator",
+        name_comment="optional label",
+    )
     config_class = ModelSettings
-    hash_attribute = "model_hash"
 
     @classmethod
     def config_attributes(cls, config: ModelSettings) -> dict:
@@ -46,16 +43,8 @@ class ModelConfig(ConfigTable, dj.Lookup):
 
 @schema
 class DatasetConfig(ConfigTable, dj.Lookup):
-    definition = """
-    # the data a model is fitted to
-    dataset_hash: char(32)
-    ---
-    config_name = '': varchar(64)
-    -> Scan
-    config: json
-    """
+    definition = config_definition("dataset_hash", "-> Scan", comment="the data a model is fitted to")
     config_class = DatasetSettings
-    hash_attribute = "dataset_hash"
 
     @classmethod
     def config_attributes(cls, config: DatasetSettings) -> dict:
@@ -67,15 +56,8 @@ class DatasetConfig(ConfigTable, dj.Lookup):
 
 @schema
 class TrainerConfig(ConfigTable, dj.Lookup):
-    definition = """
-    # optimisation settings (the seed comes from Seed)
-    trainer_hash: char(32)
-    ---
-    config_name = '': varchar(64)
-    config: json
-    """
+    definition = config_definition("trainer_hash", comment="optimisation settings (the seed comes from Seed)")
     config_class = TrainerSettings
-    hash_attribute = "trainer_hash"
     seeded_by_table = "trainer"
 
 

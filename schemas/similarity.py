@@ -13,7 +13,7 @@ from pipeline.device import resolve_device
 from pipeline.models import denoise
 from pipeline.similarity.settings import IMAGE_METHODS, SimilaritySettings
 from schemas.binding import StageSchema
-from schemas.configs import ConfigTable
+from schemas.configs import ConfigTable, config_definition
 from schemas.models import (
     DatasetConfig,
     Ensemble,
@@ -123,19 +123,9 @@ class PredictedResponses(Readiness, dj.Computed):
 
 @schema
 class SimilarityConfig(ConfigTable, dj.Lookup):
-    definition = """
-    similarity_hash: char(32)
-    ---
-    config_name = '': varchar(64)
-    method: varchar(16)
-    config: json
-    """
+    definition = config_definition("similarity_hash", "method: varchar(16)")
     config_class = SimilaritySettings
-    hash_attribute = "similarity_hash"
-
-    @classmethod
-    def config_attributes(cls, config: SimilaritySettings) -> dict:
-        return dict(method=config.method)
+    config_columns = ("method",)
 
 
 @schema

@@ -52,24 +52,16 @@ from populate.api.frames import (  # noqa: F401  (connect, scan_name, StageNotCo
 # --------------------------------------------------------------------------------------------------
 
 
+SCAN_ATTRIBUTES = ("area", "layers", "depth_min", "depth_max", "n_trials", "n_units", "n_withheld")
+"""What a scan recorded: brain area, layers, depth range [um], trials, units and withheld units."""
+
+
 def scans() -> pd.DataFrame:
     """One row per scan: area, layers, depth range [um], trials, units, and (when computed) its mean
     oracle correlation and explainable variance."""
     recordings = stage("recordings")
     frame = to_frame(
-        recordings.Scan.proj(
-            "area",
-            "layers",
-            "depth_min",
-            "depth_max",
-            "n_trials",
-            "n_units",
-            "n_withheld",
-            "image_height",
-            "image_width",
-            "simulated",
-            "source",
-        ),
+        recordings.Scan.proj(*SCAN_ATTRIBUTES, "image_height", "image_width", "simulated", "source"),
         order_by=list(SCAN_KEY),
     )
     summary = to_frame(stage("stats").Reliability)

@@ -65,19 +65,10 @@ def _cmd_worker(args) -> None:
 
     # Importing the table modules queries the server: a worker started while it is away waits for it.
     tables = until_reachable(lambda: _tables(args, args.tables), threading.Event(), "at start", args.start_timeout)
-    worker = Worker(
-        tables,
-        device=args.device,
-        max_jobs=args.max_jobs,
-        idle_exit=args.idle_exit,
-        poll=args.poll,
-        heartbeat=args.heartbeat,
-        stop_timeout=args.stop_timeout,
-        batch=args.batch,
-        refresh=not args.no_refresh,
-        threads=args.threads,
-        start_timeout=args.start_timeout,
-    )
+    # Worker's keyword arguments that are options of the same name
+    names = ("device", "max_jobs", "idle_exit", "poll", "heartbeat", "stop_timeout", "batch", "threads")
+    options = {name: getattr(args, name) for name in (*names, "start_timeout")}
+    worker = Worker(tables, refresh=not args.no_refresh, **options)
     summary = worker.run()
     print(
         f"worker {worker.name}: {summary.done} done, {summary.failed} failed, {summary.handed_back} handed back "

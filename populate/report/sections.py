@@ -112,13 +112,7 @@ def recordings(panel: Panel) -> None:
         scans[
             [
                 "scan",
-                "area",
-                "layers",
-                "depth_min",
-                "depth_max",
-                "n_trials",
-                "n_units",
-                "n_withheld",
+                *api.SCAN_ATTRIBUTES,
                 "simulated",
                 "n_repeated_images",
                 "mean_oracle",
