@@ -13,7 +13,9 @@ Until a table is bound, creating it (which every query, insert and populate does
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+from typing import Callable
 
 import datajoint as dj
 
@@ -139,3 +141,19 @@ def bind_all(binding: Binding, stages: tuple[str, ...]) -> list[str]:
     order = [STAGE_SCHEMAS[s] for s in stages if s in STAGE_SCHEMAS]
     order += [s for s in STAGE_SCHEMAS.values() if s not in order]
     return [schema.database for schema in order if bind(schema, binding, existing)]
+
+
+def tables_kept_in(module_name: str, names: tuple[str, ...]) -> Callable[[str], object]:
+    """A stage module's ``__getattr__`` for tables of its schema that live in a module of their own.
+
+    ``from schemas.classifiers import NoiseEvaluation`` then imports ``schemas.classifier_evaluation``
+    on first use.  The stage module cannot import that module itself: the two would import each other,
+    and whichever a user imported first would find the other half-initialised.
+    """
+
+    def __getattr__(name: str) -> object:
+        if name in names:
+            return getattr(importlib.import_module(module_name), name)
+        raise AttributeError(f"module {module_name.rpartition('.')[0]!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -14,7 +14,7 @@ from pipeline import similarity as sim
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
 from pipeline.models import denoise
-from schemas.binding import StageSchema
+from schemas.binding import StageSchema, tables_kept_in
 from schemas.configs import ConfigTable, config_definition
 from schemas.models import Seed
 from schemas.readiness import Readiness, require
@@ -239,11 +239,15 @@ class TrainedClassifier(Readiness, dj.Computed):
 
 
 # The evaluations' tables belong to this schema; their module holds them apart from training.
-from schemas.classifier_evaluation import (  # noqa: E402, F401
-    AdversarialEvaluation,
-    CommonImages,
-    ComparisonGroup,
-    EvaluationConfig,
-    NoiseEvaluation,
-    TargetInvariance,
+HELPER_MODULES = ("schemas.classifier_evaluation",)
+__getattr__ = tables_kept_in(
+    "schemas.classifier_evaluation",
+    (
+        "AdversarialEvaluation",
+        "CommonImages",
+        "ComparisonGroup",
+        "EvaluationConfig",
+        "NoiseEvaluation",
+        "TargetInvariance",
+    ),
 )

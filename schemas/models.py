@@ -14,7 +14,7 @@ from pipeline.models import experiment, metrics
 from pipeline.models.encoder import ModelConfig as ModelSettings
 from pipeline.models.training import TrainerConfig as TrainerSettings
 from pipeline.stats import finite_or
-from schemas.binding import StageSchema
+from schemas.binding import StageSchema, tables_kept_in
 from schemas.configs import ConfigTable, config_definition
 from schemas.readiness import Readiness, require
 from schemas.recordings import Scan, fetch_recording, ground_truth_of
@@ -428,4 +428,5 @@ class EnsembleCellTypes(Readiness, dj.Computed):
 
 
 # The model search's tables belong to this schema; their module holds them apart from the models.
-from schemas.model_search import Search, SearchBest  # noqa: E402, F401
+HELPER_MODULES = ("schemas.model_search",)
+__getattr__ = tables_kept_in("schemas.model_search", ("Search", "SearchBest"))

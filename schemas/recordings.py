@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.data import recording as rec
 from pipeline.data.recording import TIERS, Recording
 from schemas import db
-from schemas.binding import StageSchema
+from schemas.binding import StageSchema, tables_kept_in
 
 schema = StageSchema("recordings")
 
@@ -400,4 +400,5 @@ def fetch_recording(key) -> Recording:
 
 
 # Scans extracted from imaging traces: tables of this schema, kept in a module of their own.
-from schemas.extraction import Extraction, ExtractionConfig, fetch_footprints  # noqa: E402, F401
+HELPER_MODULES = ("schemas.extraction",)
+__getattr__ = tables_kept_in("schemas.extraction", ("Extraction", "ExtractionConfig", "fetch_footprints"))
