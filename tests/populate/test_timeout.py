@@ -40,7 +40,7 @@ def test_a_hanging_test_fails_with_its_stack():
             "no:cacheprovider",
             "-q",
         ],
-        cwd=Path(__file__).parent,
+        cwd=REPO / "tests",
         capture_output=True,
         text=True,
         timeout=120,
