@@ -59,7 +59,8 @@ test: $(STAMP) lint
 		pg_status=0; ( eval "$$pg_env" && OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) ) || pg_status=$$?; \
 		maria_status=0; wait $$maria || maria_status=$$?; \
 		echo "== database tests on MariaDB"; cat .local/test-mariadb.log; \
-		[ $$pg_status -eq 0 ] && [ $$maria_status -eq 0 ]; \
+		if [ $$pg_status -ne 0 ] || [ $$maria_status -ne 0 ]; then \
+			echo "== tests failed (PostgreSQL exit $$pg_status, MariaDB exit $$maria_status)"; exit 1; fi; \
 	fi; \
 	lower=$$($(BIN)/python -m tests.isa lower); \
 	if [ -n "$$lower" ]; then \

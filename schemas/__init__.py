@@ -17,15 +17,13 @@ STAGES = ("recordings", "stats", "models", "similarity", "classifiers", "operati
 
 def stage_modules() -> dict:
     """``{stage: module}`` of every stage in :data:`STAGES` order (importing them binds nothing)."""
-    import importlib
-
     from schemas import classifiers, models, operations, recordings, similarity, stats
+    from schemas.binding import load_kept_tables
 
     modules = (recordings, stats, models, similarity, classifiers, operations)
     assert tuple(module.__name__.removeprefix("schemas.") for module in modules) == STAGES
     for module in modules:  # the stage's tables kept in modules of their own are declared too
-        for helper in getattr(module, "HELPER_MODULES", ()):
-            importlib.import_module(helper)
+        load_kept_tables(module)
     return dict(zip(STAGES, modules))
 
 

@@ -143,17 +143,27 @@ def bind_all(binding: Binding, stages: tuple[str, ...]) -> list[str]:
     return [schema.database for schema in order if bind(schema, binding, existing)]
 
 
-def tables_kept_in(module_name: str, names: tuple[str, ...]) -> Callable[[str], object]:
-    """A stage module's ``__getattr__`` for tables of its schema that live in a module of their own.
+def tables_kept_in(stage_module: str, kept: dict[str, tuple[str, ...]]) -> Callable[[str], object]:
+    """A stage module's ``__getattr__`` for tables of its schema that live in modules of their own.
 
-    ``from schemas.classifiers import NoiseEvaluation`` then imports ``schemas.classifier_evaluation``
-    on first use.  The stage module cannot import that module itself: the two would import each other,
-    and whichever a user imported first would find the other half-initialised.
+    kept : ``{module name: names}``.  ``from schemas.classifiers import NoiseEvaluation`` then imports
+    ``schemas.classifier_evaluation`` on first use.  The stage module cannot import those modules
+    itself: the two would import each other, and whichever a user imported first would find the other
+    half-initialised.
     """
+    owner = {name: module for module, names in kept.items() for name in names}
 
     def __getattr__(name: str) -> object:
-        if name in names:
-            return getattr(importlib.import_module(module_name), name)
-        raise AttributeError(f"module {module_name.rpartition('.')[0]!r} has no attribute {name!r}")
+        if name not in owner:
+            raise AttributeError(f"module {stage_module!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(owner[name]), name)
 
     return __getattr__
+
+
+def load_kept_tables(stage_module) -> None:
+    """Import the modules that hold tables of ``stage_module``'s schema and add their tables to its
+    namespace, where DataJoint (``dj.Diagram``, foreign keys) looks for the stage's tables by name."""
+    for module_name, names in getattr(stage_module, "KEPT_TABLES", {}).items():
+        module = importlib.import_module(module_name)
+        vars(stage_module).update({name: getattr(module, name) for name in names})

@@ -239,15 +239,14 @@ class TrainedClassifier(Readiness, dj.Computed):
 
 
 # The evaluations' tables belong to this schema; their module holds them apart from training.
-HELPER_MODULES = ("schemas.classifier_evaluation",)
-__getattr__ = tables_kept_in(
-    "schemas.classifier_evaluation",
-    (
+KEPT_TABLES = {
+    "schemas.classifier_evaluation": (
         "AdversarialEvaluation",
         "CommonImages",
         "ComparisonGroup",
         "EvaluationConfig",
         "NoiseEvaluation",
         "TargetInvariance",
-    ),
-)
+    )
+}
+__getattr__ = tables_kept_in(__name__, KEPT_TABLES)

@@ -428,5 +428,5 @@ class EnsembleCellTypes(Readiness, dj.Computed):
 
 
 # The model search's tables belong to this schema; their module holds them apart from the models.
-HELPER_MODULES = ("schemas.model_search",)
-__getattr__ = tables_kept_in("schemas.model_search", ("Search", "SearchBest"))
+KEPT_TABLES = {"schemas.model_search": ("Search", "SearchBest")}
+__getattr__ = tables_kept_in(__name__, KEPT_TABLES)

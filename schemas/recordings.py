@@ -400,5 +400,5 @@ def fetch_recording(key) -> Recording:
 
 
 # Scans extracted from imaging traces: tables of this schema, kept in a module of their own.
-HELPER_MODULES = ("schemas.extraction",)
-__getattr__ = tables_kept_in("schemas.extraction", ("Extraction", "ExtractionConfig", "fetch_footprints"))
+KEPT_TABLES = {"schemas.extraction": ("Extraction", "ExtractionConfig", "fetch_footprints")}
+__getattr__ = tables_kept_in(__name__, KEPT_TABLES)

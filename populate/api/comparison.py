@@ -113,7 +113,7 @@ def _by_target(query) -> dict:
     return out
 
 
-def interval(ci, values: np.ndarray) -> dict:
+def interval_entry(ci, values: np.ndarray) -> dict:
     """An interval as a plain dict, with the range of the values it was taken over and whether it is
     trustworthy (:data:`pipeline.paired.MIN_SEEDS_FOR_INTERVAL` seeds or more)."""
     return dict(
@@ -139,7 +139,7 @@ def analyse(data: dict) -> dict:
         values = values[np.isfinite(values)]
         if not len(values):
             return None
-        return interval(paired.bootstrap_mean(values), values)
+        return interval_entry(paired.bootstrap_mean(values), values)
 
     def seed_medians(arm, norm):
         return np.median(np.asarray(arm["distances"][norm]["distance"], dtype=np.float64), axis=1)
@@ -179,7 +179,7 @@ def analyse(data: dict) -> dict:
             ok = np.isfinite(x) & np.isfinite(y)
             if not ok.any():
                 return None
-            return interval(paired.paired_difference(x[ok], y[ok]), x[ok] - y[ok])
+            return interval_entry(paired.paired_difference(x[ok], y[ok]), x[ok] - y[ok])
 
         entry = dict(clean=diff(np.asarray(A["clean"])[ia], np.asarray(B["clean"])[ib]), noise={}, median={})
         for kind in A["noise"]:

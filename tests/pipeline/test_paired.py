@@ -58,7 +58,7 @@ def test_too_few_seeds_are_reported_as_a_range_never_as_a_significant_interval(c
     # two seeds cannot support that.
     ci = paired.paired_difference(np.array([0.52, 0.63]), np.array([0.50, 0.60]))
     assert ci.excludes_zero and not ci.trustworthy and paired.paired_difference(np.ones(5), np.zeros(5)).trustworthy
-    entry = comparison.interval(ci, np.array([0.02, 0.03]))
+    entry = comparison.interval_entry(ci, np.array([0.02, 0.03]))
     assert not entry["excludes_zero"] and (entry["min"], entry["max"]) == (0.02, 0.03)
     arm = dict(seeds=[0, 1], clean=entry, median={}, steps=[4, 4], noise={}, invariance={})
     comparison.report(dict(arms={"none": arm}, differences={}, targets={}))

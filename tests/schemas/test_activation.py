@@ -64,9 +64,11 @@ def test_switching_prefixes_in_one_process_rebinds_every_table(db):
 
     own = settings.prefix()
     first, second = f"{own}_a", f"{own}_b"
+    animal = dict(animal_id=9041)  # an id no other test inserts under this run's prefix
+    before = len(Animal & animal)
     try:
         schemas.declare_all(first)
-        Animal.insert1(dict(animal_id=41))
+        Animal.insert1(animal)
         assert Animal.full_table_name.strip('`"').startswith(f"{first}__recordings")
 
         schemas.declare_all(second)
@@ -76,12 +78,12 @@ def test_switching_prefixes_in_one_process_rebinds_every_table(db):
         assert len(Seed()) == len(Seed.contents)  # a Lookup's contents are filled in each schema
 
         assert schemas.activate(first)[0] == f"{first}__recordings"
-        assert Animal.to_arrays("animal_id").tolist() == [41]
+        assert Animal.to_arrays("animal_id").tolist() == [animal["animal_id"]]
     finally:
         schemas.activate(own)
         schemas.drop_all(first)
         schemas.drop_all(second)
-    assert settings.prefix() == own and len(Animal & dict(animal_id=41)) == 0
+    assert settings.prefix() == own and len(Animal & animal) == before
 
 
 def test_a_missing_stage_stays_unbound_and_says_to_run_setup(db):
