@@ -316,6 +316,8 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
     assert rotation + ensembles <= int(found["cell-types"]["data-figures"]) <= 3 * rotation + 2 * ensembles
     html = report_file.read_text()
     assert "Consensus cell types per ensemble (EnsembleCellTypes)" in html
+    # each model's fraction of oracle beside the oracle, which is called by its name, not a ceiling
+    assert "fraction_oracle" in html and "<th>oracle</th>" in html and "oracle_ceiling" not in html
     assert "Ensemble report-rotation: simulated type against consensus type" in html
 
 
