@@ -30,14 +30,17 @@ def _wins(per_seed: list[dict], core: str, other: str) -> int:
 
 
 def cores_table(record: dict) -> list[str]:
-    """Per core: test correlation (mean ± sd, then each seed's), FEVE, core parameters and seeds won;
-    the better mean in bold."""
+    """Per core: test correlation (repeat-averaged; mean ± sd, then each seed's), fraction of oracle
+    (single-trial; blank in files written before it was recorded), FEVE, core parameters and seeds
+    won; the better mean in bold."""
     per_seed, cores = record["per_seed"], [c for c in CORE_NAMES if f"{c}_test_correlation_mean" in record]
-    best = {field: max(cores, key=lambda c: record[f"{c}_{field}_mean"]) for field in ("test_correlation", "feve")}
+    fields = {"test_correlation": 3, "fraction_oracle": 2, "feve": 3}
+    fields = {f: d for f, d in fields.items() if all(f"{c}_{f}_mean" in record for c in cores)}
+    best = {field: max(cores, key=lambda c: record[f"{c}_{field}_mean"]) for field in fields}
     rows = []
     for core in cores:
         runs = [r for r in per_seed if r["core"] == core]
-        cells = {field: _spread(record, f"{core}_{field}", 3) for field in best}
+        cells = {field: _spread(record, f"{core}_{field}", digits) for field, digits in fields.items()}
         cells = {field: f"**{text}**" if best[field] == core else text for field, text in cells.items()}
         others = [c for c in cores if c != core]
         wins = f"{_wins(per_seed, core, others[0])} / {len(runs)}" if others else ""
@@ -45,12 +48,15 @@ def cores_table(record: dict) -> list[str]:
             [
                 CORE_NAMES[core],
                 f"{cells['test_correlation']} ({', '.join(format(r['test_correlation'], '.3f') for r in runs)})",
+                cells.get("fraction_oracle", ""),
                 cells["feve"],
                 f"{runs[0]['parameters']:,}",
                 wins,
             ]
         )
-    return markdown_table(["core", "test correlation", "FEVE", "core parameters", "seeds won"], rows)
+    return markdown_table(
+        ["core", "test correlation", "fraction of oracle", "FEVE", "core parameters", "seeds won"], rows
+    )
 
 
 def celltypes_table(record: dict) -> list[str]:

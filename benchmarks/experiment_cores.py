@@ -1,7 +1,9 @@
 """Rotation-equivariant vs regular CNN core on the simulated V1 population, several seeds.
 
 Same data, same number of feature maps, same trainer budget. Reports per seed and as mean ± sd:
-test correlation (repeat-averaged), FEVE against the simulator's noise ceiling, and for the
+test correlation (image-averaged prediction vs repeat-averaged response), single-trial test
+correlation and its fraction of oracle (slope through the origin of the per-unit single-trial
+correlation against the per-unit oracle correlation), FEVE, and for the
 rotation-equivariant models the agreement of the recovered cell types with the simulated ones
 (adjusted Rand index; the paper's argmax types, the rotation-invariant clusters of each model, and
 the consensus of all seeds' clusters as ``EnsembleCellTypes`` computes it) and the circular error of
@@ -96,11 +98,13 @@ def core_configs(args) -> dict[str, dict]:
     return configs
 
 
-def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int) -> tuple[dict, object]:
+def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int, oracle) -> tuple[dict, object]:
     """Train one model: its results row and, for a rotation core, its readout feature weights
-    (n_units, rotations x features) and recovered cluster per unit (n_units,); None for a CNN."""
+    (n_units, rotations x features) and recovered cluster per unit (n_units,); None for a CNN.
+
+    oracle : (n_units,) leave-one-out oracle correlation of the test trials, for the fraction of oracle."""
     from pipeline.celltypes import clustering as celltypes
-    from pipeline.models import experiment
+    from pipeline.models import experiment, metrics
     from pipeline.models.encoder import ModelConfig
 
     result = experiment.run(ModelConfig.from_dict(config), trainer, data, seed=seed, progress=False)
@@ -108,6 +112,8 @@ def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int) -> t
         core=name,
         seed=seed,
         test_correlation=float(np.nanmean(result.test.correlation)),
+        test_single_trial=float(np.nanmean(result.test.single_trial)),
+        fraction_oracle=metrics.fraction_of_oracle(result.test.single_trial, oracle),
         feve=result.test.mean_feve,
         iterations=result.fit.iterations,
         seconds=result.seconds,
@@ -143,7 +149,7 @@ def spreads(per_seed: list[dict], configs: dict) -> dict:
 
     figures = {}
     for core in configs:
-        for field in ("test_correlation", "feve"):
+        for field in ("test_correlation", "test_single_trial", "fraction_oracle", "feve"):
             mean, sd = spread(core, field)
             figures[f"{core}_{field}_mean"], figures[f"{core}_{field}_sd"] = mean, sd
     for field in ("ari_types", "ari_clusters", "orientation_error_deg"):
@@ -199,7 +205,7 @@ def main(argv=None) -> dict:
     per_seed, clusters, readouts = [], [], []
     for seed in args.seeds:
         for name, config in configs.items():
-            row, typed = fit_row(args, name, config, trainer, data, truth, seed)
+            row, typed = fit_row(args, name, config, trainer, data, truth, seed, oracle)
             if typed is not None:
                 readouts.append(typed[0])
                 clusters.append(typed[1])

@@ -145,7 +145,7 @@ class TrainedModel(Readiness, dj.Computed):
         """
 
     def inputs(self) -> dict:
-        # Training reads the scan's normalisation; its scores name the scan's oracle ceiling.
+        # Training reads the scan's normalisation; its scores store the scan's mean oracle correlation.
         return {"Normalization": _datasets_with(Normalization), "Reliability": _datasets_with(Reliability)}
 
     def make_fetch(self, key):
@@ -234,6 +234,30 @@ class TrainedModel(Readiness, dj.Computed):
 
 def dataclass_arrays(scores) -> dict[str, np.ndarray]:
     return {name: np.asarray(value) for name, value in vars(scores).items()}
+
+
+@schema
+class OracleFraction(Readiness, dj.Computed):
+    definition = """
+    # fraction of oracle: per-unit single-trial test correlation against the unit's oracle correlation
+    -> TrainedModel
+    ---
+    fraction_oracle = null: float64     # slope of the least-squares line through the origin; null: no oracle
+    units_scored: int32                 # units whose single-trial correlation and oracle are both defined
+    """
+
+    def inputs(self) -> dict:
+        # The oracle is the scan's (Reliability.Unit), which the primary key does not reference.
+        return {"Reliability": TrainedModel.proj() & _datasets_with(Reliability)}
+
+    def make(self, key):
+        scan = DatasetConfig.load(key).scan_key
+        require(Reliability, scan)
+        units = (TrainedModel.Unit & key).proj("test_single_trial") * (Reliability.Unit & scan).proj("oracle")
+        single, oracle = (np.asarray(a, dtype=np.float64) for a in units.to_arrays("test_single_trial", "oracle"))
+        fraction = metrics.fraction_of_oracle(single, oracle)
+        scored = int((np.isfinite(single) & np.isfinite(oracle)).sum())
+        self.insert1(dict(key, fraction_oracle=finite_or(fraction, None), units_scored=scored))
 
 
 @schema

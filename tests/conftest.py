@@ -85,7 +85,9 @@ def trained_models(db):
             seeds=(0,),
             name=f"test-{kind}",
         )[0]
-    run.populate_all(tables=["Reliability", "Normalization", "TrainedModel", "CellTypes"], progress=False)
+    run.populate_all(
+        tables=["Reliability", "Normalization", "TrainedModel", "OracleFraction", "CellTypes"], progress=False
+    )
     return tasks
 
 

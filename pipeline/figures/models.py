@@ -1,4 +1,4 @@
-"""Figures of the predictive models: per-unit scores against the noise ceiling, score distributions."""
+"""Figures of the predictive models: per-unit single-trial scores against the oracle, score distributions."""
 
 from __future__ import annotations
 
@@ -9,33 +9,43 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline.figures.common import as_array, identity_line, same_shape
+from pipeline.models.metrics import fraction_of_oracle
 
 
-def oracle_vs_correlation(oracle: np.ndarray, correlation: np.ndarray, groups: Sequence[str] | None = None) -> Figure:
-    """Per-unit model test correlation against the unit's oracle correlation (its ceiling).
+def oracle_vs_correlation(oracle: np.ndarray, single_trial: np.ndarray, groups: Sequence[str] | None = None) -> Figure:
+    """Per-unit single-trial test correlation of a model against the unit's oracle correlation.
 
-    oracle, correlation : (n,) per unit (one point per unit and model).
-    groups : optional (n,) label per point (e.g. core kind), one colour each.
-    Points under the identity line are below the noise ceiling.
+    oracle, single_trial : (n,) per unit (one point per unit and model): the leave-one-out oracle
+        correlation and the model's correlation with single test trials, the quantity the oracle
+        bounds (the correlation with repeat-averaged responses is not bounded by it).
+    groups : optional (n,) label per point (e.g. model), one colour each; its legend gives the
+        group's fraction of oracle (:func:`pipeline.models.metrics.fraction_of_oracle`, the slope of
+        the least-squares line through the origin, drawn dashed).
+    Points under the identity line predict single trials less well than the other repeats do.
     """
-    oracle, correlation = same_shape("oracle_vs_correlation", "oracle", oracle, "correlation", correlation)
+    oracle, single_trial = same_shape("oracle_vs_correlation", "oracle", oracle, "single_trial", single_trial)
     labels = np.full(len(oracle), "units", dtype=object) if groups is None else np.asarray(groups, dtype=object)
     if labels.shape != oracle.shape:
         raise ValueError(f"oracle_vs_correlation: groups has shape {labels.shape}, expected {oracle.shape}")
     fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    finite = oracle[np.isfinite(oracle)]
+    reach = np.array([0.0, max(float(finite.max()), 0.0) if finite.size else 1.0])
     for label in dict.fromkeys(labels):
         members = labels == label
-        ax.scatter(
+        fraction = fraction_of_oracle(single_trial[members], oracle[members])
+        points = ax.scatter(
             oracle[members],
-            correlation[members],
+            single_trial[members],
             s=10,
             alpha=0.6,
-            label=f"{label} (mean {np.nanmean(correlation[members]):.2f})",
+            label=f"{label} (fraction of oracle {fraction:.2f})",
         )
-    identity_line(ax, oracle, correlation)
-    ax.set_xlabel("oracle correlation (leave-one-out, repeats)")
-    ax.set_ylabel("model test correlation")
-    ax.set_title("Per-unit performance vs noise ceiling")
+        if np.isfinite(fraction):
+            ax.plot(reach, fraction * reach, "--", color=points.get_facecolor()[0], linewidth=1)
+    identity_line(ax, oracle, single_trial)
+    ax.set_xlabel("oracle correlation")
+    ax.set_ylabel("single-trial test correlation")
+    ax.set_title("Per-unit single-trial performance vs oracle")
     ax.legend(loc="upper left", fontsize="small")
     return fig
 

@@ -10,7 +10,14 @@ import numpy as np
 
 from pipeline.stats import pearson, repeat_groups
 
-__all__ = ["pearson", "single_trial_correlation", "test_correlation", "feve", "image_averages"]
+__all__ = [
+    "pearson",
+    "single_trial_correlation",
+    "test_correlation",
+    "feve",
+    "image_averages",
+    "fraction_of_oracle",
+]
 
 
 def _check(pred: np.ndarray, responses: np.ndarray, image_ids: np.ndarray | None, what: str):
@@ -97,6 +104,29 @@ def population_feve(
         )
     keep = (explainable_fraction >= min_fraction) & np.isfinite(feve_per_unit)
     return float(feve_per_unit[keep].mean()) if keep.any() else float("nan")
+
+
+def fraction_of_oracle(single_trial: np.ndarray, oracle: np.ndarray) -> float:
+    """Fraction of oracle (Lurz et al. 2021): the slope of the least-squares line through the origin
+    of the per-unit single-trial test correlation against the per-unit oracle correlation.
+
+    single_trial : (n_units,) correlation of the prediction with single test trials
+        (:func:`single_trial_correlation`), the quantity the oracle bounds.
+    oracle : (n_units,) leave-one-out oracle correlation (:func:`pipeline.stats.oracle_correlation`).
+    Returns ``sum(oracle * single_trial) / sum(oracle ** 2)`` over units where both are finite (a
+    float); NaN when no such unit has a non-zero oracle.  Not the repeat-averaged test correlation:
+    that is not bounded by the oracle and can exceed it.
+    """
+    single_trial = np.asarray(single_trial, dtype=np.float64)
+    oracle = np.asarray(oracle, dtype=np.float64)
+    if single_trial.shape != oracle.shape or single_trial.ndim != 1:
+        raise ValueError(
+            f"fraction_of_oracle: single_trial {single_trial.shape} and oracle {oracle.shape} must both be (n_units,)"
+        )
+    keep = np.isfinite(single_trial) & np.isfinite(oracle)
+    x, y = oracle[keep], single_trial[keep]
+    denominator = float(np.dot(x, x))
+    return float(np.dot(x, y) / denominator) if denominator > 0 else float("nan")
 
 
 # The name starts with "test": keep pytest from collecting it where a test module imports it.

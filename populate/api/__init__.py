@@ -98,8 +98,12 @@ _MODEL_COLUMNS = ("config_name", "core_kind", "feature_maps")
 
 def models(restriction=None) -> pd.DataFrame:
     """One row per trained model: key, name, core kind, feature maps, seed, scan, input size
-    (``image_height``, ``image_width`` pixels) and mean scores (test correlation, single-trial
-    correlation, FEVE, oracle ceiling, validation correlation)."""
+    (``image_height``, ``image_width`` pixels) and scores on the test tier: ``test_correlation``
+    (image-averaged prediction vs repeat-averaged response) and ``test_single_trial`` (vs single
+    trials), both means over units; ``test_feve``; ``oracle``, the mean leave-one-out oracle
+    correlation of the scan's units, which bounds single-trial correlations, not averaged ones;
+    ``fraction_oracle`` (``OracleFraction``: slope through the origin of the per-unit single-trial
+    correlation against the oracle; missing until computed); and ``val_correlation``."""
     m = stage("models")
     query = (
         m.TrainedModel.proj(
@@ -109,15 +113,15 @@ def models(restriction=None) -> pd.DataFrame:
             "test_correlation",
             "test_single_trial",
             "test_feve",
-            "oracle_ceiling",
             "val_correlation",
             "iterations",
             "train_seconds",
             "device",
+            oracle="oracle_ceiling",
         )
         * m.ModelConfig.proj(*_MODEL_COLUMNS)
         * m.DatasetConfig.proj(*SCAN_KEY)
-    )
+    ).join(m.OracleFraction.proj("fraction_oracle"), left=True)
     return to_frame(restrict(query, restriction), order_by=["core_kind", "model_hash", "seed"])
 
 

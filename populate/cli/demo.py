@@ -195,8 +195,10 @@ def summary(seconds: float, quick: bool = False) -> None:
             "feature_maps",
             "seed",
             "test_correlation",
+            "test_single_trial",
             "test_feve",
-            "oracle_ceiling",
+            "oracle",
+            "fraction_oracle",
             "train_seconds",
         ),
     )

@@ -130,7 +130,8 @@ TEXT_COLUMNS = {
         "test_correlation",
         "test_single_trial",
         "test_feve",
-        "oracle_ceiling",
+        "oracle",
+        "fraction_oracle",
         "train_seconds",
     ),
     "celltypes": (

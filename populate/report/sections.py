@@ -148,7 +148,8 @@ def predictive_models(panel: Panel) -> None:
             "test_correlation",
             "test_single_trial",
             "test_feve",
-            "oracle_ceiling",
+            "oracle",
+            "fraction_oracle",
             "val_correlation",
             "train_seconds",
         ],
@@ -174,8 +175,10 @@ def predictive_models(panel: Panel) -> None:
         return
     labels = np.array([_model_label(r) for r in scores.to_dict("records")], dtype=object)
     panel.figure(
-        figures.oracle_vs_correlation(scores["oracle"], scores["test_correlation"], labels),
-        "Per-unit test correlation of every model against the unit's oracle correlation.",
+        figures.oracle_vs_correlation(scores["oracle"], scores["test_single_trial"], labels),
+        "Per-unit single-trial test correlation of every model against the unit's oracle correlation "
+        "(leave-one-out over the repeats), the quantity the oracle bounds; the legend gives each model's "
+        "fraction of oracle, the slope of the dashed line through the origin.",
     )
     panel.figure(
         figures.feve_distributions(

@@ -138,9 +138,19 @@ def test_the_core_tables_are_written_from_the_same_results_file():
         rotation_consensus_by_size=[dict(models=2, subsets=3, mean=0.74, sd=0.07, min=0.59, max=0.85)],
     )
     text = cores_tables.markdown(record)
+    # a file written before the fraction of oracle was recorded leaves its column blank
+    assert "| CNN | 0.743 ± 0.015 (0.740, 0.730, 0.760) |  | 0.700 ± 0.020 | 119,328 | 1 / 3 |" in text, text
+    record.update(
+        rotation_fraction_oracle_mean=0.912,
+        rotation_fraction_oracle_sd=0.02,
+        cnn_fraction_oracle_mean=0.873,
+        cnn_fraction_oracle_sd=0.031,
+    )
+    text = cores_tables.markdown(record)
     for row in (
-        "| rotation-equivariant | **0.760 ± 0.010** (0.760, 0.770, 0.750) | **0.754 ± 0.014** | 8,940 | 2 / 3 |",
-        "| CNN | 0.743 ± 0.015 (0.740, 0.730, 0.760) | 0.700 ± 0.020 | 119,328 | 1 / 3 |",
+        "| rotation-equivariant | **0.760 ± 0.010** (0.760, 0.770, 0.750) | **0.91 ± 0.02** | **0.754 ± 0.014** "
+        "| 8,940 | 2 / 3 |",
+        "| CNN | 0.743 ± 0.015 (0.740, 0.730, 0.760) | 0.87 ± 0.03 | 0.700 ± 0.020 | 119,328 | 1 / 3 |",
         "| one model, rotation-invariant clusters (`CellTypes`) | 0.60 ± 0.10 (0.50 to 0.70) |",
         "| consensus of 2 of the 3 models (all 3 subsets) | 0.74 ± 0.07 (0.59 to 0.85) |",
         "| **consensus of all 3 models** (`EnsembleCellTypes`) | **0.86** |",

@@ -54,7 +54,9 @@ def make_demo_models(scan: str = SCAN, seed: int = 4) -> dict:
             seeds=(0,),
             name=f"report-{kind}",
         )[0]
-    run.populate_all(tables=["Reliability", "Normalization", "TrainedModel", "CellTypes"], progress=False)
+    run.populate_all(
+        tables=["Reliability", "Normalization", "TrainedModel", "OracleFraction", "CellTypes"], progress=False
+    )
     return tasks
 
 
@@ -148,6 +150,26 @@ def test_scatter_figures_plot_the_given_points_with_an_identity_line():
     np.testing.assert_allclose(identity.get_xdata(), identity.get_ydata())
     fig = figures.similarity_scatter(oracle, 2 * oracle + 1, "S_neural", "S_model")
     assert "r = 1.00" in fig.axes[0].get_title()
+
+
+def test_oracle_figure_plots_single_trial_correlation_and_gives_each_fraction_of_oracle():
+    from pipeline import figures
+
+    rng = np.random.default_rng(3)
+    oracle = rng.uniform(0.1, 0.9, 40)
+    single = np.r_[0.5 * oracle[:20], 0.8 * oracle[20:]]  # two models at fractions 0.5 and 0.8
+    single[0] = np.nan  # a unit silent on the test images: left out of the fraction
+    groups = np.repeat(["cnn", "rotation"], 20)
+    ax = figures.oracle_vs_correlation(oracle, single, groups).axes[0]
+    assert ax.get_xlabel() == "oracle correlation"
+    assert ax.get_ylabel() == "single-trial test correlation"
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "cnn (fraction of oracle 0.50)" in legend and "rotation (fraction of oracle 0.80)" in legend
+    assert "identity" in legend and not any("ceiling" in t for t in legend + [ax.get_title()])
+    identity = [line for line in ax.get_lines() if line.get_label() == "identity"][0]
+    np.testing.assert_allclose(identity.get_xdata(), identity.get_ydata())
+    slopes = [line.get_ydata()[1] / line.get_xdata()[1] for line in ax.get_lines() if line.get_label() != "identity"]
+    np.testing.assert_allclose(sorted(slopes), [0.5, 0.8])
 
 
 def test_perturbation_boxes_have_the_per_control_medians():
@@ -294,6 +316,8 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
     assert rotation + ensembles <= int(found["cell-types"]["data-figures"]) <= 3 * rotation + 2 * ensembles
     html = report_file.read_text()
     assert "Consensus cell types per ensemble (EnsembleCellTypes)" in html
+    # each model's fraction of oracle beside the oracle, which is called by its name, not a ceiling
+    assert "fraction_oracle" in html and "<th>oracle</th>" in html and "oracle_ceiling" not in html
     assert "Ensemble report-rotation: simulated type against consensus type" in html
 
 

@@ -218,3 +218,37 @@ def test_results_json(trained, capsys, monkeypatch):
     mine = {(u["unit_id"], u["cell_type"], u["agreement"]) for u in consensus if u["ensemble_name"] == "test-json"}
     stored = expected[expected["ensemble_name"] == "test-json"]
     assert mine == set(zip(stored["unit_id"], stored["cell_type"], stored["agreement"])) and len(mine) > 0
+
+
+def test_oracle_fraction_of_each_trained_model_is_its_single_trial_slope_on_the_oracle(trained, capsys):
+    """OracleFraction holds, per trained model, the fraction of oracle of its stored per-unit
+    single-trial test correlations against the scan's stored oracle; the listings show it and call
+    the oracle ``oracle``, not a ceiling."""
+    from pipeline.models import metrics
+    from populate import api
+    from schemas.models import OracleFraction, TrainedModel
+    from schemas.stats import Reliability
+
+    for task in trained.values():
+        row = (OracleFraction & task).fetch1()
+        single_of = dict(zip(*(TrainedModel.Unit & task).to_arrays("unit_id", "test_single_trial")))
+        oracle_of = dict(zip(*(Reliability.Unit & SCAN_KEY).to_arrays("unit_id", "oracle")))
+        assert set(single_of) == set(oracle_of)
+        units = sorted(single_of)
+        single = np.array([single_of[u] for u in units], dtype=np.float64)
+        oracle = np.array([oracle_of[u] for u in units], dtype=np.float64)
+        assert row["fraction_oracle"] == pytest.approx(metrics.fraction_of_oracle(single, oracle))
+        assert row["units_scored"] == int((np.isfinite(single) & np.isfinite(oracle)).sum()) > 0
+
+    listing = api.models()
+    assert "oracle_ceiling" not in listing.columns
+    for task in trained.values():
+        model = api.models(task).iloc[0]
+        assert model["fraction_oracle"] == pytest.approx((OracleFraction & task).fetch1("fraction_oracle"))
+        assert model["oracle"] == pytest.approx((Reliability & SCAN_KEY).fetch1("mean_oracle"))
+    assert main(["results", "models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and all({"oracle", "fraction_oracle"} <= set(r) and "oracle_ceiling" not in r for r in rows)
+    assert main(["results", "models"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert {"oracle", "fraction_oracle", "test_single_trial"} <= set(header) and "oracle_ceiling" not in header
