@@ -222,7 +222,7 @@ class Similarity(Readiness, dj.Computed):
     ---
     n_images: int32
     n_scans: int32
-    matrix: <object@pipeline>           # row-block store, read with pipeline.similarity.pairs.SimilarityStore
+    matrix: <object@pipeline>           # row-block store, read with pipeline.similarity.SimilarityStore
     oracle_agreement = null: float64    # r with repeat-averaged similarity on repeated test images
     single_trial_agreement = null: float64  # the same r for single-trial similarity (the paper's 0.39)
     device: varchar(32)                 # torch device the make computed on, e.g. cpu, cuda:0
