@@ -96,6 +96,12 @@ def scan_tensors(scan: str | dict = "1-1-1", image_shape: tuple[int, int] = (36,
 _MODEL_COLUMNS = ("config_name", "core_kind", "feature_maps")
 
 
+MODEL_LABELS = ("config_name", "core_kind", "feature_maps", "seed")
+"""Columns of :func:`models` that tell one model from another in a listing."""
+MODEL_SCORES = ("test_correlation", "test_single_trial", "test_feve", "oracle", "fraction_oracle")
+"""Columns of :func:`models` that score a model on the test tier, in the order listings show them."""
+
+
 def models(restriction=None) -> pd.DataFrame:
     """One row per trained model: key, name, core kind, feature maps, seed, scan, input size
     (``image_height``, ``image_width`` pixels) and scores on the test tier: ``test_correlation``

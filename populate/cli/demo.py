@@ -15,7 +15,7 @@ import os
 import statistics
 import time
 
-from populate import ingest
+from populate import api, ingest
 from populate.api import findings
 from populate.api.comparison import EVALUATION_GRID
 from populate.cli import results
@@ -189,18 +189,7 @@ def summary(seconds: float, quick: bool = False) -> None:
     results.print_rows(
         rows,
         as_json=False,
-        columns=(
-            "config_name",
-            "core_kind",
-            "feature_maps",
-            "seed",
-            "test_correlation",
-            "test_single_trial",
-            "test_feve",
-            "oracle",
-            "fraction_oracle",
-            "train_seconds",
-        ),
+        columns=(*api.MODEL_LABELS, *api.MODEL_SCORES, "train_seconds"),
     )
     _print_core_comparison(rows)
     _print_celltypes()

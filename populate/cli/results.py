@@ -121,19 +121,7 @@ def classifier_summary(evaluation: str | Mapping | None = None) -> list[dict]:
 REPORTS: dict[str, Callable[[], list[dict]]] = {"models": models, "celltypes": celltypes, "classifiers": classifiers}
 
 TEXT_COLUMNS = {
-    "models": (
-        "config_name",
-        "core_kind",
-        "feature_maps",
-        "seed",
-        "scan",
-        "test_correlation",
-        "test_single_trial",
-        "test_feve",
-        "oracle",
-        "fraction_oracle",
-        "train_seconds",
-    ),
+    "models": (*api.MODEL_LABELS, "scan", *api.MODEL_SCORES, "train_seconds"),
     "celltypes": (
         "source",
         "ensemble_name",

@@ -139,20 +139,7 @@ def predictive_models(panel: Panel) -> None:
         "models",
         api.models,
         "no trained models yet: add training tasks and run `python -m populate run` (or `make demo`)",
-        [
-            "scan",
-            "config_name",
-            "core_kind",
-            "feature_maps",
-            "seed",
-            "test_correlation",
-            "test_single_trial",
-            "test_feve",
-            "oracle",
-            "fraction_oracle",
-            "val_correlation",
-            "train_seconds",
-        ],
+        ["scan", *api.MODEL_LABELS, *api.MODEL_SCORES, "val_correlation", "train_seconds"],
         "Trained models (test tier; correlations averaged over units)",
     )
     panel.note("Rotation-equivariant vs CNN, " + findings.cores() + ".")
