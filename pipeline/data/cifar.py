@@ -5,7 +5,7 @@ photograph set) and the classifier training / robustness code: 32x32 grayscale u
 integer labels.
 
 CIFAR-10 (``cifar-10-batches-py/``) ships as Python-2 pickles.  ``pickle.load`` runs whatever code a
-pickle names, so :func:`read_cifar10` unpickles through :class:`_ArrayOnlyUnpickler`, which resolves
+pickle names, so :func:`read_cifar10` unpickles through :class:`ArrayOnlyUnpickler`, which resolves
 only the handful of numpy globals needed to rebuild arrays and refuses every other global.
 
 Colour is reduced to luma with the ITU-R BT.601 weights, computed exactly in integers and rounded half
@@ -130,15 +130,15 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
-class _ArrayOnlyUnpickler(pickle.Unpickler):
+class ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild dicts, lists, strings, numbers and numpy arrays, and nothing else."""
 
     _allowed: dict[tuple[str, str], Any] | None = None
 
     def find_class(self, module: str, name: str) -> Any:
-        if _ArrayOnlyUnpickler._allowed is None:
-            _ArrayOnlyUnpickler._allowed = _allowed_globals()
-        allowed = _ArrayOnlyUnpickler._allowed
+        if ArrayOnlyUnpickler._allowed is None:
+            ArrayOnlyUnpickler._allowed = _allowed_globals()
+        allowed = ArrayOnlyUnpickler._allowed
         try:
             return allowed[(module, name)]
         except KeyError:
@@ -152,7 +152,7 @@ def _load_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             # latin1 is numpy's documented way to read arrays pickled by Python 2
-            obj = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+            obj = ArrayOnlyUnpickler(f, encoding="latin1").load()
     except CifarFormatError:
         raise
     except Exception as err:  # truncated, corrupt, or names a forbidden global

@@ -10,7 +10,8 @@ A suite2p folder holds one ``plane<k>/`` per imaging plane (or is itself a plane
     ops.npy     dict of settings: fs (frame rate per plane, Hz), neucoeff, Ly, Lx, ...
 
 The files are read with numpy only.  ``stat.npy`` and ``ops.npy`` are pickled Python objects (that
-is how suite2p stores them), so they are unpickled: import folders you trust.
+is how suite2p stores them); they are unpickled by :class:`pipeline.data.cifar.ArrayOnlyUnpickler`,
+which rebuilds containers, numbers, strings and numpy arrays and refuses every other class.
 
 The stimulus table is a CSV file with one row per trial and the columns ``onset_frame`` (frame of
 the image onset, counted in frames of one plane), ``image_id``, ``tier`` (train, validation, test,
@@ -48,11 +49,30 @@ def plane_folders(folder: Path) -> list[Path]:
     raise InputError(folder, "plane*", "no plane folder (plane0, ...) and no F.npy: not a suite2p output folder")
 
 
+def _load_pickled(path: Path) -> np.ndarray:
+    """A pickled ``.npy`` (suite2p's ``ops.npy``, ``stat.npy``) through an unpickler that rebuilds only
+    containers, numbers, strings and numpy arrays: a collaborator's file can name no other class, so
+    it runs no code.  Raises ValueError naming a refused class."""
+    import pickle
+
+    from pipeline.data.cifar import ArrayOnlyUnpickler
+
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else np.lib.format.read_array_header_2_0(f)
+        if not header[2].hasobject:
+            raise ValueError(f"dtype {header[2]} holds no pickled objects")
+        try:
+            return ArrayOnlyUnpickler(f, encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"refused: {e}") from None
+
+
 def _load(path: Path, pickled: bool = False) -> np.ndarray:
     if not path.exists():
         raise InputError(path, path.stem, "missing file")
     try:
-        return np.load(path, allow_pickle=pickled)
+        return _load_pickled(path) if pickled else np.load(path, allow_pickle=False)
     except ValueError as e:
         if not pickled and "pickle" in str(e):
             raise InputError(

@@ -264,3 +264,27 @@ def test_simulate_movie_command_writes_the_lab_files(tmp_path, capsys):
     assert movie.dtype == np.uint16 and movie.shape == (len(schedule.behavior["pupil_size"]), 96, 96)
     assert truth["footprints"].shape[1:] == movie.shape[1:] and len(truth["responses"]) == schedule.n_trials
     assert np.array_equal(truth["onset_frames"], schedule.onset_frame)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_ops_file_runs_no_code(tmp_path):
+    """A collaborator's ops.npy whose object names os.system is refused, naming the file and the class,
+    and the command never runs."""
+    marker = tmp_path / "ran"
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(marker)
+    np.save(tmp_path / "F.npy", np.zeros((1, 10), np.float32))
+    for name in ("ops.npy", "stat.npy"):
+        np.save(tmp_path / name, payload, allow_pickle=True)
+    with pytest.raises(InputError, match=r"(ops|stat)\.npy.*system"):
+        read_suite2p(tmp_path)
+    assert not marker.exists()
