@@ -78,7 +78,7 @@ def short_hashes(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def note_toy(panel: Panel, frame: pd.DataFrame, what: str) -> None:
-    """A note of how many rows of ``frame`` are toy-sized, and the rule; nothing when none is."""
+    """A note of how many rows of ``frame`` are toy-sized (the page header states the rule); none when none is."""
     text = provenance.toy_note(frame, what)
     if text:
         panel.note(text)

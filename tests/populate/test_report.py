@@ -476,7 +476,7 @@ def test_report_states_match_status(evaluated_report):
     assert mine["n_images"].tolist() == ["0"] and mine["evaluation"].tolist() == ["rep"]
     total = len(AdversarialEvaluation())
     assert f"Adversarial evaluations ({total} of {total} done)" in html
-    assert "are done but attacked no image: their comparison's common set" in html
+    assert "are done but attacked no image: their comparison's common set" in unescape(html)
     assert _table(html, "Trained classifiers")["config_name"].notna().all()
 
 
