@@ -98,6 +98,7 @@ def _cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from populate.cli import export_model as export_model_cli
     from populate.cli import imaging as imaging_cli
     from populate.cli import operations
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sensorium.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     sensorium.set_defaults(handler=_cmd_export)
     imaging_cli.add_export_kinds(kinds)
+    export_model_cli.add_export_kind(kinds)
 
     sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
     sub.add_argument("--tables", nargs="*", help="only these tables (class names)")

@@ -21,7 +21,9 @@ from typing import Callable
 
 import jinja2
 
+import pipeline
 from populate import api
+from populate.report import provenance
 from populate.report.celltypes import cell_types
 from populate.report.sections import (
     NotComputed,
@@ -52,6 +54,12 @@ SECTIONS = (
     Section("progress", "Pipeline progress", pipeline_progress),
 )
 SECTION_IDS = tuple(s.id for s in SECTIONS)
+
+VERSIONS_NOTE = (
+    "Trained models and classifiers show the code version (package version and git commit) that trained "
+    "them, in their tables' code_version column; cell types show their model's. The other tables record "
+    "no code version: their rows were computed by some version of the pipeline, not necessarily this one."
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,6 +107,9 @@ def render_report() -> str:
         host=where["host"],
         prefix=db.prefix(),
         generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        code_version=pipeline.code_version(),
+        versions_note=VERSIONS_NOTE,
+        toy_rule=provenance.RULE,
         sections=[_section(section) for section in SECTIONS],
     )
 
