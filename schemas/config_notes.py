@@ -57,6 +57,9 @@ def record(table: str, config_hash: str, name: str, description: str) -> None:
 
 
 def names(table: str, config_hash: str) -> list[str]:
-    """The names ``config_hash`` of ``table`` was added under, first first ('' left out)."""
+    """The names ``config_hash`` of ``table`` was added under, first first ('' left out; none in a
+    database set up before this table existed)."""
+    if not ConfigNote().is_declared:
+        return []
     query = ConfigNote & dict(config_table=table, config_hash=config_hash) & "config_name != ''"
     return [str(name) for name in query.to_arrays("config_name", order_by="added_at")]

@@ -58,8 +58,9 @@ def listing(table, unused_only: bool = False) -> list[dict]:
 
     query = unreferenced(table) if unused_only else table()
     configs = query.to_dicts(order_by=table.hash_attribute)
-    notes = ConfigNote & dict(config_table=table.__name__)
-    noted = notes.to_dicts(order_by="added_at") if ConfigNote().is_declared else []  # older databases: none
+    noted = []  # a database set up before ConfigNote existed has none
+    if ConfigNote().is_declared:
+        noted = (ConfigNote & dict(config_table=table.__name__)).to_dicts(order_by="added_at")
     rows = []
     for config in configs:
         config_hash = config[table.hash_attribute]
