@@ -26,10 +26,17 @@ def test_commands_before_setup_say_to_run_setup(db, command):
     prefix = f"{PREFIX}_nosetup"
     out = cli(*command, env=child_env(PIPELINE_PREFIX=prefix))
     assert out.returncode == 1, out.stdout + out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    assert SETUP_FIX in lines[0] and f"{prefix}__" in lines[0] and "create_schema" not in lines[0]
+    message = error_line(out.stderr)
+    assert SETUP_FIX in message and f"{prefix}__" in message and "create_schema" not in message
     assert not [name for name in dj.list_schemas() if name.startswith(prefix)]  # nothing was declared
+
+
+def error_line(stderr: str) -> str:
+    """The one ``error:`` line a failed command ends with (DataJoint's warnings about the server may precede it)."""
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), stderr
+    assert sum(line.startswith("error") for line in lines) == 1, stderr
+    return lines[-1]
 
 
 def test_the_default_store_is_the_checkouts_wherever_the_process_starts(tmp_path):
