@@ -98,7 +98,10 @@ def unbound_message(table: str, stage: str) -> str:
     """What to do about ``table`` of ``stage`` being unbound: activate, or (when activation found no
     schema for the stage) run ``setup``, which only an administrator may."""
     if active is None:
-        return f"table {table} (stage {stage!r}) is not bound to a database: call schemas.activate(prefix) first"
+        return (
+            f"table {table} (stage {stage!r}) is not bound to a database: call schemas.activate(prefix) first "
+            "(where its schema does not exist yet, run `python -m populate setup` (as admin))"
+        )
     return (
         f"table {table}: schema {db.schema_name(stage, active.prefix)} has not been declared yet: "
         "run `python -m populate setup` (as admin), then start again"
