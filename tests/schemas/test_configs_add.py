@@ -6,6 +6,7 @@ before the notes existed is still read."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -89,7 +90,8 @@ def test_configs_unused_lists_what_no_task_uses(db, capsys):
 
 def test_a_database_set_up_before_the_notes_is_read(db):
     """An older database has every config table but no ConfigNote: configs are read and listed as
-    before; adding one says to run setup, and inserts nothing."""
+    before; adding one says to run setup, and inserts nothing.  (Its setup also shows that Seed's
+    contents are inserted without DataJoint's positional-insert deprecation warning.)"""
     import datajoint as dj
 
     import schemas
@@ -98,7 +100,10 @@ def test_a_database_set_up_before_the_notes_is_read(db):
 
     older = f"{PREFIX}_older"
     try:
-        schemas.declare_all(older)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            schemas.declare_all(older)  # Seed's contents are inserted as dicts: no positional-insert warning
+        assert not [w for w in caught if "Positional inserts" in str(w.message)]
         key = ModelConfig.add(tiny_model("cnn"), name="older")
         dj.FreeTable(dj.conn(), ConfigNote.full_table_name).drop_quick()
         schemas.activate(older)
