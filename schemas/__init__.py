@@ -1,6 +1,7 @@
 """DataJoint 2.x tables of the pipeline, one module per stage.
 
-Importing a stage module binds nothing and connects to nothing.  :func:`activate` binds every
+Importing a stage module binds nothing, connects to nothing and changes no DataJoint setting (a
+lab's own schemas declare their tables as DataJoint's configuration says).  :func:`activate` binds every
 stage's tables to ``{prefix}__{stage}`` (prefix from ``PIPELINE_PREFIX`` unless given); only
 :func:`declare_all` (run by ``python -m populate setup``) creates missing schemas and tables::
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 log = logging.getLogger("populate")
 
-TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "demo")
+TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "demo", "configs")
 """Commands that read or write the pipeline's tables: :func:`main` binds them to ``PIPELINE_PREFIX`` first.
 ``setup`` binds while it declares; the worker, scheduler and queue commands bind as they select their
 tables, within the worker's wait for an unreachable server."""
@@ -98,6 +98,7 @@ def _cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from populate.cli import configs as configs_cli
     from populate.cli import export_model as export_model_cli
     from populate.cli import imaging as imaging_cli
     from populate.cli import operations
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")
 
     operations.add_commands(command)
+    configs_cli.add_command(command)
     return parser
 
 
@@ -184,6 +186,14 @@ def _quiet_datajoint() -> None:
     dj_log = logging.getLogger("datajoint")
     dj_log.handlers.clear()
     dj_log.setLevel(logging.WARNING)
+
+
+def _never_declare() -> None:
+    """Commands other than ``setup`` create no table, also not a lab's own (``--schema-module``): this
+    process is the command's, so its DataJoint default may be set; importing the pipeline sets none."""
+    import datajoint as dj
+
+    dj.config.database.create_tables = False
 
 
 def _settings_message(err: Exception) -> str | None:
@@ -208,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _quiet_datajoint()  # DataJoint validates DJ_* settings on import
+        if args.command != "setup":
+            _never_declare()
         if args.command in TABLE_COMMANDS:
             import schemas
 
