@@ -4,8 +4,9 @@ Each test reproduces one fault or attack (``benchmarks/fault_campaign.py`` injec
 its own tables and prefix: the store collector racing an open import, SQL reaching the server through
 ``--key``, prefix boundaries, decompression bombs, ids the command line cannot address, settings
 errors, concurrent ``setup``/imports, a worker that loses the database while recording a
-failure, dead workers shown busy, and ``report --out`` into a missing folder.  Role grants are
-exercised in ``tests/populate/test_roles.py``.
+failure, dead workers shown busy, ``report --out`` into a missing folder, onto a link or an
+existing file, and DataJoint's MariaDB warning.  Role grants are exercised in
+``tests/populate/test_roles.py``, prefix ownership in ``tests/populate/test_ownership.py``.
 """
 
 from __future__ import annotations
