@@ -24,7 +24,11 @@ PREFIX_REGEX = "[a-z][a-z0-9]*(?:_[a-z0-9]+)*"
 
 GUARD = "pipeline_schema_guard"
 
+GUARD_LOCK = f"SELECT pg_advisory_xact_lock(hashtext('{GUARD}'))"
+"""Serialises installing and removing the guard (concurrent ``CREATE OR REPLACE FUNCTION`` fails)."""
+
 GUARD_SQL = [
+    GUARD_LOCK,
     f"""CREATE OR REPLACE FUNCTION public.{GUARD}() RETURNS event_trigger LANGUAGE plpgsql
 SET search_path = pg_catalog AS $guard$
 DECLARE

@@ -263,13 +263,21 @@ def apply(connection, plan: list[str], shown: list[str] | None = None, undo: dic
             done.append(i)
     except BaseException:
         if postgresql:
-            connection.cancel_transaction()
+            _quietly(connection.cancel_transaction)  # a lost connection has rolled back already
         for i in reversed(done):
             if undo and i in undo:
-                connection.query(undo[i].replace("%", "%%"))
+                _quietly(connection.query, undo[i].replace("%", "%%"))
         raise
     if postgresql:
         connection.commit_transaction()
+
+
+def _quietly(action, *args) -> None:
+    """``action(*args)``, logging instead of raising: while undoing, the original error is the one to report."""
+    try:
+        action(*args)
+    except Exception as err:
+        log.warning("while undoing a failed change: %s", " ".join(str(err).split()))
 
 
 def _run(connection, plan: list[str], dry_run: bool, shown: list[str] | None = None, undo=None) -> list[str]:
@@ -359,7 +367,7 @@ def drop(dry_run: bool = False) -> list[str]:
                     f"DROP ROLE IF EXISTS {_pg(name)}",
                 ]
         if plan and not dry_run and ownership.is_superuser(connection):
-            plan.append(ownership.UNGUARD_SQL)
+            plan += [ownership.GUARD_LOCK, ownership.UNGUARD_SQL]
     else:
         plan = [f"DROP ROLE IF EXISTS '{name}'" for name in names.values()]
     return _run(connection, plan, dry_run)
