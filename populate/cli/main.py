@@ -20,10 +20,14 @@ tables, within the worker's wait for an unreachable server."""
 
 
 def _cmd_setup(args) -> None:
+    import datajoint as dj
+
     import schemas
+    from populate.admin import ownership
     from schemas import db
 
     with db.named_lock("setup"):  # a concurrent setup waits, then finds everything declared
+        ownership.check_setup(dj.conn(), db.prefix())  # never declare into another prefix's schema
         names = schemas.declare_all()
     print(f"declared schemas: {', '.join(names)}")
 
@@ -88,7 +92,7 @@ def _cmd_report(args) -> None:
     folder = Path(args.out).expanduser().parent
     if not folder.is_dir():  # a typo in --out should not create a tree of folders
         raise FileNotFoundError(f"--out {args.out}: folder {folder} does not exist")
-    print(f"report written to {report.write_report(args.out)}")
+    print(f"report written to {report.write_report(args.out, force=args.force)}")
 
 
 def _cmd_demo(args) -> None:
@@ -163,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = command("report", _cmd_report, "write one self-contained HTML report of every stage")
-    sub.add_argument("--out", default="report.html", help="output .html file (default report.html)")
+    sub.add_argument(
+        "--out", default="report.html", help="output .html file, which must not exist yet (default report.html)"
+    )
+    sub.add_argument(
+        "--force", action="store_true", help="replace an existing --out file (a symbolic link itself, not its target)"
+    )
 
     sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")
@@ -177,11 +186,16 @@ def _quiet_datajoint() -> None:
     """Route DataJoint's messages through our log format, warnings and errors only.
 
     Importing datajoint installs its own handler at INFO (every line would print twice) and warns
-    about a missing ``datajoint.json`` although the pipeline is configured through the environment.
+    about a missing ``datajoint.json`` although the pipeline is configured through the environment;
+    its two-line MariaDB warning becomes one debug line (:func:`populate.work.connection.quiet_mariadb_warning`).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No datajoint.json found")
         import datajoint  # noqa: F401
+
+    from populate.work import connection
+
+    connection.quiet_mariadb_warning()
 
     dj_log = logging.getLogger("datajoint")
     dj_log.handlers.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -114,12 +115,30 @@ def render_report() -> str:
     )
 
 
-def write_report(path: str | Path) -> Path:
-    """Write the report to ``path`` (folders created as needed); returns the resolved path."""
+def write_report(path: str | Path, force: bool = True) -> Path:
+    """Write the report to ``path`` (folders created as needed); returns the resolved path.
+
+    ``force`` False (the ``report`` command without ``--force``) refuses an existing file or symbolic
+    link with :class:`FileExistsError` naming it.  Otherwise the page goes to a new file renamed over
+    ``path``, so a link there is replaced itself, never its target.
+    """
     path = Path(path).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"report path {str(path)!r} should end in .html")
+    if not force and (path.is_symlink() or path.exists()):
+        kind = "a symbolic link" if path.is_symlink() else "an existing file"
+        raise FileExistsError(f"report path {str(path)!r} is {kind}; choose a new path or pass --force to replace it")
     document = render_report()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
+    if not force:
+        with open(path, "x", encoding="utf-8") as out:  # O_EXCL: refuses a file or link made meanwhile
+            out.write(document)
+        return path.resolve()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as out:
+            out.write(document)
+        os.replace(temporary, path)  # replaces a link itself, not its target
+    finally:
+        temporary.unlink(missing_ok=True)
     return path.resolve()
