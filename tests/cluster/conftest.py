@@ -1,6 +1,6 @@
 """The local one-node SLURM cluster (``populate/deploy/local_slurm.sh``) for the tests of this folder.
 
-Every test here is marked ``cluster``; ``make test`` runs them in its PostgreSQL pass only.  The
+Every test here is marked ``cluster`` (``pytestmark``); ``make test`` runs them in its PostgreSQL pass only.  The
 session fixture :func:`slurm` starts this checkout's cluster unless it already runs, and stops it
 afterwards only if it started it, then checks by pid that none of its daemons is left.
 """
@@ -19,12 +19,6 @@ from tests.populate.test_workers import fresh, wt  # noqa: F401  (fixtures: the 
 SCRIPT = REPO / "populate" / "deploy" / "local_slurm.sh"
 STATE = REPO / ".local" / "slurm"
 DAEMONS = ("munged", "slurmctld", "slurmd")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.is_relative_to(REPO / "tests" / "cluster"):
-            item.add_marker(pytest.mark.cluster)
 
 
 def _script(command: str) -> subprocess.CompletedProcess:

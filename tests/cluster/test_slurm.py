@@ -28,6 +28,8 @@ from tests.conftest import REPO, tiny_model
 from tests.populate.commands import child_env, cli
 from tests.populate.test_workers import job, makes, rows_of, wait_for
 
+pytestmark = pytest.mark.cluster
+
 SUBMIT = REPO / "populate" / "deploy" / "slurm_submit.sh"
 TIMINGS = REPO / "benchmarks" / "results" / "slurm_timings.json"
 WORKTEST = ("--schema-module", "tests.worker_tables", "--poll", "0.2", "--heartbeat", "0.3")
@@ -117,10 +119,10 @@ def worker_log(tmp_path, job_id: str, index: int) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def record_timing(name: str, seconds: float, what: str) -> None:
+def record_timing(slurm, name: str, seconds: float, what: str) -> None:
     """Merge one measured time into benchmarks/results/slurm_timings.json."""
     data = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    version = subprocess.run(["sbatch", "--version"], capture_output=True, text=True).stdout.strip()
+    version = slurm_command(slurm, "sbatch", "--version").stdout.strip()
     data["measured_by"] = "python -m pytest tests/cluster (the PostgreSQL pass of make test)"
     data["machine"] = f"{os.cpu_count()} CPUs, {platform.machine()}; {version}; local_slurm.sh's one-node cluster"
     data[name] = dict(
@@ -158,6 +160,7 @@ def test_an_array_of_four_workers_drains_the_task_list(slurm, fresh, tmp_path):
     job_id = submit(slurm, tmp_path, "--array=0-3", worker_args=WORKTEST, idle_exit=5)
     wait_for(started, timeout=START_S, what="the first job reserved")
     record_timing(
+        slurm,
         "sbatch_to_first_reserved",
         time.monotonic() - submitted,
         "slurm_submit.sh --array=0-3 to the first job table row reserved (or make logged), polled every 0.1 s",
@@ -167,6 +170,7 @@ def test_an_array_of_four_workers_drains_the_task_list(slurm, fresh, tmp_path):
         datetime.fromisoformat(job_field(slurm, f"{job_id}_0", f)) for f in ("SubmitTime", "StartTime")
     )
     record_timing(
+        slurm,
         "sbatch_to_task_start",
         (started_at - submitted_at).total_seconds(),
         "SLURM's part: SubmitTime to StartTime of array task 0 (scontrol show job, whole seconds)",
@@ -246,14 +250,21 @@ def test_scancel_hands_the_training_back_at_once_and_a_later_task_completes_it(s
 
     worker_args = ("--tables", "TrainedModel", "--poll", "0.5", "--heartbeat", "0.5")
     job_id = submit(slurm, tmp_path, "--array=0-1%1", worker_args=worker_args)
-    wait_for(lambda: (j := training_job(training)) and j["status"] == "reserved", timeout=START_S, what="training")
+    wait_for(
+        lambda: (j := training_job(training)) and j["status"] == "reserved",
+        timeout=START_S,
+        what="the training reserved",
+    )
     time.sleep(2)  # into the training's iterations
     assert not TrainedModel & training, "the training ended before it could be interrupted"
     cancelled = scancel(slurm, "--batch", "--signal=TERM", f"{job_id}_0")
     wait_for(
-        lambda: (j := training_job(training)) and j["status"] == "pending", timeout=2 * STOP_TIMEOUT, what="pending"
+        lambda: (j := training_job(training)) and j["status"] == "pending",
+        timeout=2 * STOP_TIMEOUT,
+        what="the job back in pending",
     )
     record_timing(
+        slurm,
         "scancel_to_pending",
         time.monotonic() - cancelled,
         "scancel --batch --signal=TERM of the task training a model to its job back in pending, polled every 0.1 s",
@@ -323,6 +334,7 @@ def test_a_worker_killed_by_slurm_is_requeued_by_the_scheduler_after_the_stale_t
         killed = scancel(slurm, "--batch", "--signal=KILL", f"{job_id}_0")
         wait_for(lambda: job(wt.Square, 1)["status"] == "pending", timeout=60, what="the scheduler's re-queue")
         record_timing(
+            slurm,
             "sigkill_to_pending",
             time.monotonic() - killed,
             "scancel --batch --signal=KILL to the job back in pending by `populate scheduler --stale-after 3`",
