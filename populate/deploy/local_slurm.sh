@@ -22,7 +22,8 @@
 #
 # Ports: slurmctld on a free port from 16817 upwards, slurmd on the next; chosen at the first start
 # and kept in .local/slurm/ports while they are free, so that checkouts on one machine run side by side.
-# `start` while this checkout's cluster runs prints the exports again and starts nothing.
+# `start` while this checkout's cluster runs prints the exports again and starts nothing.  Run as root
+# (slurmd launches jobs as their user); CI and the test machine run as root.
 # `stop` ends only processes whose pid file is in .local/slurm/ and whose command line names it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd -P)
@@ -35,14 +36,14 @@ DAEMONS=(munged slurmctld slurmd)  # started in this order, stopped in the rever
 
 install_if_missing() {
   local missing=()
-  command -v munged >/dev/null 2>&1 || PATH=$PATH:/usr/sbin command -v munged >/dev/null 2>&1 || missing+=(munge)
-  PATH=$PATH:/usr/sbin command -v slurmctld >/dev/null 2>&1 || missing+=(slurm-wlm)
+  command -v munged >/dev/null 2>&1 || missing+=(munge)
+  command -v slurmctld >/dev/null 2>&1 || missing+=(slurm-wlm)
   [[ ${#missing[@]} -eq 0 ]] && return
   say "installing Debian packages ${missing[*]}"
   local sudo=; [[ $(id -u) -eq 0 ]] || sudo=sudo
   $sudo apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 }
-export PATH=$PATH:/usr/sbin
+export PATH=$PATH:/usr/sbin  # the daemons' folder, missing from some users' PATH
 
 # --- whose process is it ------------------------------------------------------------------------
 
@@ -154,12 +155,12 @@ start() {
   say "starting munged (socket $socket)"
   # -f: munged refuses root's own key folder checks otherwise; it forks and writes its pid file.
   munged -f --key-file="$dir/munge/munge.key" --socket="$socket" --seed-file="$dir/munge/munged.seed" \
-    --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" 9<&- >&2
+    --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" >&2
   wait_for 10 "munged did not answer" test -S "$socket"
   say "starting slurmctld on 127.0.0.1:${ports% *} and slurmd on port ${ports#* } (configuration $conf)"
-  slurmctld -f "$conf" >&2 9<&-
+  slurmctld -f "$conf" >&2
   wait_for 30 "slurmctld did not answer" scontrol ping
-  slurmd -f "$conf" >&2 9<&-
+  slurmd -f "$conf" >&2
   wait_for 60 "the node did not become idle" node_idle
   running || die "a daemon exited after starting; see $dir/log/"
   say "cluster up: $(sinfo -h -o '%P %D node(s) %t %c CPUs %m MiB')"

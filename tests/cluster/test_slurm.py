@@ -292,12 +292,13 @@ def test_scancel_hands_the_training_back_at_once_and_a_later_task_completes_it(s
 
 
 def test_a_time_limit_signal_hands_the_job_back_before_slurm_kills_the_worker(slurm, fresh, tmp_path):
-    """--time=2 with --signal=B:TERM@60.  slurmctld checks time limits every 30 s and sends the signal
-    at the first check within 60 + 30 s of the limit: 30-60 s into this job (with --time=1 and @30 it
-    came at once, before the worker had started).  SLURM would kill the job at 120 s."""
+    """--time=2 with --signal=B:TERM@30.  slurmctld checks time limits every 30 s and sends the signal
+    at the first check within 30 + 30 s of the limit: 60-90 s into this job, leaving a busy machine a
+    minute to start the worker (with --time=1 and @30 it came at once, before the worker had
+    started).  SLURM would kill the job at 120 s."""
     wt = fresh
     wt.Item.insert1(dict(item=1, value=2.0, seconds=600))
-    options = ("--array=0", "--time=2", "--signal=B:TERM@60")
+    options = ("--array=0", "--time=2", "--signal=B:TERM@30")
     job_id = submit(slurm, tmp_path, *options, worker_args=(*WORKTEST, "--tables", "Square"))
     holding(slurm, job_id, wt.Square, 1, tmp_path)
     wait_finished(slurm, job_id, timeout=240)
