@@ -22,7 +22,8 @@
 #
 # Ports: slurmctld on a free port from 16817 upwards, slurmd on the next; chosen at the first start
 # and kept in .local/slurm/ports while they are free, so that checkouts on one machine run side by side.
-# `start` while this checkout's cluster runs prints the exports again and starts nothing.  Run as root
+# `start` while this checkout's cluster runs prints the exports again and starts nothing; a fresh
+# start begins with an empty queue (slurmctld -c), so that jobs of a cluster not stopped cleanly never run.  Run as root
 # (slurmd launches jobs as their user); CI and the test machine run as root.
 # `stop` ends only processes whose pid file is in .local/slurm/ and whose command line names it.
 set -euo pipefail
@@ -79,10 +80,12 @@ choose_ports() {  # print "ctld_port slurmd_port": the recorded pair while free,
 }
 
 write_config() {  # ctld_port slurmd_port
-  local node cpus memory
+  local node hardware
   node=$(hostname -s)
-  cpus=$(nproc)
-  memory=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))  # MiB, as slurmd -C reports it
+  # This machine's CPUs (as sockets, cores and threads) and memory, as slurmd itself detects them:
+  # "NodeName=... CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105"
+  hardware=$(slurmd -C | head -1 | cut -d' ' -f2-)
+  [[ $hardware == CPUs=* ]] || die "slurmd -C did not describe this machine: $hardware"
   mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/munge"
   chmod 711 "$dir/munge"  # the key stays 600; munged wants its socket folder searchable
   if [[ ! -s $dir/munge/munge.key ]]; then
@@ -118,7 +121,7 @@ KillWait=15
 MinJobAge=300
 InactiveLimit=0
 SchedulerType=sched/builtin
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 $hardware State=UNKNOWN
 PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE OverSubscribe=FORCE:4 State=UP
 EOF
   echo "$1 $2" > "$dir/ports"
@@ -134,7 +137,9 @@ wait_for() {  # seconds what command...: run command until it succeeds
   die "$what within $seconds s; see $dir/log/"
 }
 
-node_idle() { sinfo -h -o %t 2>/dev/null | grep -qx idle; }
+node_idle() {  # idle, and registered with the CPUs of the configuration
+  [[ $(sinfo -h -o '%t %c' 2>/dev/null) == "idle $(grep -o ' CPUs=[0-9]*' "$conf" | cut -d= -f2)" ]]
+}
 
 start() {
   if running; then
@@ -158,7 +163,8 @@ start() {
     --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" >&2
   wait_for 10 "munged did not answer" test -S "$socket"
   say "starting slurmctld on 127.0.0.1:${ports% *} and slurmd on port ${ports#* } (configuration $conf)"
-  slurmctld -f "$conf" >&2
+  # -c: start with no jobs, so that a cluster that was not stopped cleanly runs no stale ones
+  slurmctld -c -f "$conf" >&2
   wait_for 30 "slurmctld did not answer" scontrol ping
   slurmd -f "$conf" >&2
   wait_for 60 "the node did not become idle" node_idle

@@ -33,6 +33,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def daemon_pids() -> dict[str, int]:
+    """The pids in .local/slurm/<daemon>.pid."""
+    return {name: int((STATE / f"{name}.pid").read_text().split()[0]) for name in DAEMONS}
+
+
 @pytest.fixture(scope="session")
 def slurm() -> dict[str, str]:
     """The environment (``SLURM_CONF``) of this checkout's running local SLURM cluster."""
@@ -46,7 +51,7 @@ def slurm() -> dict[str, str]:
         line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines() if line.startswith("export ")
     )
     assert exports["SLURM_CONF"] == str(STATE / "slurm.conf"), out.stdout
-    pids = {name: int((STATE / f"{name}.pid").read_text().split()[0]) for name in DAEMONS}
+    pids = daemon_pids()
     yield exports
     if started:
         out = _script("stop")

@@ -145,6 +145,25 @@ def holding(slurm, job_id: str, table, item: int, tmp_path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# the cluster itself
+
+
+def test_a_second_start_while_the_cluster_runs_starts_nothing(slurm):
+    from tests.cluster.conftest import DAEMONS, STATE, daemon_pids
+
+    before = daemon_pids()
+    out = subprocess.run(
+        [str(REPO / "populate" / "deploy" / "local_slurm.sh"), "start"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "already running" in out.stderr and "nothing started" in out.stderr, out.stderr
+    assert out.stdout.strip() == f"export SLURM_CONF={STATE / 'slurm.conf'}"
+    assert daemon_pids() == before and set(before) == set(DAEMONS)
+    node = slurm_command(slurm, "sinfo", "-h", "-o", "%D %t %c")
+    assert node.stdout.split() == ["1", "idle", str(os.cpu_count())], node.stdout
+
+
+# ---------------------------------------------------------------------------------------------
 # four workers drain a task list
 
 
