@@ -26,12 +26,13 @@ DEFAULT_SECONDS = 60.0
 
 class ProgressLog:
     """Logs ``what: step s/total, name value, ..., r it/s`` every ``every_steps`` steps if given, else
-    every ``every_seconds`` seconds, and passes each line to ``report``."""
+    every ``every_seconds`` seconds, and passes each line to ``report`` (``total``: given here or to
+    :meth:`start`)."""
 
     def __init__(
         self,
         what: str,
-        total: int,
+        total: int | None = None,
         every_seconds: float = DEFAULT_SECONDS,
         every_steps: int | None = None,
         report: Callable[[str], None] | None = None,
@@ -46,7 +47,9 @@ class ProgressLog:
         self.start(0)
 
     @classmethod
-    def from_env(cls, what: str, total: int, environ: Mapping[str, str] = os.environ, **kwargs) -> ProgressLog:
+    def from_env(
+        cls, what: str, total: int | None = None, environ: Mapping[str, str] = os.environ, **kwargs
+    ) -> ProgressLog:
         """A log with the intervals of :data:`SECONDS_VARIABLE` and :data:`STEPS_VARIABLE`."""
         seconds, steps = environ.get(SECONDS_VARIABLE, "").strip(), environ.get(STEPS_VARIABLE, "").strip()
         try:
@@ -59,9 +62,10 @@ class ProgressLog:
             raise ConfigError(f"{STEPS_VARIABLE}={steps!r}: give a whole number of steps >= 1")
         return cls(what, total, every_seconds, int(steps) if steps else None, **kwargs)
 
-    def start(self, step: int) -> None:
-        """The run starts (or resumes) at ``step``."""
+    def start(self, step: int, total: int | None = None) -> None:
+        """The run starts (or resumes) at ``step``, of ``total`` steps at most (if given)."""
         self.last_step, self.last_time = step, self.clock()
+        self.total = total if total is not None else self.total
 
     def update(self, step: int, **values: float | None) -> str | None:
         """After ``step`` steps: the line written if one is due, else None.  ``values`` in the order given;
@@ -74,7 +78,8 @@ class ProgressLog:
             return None
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
         shown = ", ".join(f"{name} {'-' if v is None else format(v, '.4g')}" for name, v in values.items())
-        line = f"{self.what}: step {step}/{self.total}, {shown}, {rate:.3g} it/s"
+        of = "" if self.total is None else f"/{self.total}"
+        line = f"{self.what}: step {step}{of}, {shown}, {rate:.3g} it/s"
         self.last_step, self.last_time = step, now
         log.info("%s", line)
         if self.report is not None:

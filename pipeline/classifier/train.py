@@ -240,8 +240,8 @@ def train_epoch(
     and mean similarity loss (NaN for the baseline).  ``after_step`` runs after each step."""
     tally = tally or EpochTally()
     if tally.step == 0:
-        tally.epoch_start = data.order_rng.bit_generator.state
-    else:  # resumed mid-epoch: draw the epoch's order again
+        tally.epoch_start = dict(data.order_rng.bit_generator.state)
+    elif tally.epoch_start is not None:  # resumed mid-epoch: draw the epoch's order again
         data.order_rng.bit_generator.state = tally.epoch_start
     batches = data.order_rng.permutation(len(data.images))
     for step in range(tally.step, data.steps):
@@ -360,7 +360,7 @@ class ClassifierRun:
         if saved is not None:
             self.restore(saved)
         if progress_log is not None:
-            progress_log.start(self.steps_taken)
+            progress_log.start(self.steps_taken, config.epochs * data.steps)
 
     @property
     def steps_taken(self) -> int:
@@ -399,7 +399,8 @@ class ClassifierRun:
     def after_step(self) -> None:
         """Save a checkpoint and write a progress line when due."""
         step = self.steps_taken
-        self.checkpoint.maybe_save(step, self.state)
+        if step < self.config.epochs * self.data.steps:  # a finished run needs no checkpoint
+            self.checkpoint.maybe_save(step, self.state)
         if self.progress_log is not None:
             tally = self.tally
             validation = self.history[-1]["validation_accuracy"] if self.history else None

@@ -263,7 +263,7 @@ class Run:
         else:
             self.restore(saved)
         if progress_log is not None:
-            progress_log.start(self.cursor.iteration)
+            progress_log.start(self.cursor.iteration, config.max_iterations)
 
     def state(self) -> dict:
         """Everything the next step depends on (see :mod:`pipeline.checkpoint`)."""
@@ -303,7 +303,7 @@ class Run:
         while cursor.iteration < config.max_iterations:
             if cursor.position == 0:
                 cursor.epoch_start = self.order.get_state()
-            else:  # resumed mid-epoch: draw the epoch's order again and skip the batches taken
+            elif cursor.epoch_start is not None:  # resumed mid-epoch: the epoch's order again, less the batches taken
                 self.order.set_state(cursor.epoch_start)
             batches = self.train.batches(batch_size, shuffle=True, generator=self.order)
             for batch in itertools.islice(batches, cursor.position, None):
@@ -312,7 +312,8 @@ class Run:
                 if cursor.iteration % eval_every == 0 or cursor.iteration >= config.max_iterations:
                     if self.evaluate(bar) == "stop":
                         return "patience"
-                self.checkpoint.maybe_save(cursor.iteration, self.state)
+                if cursor.iteration < config.max_iterations:  # a finished run needs no checkpoint
+                    self.checkpoint.maybe_save(cursor.iteration, self.state)
                 if self.progress_log is not None:
                     last = self.history[-1]
                     self.progress_log.update(

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from pipeline.checkpoint import Checkpointer, CheckpointSchedule, pack, unpack
-from pipeline.classifier import build_classifier, fit_classifier
+from pipeline.classifier import ClassifierConfig, build_classifier, fit_classifier
 from pipeline.config import ConfigError
 from pipeline.models.training import TrainerConfig, fit
 from pipeline.training_log import ProgressLog
-from tests.pipeline.test_classifier import _toy_config, toy_data
+from tests.pipeline.test_classifier import toy_data
 from tests.pipeline.test_training import data, new_model, recording  # noqa: F401 (fixtures)
 
 torch.set_num_threads(1)
@@ -36,8 +36,8 @@ class MemoryStore:
     def load(self) -> bytes | None:
         return self.data
 
-    def save(self, data: bytes, step: int) -> None:
-        self.data = data
+    def save(self, blob: bytes, step: int) -> None:
+        self.data = blob
         self.steps.append(step)
 
 
@@ -67,7 +67,7 @@ def test_encoder_resumed_from_a_checkpoint_equals_an_uninterrupted_run(data, cap
     with caplog.at_level(logging.INFO, logger="pipeline.checkpoint"):
         resumed = fit(new_model(data, core), data, config, "cpu", False, Checkpointer(store, schedule))
     assert "resuming from the checkpoint at step 12" in caplog.text
-    assert store.steps == [4, 8, 12, 16, 20, 24, 28]
+    assert store.steps == [4, 8, 12, 16, 20, 24, 28]  # none after the last step
 
     assert any(h["lr"] < config.lr for h in whole.history), "the schedule should drop the learning rate"
     assert resumed.history == whole.history
@@ -86,7 +86,9 @@ def test_classifier_resumed_from_a_checkpoint_equals_an_uninterrupted_run(caplog
     s_neural = vectors @ vectors.T
     # 3 epochs of 6 steps, early stopping on; saved every 4 steps, cut at step 9: resumed at step 8,
     # in the middle of the second epoch.
-    config = _toy_config(epochs=3, max_steps_per_epoch=6, patience=2, lr=0.05, decay_every=1)
+    config = ClassifierConfig(
+        width=8, batch_size=16, pair_batch=16, epochs=3, max_steps_per_epoch=6, lr=0.05, decay_every=1
+    ).replace(holdout_fraction=0.05, patience=2)
 
     def train(checkpoint=None, log=None):
         model = build_classifier(config)
