@@ -115,3 +115,8 @@ def test_sigterm_mid_training_hands_back_and_the_next_worker_resumes_from_the_ch
     assert stored["weights"].keys() == weights.keys()
     for name, value in weights.items():
         assert np.array_equal(stored["weights"][name], value), name
+
+    # Every checkpoint saved (7: every 20 steps but the last) is now an orphan for `gc` to collect.
+    code, out, err = run_cli(capsys, "gc", "--limit", "0")
+    assert code == 0, err
+    assert len([line for line in out.splitlines() if "__checkpoints/" in line]) >= 7, out
