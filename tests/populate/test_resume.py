@@ -1,7 +1,8 @@
-"""A training job cut short by SIGTERM resumes from its checkpoint on the next worker, with real worker processes.
+"""A training job cut short resumes from its checkpoint on the next worker, with real worker processes.
 
-The worker's SIGTERM path hands the job back to pending; the next worker to reserve it finds the
-checkpoint the make saved (``schemas.checkpoints``) and trains on from there.  The stored weights equal
+The worker's SIGTERM path hands the job back to pending (after a SIGKILL the scheduler does, once the
+worker's heartbeat is stale); the next worker to reserve it finds the checkpoint the make saved
+(``schemas.checkpoints``) and trains on from there.  The stored weights equal
 those of an uninterrupted run, and the checkpoint is gone once the result is in.
 """
 
@@ -11,13 +12,14 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import SCAN, SCAN_KEY
-from tests.populate.commands import REPO, child_env, run_cli
+from tests.populate.commands import REPO, child_env, cli, run_cli
 from tests.populate.test_workers import wait_for
 
 # 1 layer of 4 channels: about 20 steps a second on one thread; 100 steps, saved every 20
@@ -71,9 +73,10 @@ def reference_fit(task: dict):
         torch.set_num_threads(threads)
 
 
-def interrupt_and_resume(tmp_path, capsys, table, task: dict, status: bool = False) -> str:
-    """Stop the worker training ``task`` of ``table`` by SIGTERM once it has saved a checkpoint, check that the
-    job went back to pending, and have a second worker resume and complete it; ``status`` as it ran (if asked)."""
+def interrupt_and_resume(tmp_path, capsys, table, task: dict, kill=signal.SIGTERM, status: bool = False) -> str:
+    """Stop the worker training ``task`` of ``table`` by ``kill`` once it has saved a checkpoint, check that the
+    job is pending again (at once after SIGTERM; after SIGKILL once the scheduler finds its worker dead), and
+    have a second worker resume and complete it; ``status`` as it ran (if asked)."""
     from schemas.checkpoints import Checkpoint, Progress
 
     mine = dict(job_table=table.full_table_name)
@@ -86,12 +89,19 @@ def interrupt_and_resume(tmp_path, capsys, table, task: dict, status: bool = Fal
             code, out, err = run_cli(capsys, "status")
             assert code == 0, err
             assert re.search(r"checkpoint: step \d+ \(\d+ s ago\); a worker that takes the job over", out), out
-        first.send_signal(signal.SIGTERM)
+        first.send_signal(kill)
     finally:
         first.send_signal(signal.SIGCONT)
         first.wait(60)
-    assert first.returncode == 0, first_log.read_text()
-    assert "back to pending" in first_log.read_text()
+    if kill == signal.SIGTERM:
+        assert first.returncode == 0, first_log.read_text()
+        assert "back to pending" in first_log.read_text()
+    else:
+        assert first.returncode == -kill
+        assert [j["status"] for j in (table.jobs & task).to_dicts()] == ["reserved"]
+        time.sleep(1.6)  # its heartbeat goes stale
+        requeue = cli("scheduler", "--once", "--stale-after", "1.5", "--backoff", "0")
+        assert "1 re-queued from dead workers" in requeue.stdout, requeue.stdout + requeue.stderr
     assert not table & task
     assert [j["status"] for j in (table.jobs & task).to_dicts()] == ["pending"]
     saved = (Checkpoint & mine).fetch1("step")
@@ -108,14 +118,16 @@ def interrupt_and_resume(tmp_path, capsys, table, task: dict, status: bool = Fal
     return out
 
 
-def test_sigterm_mid_training_hands_back_and_the_next_worker_resumes_from_the_checkpoint(scan, tmp_path, capsys):
+@pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_model_cut_short_resumes_on_the_next_worker_and_equals_an_uninterrupted_run(scan, tmp_path, capsys, kill):
     from schemas.models import TrainedModel, TrainingTask
 
-    task = TrainingTask.add(model=TINY, dataset=dict(scan=SCAN, image_shape=(18, 32)), trainer=TRAINER, name="resume")[
-        0
-    ]
-    out = interrupt_and_resume(tmp_path, capsys, TrainedModel, task, status=True)
-    assert re.search(r"progress: fit: step \d+/100, loss [\d.]+, val_correlation [\d.-]+, .* it/s", out), out
+    seed = 0 if kill == signal.SIGTERM else 1  # one task per test
+    dataset = dict(scan=SCAN, image_shape=(18, 32))
+    task = TrainingTask.add(model=TINY, dataset=dataset, trainer=TRAINER, seeds=(seed,), name="resume")[0]
+    out = interrupt_and_resume(tmp_path, capsys, TrainedModel, task, kill, status=kill == signal.SIGTERM)
+    if kill == signal.SIGTERM:
+        assert re.search(r"progress: fit: step \d+/100, loss [\d.]+, val_correlation [\d.-]+, .* it/s", out), out
 
     stored = (TrainedModel & task).fetch1()
     whole = reference_fit(task)
@@ -127,6 +139,8 @@ def test_sigterm_mid_training_hands_back_and_the_next_worker_resumes_from_the_ch
         assert np.array_equal(stored["weights"][name], value), name
 
     # Every checkpoint saved (4: every 20 steps but the last) is now an orphan for `gc` to collect.
+    if kill != signal.SIGTERM:
+        return
     code, out, err = run_cli(capsys, "gc", "--limit", "0")
     assert code == 0, err
     assert len([line for line in out.splitlines() if "__checkpoints/" in line]) >= 4, out
