@@ -192,3 +192,10 @@ def test_a_classifier_cut_short_resumes_and_equals_an_uninterrupted_run(neural_s
             assert np.array_equal(resumed[column][name], value), (column, name)
     assert resumed["clean_accuracy"] == whole["clean_accuracy"]
     assert resumed["similarity_fidelity"] == whole["similarity_fidelity"]
+
+
+def test_a_worker_refuses_bad_checkpoint_settings_before_reserving_anything(db):
+    for name, value in [("PIPELINE_CHECKPOINT_MINUTES", "soon"), ("PIPELINE_PROGRESS_SECONDS", "-1")]:
+        out = cli("worker", "--idle-exit", "0", env=child_env(**{name: value}))
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"{name}={value!r}" in out.stderr and out.stderr.count("\n") == 1, out.stderr
