@@ -14,6 +14,7 @@ from pipeline import similarity as sim
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
 from pipeline.models import denoise
+from schemas import checkpoints
 from schemas.binding import StageSchema, tables_kept_in
 from schemas.configs import ConfigTable, config_definition
 from schemas.models import Seed
@@ -196,7 +197,19 @@ class TrainedClassifier(Readiness, dj.Computed):
                 target = target.shuffled(sim.random_permutation(target.n, key["seed"]))
         start = time.perf_counter()
         model = classifier.build_classifier(config)
-        fit = classifier.fit_classifier(model, train_images, train_labels, stimuli, target, config, device=device)
+        # An interrupted job resumes from its latest checkpoint (schemas.checkpoints).
+        checkpoint, progress_log = checkpoints.supervision(self, key, (config.to_dict(), target_name), "classifier")
+        fit = classifier.fit_classifier(
+            model,
+            train_images,
+            train_labels,
+            stimuli,
+            target,
+            config,
+            device=device,
+            checkpoint=checkpoint,
+            progress_log=progress_log,
+        )
         seconds = time.perf_counter() - start
         model, regularizer = classifier.restore(fit, config)
         fidelity = classifier.similarity_fidelity(
@@ -218,6 +231,7 @@ class TrainedClassifier(Readiness, dj.Computed):
         )
 
     def make_insert(self, key, result):
+        checkpoints.clear(self, key)
         self.insert1(dict(key, **result, code_version=pipeline.code_version()))
 
     @classmethod

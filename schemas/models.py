@@ -14,6 +14,7 @@ from pipeline.models import experiment, metrics
 from pipeline.models.encoder import ModelConfig as ModelSettings
 from pipeline.models.training import TrainerConfig as TrainerSettings
 from pipeline.stats import finite_or
+from schemas import checkpoints
 from schemas.binding import StageSchema, tables_kept_in
 from schemas.configs import ConfigTable, atomic, config_definition
 from schemas.readiness import Readiness, require
@@ -167,11 +168,16 @@ class TrainedModel(Readiness, dj.Computed):
     def make_compute(self, key, model_config, dataset_config, trainer_config, data_version):
         dataset = DatasetSettings.from_dict(dataset_config)
         data = load_scan_tensors(dataset.scan_key, dataset.image_shape)
+        # An interrupted job resumes from its latest checkpoint (schemas.checkpoints).
+        inputs = (model_config, dataset_config, trainer_config, data_version)
+        checkpoint, progress_log = checkpoints.supervision(self, key, inputs, "fit")
         result = experiment.run(
             ModelSettings.from_dict(model_config),
             TrainerSettings.from_dict(trainer_config),
             data,
             seed=key["seed"],
+            checkpoint=checkpoint,
+            progress_log=progress_log,
         )
         return (
             dict(
@@ -189,6 +195,7 @@ class TrainedModel(Readiness, dj.Computed):
         )
 
     def make_insert(self, key, fitted, test):
+        checkpoints.clear(self, key)
         dataset = DatasetConfig.load(key)
         oracle = require(Reliability, dataset.scan_key).fetch1("mean_oracle")
         self.insert1(
