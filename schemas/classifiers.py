@@ -16,7 +16,7 @@ from pipeline.device import resolve_device
 from pipeline.models import denoise
 from schemas import checkpoints
 from schemas.binding import StageSchema, tables_kept_in
-from schemas.configs import ConfigTable, config_definition
+from schemas.configs import ConfigTable, atomic, config_definition
 from schemas.models import Seed
 from schemas.readiness import Readiness, require
 from schemas.similarity import Similarity, SimilarityConfig, SimilarityTask, task_images
@@ -122,15 +122,16 @@ class ClassifierTask(dj.Manual):
                     f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
                     f"similarity as target, got {target!r}"
                 )
-        base = dict(
-            **ClassifierConfig.add(settings, name=name), classification_set=classification_set, similarity_name=neural
-        )
         keys = []
-        for seed in seeds:
-            Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
-            key = dict(base, seed=int(seed))
-            cls.insert1(dict(key, target_name=target), skip_duplicates=True)
-            keys.append(key)
+        with atomic(cls().connection):  # no config row is left behind when a task insert fails
+            base = dict(
+                **ClassifierConfig.add(settings, name=name), classification_set=classification_set, similarity_name=neural
+            )
+            for seed in seeds:
+                Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
+                key = dict(base, seed=int(seed))
+                cls.insert1(dict(key, target_name=target), skip_duplicates=True)
+                keys.append(key)
         return keys
 
 

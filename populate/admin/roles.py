@@ -66,7 +66,7 @@ class RoleSpec:
 
 SPECS = {
     "admin": RoleSpec(owns=True, sees_connections=True),
-    "worker": RoleSpec(writes_computed=True, writes_stages=("operations",), sees_connections=True),
+    "worker": RoleSpec(writes_computed=True, writes_stages=("operations", "checkpoints"), sees_connections=True),
     "member": RoleSpec(),
 }
 """The one description of the roles."""
