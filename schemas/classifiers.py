@@ -125,7 +125,9 @@ class ClassifierTask(dj.Manual):
         keys = []
         with atomic(cls().connection):  # no config row is left behind when a task insert fails
             base = dict(
-                **ClassifierConfig.add(settings, name=name), classification_set=classification_set, similarity_name=neural
+                **ClassifierConfig.add(settings, name=name),
+                classification_set=classification_set,
+                similarity_name=neural,
             )
             for seed in seeds:
                 Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
