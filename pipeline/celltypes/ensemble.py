@@ -67,12 +67,7 @@ def ensemble_types(
         raise ValueError(f"ensemble_types: expected readouts of one shape, got {[np.shape(w) for w in readouts]}")
     if n_types is None and len(readouts) < 2:
         raise ValueError("ensemble_types: choosing the number of types from the data needs 2 or more members")
-    vectors = [
-        celltypes.band_limited(celltypes.unit_length(w, rotations).reshape(len(w), -1), rotations, harmonics)
-        for w in readouts
-    ]
-    # the vectors are already band-limited: their distances keep every harmonic they still have
-    distances = np.stack([celltypes.rotation_invariant_distances(v, rotations) for v in vectors])
+    vectors, distances = member_distances(readouts, rotations, harmonics)
     mean = distances.mean(axis=0)
     if n_types is None:
         count = type_count.choose_distance_type_count(distances, vectors, rotations, seed=seed)
@@ -83,3 +78,16 @@ def ensemble_types(
     own = [celltypes.distance_consensus(d, k, seed=seed) for d in distances]
     agreement = celltypes.agreement_with(celltypes.co_association(own), labels)
     return EnsembleTypes(labels, agreement, k, "fixed" if curve is None else "data", curve)
+
+
+def member_distances(
+    readouts: Sequence[np.ndarray], rotations: int, harmonics: int | None = DEFAULT_HARMONICS
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each member's unit-length :func:`pipeline.celltypes.clustering.band_limited` readouts (list of
+    (n_units, R*F)) and their rotation-invariant squared distances, (n_models, n_units, n_units)."""
+    vectors = [
+        celltypes.band_limited(celltypes.unit_length(w, rotations).reshape(len(w), -1), rotations, harmonics)
+        for w in readouts
+    ]
+    # the vectors are already band-limited: their distances keep every harmonic they still have
+    return vectors, np.stack([celltypes.rotation_invariant_distances(v, rotations) for v in vectors])
