@@ -189,13 +189,19 @@ def rotation_invariant_kmeans(
     return best[1], best[2]
 
 
-def cluster_types(feature_weights: np.ndarray, rotations: int, n_clusters: int, seed: int = 0) -> np.ndarray:
+def cluster_types(
+    feature_weights: np.ndarray, rotations: int, n_clusters: int, seed: int = 0, harmonics: int | None = None
+) -> np.ndarray:
     """(n_units,) labels of :func:`rotation_invariant_kmeans` on the unit-length readout vectors.
 
     The vectors keep their sign: a unit driven by the negative of a feature (opposite polarity)
     clusters apart from one driven by the feature itself, unlike :func:`functional_types`.
+    harmonics : None clusters whole readouts (``CellTypes``); an integer their :func:`band_limited`
+        versions, as the ensemble consensus compares them.
     """
-    vectors = unit_length(feature_weights, rotations).reshape(len(feature_weights), -1)
+    vectors = band_limited(
+        unit_length(feature_weights, rotations).reshape(len(feature_weights), -1), rotations, harmonics
+    )
     return rotation_invariant_kmeans(vectors, rotations, n_clusters, seed=seed)[0]
 
 
