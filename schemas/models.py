@@ -7,7 +7,7 @@ import numpy as np
 
 import pipeline
 from pipeline.celltypes import clustering as celltypes
-from pipeline.celltypes import type_count
+from pipeline.celltypes import ensemble as celltypes_ensemble
 from pipeline.data.dataset import ScanTensors
 from pipeline.data.dataset_config import DatasetConfig as DatasetSettings
 from pipeline.models import experiment, metrics
@@ -427,32 +427,19 @@ class EnsembleCellTypes(Readiness, dj.Computed):
         for member in members:
             require(CellTypes(), member)
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
-        k, curve = ensemble["n_types"], None
+        k = ensemble["n_types"]
         if k is None and len(members) < 2:
-            k = features  # k from the data compares models; one model keeps its own clusters (k_source 'fixed')
-        if k is not None and k == features:
-            # CellTypes already clustered every member at this k
-            labelings = []
-            for member in members:
-                cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
-                labelings.append(np.array([cluster_of[u] for u in unit_ids]))
-        else:
-            readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
-            if k is None:
-                count = type_count.choose_type_count(readouts, rotations)
-                k, curve, labelings = count.k, count.curve(), count.labelings[count.k]
-            else:
-                labelings = [
-                    celltypes.cluster_types(w, rotations, k, seed=m["seed"]) for w, m in zip(readouts, members)
-                ]
-        consensus, agreement = celltypes.consensus_types(labelings, k)
+            k = features  # k from the data compares models; one model is clustered at its features (k_source 'fixed')
+        readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+        types = celltypes_ensemble.ensemble_types(readouts, rotations, n_types=k)
+        consensus, agreement, curve = types.labels, types.agreement, types.curve
         truth = ground_truth_of(scan)
         self.insert1(
             dict(
                 key,
                 n_models=len(members),
                 n_clusters=int(len(np.unique(consensus))),
-                k_source="fixed" if curve is None else "data",
+                k_source=types.k_source,
                 k_curve=curve,
                 ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus),
             )
