@@ -108,8 +108,10 @@ class ImportLimits:
 
 
 def size(nbytes: float) -> str:
-    """Bytes for messages: ``'400 MiB'``, ``'2.0 GiB'``."""
-    return f"{nbytes / GiB:.1f} GiB" if nbytes >= GiB else f"{nbytes / MiB:.0f} MiB"
+    """Bytes for messages: ``'12 KiB'``, ``'400 MiB'``, ``'2.0 GiB'``."""
+    if nbytes >= GiB:
+        return f"{nbytes / GiB:.1f} GiB"
+    return f"{nbytes / MiB:.0f} MiB" if nbytes >= MiB else f"{nbytes / 1024:.0f} KiB"
 
 
 class Budget:

@@ -53,12 +53,12 @@ def audit(file, path: Path, budget: Budget) -> None:
     data beyond the expansion limit for the file's size."""
     import h5py
 
-    def link(name: str, target) -> None:
-        if isinstance(target, h5py.ExternalLink):
-            where = f"{target.filename}:{target.path}"
-            raise InputError(path, name, f"external link to {where}; refusing to read other files")
+    def external(name: str, target) -> tuple[str, str] | None:  # not None: stop, h5py cannot raise from here
+        return (name, f"{target.filename}:{target.path}") if isinstance(target, h5py.ExternalLink) else None
 
-    file.visititems_links(link)
+    found = file.visititems_links(external)
+    if found is not None:
+        raise InputError(path, found[0], f"external link to {found[1]}; refusing to read other files")
     declared = 0
 
     def dataset(name: str, obj) -> None:
