@@ -61,18 +61,21 @@ def audit(file, path: Path, budget: Budget) -> None:
         raise InputError(path, found[0], f"external link to {found[1]}; refusing to read other files")
     declared = 0
 
-    def dataset(name: str, obj) -> None:
+    def outside(name: str, obj) -> tuple[str, str] | None:  # the same: a refusal is returned, not raised
         nonlocal declared
         if not isinstance(obj, h5py.Dataset):
-            return
+            return None
         if obj.is_virtual:
-            raise InputError(path, name, "virtual dataset (maps other datasets or files); refusing to read it")
+            return name, "virtual dataset (maps other datasets or files); refusing to read it"
         if obj.external:
             files = sorted({str(entry[0]) for entry in obj.external})
-            raise InputError(path, name, f"external storage in {files}; refusing to read other files")
-        declared += nbytes_of(obj.shape or (), obj.dtype) if obj.shape is not None else 0
+            return name, f"external storage in {files}; refusing to read other files"
+        declared += nbytes_of(obj.shape, obj.dtype) if obj.shape is not None else 0  # None: an empty dataspace
+        return None
 
-    file.visititems(dataset)
+    found = file.visititems(outside)
+    if found is not None:
+        raise InputError(path, *found)
     budget.check_expansion(declared, path.stat().st_size, lambda problem: InputError(path, "file", problem))
 
 
@@ -90,7 +93,8 @@ def charge(data: Any, field: str) -> None:
     """Charge the declared size (shape x dtype) of ``data`` (an h5py dataset, or an array or wrapper
     pynwb holds) to the budget of :func:`reading`, before it is read."""
     path, budget = _READING.get()
-    data = getattr(data, "data", data)  # an hdmf VectorData column holds its dataset in .data
+    if getattr(data, "dtype", None) is None:  # an hdmf VectorData column holds its dataset in .data
+        data = getattr(data, "data", data)
     shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
     if shape is not None and dtype is not None:
         budget.charge(nbytes_of(tuple(shape), np.dtype(dtype)), lambda problem: InputError(path, field, problem))
