@@ -80,7 +80,7 @@ def hostile(kind: str, tmp_path: Path, imaging_paths: dict) -> tuple[list[str], 
         return [*suite2p, "--images", str(path), "--scan", "35-1-1"], r"images\.npz: images: .*import limit", path
     if kind == "NWB with 3 unallocated 30000 x 30000":
         path = unallocated_nwb(tmp_path)
-        return ["nwb", str(path)], r"unallocated\.nwb: file: declares 10\.1 GiB .*import limit", path
+        return ["nwb", str(path)], r"unallocated\.nwb: file: declares 2\.5 GiB .*import limit", path
     if kind == "NWB with external storage":
         path, outside = external_storage_nwb(tmp_path)
         where = r"external\.nwb: processing/ophys/Fluorescence/TrialResponses/data"
