@@ -1,7 +1,7 @@
 """Loading files from strangers: ``.npy``, ``.npz`` and pickles, with no code run and sizes checked first.
 
-- :class:`ArrayOnlyUnpickler` rebuilds dicts, lists, tuples, strings, numbers and numpy arrays and
-  dtypes, and refuses every other global a pickle names (``os.system``, ``builtins.eval``, ...), so
+- :class:`ArrayOnlyUnpickler` rebuilds dicts, lists, tuples, strings, numbers, dates and times, and
+  numpy arrays and dtypes, and refuses every other global a pickle names (``os.system``, ``builtins.eval``, ...), so
   unpickling a collaborator's file runs no code.
 - :func:`read_npy`, :func:`read_pickled_npy` and :func:`read_npz` read the array header first
   (numpy's own ``read_magic`` / ``read_array_header_*``), charge the declared size to the import's
@@ -34,6 +34,7 @@ def _numpy_attr(module_path: str, name: str) -> Any:
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     """The globals a pickled numpy array may name, under numpy.core (numpy<2) and numpy._core (numpy>=2)."""
     import codecs
+    import datetime
 
     core = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
     reconstruct = _numpy_attr(f"{core}.multiarray", "_reconstruct")
@@ -42,6 +43,11 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        # suite2p 0.14 stores when it ran (ops["date_proc"], a timezone-aware datetime) and durations
+        ("datetime", "datetime"): datetime.datetime,
+        ("datetime", "date"): datetime.date,
+        ("datetime", "timedelta"): datetime.timedelta,
+        ("datetime", "timezone"): datetime.timezone,
         # protocol-2 pickles written by Python 3 spell bytes objects as _codecs.encode(str, 'latin1')
         ("_codecs", "encode"): codecs.encode,
     }
