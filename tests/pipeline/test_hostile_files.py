@@ -47,10 +47,14 @@ def write_zero_member(archive: zipfile.ZipFile, name: str, shape: tuple[int, ...
 
 def exported_nwb(path: Path, seed: int = 3) -> Path:
     """An NWB file as ``export nwb`` writes it: a simulated tiny scan (1-1-1), about 1.4 MB."""
-    from pipeline.data.nwb import write_nwb
+    import datetime
+
+    from pipeline.data.nwb.writer import SessionInfo, write_nwb
     from pipeline.data.simulate import simulate
 
-    return write_nwb(simulate("tiny", seed=seed), path)
+    start = datetime.datetime(2024, 3, 1, 9, 30, tzinfo=datetime.timezone.utc)
+    session = SessionInfo(start, ("Doe, Jane",), "P90D", "F", "Mus musculus")
+    return write_nwb(simulate("tiny", seed=seed), path, session)
 
 
 RESPONSES = "processing/ophys/Fluorescence/TrialResponses/data"
