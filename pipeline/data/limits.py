@@ -103,7 +103,7 @@ class ImportLimits:
             least = 1.0 if field == "max_expansion" else 0.0
             if not (np.isfinite(number) and number > 0 and number >= least):
                 raise ValueError(f"{var}={text!r}: expected a positive number" + (" >= 1" if least else ""))
-            values[field] = number if unit == 1 else int(number * unit)
+            values[field] = number if unit == 1 else max(1, int(number * unit))
         return dataclasses.replace(defaults, **values)  # type: ignore[arg-type]
 
 
