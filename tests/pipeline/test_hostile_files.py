@@ -290,3 +290,23 @@ def test_the_defaults_follow_the_machine_and_the_environment_overrides_them():
     ):
         with pytest.raises(ValueError, match=rf"^{var}='{value}': expected a positive number"):
             ImportLimits.from_environment({var: value})
+
+
+def test_a_sensorium_folder_file_over_the_limit_is_refused_by_its_size(tmp_path):
+    """A folder's file is charged its size before it is read: a (sparse) 256 MiB image under a 64 MiB
+    per-array limit is refused naming it before any of its bytes are read."""
+    from pipeline.data.sensorium import SensoriumFormatError, read_sensorium
+    from tests.sensorium_fixtures import write_fake_sensorium
+
+    folder = write_fake_sensorium(tmp_path, n_trials=14)
+    image = folder / "data" / "images" / "0.npy"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1, 8192, 8192)})
+    with open(image, "wb") as f:
+        f.write(header.getvalue())
+        f.truncate(len(header.getvalue()) + 256 * MiB)  # sparse: no data written
+    limits = ImportLimits(max_array_bytes=64 * MiB, max_total_bytes=2**40)
+    with pytest.raises(
+        SensoriumFormatError, match=r"^data/images/0\.npy: 256 MiB decoded exceeds the import limit of 64 MiB"
+    ):
+        read_sensorium(folder, limits=limits)
