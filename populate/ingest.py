@@ -10,7 +10,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_SCAN_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+_SCAN_NAME = re.compile(r"([0-9]+)-([0-9]+)-([0-9]+)")
 INT32_MAX = 2**31 - 1
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -42,30 +42,16 @@ def check_ids(recording) -> None:
             )
 
 
-def import_limits():
-    """:class:`ImportLimits` from ``PIPELINE_IMPORT_MAX_FILE_MB`` and ``PIPELINE_IMPORT_MAX_GB`` (defaults
-    otherwise)."""
-    import os
+def import_budget():
+    """A fresh :class:`~pipeline.data.limits.Budget` for one import, under the machine's limits as
+    overridden by ``PIPELINE_IMPORT_MAX_FILE_MB``, ``PIPELINE_IMPORT_MAX_GB`` and
+    ``PIPELINE_IMPORT_MAX_EXPANSION`` (see docs/own_recordings.md)."""
+    from pipeline.data.limits import Budget, ImportLimits
 
-    from pipeline.data.sensorium import DEFAULT_LIMITS, ImportLimits
-
-    values = {}
-    for var, field, unit in (
-        ("PIPELINE_IMPORT_MAX_FILE_MB", "max_file_bytes", 2**20),
-        ("PIPELINE_IMPORT_MAX_GB", "max_total_bytes", 2**30),
-    ):
-        text = os.environ.get(var)
-        if text is None:
-            values[field] = getattr(DEFAULT_LIMITS, field)
-            continue
-        try:
-            number = float(text)
-        except ValueError:
-            number = -1
-        if not number > 0:
-            raise IngestError(f"{var}={text!r}: expected a positive number")
-        values[field] = int(number * unit)
-    return ImportLimits(**values)
+    try:
+        return Budget(ImportLimits.from_environment())
+    except ValueError as e:
+        raise IngestError(str(e)) from None
 
 
 def _insert_once(key: dict, insert) -> tuple[dict, bool]:
@@ -85,7 +71,7 @@ def _insert_once(key: dict, insert) -> tuple[dict, bool]:
 
 def parse_scan(text: str) -> dict[str, int]:
     """``"11521-7-2"`` -> ``{"animal_id": 11521, "session": 7, "scan_idx": 2}``."""
-    match = _SCAN_NAME.match(text.strip())
+    match = _SCAN_NAME.fullmatch(text.strip())
     if not match:
         raise ValueError(f"scan {text!r} is not written animal-session-scan, e.g. 11521-7-2")
     key = dict(zip(("animal_id", "session", "scan_idx"), map(int, match.groups())))
@@ -122,7 +108,7 @@ def import_sensorium(path: str | Path) -> tuple[dict, bool]:
     from pipeline.data.sensorium import IMAGE_ID_NAMES, read_sensorium
     from schemas import recordings
 
-    recording = read_sensorium(path, limits=import_limits())
+    recording = read_sensorium(path, limits=import_budget().limits)
     recording.source = recording.source or Path(path).name
     check_ids(recording)
     image_id_name = next((n for n in IMAGE_ID_NAMES if n in recording.extra_trial_arrays), IMAGE_ID_NAMES[0])
@@ -146,7 +132,7 @@ def import_cifar10(path: str | Path, name: str = "cifar10") -> tuple[dict, bool]
     from schemas import db
     from schemas.classifiers import ClassificationSet
 
-    images = read_cifar10(path)
+    images = read_cifar10(path, budget=import_budget())
     with db.named_lock("import"):
         return ClassificationSet.add(name, images)
 
@@ -266,8 +252,9 @@ def import_suite2p(
     """
     from pipeline.data.suite2p import read_schedule, read_suite2p
 
-    traces = read_suite2p(folder)
-    schedule = read_schedule(stimuli, images, behavior)
+    budget = import_budget()  # one import: the folder, the table and the .npz files share the limits
+    traces = read_suite2p(folder, budget)
+    schedule = read_schedule(stimuli, images, behavior, budget)
     return _insert_extracted(
         traces,
         schedule,
@@ -297,11 +284,12 @@ def import_nwb(
 
     config = ExtractionConfig.from_dict(extraction or {})
     key = parse_scan(scan) if scan else None
-    recording, footprints, info = read_nwb(path, config, key)
+    recording, footprints, info = read_nwb(path, config, key, budget=import_budget())
     if "config" in info:  # a scan exported with its extraction: it keeps the config it was extracted with
         config = ExtractionConfig.from_dict(info["config"])
         um_per_pixel = float(info.get("um_per_pixel", um_per_pixel))
     recording.source = recording.source or f"nwb:{Path(path).name}"
+    check_ids(recording)
     if recordings.scan_exists(recording.scan_key):
         return recording.scan_key, False
     has_rois = len(footprints) and any(len(p) for p in footprints.pixels)
@@ -309,7 +297,11 @@ def import_nwb(
     if info["layout"] == "frames" or has_rois:
         import hashlib
 
-        source_hash = hashlib.md5(Path(path).read_bytes()).hexdigest()
+        digest = hashlib.md5()
+        with open(path, "rb") as f:  # streamed: the file may be far larger than what was read from it
+            for block in iter(lambda: f.read(2**24), b""):
+                digest.update(block)
+        source_hash = digest.hexdigest()
         same = _extracted_scan(source_hash, config)
         if same:
             return same, False

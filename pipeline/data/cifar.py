@@ -5,8 +5,9 @@ photograph set) and the classifier training / robustness code: 32x32 grayscale u
 integer labels.
 
 CIFAR-10 (``cifar-10-batches-py/``) ships as Python-2 pickles.  ``pickle.load`` runs whatever code a
-pickle names, so :func:`read_cifar10` unpickles through :class:`ArrayOnlyUnpickler`, which resolves
-only the handful of numpy globals needed to rebuild arrays and refuses every other global.
+pickle names, so :func:`read_cifar10` unpickles through
+:class:`~pipeline.data.safe_load.ArrayOnlyUnpickler`, which resolves only the handful of numpy
+globals needed to rebuild arrays and refuses every other global.
 
 Colour is reduced to luma with the ITU-R BT.601 weights, computed exactly in integers and rounded half
 up: ``Y = floor((299 R + 587 G + 114 B) / 1000 + 1/2)``, which always lies in 0..255.
@@ -15,11 +16,13 @@ up: ``Y = floor((299 R + 587 G + 114 B) / 1000 + 1/2)``, which always lies in 0.
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.data.limits import Budget
+from pipeline.data.safe_load import ArrayOnlyUnpickler, charge_pickle
 
 IMAGE_SIDE = 32
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -99,56 +102,13 @@ def cifar_rows_to_gray(data: np.ndarray) -> np.ndarray:
     return rgb_to_luma(np.moveaxis(planes, 1, -1))
 
 
-# --------------------------------------------------------------------------------------------------
-# safe unpickling
-
-
-def _numpy_attr(module_path: str, name: str) -> Any:
-    import importlib
-
-    return getattr(importlib.import_module(module_path), name)
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    """The globals a pickled numpy array may name, under numpy.core (numpy<2) and numpy._core (numpy>=2)."""
-    core = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
-    reconstruct = _numpy_attr(f"{core}.multiarray", "_reconstruct")
-    scalar = _numpy_attr(f"{core}.multiarray", "scalar")
-    frombuffer = _numpy_attr(f"{core}.numeric", "_frombuffer")
-    import codecs
-
-    allowed = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        # protocol-2 pickles written by Python 3 spell bytes objects as _codecs.encode(str, 'latin1')
-        ("_codecs", "encode"): codecs.encode,
-    }
-    for prefix in ("numpy.core", "numpy._core"):
-        allowed[(f"{prefix}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{prefix}.multiarray", "scalar")] = scalar
-        allowed[(f"{prefix}.numeric", "_frombuffer")] = frombuffer
-    return allowed
-
-
-class ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can rebuild dicts, lists, strings, numbers and numpy arrays, and nothing else."""
-
-    _allowed: dict[tuple[str, str], Any] | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if ArrayOnlyUnpickler._allowed is None:
-            ArrayOnlyUnpickler._allowed = _allowed_globals()
-        allowed = ArrayOnlyUnpickler._allowed
-        try:
-            return allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
-
-
-def _load_pickle(path: Path) -> dict[str, Any]:
-    """Load one CIFAR pickle safely; keys are returned as str whether stored as bytes or str."""
+def _load_pickle(path: Path, budget: Budget) -> dict[str, Any]:
+    """Load one CIFAR pickle safely, charged to ``budget`` before it is read (see
+    :func:`~pipeline.data.safe_load.charge_pickle`); keys are returned as str whether stored
+    as bytes or str."""
     if not path.is_file():
         raise CifarFormatError(f"{path}: file is missing")
+    charge_pickle(path, budget, lambda problem: CifarFormatError(f"{path}: {problem}"))
     try:
         with open(path, "rb") as f:
             # latin1 is numpy's documented way to read arrays pickled by Python 2
@@ -173,8 +133,8 @@ def _require(batch: dict[str, Any], key: str, path: Path) -> Any:
     return batch[key]
 
 
-def _read_label_names(path: Path) -> tuple[str, ...]:
-    names = _require(_load_pickle(path), "label_names", path)
+def _read_label_names(path: Path, budget: Budget) -> tuple[str, ...]:
+    names = _require(_load_pickle(path, budget), "label_names", path)
     if not isinstance(names, (list, tuple)):
         raise CifarFormatError(f"{path}: label_names must be a list, got {type(names).__name__}")
     names = tuple(n.decode("latin1") if isinstance(n, bytes) else n for n in names)
@@ -185,9 +145,9 @@ def _read_label_names(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _read_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, n_classes: int, budget: Budget) -> tuple[np.ndarray, np.ndarray]:
     """One batch file -> ((N, 32, 32) uint8 luma, (N,) int64 labels), fully validated."""
-    batch = _load_pickle(path)
+    batch = _load_pickle(path, budget)
     data = _require(batch, "data", path)
     labels = _require(batch, "labels", path)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
@@ -209,20 +169,22 @@ def _read_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return cifar_rows_to_gray(data), raw.astype(np.int64)
 
 
-def read_cifar10(path: str | Path) -> ClassificationSet:
+def read_cifar10(path: str | Path, budget: Budget | None = None) -> ClassificationSet:
     """Read a ``cifar-10-batches-py`` folder into a grayscale :class:`ClassificationSet`.
 
     Every file is loaded and validated before anything is returned, so a caller that inserts the
     result gets all of it or nothing.  Raises :class:`CifarFormatError` naming the offending file.
     Train images are the five ``data_batch_*`` files concatenated in order; test images are
-    ``test_batch``.
+    ``test_batch``.  Each file is charged to ``budget`` (default: the machine's import limits,
+    :mod:`pipeline.data.limits`) before it is unpickled.
     """
     folder = Path(path)
+    budget = budget or Budget()
     if not folder.is_dir():
         raise CifarFormatError(f"{folder}: CIFAR-10 folder is missing or not a directory")
-    class_names = _read_label_names(folder / CIFAR10_META_FILE)
-    train = [_read_batch(folder / name, len(class_names)) for name in CIFAR10_TRAIN_FILES]
-    test_images, test_labels = _read_batch(folder / CIFAR10_TEST_FILE, len(class_names))
+    class_names = _read_label_names(folder / CIFAR10_META_FILE, budget)
+    train = [_read_batch(folder / name, len(class_names), budget) for name in CIFAR10_TRAIN_FILES]
+    test_images, test_labels = _read_batch(folder / CIFAR10_TEST_FILE, len(class_names), budget)
     return ClassificationSet(
         train_images=np.concatenate([images for images, _ in train]),
         train_labels=np.concatenate([labels for _, labels in train]),

@@ -9,9 +9,11 @@ A suite2p folder holds one ``plane<k>/`` per imaging plane (or is itself a plane
     stat.npy    (n_rois,) dicts with ypix, xpix, lam (footprint) and med (y, x centre)
     ops.npy     dict of settings: fs (frame rate per plane, Hz), neucoeff, Ly, Lx, ...
 
-The files are read with numpy only.  ``stat.npy`` and ``ops.npy`` are pickled Python objects (that
-is how suite2p stores them); they are unpickled by :class:`pipeline.data.cifar.ArrayOnlyUnpickler`,
-which rebuilds containers, numbers, strings and numpy arrays and refuses every other class.
+The files are read with numpy only (:mod:`pipeline.data.safe_load`), each one's declared size checked
+against the import limits (:mod:`pipeline.data.limits`) before its bytes are read.  ``stat.npy``
+and ``ops.npy`` are pickled Python objects (that is how suite2p stores them); they are unpickled by
+:class:`~pipeline.data.safe_load.ArrayOnlyUnpickler`, which rebuilds containers, numbers, strings
+and numpy arrays and refuses every other class, so a collaborator's folder runs no code.
 
 The stimulus table is a CSV file with one row per trial and the columns ``onset_frame`` (frame of
 the image onset, counted in frames of one plane), ``image_id``, ``tier`` (train, validation, test,
@@ -23,12 +25,13 @@ with ``images`` (n_images, H, W) and ``image_ids`` (n_images,); behaviour, when 
 from __future__ import annotations
 
 import csv
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.extraction import BEHAVIOR_NAMES, Footprints, InputError, Schedule, Traces
+from pipeline.data.limits import Budget
+from pipeline.data.safe_load import charge_pickle, read_npy, read_npz, read_pickled_npy
 
 TRACE_FILES = ("F.npy", "Fneu.npy", "spks.npy")
 
@@ -49,42 +52,24 @@ def plane_folders(folder: Path) -> list[Path]:
     raise InputError(folder, "plane*", "no plane folder (plane0, ...) and no F.npy: not a suite2p output folder")
 
 
-def _load_pickled(path: Path) -> np.ndarray:
-    """A pickled ``.npy`` (suite2p's ``ops.npy``, ``stat.npy``) through an unpickler that rebuilds only
-    containers, numbers, strings and numpy arrays: a collaborator's file can name no other class, so
-    it runs no code.  Raises ValueError naming a refused class."""
-    import pickle
-
-    from pipeline.data.cifar import ArrayOnlyUnpickler
-
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        header = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else np.lib.format.read_array_header_2_0(f)
-        if not header[2].hasobject:
-            raise ValueError(f"dtype {header[2]} holds no pickled objects")
-        try:
-            return ArrayOnlyUnpickler(f, encoding="latin1").load()
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"refused: {e}") from None
-
-
-def _load(path: Path, pickled: bool = False) -> np.ndarray:
+def _load(path: Path, budget: Budget, pickled: bool = False) -> np.ndarray:
+    """One ``.npy`` of the folder, its declared size charged to ``budget`` before it is read."""
     if not path.exists():
         raise InputError(path, path.stem, "missing file")
+
+    def error(problem: str) -> InputError:
+        return InputError(path, path.stem, problem)
+
     try:
-        return _load_pickled(path) if pickled else np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if not pickled and "pickle" in str(e):
-            raise InputError(
-                path, path.stem, "holds Python objects where a numeric array is expected (wrong dtype)"
-            ) from None
-        raise InputError(path, path.stem, f"cannot read ({e})") from None
-    except (OSError, EOFError) as e:
-        raise InputError(path, path.stem, f"cannot read ({e})") from None
+        return read_pickled_npy(path, budget, error) if pickled else read_npy(path, budget, error)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise error(f"cannot read ({' '.join(str(e).split())[:200]})") from None
 
 
-def _float_traces(path: Path, n_rois: int | None) -> np.ndarray:
-    array = _load(path)
+def _float_traces(path: Path, n_rois: int | None, budget: Budget) -> np.ndarray:
+    array = _load(path, budget)
     if array.dtype.kind != "f":
         raise InputError(path, path.stem, f"dtype {array.dtype}, expected floating point traces")
     if array.ndim != 2:
@@ -96,8 +81,8 @@ def _float_traces(path: Path, n_rois: int | None) -> np.ndarray:
     return array
 
 
-def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.ndarray]]:
-    ops = _load(folder / "ops.npy", pickled=True)
+def _plane(folder: Path, plane: int, budget: Budget) -> tuple[dict, Footprints, dict[str, np.ndarray]]:
+    ops = _load(folder / "ops.npy", budget, pickled=True)
     if ops.dtype != object or ops.ndim != 0 or not isinstance(ops.item(), dict):
         raise InputError(folder / "ops.npy", "ops", "expected a pickled dict of suite2p settings")
     ops = ops.item()
@@ -106,7 +91,7 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
             raise InputError(folder / "ops.npy", name, f"missing or not a positive number ({ops.get(name)!r})")
 
     stat_path = folder / "stat.npy"
-    stat = _load(stat_path, pickled=True)
+    stat = _load(stat_path, budget, pickled=True)
     if stat.dtype != object or stat.ndim != 1 or not all(isinstance(s, dict) for s in stat):
         raise InputError(stat_path, "stat", "expected an array of per-ROI dicts")
     n_rois = len(stat)
@@ -137,7 +122,7 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
     iscell_path = folder / "iscell.npy"
     if not iscell_path.exists():
         raise InputError(iscell_path, "iscell", "missing file (needed to select cells; run suite2p's classifier)")
-    iscell = _load(iscell_path)
+    iscell = _load(iscell_path, budget)
     if iscell.dtype.kind not in "fiub" or iscell.ndim != 2 or iscell.shape != (n_rois, 2):
         raise InputError(
             iscell_path, "iscell", f"shape {iscell.shape} dtype {iscell.dtype}, expected ({n_rois}, 2) numbers"
@@ -145,7 +130,7 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
 
     traces = {}
     for file in TRACE_FILES:
-        traces[file] = _float_traces(folder / file, n_rois)
+        traces[file] = _float_traces(folder / file, n_rois, budget)
     frames = {file: a.shape[1] for file, a in traces.items()}
     if len(set(frames.values())) != 1:
         raise InputError(folder, "n_frames", f"mismatched frame counts {frames}")
@@ -159,17 +144,20 @@ def _plane(folder: Path, plane: int) -> tuple[dict, Footprints, dict[str, np.nda
     return ops, footprints, traces
 
 
-def read_suite2p(folder: str | Path) -> Traces:
+def read_suite2p(folder: str | Path, budget: Budget | None = None) -> Traces:
     """All planes of a suite2p output folder as one :class:`Traces` (ROIs of all planes stacked).
 
+    Every file's size is charged to ``budget`` (default: the machine's import limits) before it is read.
     Raises :class:`InputError` naming the file and field: missing files (``iscell.npy``...), wrong
-    dtypes, mismatched frame counts between files or planes, duplicated ROIs, bad ``ops``.
+    dtypes, mismatched frame counts between files or planes, duplicated ROIs, bad ``ops``, a size
+    over the import limits, a pickle naming a class other than containers, numbers and arrays.
     """
+    budget = budget or Budget()
     planes = plane_folders(Path(folder))
     parts = []
     for k, plane in enumerate(planes):
         index = int(plane.name[5:]) if plane.name.startswith("plane") and plane.name[5:].isdigit() else k
-        parts.append((plane, *_plane(plane, index)))
+        parts.append((plane, *_plane(plane, index, budget)))
     first_ops = parts[0][1]
     n_frames = {str(p): t["F.npy"].shape[1] for p, _, _, t in parts}
     if len(set(n_frames.values())) != 1:
@@ -224,23 +212,23 @@ def content_hash(traces: Traces, schedule: Schedule | None = None) -> str:
     return digest.hexdigest()
 
 
-def _npz(path: Path, what: str) -> dict[str, np.ndarray]:
+def _npz(path: Path, what: str, budget: Budget) -> dict[str, np.ndarray]:
     if not path.exists():
         raise InputError(path, what, "missing file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except ValueError as e:
-        raise InputError(path, what, f"holds Python objects; expected numeric arrays ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(path, what, f"not a readable .npz ({e})") from None
+    return read_npz(path, budget, lambda problem: InputError(path, what, problem))
 
 
-def read_schedule(stimuli: str | Path, images: str | Path, behavior: str | Path | None = None) -> Schedule:
-    """Read a stimulus table (CSV), its images (.npz) and optional per-frame behaviour (.npz)."""
+def read_schedule(
+    stimuli: str | Path, images: str | Path, behavior: str | Path | None = None, budget: Budget | None = None
+) -> Schedule:
+    """Read a stimulus table (CSV), its images (.npz) and optional per-frame behaviour (.npz); every
+    file's declared size is charged to ``budget`` (default: the machine's import limits) before it is read."""
     stimuli, images = Path(stimuli), Path(images)
+    budget = budget or Budget()
     if not stimuli.exists():
         raise InputError(stimuli, "stimulus table", "missing file")
+    # parsed rows take tens of bytes of Python objects per byte of text, like a pickle's objects
+    charge_pickle(stimuli, budget, lambda problem: InputError(stimuli, "stimulus table", problem))
     with open(stimuli, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -264,7 +252,7 @@ def read_schedule(stimuli: str | Path, images: str | Path, behavior: str | Path 
     trial_idx = integers("trial_idx") if "trial_idx" in columns else np.arange(len(rows), dtype=np.int64)
     if len(np.unique(trial_idx)) != len(trial_idx):
         raise InputError(stimuli, "trial_idx", "duplicate trial numbers")
-    image_data = _npz(images, "images")
+    image_data = _npz(images, "images", budget)
     for name in ("images", "image_ids"):
         if name not in image_data:
             raise InputError(images, name, f"missing array (arrays: {sorted(image_data)})")
@@ -282,7 +270,7 @@ def read_schedule(stimuli: str | Path, images: str | Path, behavior: str | Path 
     behaviour, files = {}, {"onset_frame": str(stimuli), "image_id": str(stimuli), "tier": str(stimuli)}
     if behavior is not None:
         behavior = Path(behavior)
-        data = _npz(behavior, "behavior")
+        data = _npz(behavior, "behavior", budget)
         unknown = sorted(set(data) - set(BEHAVIOR_NAMES))
         if unknown:
             raise InputError(behavior, unknown[0], f"unknown array; expected some of {list(BEHAVIOR_NAMES)}")

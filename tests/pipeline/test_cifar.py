@@ -252,3 +252,20 @@ def test_photo_set_is_built_from_its_crops_deterministically():
                 np.testing.assert_array_equal(image, np.rint(pixels))
                 checked += 1
     assert checked > 0
+
+
+def test_a_batch_over_the_import_limits_is_refused_before_it_is_unpickled(tmp_path):
+    """CIFAR batches are charged to the import's budget (their size to the total, 40 times it against the
+    per-array limit) before they are unpickled; the refusal names the file."""
+    from pipeline.data.limits import Budget, ImportLimits
+    from pipeline.data.safe_load import PICKLE_AMPLIFICATION
+
+    folder = write_fake_cifar10(tmp_path / "cifar")
+    largest = max((folder / name).stat().st_size for name in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE))
+    tight = Budget(ImportLimits(max_array_bytes=PICKLE_AMPLIFICATION * largest - 1, max_total_bytes=2**40))
+    with pytest.raises(
+        CifarFormatError, match=r"(data_batch_\d|test_batch): .* exceeds the import limit of .* per array"
+    ):
+        read_cifar10(folder, budget=tight)
+    roomy = ImportLimits(max_array_bytes=PICKLE_AMPLIFICATION * largest, max_total_bytes=2**40)
+    assert read_cifar10(folder, budget=Budget(roomy)).train_images.shape[1:] == (32, 32)

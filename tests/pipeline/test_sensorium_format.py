@@ -416,3 +416,16 @@ def test_hidden_files_are_ignored_and_progress_runs(tmp_path):
         tmp_path, edits={"data/images/._0.npy": b"\x00\x05\x16\x07", "meta/trials/.DS_Store.npy": b""}
     )
     assert read_sensorium(folder, progress=True).n_trials == N_TRIALS
+
+
+def test_a_header_shape_that_overflows_int64_is_refused_naming_the_file(tmp_path):
+    """(2**32, 2**32, 4) elements overflow int64 to 0; sizes are computed exactly, so the file is
+    named as truncated instead of numpy's reshape error surfacing without it."""
+    import io
+
+    folder = write_fake_sensorium(tmp_path, n_trials=14)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**32, 2**32, 4)})
+    (folder / "data" / "responses" / "0.npy").write_bytes(header.getvalue() + bytes(64))
+    with pytest.raises(SensoriumFormatError, match=r"^data/responses/0\.npy: truncated \.npy: 64 data bytes, expected"):
+        read_sensorium(folder)

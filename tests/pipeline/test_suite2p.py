@@ -288,3 +288,17 @@ def test_a_pickled_ops_file_runs_no_code(tmp_path):
     with pytest.raises(InputError, match=r"(ops|stat)\.npy.*system"):
         read_suite2p(tmp_path)
     assert not marker.exists()
+
+
+def test_ops_with_suite2p_014s_dates_are_read(imaging, tmp_path):
+    """suite2p 0.14 pickles ``date_proc`` (a timezone-aware datetime) and durations into ops.npy; the
+    array-only unpickler rebuilds them (they name datetime's value classes, which run no code)."""
+    import datetime
+
+    folder = _copy(imaging, tmp_path)[1]["suite2p"]
+    plane = folder / "plane0"
+    ops = np.load(plane / "ops.npy", allow_pickle=True).item()
+    ops["date_proc"] = datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
+    ops["timing"] = {"registration": datetime.timedelta(seconds=3.5), "day": datetime.date(2024, 5, 1)}
+    np.save(plane / "ops.npy", np.array(ops, dtype=object), allow_pickle=True)
+    assert read_suite2p(folder).frame_rate == float(ops["fs"])

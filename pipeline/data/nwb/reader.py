@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.extraction import ExtractionConfig, Footprints, InputError, Schedule, extract
+from pipeline.data.limits import Budget
+from pipeline.data.nwb.hdf5 import charge, open_hdf5, reading
 from pipeline.data.nwb.layout import FIXED_COLUMNS, IMAGE_ID_COLUMNS
 from pipeline.data.nwb.sources import (
     find_timeseries,
@@ -44,7 +46,10 @@ class _Trials:
 
 
 def read_nwb(
-    path: str | Path, config: ExtractionConfig | None = None, scan: dict[str, int] | None = None
+    path: str | Path,
+    config: ExtractionConfig | None = None,
+    scan: dict[str, int] | None = None,
+    budget: Budget | None = None,
 ) -> tuple[Recording, Footprints, dict]:
     """Read one scan from an NWB file.
 
@@ -52,6 +57,9 @@ def read_nwb(
     ----------
     config : window extraction for frame-sampled traces (ignored for per-trial series).
     scan : identity of the scan; default from ``session_id`` written ``animal-session-scan``.
+    budget : the import's limits (default: the machine's); every dataset's declared size is charged
+        before it is read, and the file is refused first when it reaches outside itself
+        (:func:`~pipeline.data.nwb.hdf5.open_hdf5`) or declares more than the expansion limit.
 
     Returns
     -------
@@ -64,17 +72,22 @@ def read_nwb(
     if not path.exists():
         raise InputError(path, "file", "no such file")
     config = config or ExtractionConfig()
+    budget = budget or Budget()
+    file = open_hdf5(path, budget)
     try:
-        io = NWBHDF5IO(str(path), "r")
+        io = NWBHDF5IO(file=file, mode="r")
         nwb = io.read()
     except Exception as e:  # h5py and hdmf raise many types for a file that is not NWB
+        file.close()
         raise InputError(
             path, "file", f"not a readable NWB file ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
         ) from None
     try:
-        return _read(nwb, path, config, scan)
+        with reading(path, budget):
+            return _read(nwb, path, config, scan)
     finally:
         io.close()
+        file.close()
 
 
 def _read(nwb, path: Path, config: ExtractionConfig, scan: dict | None) -> tuple[Recording, Footprints, dict]:
@@ -110,6 +123,8 @@ def _trials_and_images(nwb, path: Path) -> tuple[_Trials, np.ndarray, np.ndarray
     start time, and without ``file_index`` the table rows are the trial files."""
     table, table_name = trials_table(nwb, path)
     columns = set(table.colnames)
+    for column in columns:
+        charge(table[column], f"{table_name}.{column}")
     id_column = next((c for c in IMAGE_ID_COLUMNS if c in columns), None)
     if id_column is None:
         raise InputError(path, table_name, f"no image-id column (one of {list(IMAGE_ID_COLUMNS)})")

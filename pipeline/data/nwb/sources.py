@@ -5,13 +5,19 @@ footprints, and the frame-sampled traces.  Every problem raises
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.data.extraction import Footprints, InputError, Traces
+from pipeline.data.nwb.hdf5 import charge, read
 from pipeline.data.nwb.layout import IMAGE_ID_COLUMNS
+
+SESSION_ID = re.compile(r"([0-9]+)-([0-9]+)-([0-9]+)")
+"""A session_id that names its scan, ``animal-session-scan`` (matched whole: no sign, space or newline);
+the ids' ranges are checked where the scan is imported, as for every importer."""
 
 
 def roi_response_series(module, kinds: tuple[str, ...]) -> list:
@@ -27,7 +33,7 @@ def timestamps(series) -> np.ndarray:
     """(n_samples,) sample times of ``series`` in seconds, from its timestamps or its rate."""
     n = len(series.data)
     if series.timestamps is not None:
-        return np.asarray(series.timestamps[:], np.float64)
+        return read(series.timestamps, f"{series.name}.timestamps").astype(np.float64, copy=False)
     if series.rate:
         return float(series.starting_time or 0.0) + np.arange(n) / float(series.rate)
     raise ValueError("neither timestamps nor a rate")
@@ -35,7 +41,7 @@ def timestamps(series) -> np.ndarray:
 
 def numeric(path: Path, field: str, data, kinds: str = "iuf") -> np.ndarray:
     """``data`` as an array of a numeric dtype kind in ``kinds``, refused when it holds NaN or inf."""
-    array = np.asarray(data[:])
+    array = read(data, field)
     if array.dtype.kind not in kinds:
         raise InputError(path, field, f"dtype {array.dtype}, expected numbers")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -87,14 +93,14 @@ def stimulus_images(nwb, path: Path) -> tuple[np.ndarray, np.ndarray]:
             for k, (name, image) in enumerate(container.images.items()):
                 suffix = name.rsplit("_", 1)[-1]
                 ids.append(int(suffix) if suffix.lstrip("-").isdigit() else k)
-                pixels.append(np.asarray(image.data[:]))
+                pixels.append(read(image.data, f"stimulus_template/{container.name}/{name}"))
             if len({p.shape for p in pixels}) != 1:
                 raise InputError(path, f"stimulus_template/{container.name}", "images of different shapes")
             order = np.argsort(ids, kind="stable")
             return np.stack(pixels)[order], np.asarray(ids, np.int64)[order]
         data = getattr(container, "data", None)
         if data is not None and np.ndim(data) == 3:  # an ImageSeries/OpticalSeries of all stimuli
-            return np.asarray(data[:]), np.arange(len(data), dtype=np.int64)
+            return read(data, f"stimulus_template/{container.name}"), np.arange(len(data), dtype=np.int64)
     raise InputError(path, "stimulus_template", "no stimulus images (an Images container or an image series)")
 
 
@@ -112,9 +118,9 @@ def scan_identity(nwb, path: Path, scan: dict | None) -> dict[str, int]:
     """``scan`` when given, else ``{animal_id, session, scan_idx}`` from a session_id ``animal-session-scan``."""
     if scan is not None:
         return scan
-    parts = str(nwb.session_id or "").split("-")
-    if len(parts) == 3 and all(p.isdigit() for p in parts):
-        return dict(animal_id=int(parts[0]), session=int(parts[1]), scan_idx=int(parts[2]))
+    match = SESSION_ID.fullmatch(str(nwb.session_id or ""))
+    if match:
+        return dict(zip(("animal_id", "session", "scan_idx"), map(int, match.groups())))
     raise InputError(
         path, "session_id", f"{nwb.session_id!r} is not written animal-session-scan; give the scan explicitly"
     )
@@ -135,10 +141,12 @@ def segmentation(ophys, path: Path, series) -> tuple[object, Footprints]:
     shape = tuple(series.data.shape)
     if len(shape) != 2 or shape[1] != n:
         raise InputError(path, f"{series.name}.data", f"shape {np.shape(series.data)}, expected (n_samples, {n} ROIs)")
-    ids = np.asarray(table.id[:])
+    ids = read(table.id.data, f"{table.name}.id")
     if len(np.unique(ids)) != n:
         raise InputError(path, f"{table.name}.id", "duplicated ROI ids")
     columns = set(table.colnames)
+    for column in columns:
+        charge(table[column], f"{table.name}.{column}")
     pixels = []
     if "pixel_mask" in columns:
         for r in range(n):

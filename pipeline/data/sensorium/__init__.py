@@ -31,7 +31,7 @@ Conventions of the conversion
 - meta/statistics is derived data: it is ignored when reading and recomputed when writing.
 """
 
-from pipeline.data.sensorium.archive import DEFAULT_LIMITS, ImportLimits
+from pipeline.data.limits import ImportLimits
 from pipeline.data.sensorium.layout import (
     BEHAVIOR_WITHHELD,
     DERIVED_TRIAL_ARRAYS,
@@ -46,7 +46,6 @@ from pipeline.data.sensorium.writer import image_statistics, trial_statistics, w
 
 __all__ = [
     "BEHAVIOR_WITHHELD",
-    "DEFAULT_LIMITS",
     "DERIVED_TRIAL_ARRAYS",
     "IMAGE_ID_NAMES",
     "STATISTICS",

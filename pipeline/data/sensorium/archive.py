@@ -1,33 +1,22 @@
-"""A dataset's files, in a folder or a zip, read under :class:`ImportLimits`: :func:`open_tree`
-finds the dataset root and returns a :class:`DatasetTree` that reads files by relative path."""
+"""A dataset's files, in a folder or a zip, read under the import limits (:mod:`pipeline.data.limits`):
+:func:`open_tree` finds the dataset root and returns a :class:`DatasetTree` that reads files by
+relative path.
+
+A zip member's declared size is checked before it is inflated (and all members' together against
+the zip's own size) and its inflated bytes are capped at that size, so a zip bomb is refused at its
+header; a folder's files are checked by their sizes; a .npy header's shape is checked against the
+file's bytes (see :class:`~pipeline.data.sensorium.npy.NpyParser`), so arrays are bounded by files.
+"""
 
 from __future__ import annotations
 
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.limits import Budget, ImportLimits, size
 from pipeline.data.sensorium.layout import SensoriumFormatError
-
-
-@dataclass(frozen=True)
-class ImportLimits:
-    """Bounds on what one import may read, checked before the bytes are decompressed or loaded.
-
-    A zip member's declared size is checked before it is inflated and its inflated bytes are
-    capped at that size, so a zip bomb is refused at its header; a .npy header's shape is
-    checked against the file's bytes (see :class:`NpyParser`), so arrays are bounded by files.
-    """
-
-    max_file_bytes: int = 512 * 2**20
-    """largest single file (Sensorium's largest are per-trial images of ~150 kB)"""
-    max_total_bytes: int = 16 * 2**30
-    """all files of one dataset together, decompressed"""
-
-
-DEFAULT_LIMITS = ImportLimits()
 
 
 class DatasetTree:
@@ -35,28 +24,11 @@ class DatasetTree:
 
     label: str  # the folder or zip, for messages
     name: str  # name of the dataset folder (carries the scan identity)
-    limits: ImportLimits = DEFAULT_LIMITS
-    _read_bytes: int = 0
+    budget: Budget
 
-    def check_file_size(self, rel: str, size: int) -> None:
-        """Refuse ``rel`` when its ``size`` bytes (decompressed) exceed the per-file limit."""
-        if size > self.limits.max_file_bytes:
-            raise self.error(
-                rel,
-                f"{size / 2**20:.0f} MiB decompressed exceeds the import limit of "
-                f"{self.limits.max_file_bytes / 2**20:.0f} MiB per file",
-            )
-
-    def charge(self, rel: str, size: int) -> None:
-        """Count ``size`` bytes about to be read from ``rel`` against the limits; refuse past them."""
-        self.check_file_size(rel, size)
-        self._read_bytes += size
-        if self._read_bytes > self.limits.max_total_bytes:
-            raise self.error(
-                rel,
-                f"the dataset exceeds the import limit of {self.limits.max_total_bytes / 2**30:.1f} GiB "
-                "decompressed in all",
-            )
+    def charge(self, rel: str, nbytes: int) -> None:
+        """Count ``nbytes`` about to be read from ``rel`` against the limits; refuse past them."""
+        self.budget.charge(nbytes, lambda problem: self.error(rel, problem))
 
     def listdir(self, folder: str) -> list[str] | None:
         """File names directly inside ``folder``, or None when the folder does not exist."""
@@ -78,8 +50,8 @@ class DatasetTree:
 class FolderTree(DatasetTree):
     """A dataset in a folder on disk."""
 
-    def __init__(self, root: Path, label: str, limits: ImportLimits = DEFAULT_LIMITS):
-        self.root, self.label, self.name, self.limits = root, label, root.name, limits
+    def __init__(self, root: Path, label: str, limits: ImportLimits | None = None):
+        self.root, self.label, self.name, self.budget = root, label, root.name, Budget(limits)
 
     def listdir(self, folder: str) -> list[str] | None:
         path = self.root / folder
@@ -104,9 +76,10 @@ class ZipTree(DatasetTree):
     """A dataset inside a zip archive (under ``prefix``), read in memory."""
 
     def __init__(
-        self, archive: zipfile.ZipFile, prefix: str, label: str, name: str, limits: ImportLimits = DEFAULT_LIMITS
+        self, archive: zipfile.ZipFile, prefix: str, label: str, name: str, limits: ImportLimits | None = None
     ):
-        self.archive, self.prefix, self.label, self.name, self.limits = archive, prefix, label, name, limits
+        self.archive, self.prefix, self.label, self.name = archive, prefix, label, name
+        self.budget = Budget(limits)
         self.members = {
             info.filename[len(prefix) :]: info
             for info in archive.infolist()
@@ -121,17 +94,20 @@ class ZipTree(DatasetTree):
                 folder = folder.rpartition("/")[0]
                 self.folders.setdefault(folder, [])
 
-    def check_declared(self) -> None:
-        """Refuse a zip whose members declare more than the limits before inflating any."""
+    def check_declared(self, stored: int) -> None:
+        """Refuse a zip of ``stored`` bytes whose members declare more than the limits, before inflating any."""
+        limits = self.budget.limits
         declared = sum(info.file_size for info in self.members.values())
-        if declared > self.limits.max_total_bytes:
+        self.budget.check_expansion(declared, stored, lambda problem: self.error(".", f"the zip {problem}"))
+        if declared > limits.max_total_bytes:
             raise self.error(
                 ".",
-                f"the zip declares {declared / 2**30:.1f} GiB decompressed, over the import limit of "
-                f"{self.limits.max_total_bytes / 2**30:.1f} GiB",
+                f"the zip declares {size(declared)} decompressed, over the import limit of "
+                f"{size(limits.max_total_bytes)} in all",
             )
         for rel, info in self.members.items():
-            self.check_file_size(rel, info.file_size)
+            if info.file_size > limits.max_array_bytes:
+                self.charge(rel, info.file_size)  # raises, naming the member
 
     def listdir(self, folder: str) -> list[str] | None:
         return self.folders.get(folder.rstrip("/"))
@@ -160,7 +136,7 @@ class ZipTree(DatasetTree):
         self.archive.close()
 
 
-def open_tree(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> DatasetTree:
+def open_tree(path: Path, limits: ImportLimits | None = None) -> DatasetTree:
     """Find the dataset root in a folder or zip (the root itself or one level down)."""
     label = str(path)
     if not path.exists():
@@ -182,7 +158,7 @@ def open_tree(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> DatasetTree:
         if any(n.startswith(prefix + "data/") for n in names) and any(n.startswith(prefix + "meta/") for n in names):
             zipped = ZipTree(archive, prefix, label, prefix.rstrip("/") or path.stem, limits)
             try:
-                zipped.check_declared()
+                zipped.check_declared(path.stat().st_size)
             except SensoriumFormatError:
                 archive.close()
                 raise

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 
+from pipeline.data.limits import nbytes_of
 from pipeline.data.sensorium.archive import DatasetTree
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -41,8 +42,8 @@ class NpyParser:
             parsed = self.parse_header(raw[:offset], rel)
             self.headers[header] = parsed
         dtype, shape, fortran = parsed
-        count = int(np.prod(shape, dtype=np.int64))
-        needed = count * dtype.itemsize
+        needed = nbytes_of(shape, dtype)  # exact: a header's shape cannot overflow into a small count
+        count = needed // dtype.itemsize if dtype.itemsize else 0
         if len(raw) - offset < needed:
             raise self.tree.error(
                 rel, f"truncated .npy: {len(raw) - offset} data bytes, expected {needed} for shape {shape} {dtype}"

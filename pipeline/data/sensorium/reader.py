@@ -9,8 +9,9 @@ from typing import Iterator
 
 import numpy as np
 
+from pipeline.data.limits import ImportLimits
 from pipeline.data.recording import TIERS, Recording, RecordingError
-from pipeline.data.sensorium.archive import DEFAULT_LIMITS, DatasetTree, ImportLimits, open_tree
+from pipeline.data.sensorium.archive import DatasetTree, open_tree
 from pipeline.data.sensorium.layout import (
     BEHAVIOR_WITHHELD,
     IMAGE_ID_NAMES,
@@ -312,7 +313,7 @@ def _zeroed_tiers(tiers: np.ndarray, values: np.ndarray, candidates: tuple[str, 
     return zeroed
 
 
-def read_sensorium(path: str | Path, progress: bool = False, limits: ImportLimits = DEFAULT_LIMITS) -> Recording:
+def read_sensorium(path: str | Path, progress: bool = False, limits: ImportLimits | None = None) -> Recording:
     """Read one Sensorium static scan from its folder or .zip, validating everything first.
 
     Parameters
@@ -321,7 +322,8 @@ def read_sensorium(path: str | Path, progress: bool = False, limits: ImportLimit
         .zip holding it at its top level or one folder down.  Nothing is written anywhere; zips are
         read in memory.
     progress : show a progress bar per data folder.
-    limits : bounds on the bytes read (see :class:`ImportLimits`).
+    limits : bounds on the bytes read (:class:`~pipeline.data.limits.ImportLimits`; default: the
+        machine's).
 
     Returns
     -------
