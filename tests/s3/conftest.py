@@ -49,8 +49,8 @@ class S3Pipeline:
         return self.prefix
 
     def env(self, **extra) -> dict:
-        stores = self.server.stores_json(self.location)
-        return child_env(PIPELINE_PREFIX=self.prefix, DJ_STORES=stores, **extra)
+        settings = dict(PIPELINE_PREFIX=self.prefix, DJ_STORES=self.server.stores_json(self.location))
+        return child_env(**{**settings, **extra})
 
     def cli(self, *args, project: Path | None = None, env: dict | None = None, timeout: float = 300):
         """``python -m populate ARGS`` in the project folder (DataJoint finds its secrets there)."""

@@ -9,10 +9,15 @@ The tests of this module run in order and build on each other's rows.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
 from tests.conftest import QUICK_TRAINER, tiny_model
+from tests.s3.moto_store import BUCKET
 from tests.sensorium_fixtures import write_fake_sensorium
 
 pytestmark = [pytest.mark.s3, pytest.mark.db]
@@ -129,7 +134,170 @@ def test_trained_weights_round_trip_exactly_through_the_bucket(s3, trained):
     data = load_scan_tensors(_key(SIMULATED_SCAN), (18, 32))
     reference = load_encoder(ModelConfig.load(key), row[0], (row[1], row[2]), as_trained, device="cpu")
     test = data.split("test")
-    assert np.array_equal(predict(loaded, test), predict(reference, test)), "predictions differ from the trained model's"
+    assert np.array_equal(predict(loaded, test), predict(reference, test)), "predictions differ from the trained ones"
     units = TrainedModel.Unit * Scan.Unit.proj("unit_index") & key
     stored_scores = units.to_arrays("test_correlation", order_by="unit_index").astype(float)
     assert np.array_equal(stored_scores, score(loaded, data).correlation.astype(float), equal_nan=True)
+
+
+def test_export_nwb_reads_every_array_from_the_bucket(s3, trained, tmp_path):
+    from pipeline.data.nwb import read_nwb
+    from schemas.recordings import fetch_recording
+
+    out = tmp_path / "scan.nwb"
+    _ok(s3.cli("export", "nwb", SIMULATED_SCAN, out))
+    exported, _footprints, info = read_nwb(out)
+    stored = fetch_recording(_key(SIMULATED_SCAN))
+    assert info["layout"] == "trials"
+    assert np.array_equal(exported.responses, stored.responses)
+    assert np.array_equal(exported.images, stored.images)
+
+
+def test_report_reads_the_models_from_the_bucket(s3, trained, tmp_path):
+    out = tmp_path / "report.html"
+    _ok(s3.cli("report", "--out", out))
+    page = out.read_text()
+    assert "s3-cnn" in page and SIMULATED_SCAN in page
+
+
+def _gc(s3, *args) -> str:
+    return _ok(s3.cli("gc", "--limit", "0", *args))
+
+
+def _listed(output: str) -> set[str]:
+    return {line.strip() for line in output.splitlines() if line.startswith("  ")}
+
+
+def test_gc_on_s3_deletes_exactly_the_unreferenced_objects(s3, trained):
+    from schemas.models import TrainedModel
+    from schemas.recordings import Scan
+
+    key, _ = trained
+    models = f"{s3.location}/_hash/{s3.prefix}__models/"
+    # a write cut short leaves a temporary object, which DataJoint's own listing skips
+    temporary = f"{models}ab/abcdefghijklmnopqrstuvwxyz.saving"
+    s3.server.client().put_object(Bucket=BUCKET, Key=temporary, Body=b"partial write")
+    before = s3.objects()
+    unreferenced = {k for k in before if k.startswith(models)} | _scan_objects(s3, _key(SENSORIUM_SCAN))
+    assert temporary in unreferenced
+    assert unreferenced and len(unreferenced) < len(before)
+    (TrainedModel & key).delete(prompt=False)
+    (Scan & _key(SENSORIUM_SCAN)).delete(prompt=False)
+    assert s3.objects() == before, "deleting rows leaves their objects to gc"
+
+    dry = _gc(s3, "--grace", "0")
+    assert "dry run" in dry
+    assert {f"{s3.location}/{path}" for path in _listed(dry)} == unreferenced
+    assert s3.objects() == before, "a dry run deletes nothing"
+
+    deleted = _gc(s3, "--delete", "--grace", "0", "--wait", "120")
+    assert f"deleted {len(unreferenced)} file(s)" in deleted, deleted
+    after = s3.objects()
+    assert len(after) == len(before) - len(unreferenced) and after == before - unreferenced
+    for scan in (SIMULATED_SCAN, SUITE2P_SCAN):  # what is still referenced still reads
+        assert (Scan & _key(scan)).responses().size
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_gc_delete_on_s3_keeps_the_objects_of_an_import_held_open(s3, capsys):
+    """docs/integrity.md's race on S3: ``gc --delete --grace 0`` while an import has written its objects but
+    not committed its rows deletes none of them, and the import then commits a readable scan."""
+    import datajoint as dj
+
+    from populate.cli.main import main
+    from schemas import db
+    from schemas.recordings import Scan, fetch_recording
+
+    key = _key(RACE_SCAN)
+    leaf = f"{_q(db.schema_name('recordings'))}.{_q('ground_truth__unit')}"
+    holder = dj.Connection(
+        dj.config["database.host"],
+        dj.config["database.user"],
+        dj.config["database.password"],
+        port=dj.config["database.port"],
+        use_tls=dj.config["database.use_tls"],
+    )
+    # Hold the import at its last table: every earlier object is written, no row committed (as in
+    # tests/populate/test_security.py; PostgreSQL: a table lock, InnoDB: a gap lock).
+    assert main(["gc", "--limit", "0"]) == 0  # lists the store in this process before the import writes
+    capsys.readouterr()
+    holder.query("BEGIN")
+    if holder.adapter.backend == "postgresql":
+        holder.query(f"LOCK TABLE {leaf} IN SHARE MODE")
+    else:
+        holder.query(f"SELECT * FROM {leaf} WHERE animal_id = {key['animal_id']} FOR UPDATE")
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "populate", "simulate", "--preset", "tiny", "--seed", "6", "--scan", RACE_SCAN],
+        cwd=s3.project,
+        env=s3.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        last_insert = "the import to reach its last insert"
+        _wait_for(lambda: any("ground_truth/" in k for k in _scan_objects(s3, key)), 180, last_insert)
+        time.sleep(0.5)
+        written = _scan_objects(s3, key)
+        code = main(["gc", "--delete", "--grace", "0", "--wait", "0", "--limit", "0"])  # sees the new objects
+        out = capsys.readouterr().out
+        assert code == 0
+        assert "kept" in out and "open transaction" in out, out
+    finally:
+        holder.query("ROLLBACK")
+        holder.close()
+    output = importer.communicate(timeout=180)[0]
+    assert importer.returncode == 0, output
+    assert written <= _scan_objects(s3, key), "gc deleted objects of the open import"
+    assert (Scan & key).responses().shape[0] > 0
+    fetch_recording(key)  # reads every stored array of the scan back from the bucket
+
+
+def _q(name: str) -> str:
+    import datajoint as dj
+
+    return dj.conn().adapter.quote_identifier(name)
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def test_a_wrong_key_or_a_missing_bucket_is_refused_in_one_line_and_writes_nothing(s3, tmp_path, row_counts):
+    import datajoint as dj
+
+    from populate import ingest
+    from schemas import db
+
+    rows, objects = row_counts(), s3.objects()
+    wrong = s3.server.project(tmp_path / "wrong", secret_key="not-the-secret")
+    message = _one_line_error(s3.cli("simulate", "--preset", "tiny", "--seed", "7", "--scan", "47-7-7", project=wrong))
+    assert "access refused" in message and "stores.pipeline.secret_key" in message, message
+    missing = s3.env(DJ_STORES=s3.server.stores_json(s3.location, bucket="no-such-bucket"))
+    message = _one_line_error(s3.cli("simulate", "--preset", "tiny", "--seed", "7", "--scan", "47-7-7", env=missing))
+    assert "'no-such-bucket'" in message and "does not exist" in message, message
+
+    # Past the start-up check (a key revoked, a bucket removed while a process runs): the import's
+    # transaction leaves no row behind.
+    good = dict(dj.config.stores[db.STORE])
+    for broken in (dict(good, secret_key="not-the-secret"), dict(good, bucket="no-such-bucket")):
+        dj.config.stores[db.STORE] = broken
+        try:
+            with pytest.raises(OSError):
+                ingest.simulate("tiny", seed=7, scan="47-7-7")
+        finally:
+            dj.config.stores[db.STORE] = good
+    assert row_counts() == rows
+    assert s3.objects() == objects
