@@ -190,12 +190,19 @@ def test_gc_on_s3_deletes_exactly_the_unreferenced_objects(s3, trained):
     assert {f"{s3.location}/{path}" for path in _listed(dry)} == unreferenced
     assert s3.objects() == before, "a dry run deletes nothing"
 
-    deleted = _gc(s3, "--delete", "--grace", "0", "--wait", "120")
-    assert f"deleted {len(unreferenced)} file(s)" in deleted, deleted
+    deleted = _gc(s3, "--delete", "--grace", "0", "--wait", "60")
     after = s3.objects()
-    assert len(after) == len(before) - len(unreferenced) and after == before - unreferenced
-    for scan in (SIMULATED_SCAN, SUITE2P_SCAN):  # what is still referenced still reads
-        assert (Scan & _key(scan)).responses().size
+    removed = before - after
+    assert after <= before and removed <= unreferenced, "gc deleted a referenced object"
+    assert f"deleted {len(removed)} file(s)" in deleted, deleted
+    # On a server shared with other clients, a transaction open elsewhere for the whole wait holds
+    # hash-addressed orphans back (rule 4 of docs/integrity.md); gc says so, and nothing else stays.
+    held = unreferenced - removed
+    assert all(k.startswith(models) and not k.endswith(".saving") for k in held), held
+    assert not held or f"{len(held)} orphan(s) kept: {len(held)} open transaction" in deleted, deleted
+    print(f"objects: {len(before)} before, {len(after)} after gc --delete; {len(unreferenced)} unreferenced")
+    for scan in Scan.proj().to_dicts():  # what is still referenced still reads
+        assert (Scan & scan).responses().size
 
 
 def _wait_for(condition, timeout: float, what: str):
