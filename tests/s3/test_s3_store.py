@@ -205,6 +205,23 @@ def test_gc_on_s3_deletes_exactly_the_unreferenced_objects(s3, trained):
         assert (Scan & scan).responses().size
 
 
+def test_gc_sees_objects_written_by_another_client_since_its_last_scan(s3):
+    """s3fs keeps every listing it made; a second scan in one process must still see new objects."""
+    from populate.admin import store_gc
+
+    section = f"_schema/{s3.prefix}__recordings/scan__responses"
+    first, second = (f"{section}/animal_id={a}/session=1/scan_idx=1/matrix_orphan.npy" for a in (98, 99))
+    client = s3.server.client()
+    client.put_object(Bucket=BUCKET, Key=f"{s3.location}/{first}", Body=b"orphan")
+    try:
+        assert first in store_gc.collect()["orphaned_schema_paths"]
+        client.put_object(Bucket=BUCKET, Key=f"{s3.location}/{second}", Body=b"orphan")  # another client
+        assert {first, second} <= set(store_gc.collect()["orphaned_schema_paths"])
+    finally:
+        for path in (first, second):
+            client.delete_object(Bucket=BUCKET, Key=f"{s3.location}/{path}")
+
+
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
