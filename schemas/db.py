@@ -152,7 +152,7 @@ def check_store(name: str = STORE) -> None:
             f"{where}: access refused ({' '.join(str(err).split())}); check the secrets "
             f"stores.{name}.access_key and stores.{name}.secret_key"
         ) from None
-    except (OSError, ValueError) as err:
+    except Exception as err:  # botocore's connection errors are not OSErrors
         raise SettingsError(f"{where}: unreachable ({' '.join(str(err).split())})") from None
 
 
