@@ -325,5 +325,13 @@ def test_a_wrong_key_or_a_missing_bucket_is_refused_in_one_line_and_writes_nothi
                 ingest.simulate("tiny", seed=7, scan="47-7-7")
         finally:
             dj.config.stores[db.STORE] = good
+    dj.config.stores[db.STORE] = dict(good, endpoint="127.0.0.1:1")  # nothing listens there
+    try:
+        with pytest.raises(
+            db.SettingsError, match=r"^object store 'pipeline' \(bucket 'pipeline' at 127.0.0.1:1\): unre"
+        ):
+            db.check_store()
+    finally:
+        dj.config.stores[db.STORE] = good
     assert row_counts() == rows
     assert s3.objects() == objects
