@@ -16,11 +16,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*
 RUN pip install --index-url "$TORCH_INDEX" "$TORCH"
 
-# Dependencies first, so code changes do not reinstall them.  pymysql[rsa] logs in to MySQL 8.4's
-# default caching_sha2_password accounts over connections without TLS.
+# Dependencies first, so code changes do not reinstall them.  Every extra but `test` (imaging: import
+# suite2p / nwb, export nwb; tests/populate/test_deploy.py compares them with pyproject.toml).
+# pymysql[rsa] logs in to MySQL 8.4's default caching_sha2_password accounts over connections without TLS.
 COPY pyproject.toml README.md ./
 RUN mkdir -p pipeline schemas populate && touch pipeline/__init__.py schemas/__init__.py populate/__init__.py \
-    && pip install -e '.[robustness,s3]' 'pymysql[rsa]' jupyterlab \
+    && pip install -e '.[robustness,imaging,s3]' 'pymysql[rsa]' jupyterlab \
     && rm -rf pipeline schemas populate
 
 COPY pipeline ./pipeline

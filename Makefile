@@ -39,7 +39,9 @@ demo: $(STAMP)
 # private servers, the PostgreSQL and MariaDB passes run side by side (one torch thread each, on the
 # two cores of CI); the MariaDB output follows the PostgreSQL output.  Then the torch-kernel tests
 # (marker `kernels`) run again under the next lower CPU instruction set, so that kernels only an
-# older CPU takes run here too (tests/isa.py).
+# older CPU takes run here too (tests/isa.py).  The SLURM tests (marker `cluster`, tests/cluster) run
+# in the PostgreSQL pass only, on a private one-node cluster their fixture starts and stops
+# (populate/deploy/local_slurm.sh, which installs slurm-wlm and munge when missing).
 # ruff (lint and format, settings in pyproject.toml) on the whole tree, mypy on pipeline/.
 lint: $(STAMP)
 	@echo "== ruff check, ruff format --check, mypy"
@@ -54,7 +56,7 @@ test: $(STAMP) lint
 	else \
 		pg_env=$$(populate/deploy/local_db.sh postgresql); maria_env=$$(populate/deploy/local_db.sh mariadb); \
 		( eval "$$maria_env" && OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider \
-			-m "db and not slow" $(PYTEST_ARGS) ) > .local/test-mariadb.log 2>&1 & maria=$$!; \
+			-m "db and not slow and not cluster" $(PYTEST_ARGS) ) > .local/test-mariadb.log 2>&1 & maria=$$!; \
 		echo "== tests on PostgreSQL (the database tests on MariaDB run alongside)"; \
 		pg_status=0; ( eval "$$pg_env" && OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) ) || pg_status=$$?; \
 		maria_status=0; wait $$maria || maria_status=$$?; \
@@ -78,5 +80,6 @@ db-stop:
 	populate/deploy/local_db.sh stop
 
 clean-local:
+	populate/deploy/local_slurm.sh stop
 	populate/deploy/local_db.sh clean
 	rm -rf .local .store

@@ -97,7 +97,7 @@ def peak_memory(n: int, d: int) -> dict:
     )
 
 
-def step_time(width: int, steps: int) -> dict:
+def step_time(width: int, steps: int, device: str = "cpu") -> dict:
     """Seconds per classification step of a baseline and a regularized (alpha 20) ResNet18 of ``width``.
 
     A regularized step adds the similarity term in the same single update, with either design of
@@ -128,7 +128,7 @@ def step_time(width: int, steps: int) -> dict:
 
         def run(config=config):
             fit_classifier(
-                build_classifier(config), images, labels, stimuli, target, config, device="cpu", progress=False
+                build_classifier(config), images, labels, stimuli, target, config, device=device, progress=False
             )
 
         times[name] = best_of(run, 2) / steps
@@ -143,7 +143,7 @@ def step_time(width: int, steps: int) -> dict:
     )
 
 
-def robustness_throughput(width: int, n: int = 256) -> dict:
+def robustness_throughput(width: int, n: int = 256, device: str = "cpu") -> dict:
     from pipeline.classifier import robustness
     from pipeline.classifier.resnet import ResNet18
 
@@ -151,7 +151,7 @@ def robustness_throughput(width: int, n: int = 256) -> dict:
     images = torch.rand(n, 1, 32, 32)
     labels = torch.randint(0, 10, (n,))
     start = time.perf_counter()
-    rows = robustness.noise_accuracy(model, images, labels, device="cpu")
+    rows = robustness.noise_accuracy(model.to(device), images, labels, device=device)
     seconds = time.perf_counter() - start
     evaluated = n * len(rows)
     return dict(noise_images_evaluated=evaluated, noise_images_per_second=evaluated / seconds)

@@ -14,8 +14,9 @@ worker`` processes on the same database share the training, and two drivers (e.g
 by side) never train one model twice.
 
 (a) ``standard``: the demo scan; two independent ensembles of ``--models`` rotation-equivariant
-    models (6 features x 8 rotations, seeds 0.. and 100..); ``EnsembleCellTypes`` with k chosen
-    from the data (``pipeline.celltypes.type_count``).  Reports each ensemble's chosen k, its ARI with the
+    models (6 features x ``--rotations`` rotations, 8 unless given; seeds 0.. and 100..);
+    ``EnsembleCellTypes`` (the averaged band-limited distance consensus, :mod:`pipeline.celltypes.ensemble`)
+    with k chosen from the data.  Reports each ensemble's chosen k, its ARI with the
     simulated types and the k curve, and the spread over the two ensembles.
 (b) ``variants``: per harder ground truth (``pipeline.data.simulate.VARIANTS``), a random search
     (``Search``) with ``--budget`` draws for each of the rotation core and a CNN with the same 48
@@ -25,9 +26,14 @@ by side) never train one model twice.
     the best rotation config form the consensus (chosen k, ARI).
 
 (c) ``criteria``: after (a), on the first ``--models`` members of each ensemble, the consensus ARI
-    over k of the table's co-association consensus and of the averaged-distance consensus, and the k
-    the held-out residual, the gap statistic and half-ensemble stability choose (no training; a
-    minute).  Writes docs/figures/celltypes-criteria.png.
+    over k of the co-association consensus, of the averaged-distance consensus on whole readouts and
+    on band-limited ones (the table's since issue 33), the k the held-out residual (both), the gap
+    statistic and half-ensemble stability choose, and ``splits``: whether clusters past the true k
+    follow each unit's grid phase (the fractional part of its alignment shift), before and after
+    band-limiting (no training; a few minutes).  Writes docs/figures/celltypes-criteria.png.
+
+``--rotations 16`` trains (a) with a 16-rotation core (22.5-degree grid) under ensemble names ending
+in ``-r16``; (c) with the same flag reads them.
 
 With ``--preset demo-one-size`` (a control, :data:`pipeline.data.simulate.CONTROLS`: the same units at
 one receptive-field size) (a) and (c) run on that population in the configured database, and write
@@ -60,6 +66,16 @@ FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 SECOND_ENSEMBLE_SEED = 100  # seeds of the second ensemble start here: no model is in both
 
 
+def _rotation_base(rotations: int) -> dict:
+    """The rotation core of :data:`BASES` with ``rotations`` orientations per feature."""
+    return dict(core=dict(BASES["rotation"]["core"], rotations=rotations))
+
+
+def _named(name: str, rotations: int) -> str:
+    """Ensemble and figure names: the 8-rotation core keeps the names it always had."""
+    return name if rotations == BASES["rotation"]["core"]["rotations"] else f"{name}-r{rotations}"
+
+
 def _scan(index: int) -> str:
     return f"22-1-{index}"
 
@@ -82,23 +98,25 @@ def _ensemble(name: str, tasks: list[dict]) -> dict:
 def _consensus(key: dict) -> dict:
     """The ensemble's ``EnsembleCellTypes`` row, with its k curve and, per candidate k, the ARI of the
     consensus at that k with the simulated types (recomputed from the members' readouts by the same
-    deterministic :func:`pipeline.celltypes.type_count.choose_type_count` call as the table's)."""
+    deterministic :func:`pipeline.celltypes.type_count.choose_distance_type_count` call as the table's
+    :func:`pipeline.celltypes.ensemble.ensemble_types`)."""
     from pipeline.celltypes import clustering as celltypes
-    from pipeline.celltypes import type_count
-    from schemas.models import DatasetConfig, Ensemble, EnsembleCellTypes, TrainedModel
+    from pipeline.celltypes import ensemble, type_count
+    from schemas.models import DatasetConfig, Ensemble, EnsembleCellTypes, ModelConfig, TrainedModel
     from schemas.recordings import ground_truth_of
 
     row = (EnsembleCellTypes & key).fetch1()
     curve = [dict(r) for r in row["k_curve"] or []]
     if curve:
         members = (Ensemble.Member & key).keys()
+        rotations = ModelConfig.load(members[0]).core.rotations
         readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
-        count = type_count.choose_type_count(readouts, BASES["rotation"]["core"]["rotations"])
+        vectors, distances = ensemble.member_distances(readouts, rotations)
+        count = type_count.choose_distance_type_count(distances, vectors, rotations)
         dataset_hash = (Ensemble & key).fetch1("dataset_hash")
         truth = ground_truth_of(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
         for r in curve:
-            labels = celltypes.consensus_types(count.labelings[r["k"]], r["k"])[0]
-            r["ari"] = celltypes.adjusted_rand_index(truth["unit_type"], labels)
+            r["ari"] = celltypes.adjusted_rand_index(truth["unit_type"], count.consensus[r["k"]])
         n_types = len(np.unique(truth["unit_type"]))
     else:
         n_types = None
@@ -148,14 +166,19 @@ def standard(args, dataset_shape, trainer) -> dict:
     _populate(["Reliability", "Normalization"])
     dataset = dict(scan=STANDARD_SCAN, image_shape=dataset_shape)
     ensembles = {}
-    for name, first in (("celltypes-a", 0), ("celltypes-b", SECOND_ENSEMBLE_SEED)):
+    for base, first in (("celltypes-a", 0), ("celltypes-b", SECOND_ENSEMBLE_SEED)):
+        name = _named(base, args.rotations)
         tasks = TrainingTask.add(
-            BASES["rotation"], dataset, trainer, seeds=range(first, first + args.models), name="celltypes-rotation"
+            _rotation_base(args.rotations),
+            dataset,
+            trainer,
+            seeds=range(first, first + args.models),
+            name=_named("celltypes-rotation", args.rotations),
         )
         ensembles[name] = _ensemble(name, tasks)
     _populate(["TrainedModel", "CellTypes", "EnsembleCellTypes"])
     rows = {name: _consensus(key) for name, key in ensembles.items()}
-    _figure(rows, _figure_path("celltypes-k", args.preset))
+    _figure(rows, _figure_path(_named("celltypes-k", args.rotations), args.preset))
     ari = np.array([r["ari"] for r in rows.values()], float)
     return dict(
         scan=STANDARD_SCAN,
@@ -172,40 +195,44 @@ def criteria(args) -> dict:
     (:func:`pipeline.celltypes.clustering.consensus_types`, the table's) and averaged readout distances
     (:func:`pipeline.celltypes.clustering.distance_consensus`), with the k three criteria choose: the held-out
     residual (the table's), the gap statistic on the averaged distances, and half-ensemble stability."""
-    out = {name: _criteria_row(name, args.models) for name in ("celltypes-a", "celltypes-b")}
-    _criteria_figure(out, _figure_path("celltypes-criteria", args.preset))
+    names = (_named(name, args.rotations) for name in ("celltypes-a", "celltypes-b"))
+    out = {name: _criteria_row(name, args.models) for name in names}
+    _criteria_figure(out, _figure_path(_named("celltypes-criteria", args.rotations), args.preset))
     return out
 
 
 def _criteria_row(name: str, models: int) -> dict:
     """The comparison of :func:`criteria` on the first ``models`` members (by seed) of one ensemble."""
     from pipeline.celltypes import clustering as celltypes
-    from pipeline.celltypes import type_count
-    from schemas.models import DatasetConfig, Ensemble, TrainedModel
+    from pipeline.celltypes import ensemble, type_count
+    from schemas.models import DatasetConfig, Ensemble, ModelConfig, TrainedModel
     from schemas.recordings import ground_truth_of
 
-    rotations = BASES["rotation"]["core"]["rotations"]
     key = dict(ensemble_name=name)
     members = sorted((Ensemble.Member & key).keys(), key=lambda m: m["seed"])[:models]
     missing = [m["seed"] for m in members if not TrainedModel & m]
     if not members or missing:
         raise SystemExit(f"--parts criteria: {name} has untrained members (seeds {missing}); run --parts standard")
+    rotations = ModelConfig.load(members[0]).core.rotations
     readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
     dataset_hash = (Ensemble & key).fetch1("dataset_hash")
     simulated = ground_truth_of(DatasetConfig.load(dict(dataset_hash=dataset_hash)).scan_key)
     truth = simulated["unit_type"]
     count = type_count.choose_type_count(readouts, rotations)
     averaged = celltypes.averaged_distances(readouts, rotations)
+    vectors, distances = ensemble.member_distances(readouts, rotations)
+    band = type_count.choose_distance_type_count(distances, vectors, rotations)  # the table's (issue 33)
     candidates = [int(k) for k in count.candidates]
     gap_k, gap, gap_se = type_count.gap_statistic(celltypes.classical_scaling(averaged), [1, *candidates])
     n_types = len(np.unique(truth))
-    past_truth = celltypes.distance_consensus(averaged, n_types + 2)  # where the consensus cuts types in two
     rows = [
         dict(
             k=k,
             ari_coassociation=celltypes.adjusted_rand_index(truth, celltypes.consensus_types(count.labelings[k], k)[0]),
             ari_distance=celltypes.adjusted_rand_index(truth, celltypes.distance_consensus(averaged, k)),
+            ari_band_limited=celltypes.adjusted_rand_index(truth, band.consensus[k]),
             residual=float(count.residual[i]),
+            residual_band_limited=float(band.residual[i]),
             stability=float(count.stability[i]),
             gap=float(gap[i + 1]),
             gap_se=float(gap_se[i + 1]),
@@ -215,37 +242,44 @@ def _criteria_row(name: str, models: int) -> dict:
     return dict(
         models=len(members),
         seeds=[int(m["seed"]) for m in members],
+        rotations=rotations,
+        harmonics=ensemble.DEFAULT_HARMONICS,
         true_k=n_types,
-        chosen=dict(residual=count.k, gap=gap_k, stability=candidates[int(np.argmax(count.stability))]),
+        chosen=dict(
+            residual=count.k,
+            gap=gap_k,
+            stability=candidates[int(np.argmax(count.stability))],
+            band_limited_residual=band.k,
+        ),
         curve=rows,
-        splits=_split_types(truth, simulated["orientation"], past_truth, rotations),
+        splits=_split_types(truth, readouts, rotations, averaged, band, n_types),
     )
 
 
-def _split_types(truth: np.ndarray, orientation: np.ndarray, labels: np.ndarray, rotations: int) -> list[dict]:
-    """For each simulated type that ``labels`` (n_units,) spread over two or more clusters of at least 8
-    of its units: per cluster, its units and where their orientations fall within one rotation step of
-    the core (360 / R degrees): how many lie in the step's first half, and how many within a quarter
-    step of a multiple of it.  Asks whether clusters past the true k follow the core's rotation grid."""
-    step = 360.0 / rotations
-    offset = np.degrees(np.asarray(orientation, float)) % step
-    out = []
-    for name in np.unique(truth):
-        ids, counts = np.unique(labels[truth == name], return_counts=True)
-        if (counts >= 8).sum() < 2:
-            continue
-        for cluster in ids[counts >= 8]:
-            units = (truth == name) & (labels == cluster)
-            out.append(
-                dict(
-                    type=str(name),
-                    cluster=int(cluster),
-                    units=int(units.sum()),
-                    first_half=int((offset[units] < step / 2).sum()),
-                    near_a_rotation=int((np.minimum(offset[units], step - offset[units]) < step / 4).sum()),
-                )
-            )
-    return out
+def _split_types(
+    truth: np.ndarray, readouts: list[np.ndarray], rotations: int, averaged: np.ndarray, band, n_types: int
+) -> dict:
+    """Do clusters past the true k follow the core's rotation grid?  Each unit's grid phase is the
+    fractional part of its own alignment shift onto its simulated type's mean
+    (:func:`pipeline.celltypes.grid_phase.grid_phase`, averaged over members); per type spread over two
+    or more clusters, :func:`pipeline.celltypes.grid_phase.split_association` tests cluster membership
+    against the side of the step and nearness to a rotation.  ``before``: today's distance (whole
+    readouts) at k = true + 2; ``after``: the band-limited distance at k = true + 2 and at its chosen k."""
+    from pipeline.celltypes import clustering as celltypes
+    from pipeline.celltypes import grid_phase
+
+    phase = grid_phase.grid_phase(readouts, truth, rotations)
+    past = n_types + 2
+
+    def association(labels: np.ndarray) -> list[dict]:
+        return grid_phase.split_association(truth, labels, phase)
+
+    return dict(
+        k_past_truth=past,
+        before=association(celltypes.distance_consensus(averaged, past)),
+        after=association(band.consensus[past]) if past in band.consensus else None,
+        after_chosen_k=dict(k=band.k, types=association(band.consensus[band.k])),
+    )
 
 
 def _criteria_figure(rows: dict, path: Path) -> None:
@@ -258,7 +292,8 @@ def _criteria_figure(rows: dict, path: Path) -> None:
         k = [r["k"] for r in row["curve"]]
         ax.plot(k, [r["ari_coassociation"] for r in row["curve"]], "o-", label="co-association consensus")
         ax.plot(k, [r["ari_distance"] for r in row["curve"]], "s-", label="averaged-distance consensus")
-        for (criterion, chosen), colour in zip(row["chosen"].items(), ("C3", "C4", "C5")):
+        ax.plot(k, [r["ari_band_limited"] for r in row["curve"]], "^-", label="band-limited (the table's)")
+        for (criterion, chosen), colour in zip(row["chosen"].items(), ("C3", "C4", "C5", "C6")):
             ax.axvline(chosen, color=colour, linestyle=":", label=f"{criterion}: k = {chosen}")
         ax.axvline(row["true_k"], color="0.5", linestyle="--", linewidth=1, label=f"simulated types ({row['true_k']})")
         ax.set_title(f"{name}: {row['models']} models")
@@ -334,6 +369,12 @@ def main(argv=None) -> dict:
         help="early-stopping criterion (the paper's: loss, the validation Poisson loss)",
     )
     parser.add_argument("--preset", default="demo", help="simulation preset (the variants are '<preset>-<name>')")
+    parser.add_argument(
+        "--rotations",
+        type=int,
+        default=BASES["rotation"]["core"]["rotations"],
+        help="rotations of the rotation core in standard and criteria (16: a 22.5-degree grid; the variants keep 8)",
+    )
     args = parser.parse_args(argv)
     if not os.environ.get("DJ_HOST"):
         raise SystemExit("experiment_celltypes runs as populate jobs: configure a database (DJ_HOST, ...)")
@@ -352,7 +393,7 @@ def main(argv=None) -> dict:
             if name in args.variants:
                 figures[name] = variant(args, name, index, shape, trainer)
     # one file per part (and preset): runs of parts apart keep both
-    suffix = "" if args.preset == "demo" else f"-{args.preset}"
+    suffix = ("" if args.preset == "demo" else f"-{args.preset}") + _named("", args.rotations)
     save("experiment_celltypes-" + "-".join(args.parts) + suffix, figures)
     return figures
 

@@ -8,7 +8,9 @@ rotation-equivariant models the agreement of the recovered cell types with the s
 (adjusted Rand index; the paper's argmax types, the rotation-invariant clusters of each model, and
 the consensus of all seeds' clusters as ``EnsembleCellTypes`` computes it) and the circular error of
 preferred orientations. How the consensus improves with the number of models is drawn in
-``benchmarks/results/experiment_cores[-tag]-consensus.png``. A long run:
+``benchmarks/results/experiment_cores[-tag]-consensus.png``; each unit's single-trial test correlation
+against its oracle, all seeds pooled per core, in ``docs/figures/models-oracle.png`` (a ``--tag``
+run: ``benchmarks/results/experiment_cores-{tag}-oracle.png``). A long run:
 ``python -m benchmarks.experiment_cores`` (about 3 minutes per demo-size model on 2 CPU cores).
 """
 
@@ -98,9 +100,10 @@ def core_configs(args) -> dict[str, dict]:
     return configs
 
 
-def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int, oracle) -> tuple[dict, object]:
-    """Train one model: its results row and, for a rotation core, its readout feature weights
-    (n_units, rotations x features) and recovered cluster per unit (n_units,); None for a CNN.
+def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int, oracle) -> tuple[dict, np.ndarray, object]:
+    """Train one model: its results row, its per-unit single-trial test correlation (n_units,) and,
+    for a rotation core, its readout feature weights (n_units, rotations x features) and recovered
+    cluster per unit (n_units,); None for a CNN.
 
     oracle : (n_units,) leave-one-out oracle correlation of the test trials, for the fraction of oracle."""
     from pipeline.celltypes import clustering as celltypes
@@ -119,8 +122,9 @@ def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int, orac
         seconds=result.seconds,
         parameters=sum(p.numel() for p in result.model.core.parameters()),
     )
+    single_trial = np.asarray(result.test.single_trial, dtype=float)
     if name != "rotation":
-        return row, None
+        return row, single_trial, None
     typed = celltypes.summarize(
         result.model.feature_weights(),
         args.rotations,
@@ -137,7 +141,7 @@ def fit_row(args, name: str, config: dict, trainer, data, truth, seed: int, orac
         type_confusion=confusion(truth.unit_type, [u["cell_type"] for u in typed.units], args.features),
         cluster_confusion=confusion(truth.unit_type, [u["cluster"] for u in typed.units], args.features),
     )
-    return row, (result.model.feature_weights(), np.array([u["cluster"] for u in typed.units]))
+    return row, single_trial, (result.model.feature_weights(), np.array([u["cluster"] for u in typed.units]))
 
 
 def spreads(per_seed: list[dict], configs: dict) -> dict:
@@ -181,6 +185,24 @@ def consensus_figures(args, clusters: list[np.ndarray], unit_type) -> dict:
     return figures
 
 
+def oracle_figure(args, oracle: np.ndarray, single_trials: dict[str, list[np.ndarray]]) -> str:
+    """Draw every unit's single-trial test correlation against its oracle, one colour per core with
+    all seeds pooled (its legend: the pooled fraction of oracle); returns the file's repository path.
+
+    oracle : (n_units,); single_trials : core -> one (n_units,) array per seed."""
+    from pipeline import figures as figures_module
+
+    cores = list(single_trials)
+    points = np.concatenate([np.concatenate(single_trials[core]) for core in cores])
+    oracles = np.concatenate([np.tile(oracle, len(single_trials[core])) for core in cores])
+    groups = np.concatenate([np.full(oracle.size * len(single_trials[core]), core, dtype=object) for core in cores])
+    folder = RESULTS.parent.parent / "docs" / "figures" if not args.tag else RESULTS
+    path = folder / ("models-oracle.png" if not args.tag else f"{results_name(args.tag)}-oracle.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figures_module.oracle_vs_correlation(oracles, points, groups=groups).savefig(path, dpi=120)
+    return str(path.relative_to(RESULTS.parent.parent))
+
+
 def rotation_wins(per_seed: list[dict], seeds: list[int]) -> str:
     """``wins/seeds``: on how many seeds the rotation core's test correlation beats the CNN's."""
     wins = [
@@ -203,9 +225,11 @@ def main(argv=None) -> dict:
     configs = core_configs(args)
     trainer = TrainerConfig(max_iterations=args.iterations, eval_every=50, patience=4, batch_size=args.batch_size)
     per_seed, clusters, readouts = [], [], []
+    single_trials: dict[str, list[np.ndarray]] = {name: [] for name in configs}
     for seed in args.seeds:
         for name, config in configs.items():
-            row, typed = fit_row(args, name, config, trainer, data, truth, seed, oracle)
+            row, single_trial, typed = fit_row(args, name, config, trainer, data, truth, seed, oracle)
+            single_trials[name].append(single_trial)
             if typed is not None:
                 readouts.append(typed[0])
                 clusters.append(typed[1])
@@ -224,6 +248,7 @@ def main(argv=None) -> dict:
         torch_threads=torch.get_num_threads(),
     )
     figures.update(spreads(per_seed, configs))
+    figures["oracle_figure"] = oracle_figure(args, oracle, single_trials)
     if len(clusters) > 1:
         figures.update(consensus_figures(args, clusters, truth.unit_type))
     if set(configs) == {"rotation", "cnn"}:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -318,23 +320,44 @@ def import_nwb(
     return recordings.insert_recording(recording, image_id_name="image_id", then=then), True
 
 
-def export_nwb(scan: str, out: str | Path) -> Path:
-    """Write a stored scan (with its ROI footprints when it has them) to a new NWB file."""
-    from pipeline.data.nwb import write_nwb
+def export_nwb(
+    scan: str,
+    out: str | Path,
+    *,
+    session_start: str | datetime.datetime,
+    experimenter: Sequence[str],
+    age: str,
+    sex: str,
+    institution: str = "",
+) -> Path:
+    """Write a stored scan (with its ROI footprints when it has them) to a new NWB file.
+
+    Scans do not record when, by whom or on which animal's age they were recorded, so these are
+    required here: ``session_start`` (ISO 8601 with a UTC offset, e.g. ``2024-03-01T09:30+01:00``),
+    ``experimenter`` ("Last, First", one or more), ``age`` (ISO 8601 duration, e.g. ``P90D``) and
+    ``sex`` (M, F, U or O); the species is the scan's ``Animal.species``.
+    """
+    from pipeline.data.nwb.writer import SessionInfo, write_nwb
     from schemas import recordings
 
     key = parse_scan(scan)
     if not recordings.scan_exists(key):
         raise LookupError(f"scan {scan} is not in the database")
+    if isinstance(session_start, str):
+        try:
+            session_start = datetime.datetime.fromisoformat(session_start)
+        except ValueError:
+            raise ValueError(f"session start {session_start!r}: not ISO 8601, e.g. 2024-03-01T09:30+01:00") from None
+    species = (recordings.Animal & key).fetch1("species")
+    session = SessionInfo(session_start, tuple(experimenter), age, sex, species, institution)
     extraction = None
     if recordings.Extraction & key:
         row = (recordings.Extraction * recordings.ExtractionConfig & key).fetch1()
         extraction = dict(
             config=row["config"], n_frames=row["n_frames"], n_rois=row["n_rois"], um_per_pixel=row["um_per_pixel"]
         )
-    return write_nwb(
-        recordings.fetch_recording(key), out, footprints=recordings.fetch_footprints(key), extraction=extraction
-    )
+    footprints = recordings.fetch_footprints(key)
+    return write_nwb(recordings.fetch_recording(key), out, session, footprints=footprints, extraction=extraction)
 
 
 def simulate_movie(out: str | Path, seed: int = 0, run_suite2p: bool = False) -> dict[str, Path]:

@@ -1,6 +1,7 @@
 """DataJoint 2.x tables of the pipeline, one module per stage.
 
-Importing a stage module binds nothing and connects to nothing.  :func:`activate` binds every
+Importing a stage module binds nothing, connects to nothing and changes no DataJoint setting (a
+lab's own schemas declare their tables as DataJoint's configuration says).  :func:`activate` binds every
 stage's tables to ``{prefix}__{stage}`` (prefix from ``PIPELINE_PREFIX`` unless given); only
 :func:`declare_all` (run by ``python -m populate setup``) creates missing schemas and tables::
 
@@ -11,16 +12,16 @@ stage's tables to ``{prefix}__{stage}`` (prefix from ``PIPELINE_PREFIX`` unless 
 
 from __future__ import annotations
 
-STAGES = ("recordings", "stats", "models", "similarity", "classifiers", "operations")
+STAGES = ("recordings", "stats", "models", "similarity", "classifiers", "operations", "checkpoints")
 """Stage modules in dependency order."""
 
 
 def stage_modules() -> dict:
     """``{stage: module}`` of every stage in :data:`STAGES` order (importing them binds nothing)."""
-    from schemas import classifiers, models, operations, recordings, similarity, stats
+    from schemas import checkpoints, classifiers, models, operations, recordings, similarity, stats
     from schemas.binding import load_kept_tables
 
-    modules = (recordings, stats, models, similarity, classifiers, operations)
+    modules = (recordings, stats, models, similarity, classifiers, operations, checkpoints)
     assert tuple(module.__name__.removeprefix("schemas.") for module in modules) == STAGES
     for module in modules:  # the stage's tables kept in modules of their own are declared too
         load_kept_tables(module)

@@ -87,14 +87,25 @@ def refuse_unbound_use(table: type, stage: str) -> None:
 
     def __init__(self, *args, **kwargs) -> None:
         if type(self).database is None:
-            raise NotActivated(
-                f"table {name} (stage {stage!r}) is not bound to a database: call schemas.activate(prefix) "
-                "first, or run `python -m populate setup` where the stage's schema does not exist yet"
-            )
+            raise NotActivated(unbound_message(name, stage))
         original(self, *args, **kwargs)
 
     __init__.stage = stage  # type: ignore[attr-defined]
     table.__init__ = __init__  # type: ignore[method-assign]
+
+
+def unbound_message(table: str, stage: str) -> str:
+    """What to do about ``table`` of ``stage`` being unbound: activate, or (when activation found no
+    schema for the stage) run ``setup``, which only an administrator may."""
+    if active is None:
+        return (
+            f"table {table} (stage {stage!r}) is not bound to a database: call schemas.activate(prefix) first "
+            "(where its schema does not exist yet, run `python -m populate setup` (as admin))"
+        )
+    return (
+        f"table {table}: schema {db.schema_name(stage, active.prefix)} has not been declared yet: "
+        "run `python -m populate setup` (as admin), then start again"
+    )
 
 
 def bind(schema: StageSchema, binding: Binding, existing: set[str] | None = None) -> bool:

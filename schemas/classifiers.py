@@ -14,8 +14,9 @@ from pipeline import similarity as sim
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
 from pipeline.models import denoise
+from schemas import checkpoints
 from schemas.binding import StageSchema, tables_kept_in
-from schemas.configs import ConfigTable, config_definition
+from schemas.configs import ConfigTable, atomic, config_definition
 from schemas.models import Seed
 from schemas.readiness import Readiness, require
 from schemas.similarity import Similarity, SimilarityConfig, SimilarityTask, task_images
@@ -121,15 +122,18 @@ class ClassifierTask(dj.Manual):
                     f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
                     f"similarity as target, got {target!r}"
                 )
-        base = dict(
-            **ClassifierConfig.add(settings, name=name), classification_set=classification_set, similarity_name=neural
-        )
         keys = []
-        for seed in seeds:
-            Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
-            key = dict(base, seed=int(seed))
-            cls.insert1(dict(key, target_name=target), skip_duplicates=True)
-            keys.append(key)
+        with atomic(cls().connection):  # no config row is left behind when a task insert fails
+            base = dict(
+                **ClassifierConfig.add(settings, name=name),
+                classification_set=classification_set,
+                similarity_name=neural,
+            )
+            for seed in seeds:
+                Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
+                key = dict(base, seed=int(seed))
+                cls.insert1(dict(key, target_name=target), skip_duplicates=True)
+                keys.append(key)
         return keys
 
 
@@ -196,7 +200,19 @@ class TrainedClassifier(Readiness, dj.Computed):
                 target = target.shuffled(sim.random_permutation(target.n, key["seed"]))
         start = time.perf_counter()
         model = classifier.build_classifier(config)
-        fit = classifier.fit_classifier(model, train_images, train_labels, stimuli, target, config, device=device)
+        # An interrupted job resumes from its latest checkpoint (schemas.checkpoints).
+        checkpoint, progress_log = checkpoints.supervision(self, key, (config.to_dict(), target_name), "classifier")
+        fit = classifier.fit_classifier(
+            model,
+            train_images,
+            train_labels,
+            stimuli,
+            target,
+            config,
+            device=device,
+            checkpoint=checkpoint,
+            progress_log=progress_log,
+        )
         seconds = time.perf_counter() - start
         model, regularizer = classifier.restore(fit, config)
         fidelity = classifier.similarity_fidelity(
@@ -218,6 +234,7 @@ class TrainedClassifier(Readiness, dj.Computed):
         )
 
     def make_insert(self, key, result):
+        checkpoints.clear(self, key)
         self.insert1(dict(key, **result, code_version=pipeline.code_version()))
 
     @classmethod

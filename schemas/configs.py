@@ -2,14 +2,20 @@
 
 A config is validated by its :class:`pipeline.config.Config` class before anything is inserted, so
 unknown or mistyped keys are refused with a message naming the key, and equivalent spellings
-(key order, ``1`` vs ``1.0``, numpy scalars, tuples vs lists) land on one entry.
+(key order, ``1`` vs ``1.0``, numpy scalars, tuples vs lists) land on one entry.  Its names,
+description and owner are kept apart (:mod:`schemas.config_notes`), so they never change the hash.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar, Mapping
 
 from pipeline.config import Config
+from schemas import config_notes
+
+NAME_MAX = 64
+"""Characters of a config name (the ``config_name`` columns' width)."""
 
 COMMENT_COLUMN = 36
 """Width an attribute line is padded to before its ``# comment``, so comments line up."""
@@ -86,15 +92,46 @@ class ConfigTable:
         return {name: getattr(config, name) for name in cls.config_columns}
 
     @classmethod
-    def add(cls, config: Config | Mapping[str, Any] | None = None, name: str = "", **values) -> dict[str, str]:
-        """Validate ``config`` (plus keyword overrides), insert it unless present, return its key."""
+    def add(
+        cls, config: Config | Mapping[str, Any] | None = None, name: str = "", description: str = "", **values
+    ) -> dict[str, str]:
+        """Validate ``config`` (plus keyword overrides), store it unless present, return its key.
+
+        ``name`` and ``description`` are noted with the database account that added them
+        (:class:`~schemas.config_notes.ConfigNote`).  Content already stored under another name gains
+        ``name`` as an alias: both names resolve to the one hash, and the ``config_name`` column keeps
+        the first.  Everything is inserted in one transaction, or nothing.
+        """
         config = cls.validated(config, **values)
+        if not isinstance(name, str) or len(name) > NAME_MAX:
+            raise ValueError(f"{cls.__name__} name {name!r}: a string of at most {NAME_MAX} characters")
         key = {cls.hash_attribute: config.hash}
-        if not (cls() & key):
-            cls().insert1(dict(key, config_name=name, config=config.to_dict(), **cls.config_attributes(config)))
+        row = dict(key, config_name=name, config=config.to_dict(), **cls.config_attributes(config))
+        config_notes.require_declared()
+        with atomic(cls().connection):
+            if not (cls() & key):
+                cls().insert1(row)
+            config_notes.record(cls.__name__, config.hash, name, description)
         return key
+
+    @classmethod
+    def names(cls, key) -> list[str]:
+        """Every name the config of ``key`` was added under, the ``config_name`` column's first."""
+        config_hash, first = (cls() & key).fetch1(cls.hash_attribute, "config_name")
+        aliases = config_notes.names(cls.__name__, config_hash)
+        return list(dict.fromkeys([first, *aliases] if first else aliases))
 
     @classmethod
     def load(cls, key) -> Config:
         """The typed config of one entry."""
         return cls.config_class.from_dict((cls() & key).fetch1("config"))
+
+
+@contextlib.contextmanager
+def atomic(connection):
+    """One transaction around the block, or the caller's if one is open (DataJoint does not nest them)."""
+    if connection.in_transaction:
+        yield
+        return
+    with connection.transaction:
+        yield

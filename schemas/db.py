@@ -10,14 +10,16 @@ Two settings are the pipeline's own:
     digits joined by single underscores; the double underscore after it cannot occur inside a prefix,
     so prefix ``v1`` owns ``v1__*`` and never ``v1_test__*`` (grants, ``gc`` and ``roles`` rely on this).
 ``PIPELINE_STORE_DIR``
-    folder of the default filesystem object store. Default ``.store/`` in the working directory's
-    project root (ignored by git). Where ``datajoint.json`` or ``DJ_STORES`` already configures a
+    folder of the default filesystem object store. Default ``.store/`` in the source checkout this
+    package is imported from (ignored by git), wherever the process was started; an installed copy has
+    no default and refuses to guess.  Where ``datajoint.json`` or ``DJ_STORES`` already configures a
     store named :data:`STORE` (e.g. S3 in docker-compose), that configuration wins.
 
 Each stage module declares an unbound :class:`StageSchema`; :func:`schemas.activate` binds every
 stage to ``{prefix}__{stage}`` (:func:`bind_all`).  Tables are created only where that call asks for
-it: ``python -m populate setup`` does; workers and notebooks never declare tables (concurrent
-declaration races).
+it: ``python -m populate setup`` does; workers and notebooks never declare the pipeline's tables
+(concurrent declaration races).  Importing or configuring the pipeline changes no global DataJoint
+setting that the lab's own schemas depend on (``dj.config.database.create_tables`` keeps its value).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from schemas import compat
 STORE = "pipeline"
 """Name of the object store every store-backed attribute uses (``<npy@pipeline>``, ...)."""
 
-_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+"""A whole prefix (matched with ``fullmatch``: ``$`` would accept a trailing newline)."""
 _PREFIX_MAX = 40
 SEPARATOR = "__"
 """Between prefix and stage in a schema name; never part of a valid prefix."""
@@ -48,7 +51,7 @@ class SettingsError(RuntimeError):
 
 def valid_prefix(value: str, source: str = "prefix") -> str:
     """``value`` when it is a valid schema prefix, else :class:`SettingsError` naming ``source``."""
-    if not isinstance(value, str) or not _PREFIX_PATTERN.match(value) or len(value) > _PREFIX_MAX:
+    if not isinstance(value, str) or not _PREFIX_PATTERN.fullmatch(value) or len(value) > _PREFIX_MAX:
         raise SettingsError(
             f"{source}={value!r} is not a valid schema prefix: use lower-case letters, digits and "
             f"single underscores, starting with a letter, not ending with '_', at most {_PREFIX_MAX} characters"
@@ -87,17 +90,29 @@ def check_connection_settings() -> None:
         raise SettingsError(f"DJ_PORT={port}: a TCP port is between 1 and 65535")
 
 
-def project_root() -> Path:
-    """The repository (or working) folder the default local paths are relative to."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "schemas").is_dir():
-            return folder
-    return here
+def project_root() -> Path | None:
+    """The source checkout the pipeline is imported from (the folder holding ``pyproject.toml`` beside
+    ``schemas/``), whatever the working directory; None for an installed copy."""
+    folder = Path(__file__).resolve().parents[1]
+    return folder if (folder / "pyproject.toml").is_file() and (folder / "schemas").is_dir() else None
 
 
 def store_dir() -> Path:
-    return Path(os.environ.get("PIPELINE_STORE_DIR") or project_root() / ".store").resolve()
+    """Folder of the default filesystem store: ``PIPELINE_STORE_DIR``, else ``.store/`` in :func:`project_root`.
+
+    Never the working directory's: a notebook started elsewhere would silently get an empty store
+    and fail on the first stored array.  An installed copy without ``PIPELINE_STORE_DIR`` is refused.
+    """
+    configured = os.environ.get("PIPELINE_STORE_DIR")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    root = project_root()
+    if root is None:
+        raise SettingsError(
+            f"no object store configured: set PIPELINE_STORE_DIR to the store folder, or configure a store "
+            f"named {STORE!r} in datajoint.json or DJ_STORES"
+        )
+    return root / ".store"
 
 
 _configured = False
@@ -114,9 +129,8 @@ def configure() -> None:
         location.mkdir(parents=True, exist_ok=True)
         dj.config.stores[STORE] = {"protocol": "file", "location": str(location)}
     check_store()
-    # Workers and notebooks must not race to declare tables; `setup` switches this on explicitly.
-    if "DJ_CREATE_TABLES" not in os.environ:
-        dj.config.database.create_tables = False
+    # dj.config.database.create_tables is left alone: the stage schemas are bound with table creation
+    # off unless `setup` asks (schemas.activate), and a lab's own schemas keep DataJoint's default.
     # A private loopback server has no certificates; skip the failing TLS attempt and its warning.
     if dj.config.database.host in ("localhost", "127.0.0.1", "::1") and dj.config.database.use_tls is None:
         dj.config.database.use_tls = False

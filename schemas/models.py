@@ -7,15 +7,16 @@ import numpy as np
 
 import pipeline
 from pipeline.celltypes import clustering as celltypes
-from pipeline.celltypes import type_count
+from pipeline.celltypes import ensemble as celltypes_ensemble
 from pipeline.data.dataset import ScanTensors
 from pipeline.data.dataset_config import DatasetConfig as DatasetSettings
 from pipeline.models import experiment, metrics
 from pipeline.models.encoder import ModelConfig as ModelSettings
 from pipeline.models.training import TrainerConfig as TrainerSettings
 from pipeline.stats import finite_or
+from schemas import checkpoints
 from schemas.binding import StageSchema, tables_kept_in
-from schemas.configs import ConfigTable, config_definition
+from schemas.configs import ConfigTable, atomic, config_definition
 from schemas.readiness import Readiness, require
 from schemas.recordings import Scan, fetch_recording, ground_truth_of
 from schemas.stats import Normalization, Reliability
@@ -66,7 +67,7 @@ class Seed(dj.Lookup):
     definition = """
     seed: int32
     """
-    contents = [(0,), (1,), (2,)]
+    contents = [dict(seed=0), dict(seed=1), dict(seed=2)]
 
 
 @schema
@@ -80,19 +81,24 @@ class TrainingTask(dj.Manual):
     """
 
     @classmethod
-    def add(cls, model: dict, dataset: dict, trainer: dict | None = None, seeds=(0,), name: str = "") -> list[dict]:
-        """Insert configs as needed and one task per seed; returns the task keys."""
+    def add(
+        cls, model: dict, dataset: dict, trainer: dict | None = None, seeds=(0,), name: str = "", description: str = ""
+    ) -> list[dict]:
+        """Insert configs as needed and one task per seed, all or nothing; returns the task keys.
+
+        ``name`` and ``description`` label the model config (:meth:`ConfigTable.add`)."""
         keys = []
-        base = {
-            **ModelConfig.add(model, name=name),
-            **DatasetConfig.add(dataset),
-            **TrainerConfig.add(trainer or {}),
-        }
-        for seed in seeds:
-            Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
-            key = dict(base, seed=int(seed))
-            cls.insert1(key, skip_duplicates=True)
-            keys.append(key)
+        with atomic(cls().connection):  # a dataset naming an unknown scan leaves no model config behind
+            base = {
+                **ModelConfig.add(model, name=name, description=description),
+                **DatasetConfig.add(dataset),
+                **TrainerConfig.add(trainer or {}),
+            }
+            for seed in seeds:
+                Seed.insert1(dict(seed=int(seed)), skip_duplicates=True)
+                key = dict(base, seed=int(seed))
+                cls.insert1(key, skip_duplicates=True)
+                keys.append(key)
         return keys
 
 
@@ -162,11 +168,16 @@ class TrainedModel(Readiness, dj.Computed):
     def make_compute(self, key, model_config, dataset_config, trainer_config, data_version):
         dataset = DatasetSettings.from_dict(dataset_config)
         data = load_scan_tensors(dataset.scan_key, dataset.image_shape)
+        # An interrupted job resumes from its latest checkpoint (schemas.checkpoints).
+        inputs = (model_config, dataset_config, trainer_config, data_version)
+        checkpoint, progress_log = checkpoints.supervision(self, key, inputs, "fit")
         result = experiment.run(
             ModelSettings.from_dict(model_config),
             TrainerSettings.from_dict(trainer_config),
             data,
             seed=key["seed"],
+            checkpoint=checkpoint,
+            progress_log=progress_log,
         )
         return (
             dict(
@@ -184,6 +195,7 @@ class TrainedModel(Readiness, dj.Computed):
         )
 
     def make_insert(self, key, fitted, test):
+        checkpoints.clear(self, key)
         dataset = DatasetConfig.load(key)
         oracle = require(Reliability, dataset.scan_key).fetch1("mean_oracle")
         self.insert1(
@@ -415,32 +427,19 @@ class EnsembleCellTypes(Readiness, dj.Computed):
         for member in members:
             require(CellTypes(), member)
         unit_ids = (Scan.Unit & scan).to_arrays("unit_id", order_by="unit_index")
-        k, curve = ensemble["n_types"], None
+        k = ensemble["n_types"]
         if k is None and len(members) < 2:
-            k = features  # k from the data compares models; one model keeps its own clusters (k_source 'fixed')
-        if k is not None and k == features:
-            # CellTypes already clustered every member at this k
-            labelings = []
-            for member in members:
-                cluster_of = dict(zip(*(CellTypes.Unit & member).to_arrays("unit_id", "cluster")))
-                labelings.append(np.array([cluster_of[u] for u in unit_ids]))
-        else:
-            readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
-            if k is None:
-                count = type_count.choose_type_count(readouts, rotations)
-                k, curve, labelings = count.k, count.curve(), count.labelings[count.k]
-            else:
-                labelings = [
-                    celltypes.cluster_types(w, rotations, k, seed=m["seed"]) for w, m in zip(readouts, members)
-                ]
-        consensus, agreement = celltypes.consensus_types(labelings, k)
+            k = features  # k from the data compares models; one model is clustered at its features (k_source 'fixed')
+        readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
+        types = celltypes_ensemble.ensemble_types(readouts, rotations, n_types=k)
+        consensus, agreement, curve = types.labels, types.agreement, types.curve
         truth = ground_truth_of(scan)
         self.insert1(
             dict(
                 key,
                 n_models=len(members),
                 n_clusters=int(len(np.unique(consensus))),
-                k_source="fixed" if curve is None else "data",
+                k_source=types.k_source,
                 k_curve=curve,
                 ari_clusters=None if truth is None else celltypes.adjusted_rand_index(truth["unit_type"], consensus),
             )

@@ -400,5 +400,8 @@ def fetch_recording(key) -> Recording:
 
 
 # Scans extracted from imaging traces: tables of this schema, kept in a module of their own.
-KEPT_TABLES = {"schemas.extraction": ("Extraction", "ExtractionConfig", "fetch_footprints")}
+KEPT_TABLES = {
+    "schemas.extraction": ("Extraction", "ExtractionConfig", "fetch_footprints"),
+    "schemas.config_notes": ("ConfigNote",),
+}
 __getattr__ = tables_kept_in(__name__, KEPT_TABLES)

@@ -13,7 +13,7 @@ from pipeline.device import resolve_device
 from pipeline.models import denoise
 from pipeline.similarity.settings import IMAGE_METHODS, SimilaritySettings
 from schemas.binding import StageSchema
-from schemas.configs import ConfigTable, config_definition
+from schemas.configs import ConfigTable, atomic, config_definition
 from schemas.models import (
     DatasetConfig,
     Ensemble,
@@ -152,7 +152,7 @@ class SimilarityTask(dj.Manual):
         key = dict(similarity_name=name)
         if cls & key:
             return key
-        with dj.conn().transaction:
+        with atomic(cls().connection):
             cls.insert1(dict(key, **SimilarityConfig.add(settings), image_set=image_set))
             cls.Ensemble.insert(dict(key, ensemble_name=e) for e in ensembles)
         return key

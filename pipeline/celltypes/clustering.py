@@ -189,13 +189,19 @@ def rotation_invariant_kmeans(
     return best[1], best[2]
 
 
-def cluster_types(feature_weights: np.ndarray, rotations: int, n_clusters: int, seed: int = 0) -> np.ndarray:
+def cluster_types(
+    feature_weights: np.ndarray, rotations: int, n_clusters: int, seed: int = 0, harmonics: int | None = None
+) -> np.ndarray:
     """(n_units,) labels of :func:`rotation_invariant_kmeans` on the unit-length readout vectors.
 
     The vectors keep their sign: a unit driven by the negative of a feature (opposite polarity)
     clusters apart from one driven by the feature itself, unlike :func:`functional_types`.
+    harmonics : None clusters whole readouts (``CellTypes``); an integer their :func:`band_limited`
+        versions, as the ensemble consensus compares them.
     """
-    vectors = unit_length(feature_weights, rotations).reshape(len(feature_weights), -1)
+    vectors = band_limited(
+        unit_length(feature_weights, rotations).reshape(len(feature_weights), -1), rotations, harmonics
+    )
     return rotation_invariant_kmeans(vectors, rotations, n_clusters, seed=seed)[0]
 
 
@@ -215,18 +221,66 @@ def consensus_types(labelings: list[np.ndarray], n_clusters: int) -> tuple[np.nd
     n = len(labelings[0])
     if not 1 <= n_clusters <= n:
         raise ValueError(f"consensus_types: n_clusters must be in [1, {n}], got {n_clusters}")
-    together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
+    together = co_association(labelings)
     if n_clusters == 1:
         labels = np.zeros(n, dtype=int)
     else:
         clustering = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed", linkage="average")
         labels = clustering.fit_predict(1.0 - together)
+    return labels, agreement_with(together, labels)
+
+
+def co_association(labelings: list[np.ndarray]) -> np.ndarray:
+    """(n, n) fraction of ``labelings`` (each (n,)) that put two units in one cluster."""
+    return np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
+
+
+def agreement_with(together: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) mean :func:`co_association` ``together`` (n, n) of each unit with the members of its cluster in
+    ``labels`` (n,), itself included: in (0, 1]."""
     same = labels[:, None] == labels[None, :]
-    return labels, (together * same).sum(axis=1) / same.sum(axis=1)
+    return (together * same).sum(axis=1) / same.sum(axis=1)
+
+
+def check_harmonics(harmonics: int | None, rotations: int) -> None:
+    """Refuses a number of rotation harmonics that is not None or an integer in [1, R // 2]."""
+    if harmonics is None:
+        return
+    if (
+        isinstance(harmonics, bool)
+        or not isinstance(harmonics, (int, np.integer))
+        or not 1 <= harmonics <= rotations // 2
+    ):
+        raise ValueError(f"harmonics: expected None or an integer in [1, {rotations // 2}], got {harmonics!r}")
+
+
+def band_limited(vectors: np.ndarray, rotations: int, harmonics: int | None) -> np.ndarray:
+    """(n, R*F) rotation-major vectors keeping only rotation harmonics 0..``harmonics`` of every feature
+    (amplitudes and phases), each scaled back to unit length; None keeps every harmonic (a copy).
+
+    Why: a unit whose orientation falls between two of the core's R rotations is read through both, and
+    its rotation profile differs from an on-grid unit's mostly in the high harmonics (aliasing of a tuning
+    sharper than the grid step).  The low harmonics carry the feature, its orientation (the phase of
+    harmonic 1) and its symmetry (harmonic 2: one orientation against two opposite ones), and turn
+    with the unit.  Refuses a vector with nothing left in the kept band.
+    """
+    check_harmonics(harmonics, rotations)
+    x = np.asarray(vectors, dtype=np.float64)
+    if harmonics is None:
+        return x.copy()
+    spectra = rotation_spectra(x, rotations)
+    spectra[:, harmonics + 1 :] = 0
+    kept = np.fft.irfft(spectra, n=rotations, axis=1).reshape(len(x), -1)
+    norm = np.linalg.norm(kept, axis=1, keepdims=True)
+    if not (norm > 1e-12).all():
+        raise ValueError(
+            f"band_limited: {int((norm <= 1e-12).sum())} unit(s) with no weight in harmonics <= {harmonics}"
+        )
+    return kept / norm
 
 
 def rotation_invariant_distances(
-    feature_weights: np.ndarray, rotations: int, steps: int = 8, chunk: int = 256
+    feature_weights: np.ndarray, rotations: int, steps: int = 8, chunk: int = 256, harmonics: int | None = None
 ) -> np.ndarray:
     """(n_units, n_units) squared distances between unit-length readouts, each pair at its best relative
     rotation (the distance of :func:`rotation_invariant_kmeans`), in [0, 4].
@@ -234,8 +288,12 @@ def rotation_invariant_distances(
     feature_weights : (n_units, R*F) rotation-major readouts of one model.  The distance does not
     depend on the order or sign convention of the model's features, so matrices of independently
     trained models can be averaged.  Memory: ``chunk * n_units * R * steps`` floats at a time.
+    harmonics : None compares whole readouts; an integer compares their :func:`band_limited` versions
+        (rotation harmonics up to that one, with their phases): a distance that does not split one type
+        by where its units' orientations fall between the core's rotations.
     """
     vectors = unit_length(feature_weights, rotations).reshape(len(feature_weights), -1)
+    vectors = band_limited(vectors, rotations, harmonics)
     spectra = rotation_spectra(vectors, rotations)
     squared = (vectors**2).sum(axis=1)
     out = np.empty((len(vectors), len(vectors)))
@@ -246,15 +304,15 @@ def rotation_invariant_distances(
     return np.clip((out + out.T) / 2, 0.0, 4.0)
 
 
-def averaged_distances(readouts: list[np.ndarray], rotations: int) -> np.ndarray:
-    """(n_units, n_units) mean over models of :func:`rotation_invariant_distances`.
+def averaged_distances(readouts: list[np.ndarray], rotations: int, harmonics: int | None = None) -> np.ndarray:
+    """(n_units, n_units) mean over models of :func:`rotation_invariant_distances` (``harmonics`` as there).
 
     readouts : one (n_units, R*F) array per model, the same units in the same order.  Each model's
     distances estimate how differently two units read the core; their mean is a less noisy estimate.
     """
     if not readouts or len({np.shape(w) for w in readouts}) != 1:
         raise ValueError(f"averaged_distances: expected readouts of one shape, got {[np.shape(w) for w in readouts]}")
-    return np.mean([rotation_invariant_distances(w, rotations) for w in readouts], axis=0)
+    return np.mean([rotation_invariant_distances(w, rotations, harmonics=harmonics) for w in readouts], axis=0)
 
 
 def distance_consensus(distances: np.ndarray, n_clusters: int, seed: int = 0, n_init: int = 10) -> np.ndarray:

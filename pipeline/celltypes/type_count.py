@@ -57,7 +57,10 @@ class TypeCount:
     stability : (n_k,) mean ARI between two random halves' consensus partitions at k.
     sd : (n_k,) standard deviation of that ARI over the random splits.
     splits : number of random half-ensemble splits per candidate.
-    labelings : k -> list of (n_units,) cluster labels, one per model (for the consensus at k).
+    labelings : k -> list of (n_units,) cluster labels, one per model (for the consensus at k); empty
+        for :func:`choose_distance_type_count`, which clusters the averaged distances instead.
+    consensus : k -> (n_units,) averaged-distance consensus of all models at k
+        (:func:`choose_distance_type_count` only).
     """
 
     k: int
@@ -69,6 +72,7 @@ class TypeCount:
     sd: np.ndarray
     splits: int
     labelings: dict[int, list[np.ndarray]]
+    consensus: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def curve(self) -> list[dict]:
         """The evidence as plain rows: ``k``, ``residual`` (the criterion) and ``residual_se``,
@@ -185,12 +189,17 @@ def choose_type_count(
 def cluster_lifetimes(labelings: list[np.ndarray], candidates: np.ndarray) -> np.ndarray:
     """(len(candidates),) for each k, the co-association distance over which the average-linkage
     tree of ``labelings`` (pooled) has exactly k clusters."""
+    return tree_lifetimes(1.0 - celltypes.co_association(labelings), candidates)
+
+
+def tree_lifetimes(dissimilarity: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(len(candidates),) for each k, the range of ``dissimilarity`` (n, n) over which its average-linkage
+    tree has exactly k clusters."""
     from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform
 
-    together = np.mean([labels[:, None] == labels[None, :] for labels in labelings], axis=0)
-    heights = linkage(squareform(1.0 - together, checks=False), method="average")[:, 2]  # ascending, n - 1
-    n = len(together)
+    heights = linkage(squareform(dissimilarity, checks=False), method="average")[:, 2]  # ascending, n - 1
+    n = len(dissimilarity)
     # k clusters exist from the (n - k)-th merge (height index n - k - 1) until the next one.
     return np.array([heights[n - k] - heights[n - k - 1] for k in candidates])
 
@@ -237,24 +246,43 @@ def left_out_residual(
     members of its type, after ``rounds`` of aligning each type's members with their mean."""
     spectra = celltypes.rotation_spectra(vectors, rotations)
     squared = (vectors**2).sum(axis=1)
-    _, index = np.unique(types, return_inverse=True)
-    counts = np.bincount(index)
-
-    def type_sums(aligned: np.ndarray) -> np.ndarray:
-        sums = np.zeros((len(counts), vectors.shape[1]))
-        np.add.at(sums, index, aligned)
-        return sums
-
-    aligned = celltypes.strongest_rotation_first(vectors, spectra, rotations)
-    for _ in range(rounds):
-        own_mean = (type_sums(aligned) / counts[:, None])[index]
-        shifts = celltypes.aligned_distances(spectra, squared, own_mean, rotations, steps, pairs=True).argmin(axis=1)
-        aligned = celltypes.rotated(spectra, shifts / steps, rotations)
+    index, counts = _type_index(types)
+    aligned = celltypes.rotated(spectra, alignment_shifts(vectors, types, rotations, steps, rounds), rotations)
     alone = counts[index] == 1
-    left_out = (type_sums(aligned)[index] - aligned) / np.maximum(counts[index] - 1, 1)[:, None]
+    left_out = (_type_sums(aligned, index, len(counts))[index] - aligned) / np.maximum(counts[index] - 1, 1)[:, None]
     residual = celltypes.aligned_distances(spectra, squared, left_out, rotations, steps, pairs=True).min(axis=1)
     residual[alone] = squared[alone]
     return residual
+
+
+def _type_index(types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _, index = np.unique(types, return_inverse=True)
+    return index, np.bincount(index)
+
+
+def _type_sums(aligned: np.ndarray, index: np.ndarray, n_types: int) -> np.ndarray:
+    sums = np.zeros((n_types, aligned.shape[1]))
+    np.add.at(sums, index, aligned)
+    return sums
+
+
+def alignment_shifts(
+    vectors: np.ndarray, types: np.ndarray, rotations: int, steps: int = 8, rounds: int = 4
+) -> np.ndarray:
+    """(n,) rotation (in rotation steps, [0, R), a multiple of 1 / ``steps``) that turns each vector (n, R*F)
+    back onto the mean of its type (n,), after ``rounds`` of aligning each type's members with their mean
+    (started with each vector's strongest rotation first, so a type's mean sits near the rotation grid)."""
+    spectra = celltypes.rotation_spectra(vectors, rotations)
+    squared = (vectors**2).sum(axis=1)
+    index, counts = _type_index(types)
+    strongest = (vectors.reshape(len(vectors), rotations, -1) ** 2).sum(axis=2).argmax(axis=1)
+    shifts = strongest.astype(float)
+    for _ in range(rounds):
+        aligned = celltypes.rotated(spectra, shifts, rotations)
+        own_mean = (_type_sums(aligned, index, len(counts)) / counts[:, None])[index]
+        fine = celltypes.aligned_distances(spectra, squared, own_mean, rotations, steps, pairs=True).argmin(axis=1)
+        shifts = fine / steps
+    return shifts
 
 
 def one_standard_error_choice(candidates: np.ndarray, residuals: np.ndarray) -> tuple[int, np.ndarray]:
@@ -305,3 +333,69 @@ def gap_statistic(
     gap_, se_ = np.array(gap), np.array(se)
     chosen = next((k for i, k in enumerate(candidates[:-1]) if gap_[i] >= gap_[i + 1] - se_[i + 1]), candidates[-1])
     return int(chosen), gap_, se_
+
+
+def choose_distance_type_count(
+    distances: np.ndarray,
+    vectors: Sequence[np.ndarray],
+    rotations: int,
+    k_range: tuple[int, int] = DEFAULT_RANGE,
+    splits: int = 20,
+    seed: int = 0,
+) -> TypeCount:
+    """Number of types of the averaged-distance consensus (:func:`pipeline.celltypes.clustering.distance_consensus`):
+    the fewest whose held-out residual is within one standard error of the lowest, as in
+    :func:`choose_type_count`, with every consensus taken from averaged distances instead of co-association.
+
+    distances : (n_models, n_units, n_units) each model's rotation-invariant squared distances (e.g.
+        band-limited, :func:`pipeline.celltypes.clustering.rotation_invariant_distances` with ``harmonics``).
+    vectors : per model, the (n_units, R*F) unit-length vectors those distances compare (e.g.
+        :func:`pipeline.celltypes.clustering.band_limited` readouts): the residuals are measured on them.
+    For model m at k, the types are the consensus of the other models' mean distances, and each unit's
+    vector in m is compared with the mean of the other units of its type (:func:`left_out_residual`).
+    Lifetimes come from the average-linkage tree of the mean distances, stability from the consensus
+    of the two halves' mean distances.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    n_models, n_units = distances.shape[0], distances.shape[1]
+    if n_models < 2 or len(vectors) != n_models:
+        raise ValueError(
+            f"choose_distance_type_count: needs 2 or more models' distances and vectors, got "
+            f"{n_models} and {len(vectors)}"
+        )
+    low, high = candidate_range(n_units, k_range)
+    candidates = np.arange(low, high + 1)
+    total = distances.sum(axis=0)
+    residuals = np.zeros((len(candidates), n_units))
+    for m in range(n_models):
+        others = (total - distances[m]) / (n_models - 1)  # m's noise does not place the boundaries
+        for i, k in enumerate(candidates):
+            types = celltypes.distance_consensus(others, int(k), seed=seed)
+            residuals[i] += left_out_residual(np.asarray(vectors[m]), types, rotations, steps=8)
+    residuals /= n_models
+    chosen, se = one_standard_error_choice(candidates, residuals)
+    halves = half_splits(n_models, splits, np.random.default_rng(seed))
+    agreement = np.array(
+        [
+            [
+                celltypes.adjusted_rand_index(
+                    *(celltypes.distance_consensus(distances[h].mean(axis=0), int(k), seed, n_init=3) for h in pair)
+                )
+                for pair in halves
+            ]
+            for k in candidates
+        ]
+    )
+    mean = total / n_models
+    return TypeCount(
+        k=chosen,
+        candidates=candidates,
+        residual=residuals.mean(axis=1),
+        residual_se=se,
+        lifetime=tree_lifetimes(mean, candidates),
+        stability=agreement.mean(axis=1),
+        sd=agreement.std(axis=1),
+        splits=len(halves),
+        labelings={},
+        consensus={int(k): celltypes.distance_consensus(mean, int(k), seed=seed) for k in candidates},
+    )

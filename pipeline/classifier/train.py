@@ -26,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pipeline.classifier.batches import PairBatch, augment, check_images, pair_lookup, step_pairs
+from pipeline.checkpoint import Checkpointer, rng_state, set_rng_state
+from pipeline.classifier.batches import PairBatch, PairLookup, augment, check_images, pair_lookup, step_pairs
 from pipeline.classifier.config import ClassifierConfig
 from pipeline.classifier.measure import accuracy
 from pipeline.classifier.regularizer import SimilarityRegularizer
@@ -35,6 +36,7 @@ from pipeline.classifier.step import training_step
 from pipeline.device import resolve_device
 from pipeline.modules import cpu_state
 from pipeline.progress import progress_bar
+from pipeline.training_log import ProgressLog
 
 
 @dataclasses.dataclass
@@ -122,6 +124,22 @@ def holdout_split(rng: np.random.Generator, n_images: int, config: ClassifierCon
     return order[:n_val], order[n_val:]
 
 
+@dataclasses.dataclass
+class PairSource:
+    """Draws the stimulus pairs of the next step from ``stimuli`` (M, C, H, W, on the training device).
+
+    rng : the pairs' generator, seeded by ``(config.seed, 1)``; a checkpoint saves its state.
+    """
+
+    stimuli: torch.Tensor
+    lookup: PairLookup
+    config: ClassifierConfig
+    rng: np.random.Generator
+
+    def __call__(self) -> PairBatch:
+        return step_pairs(self.rng, self.stimuli, self.lookup, self.config)
+
+
 def pair_source(
     stimulus_images: Any,
     similarity: Any,
@@ -129,11 +147,10 @@ def pair_source(
     model: ResNet18,
     config: ClassifierConfig,
     device: torch.device,
-) -> Callable[[], PairBatch]:
-    """A draw of the next step's stimulus pairs, from the checked stimuli on ``device``.
+) -> PairSource:
+    """The source of every step's stimulus pairs, from the checked stimuli on ``device``.
 
-    image_shape : (H, W) of the training images, which the stimuli must share.  The pairs are drawn
-    from a generator seeded by ``(config.seed, 1)``.
+    image_shape : (H, W) of the training images, which the stimuli must share.
     """
     stimuli = check_images("stimulus_images", stimulus_images, model.in_channels).to(device)
     if len(stimuli) < max(2, config.pair_images or 0):
@@ -145,9 +162,7 @@ def pair_source(
             f"stimulus images {tuple(stimuli.shape[2:])} and training images {tuple(image_shape)} "
             "differ in size; resize the stimuli first"
         )
-    lookup = pair_lookup(similarity, len(stimuli))
-    pair_rng = np.random.default_rng([config.seed, 1])
-    return lambda: step_pairs(pair_rng, stimuli, lookup, config)
+    return PairSource(stimuli, pair_lookup(similarity, len(stimuli)), config, np.random.default_rng([config.seed, 1]))
 
 
 def build_optimizer(
@@ -179,7 +194,7 @@ class EpochData:
 
     images : (N, C, H, W) training images and labels : (N,), on the training device.
     order_rng, augment_generator : the batch order and the augmentation draws.
-    next_pairs : the stimulus pairs of the next step; None for the baseline.
+    next_pairs : draws the stimulus pairs of the next step; None for the baseline.
     batch_size, steps : classification images per step and steps per epoch.
     """
 
@@ -187,9 +202,28 @@ class EpochData:
     labels: torch.Tensor
     order_rng: np.random.Generator
     augment_generator: torch.Generator
-    next_pairs: Callable[[], PairBatch] | None
+    next_pairs: PairSource | None
     batch_size: int
     steps: int
+
+
+@dataclasses.dataclass
+class EpochTally:
+    """Where training stands within an epoch: what a checkpoint taken mid-epoch needs to go on.
+
+    epoch : the current epoch (from 0); step : its steps taken.
+    epoch_start : the batch-order generator's state before the epoch's permutation (redrawn on resume).
+    ce_sum, correct, seen, sim_sum : the epoch's summed cross-entropy (per image), correct and seen
+        images, and summed similarity loss so far.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    epoch_start: dict | None = None
+    ce_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    sim_sum: float = 0.0
 
 
 def train_epoch(
@@ -199,25 +233,34 @@ def train_epoch(
     data: EpochData,
     config: ClassifierConfig,
     bar: Any,
+    tally: EpochTally | None = None,
+    after_step: Callable[[], None] = lambda: None,
 ) -> tuple[float, float, float]:
-    """One epoch of training steps: mean cross-entropy, training accuracy and mean similarity loss
-    (NaN for the baseline)."""
+    """The (remaining) training steps of the epoch ``tally`` stands in: mean cross-entropy, training accuracy
+    and mean similarity loss (NaN for the baseline).  ``after_step`` runs after each step."""
+    tally = tally or EpochTally()
+    if tally.step == 0:
+        tally.epoch_start = dict(data.order_rng.bit_generator.state)
+    elif tally.epoch_start is not None:  # resumed mid-epoch: draw the epoch's order again
+        data.order_rng.bit_generator.state = tally.epoch_start
     batches = data.order_rng.permutation(len(data.images))
-    ce_sum, correct, seen, sim_sum = 0.0, 0, 0, 0.0
-    for step in range(data.steps):
+    for step in range(tally.step, data.steps):
         idx = torch.as_tensor(batches[step * data.batch_size : (step + 1) * data.batch_size], device=data.images.device)
         x, y = data.images[idx], data.labels[idx]
         if config.augment:
             x = augment(x, data.augment_generator)
         pairs = data.next_pairs() if data.next_pairs is not None else None
         logits, ce, sim = training_step(model, regularizer, optimizer, x, y, pairs, config)
-        ce_sum += ce * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(y)
+        tally.ce_sum += ce * len(y)
+        tally.correct += int((logits.argmax(1) == y).sum())
+        tally.seen += len(y)
         if sim is not None:
-            sim_sum += sim
+            tally.sim_sum += sim
+        tally.step += 1
         bar.update()
-    return ce_sum / seen, correct / seen, sim_sum / data.steps if config.regularized else float("nan")
+        after_step()
+    similarity = tally.sim_sum / data.steps if config.regularized else float("nan")
+    return tally.ce_sum / tally.seen, tally.correct / tally.seen, similarity
 
 
 @dataclasses.dataclass
@@ -239,6 +282,8 @@ def fit_classifier(
     config: ClassifierConfig,
     device: str | torch.device | None = None,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+    progress_log: ProgressLog | None = None,
 ) -> ClassifierFit:
     """Train ``model`` on classification, regularized towards ``similarity`` when ``config.alpha > 0``.
 
@@ -253,6 +298,8 @@ def fit_classifier(
         callable ``f(i, j) -> S[i, j]``; unused (may be None) for the baseline.
     config : :class:`ClassifierConfig`.
     device : torch device; CUDA when available by default.
+    checkpoint : saves the training state now and then and resumes from the latest saved one (the
+        result equals an uninterrupted run's on the CPU); progress_log : writes progress lines.
 
     Deterministic on CPU for a given ``config.seed``: data split, batch order, augmentation and pairs
     are drawn from generators seeded by it (the network's initialisation is the caller's; use
@@ -274,7 +321,8 @@ def fit_classifier(
     data = EpochData(
         x_train, y_all[train_idx].to(device), rng, augment_gen, next_pairs, *epoch_size(len(train_idx), config)
     )
-    history, best = train_epochs(model, regularizer, data, x_all[val_idx], y_all[val_idx], config, progress)
+    run = ClassifierRun(model, regularizer, data, config, checkpoint or Checkpointer(), progress_log)
+    history, best = run.train_epochs(x_all[val_idx], y_all[val_idx], progress)
     model.eval()
     if best is not None:
         model.load_state_dict(best.model_state)
@@ -290,48 +338,115 @@ def fit_classifier(
     )
 
 
-def train_epochs(
-    model: ResNet18,
-    regularizer: SimilarityRegularizer,
-    data: EpochData,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    config: ClassifierConfig,
-    progress: bool,
-) -> tuple[list[dict[str, Any]], BestEpoch | None]:
-    """Up to ``config.epochs`` epochs, each scored on the held-out images (x_val, y_val on CPU).
+class ClassifierRun:
+    """The epochs of one classifier training, started afresh or from the latest checkpoint of ``checkpoint``."""
 
-    Returns the history (see :class:`ClassifierFit`) and, with ``patience``, the best epoch.
-    """
-    optimizer = build_optimizer(model, regularizer, config)
-    history: list[dict[str, Any]] = []
-    best: BestEpoch | None = None
-    bar = progress_bar(total=config.epochs * data.steps, desc="classifier", enabled=progress)
-    for epoch in range(config.epochs):
-        lr = learning_rate(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start = time.perf_counter()
-        train_loss, train_accuracy, similarity_loss = train_epoch(model, regularizer, optimizer, data, config, bar)
-        val_acc = accuracy(model, x_val, y_val) if len(x_val) else None
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "steps": data.steps,
-                "train_loss": train_loss,
-                "train_accuracy": train_accuracy,
-                "similarity_loss": similarity_loss,
-                "validation_accuracy": val_acc,
-                "layer_weights": regularizer.layer_weights(),
-                "seconds": time.perf_counter() - start,
-            }
+    def __init__(
+        self,
+        model: ResNet18,
+        regularizer: SimilarityRegularizer,
+        data: EpochData,
+        config: ClassifierConfig,
+        checkpoint: Checkpointer,
+        progress_log: ProgressLog | None,
+    ) -> None:
+        self.model, self.regularizer, self.data, self.config = model, regularizer, data, config
+        self.checkpoint, self.progress_log = checkpoint, progress_log
+        self.optimizer = build_optimizer(model, regularizer, config)
+        self.history: list[dict[str, Any]] = []
+        self.best: BestEpoch | None = None
+        self.tally = EpochTally()
+        saved = checkpoint.resume()
+        if saved is not None:
+            self.restore(saved)
+        if progress_log is not None:
+            progress_log.start(self.steps_taken, config.epochs * data.steps)
+
+    @property
+    def steps_taken(self) -> int:
+        return self.tally.epoch * self.data.steps + self.tally.step
+
+    def state(self) -> dict:
+        """Everything the next step depends on (see :mod:`pipeline.checkpoint`)."""
+        data = self.data
+        return dict(
+            model=cpu_state(self.model),
+            regularizer=cpu_state(self.regularizer),
+            optimizer=self.optimizer.state_dict(),
+            history=self.history,
+            best=None if self.best is None else vars(self.best),
+            tally=vars(self.tally),
+            order=data.order_rng.bit_generator.state,
+            augment=data.augment_generator.get_state(),
+            pairs=None if data.next_pairs is None else data.next_pairs.rng.bit_generator.state,
+            rng=rng_state(),
         )
-        bar.set_postfix(loss=f"{train_loss:.3f}", val=val_acc)
-        if config.patience is not None and val_acc is not None:  # with patience there is always a holdout
-            if best is None or val_acc > best.validation_accuracy:
-                best = BestEpoch(val_acc, epoch, cpu_state(model), cpu_state(regularizer))
-            elif epoch - best.epoch >= config.patience:
-                break
-    bar.close()
-    return history, best
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a state :meth:`state` returned."""
+        self.model.load_state_dict(saved["model"])
+        self.regularizer.load_state_dict(saved["regularizer"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.history = saved["history"]
+        self.best = None if saved["best"] is None else BestEpoch(**saved["best"])
+        self.tally = EpochTally(**saved["tally"])
+        self.data.order_rng.bit_generator.state = saved["order"]
+        self.data.augment_generator.set_state(saved["augment"])
+        if self.data.next_pairs is not None:
+            self.data.next_pairs.rng.bit_generator.state = saved["pairs"]
+        set_rng_state(saved["rng"])
+
+    def after_step(self) -> None:
+        """Save a checkpoint and write a progress line when due."""
+        step = self.steps_taken
+        if step < self.config.epochs * self.data.steps:  # a finished run needs no checkpoint
+            self.checkpoint.maybe_save(step, self.state)
+        if self.progress_log is not None:
+            tally = self.tally
+            validation = self.history[-1]["validation_accuracy"] if self.history else None
+            self.progress_log.update(
+                step, epoch=tally.epoch, loss=tally.ce_sum / max(tally.seen, 1), validation_accuracy=validation
+            )
+
+    def train_epochs(
+        self, x_val: torch.Tensor, y_val: torch.Tensor, progress: bool
+    ) -> tuple[list[dict[str, Any]], BestEpoch | None]:
+        """The epochs left of ``config.epochs``, each scored on the held-out images (x_val, y_val on CPU).
+
+        Returns the history (see :class:`ClassifierFit`) and, with ``patience``, the best epoch.
+        """
+        config, model, history = self.config, self.model, self.history
+        bar = progress_bar(total=config.epochs * self.data.steps, desc="classifier", enabled=progress)
+        bar.update(self.steps_taken)
+        while self.tally.epoch < config.epochs:
+            epoch = self.tally.epoch
+            lr = learning_rate(config, epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            train_loss, train_accuracy, similarity_loss = train_epoch(
+                model, self.regularizer, self.optimizer, self.data, config, bar, self.tally, self.after_step
+            )
+            val_acc = accuracy(model, x_val, y_val) if len(x_val) else None
+            history.append(
+                {
+                    "epoch": epoch,
+                    "lr": lr,
+                    "steps": self.data.steps,
+                    "train_loss": train_loss,
+                    "train_accuracy": train_accuracy,
+                    "similarity_loss": similarity_loss,
+                    "validation_accuracy": val_acc,
+                    "layer_weights": self.regularizer.layer_weights(),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=val_acc)
+            self.tally = EpochTally(epoch=epoch + 1)
+            if config.patience is not None and val_acc is not None:  # with patience there is always a holdout
+                if self.best is None or val_acc > self.best.validation_accuracy:
+                    self.best = BestEpoch(val_acc, epoch, cpu_state(model), cpu_state(self.regularizer))
+                elif epoch - self.best.epoch >= config.patience:
+                    break
+        bar.close()
+        return history, self.best

@@ -12,11 +12,13 @@ import numpy as np
 import torch
 
 from pipeline import stats
+from pipeline.checkpoint import Checkpointer
 from pipeline.data.dataset import ScanTensors
 from pipeline.device import resolve_device
 from pipeline.models import metrics
 from pipeline.models.encoder import ModelConfig, build_encoder
 from pipeline.models.training import FitResult, TrainerConfig, fit, predict
+from pipeline.training_log import ProgressLog
 
 
 @dataclasses.dataclass
@@ -74,14 +76,22 @@ def run(
     seed: int,
     device: str | torch.device | None = None,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+    progress_log: ProgressLog | None = None,
 ) -> Experiment:
-    """Initialise an encoder with ``seed``, fit it on ``data`` and score it on the test tier."""
+    """Initialise an encoder with ``seed``, fit it on ``data`` and score it on the test tier.
+
+    ``checkpoint`` and ``progress_log``: see :func:`~pipeline.models.training.fit`.
+    """
     device = resolve_device(device)
     start = time.perf_counter()
     torch.manual_seed(seed)
     train = data.split("train")
     model = build_encoder(model_config, data.n_units, data.image_shape, mean_responses=train.mean_responses())
-    result = fit(model, data, trainer_config.replace(seed=seed), device=device, progress=progress)
+    settings = trainer_config.replace(seed=seed)
+    result = fit(
+        model, data, settings, device=device, progress=progress, checkpoint=checkpoint, progress_log=progress_log
+    )
     scores = score(model, data, device=device)
     return Experiment(model=model, fit=result, test=scores, seconds=time.perf_counter() - start, device=str(device))
 

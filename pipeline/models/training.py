@@ -8,6 +8,7 @@ learning rate by 10 (``lr_decay_factor``), ``lr_decay_steps`` times; the next st
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.checkpoint import Checkpointer, rng_state, set_rng_state
 from pipeline.config import Config, ConfigError
 from pipeline.data.dataset import ScanTensors
 from pipeline.device import resolve_device
@@ -22,6 +24,7 @@ from pipeline.models.losses import get_loss
 from pipeline.models.metrics import single_trial_correlation
 from pipeline.modules import cpu_state, evaluating
 from pipeline.progress import progress_bar
+from pipeline.training_log import ProgressLog
 
 if TYPE_CHECKING:
     from pipeline.models.encoder import Encoder
@@ -160,17 +163,39 @@ class Plateau:
         return "drop lr"
 
 
+@dataclasses.dataclass
+class Cursor:
+    """Where an optimisation stands, all a checkpoint needs besides the model, optimizer and plateau.
+
+    iteration : steps taken; lr : the current learning rate.
+    position : batches of the current epoch taken; epoch_start : the batch-order generator's state
+        before the current epoch's permutation was drawn (redrawn on resume).
+    running, steps : training loss summed over the steps since the last evaluation, and their number.
+    """
+
+    lr: float
+    iteration: int = 0
+    position: int = 0
+    epoch_start: torch.Tensor | None = None
+    running: float = 0.0
+    steps: int = 0
+
+
 def fit(
     model: Encoder,
     data: ScanTensors,
     config: TrainerConfig = TrainerConfig(),
     device: torch.device | str | None = None,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
+    progress_log: ProgressLog | None = None,
 ) -> FitResult:
     """Train ``model`` on the "train" trials of ``data``, early-stopping on the "validation" trials.
 
     The model ends in eval mode holding the best state.  Deterministic for a given seed and
-    initial model on the CPU.
+    initial model on the CPU.  ``checkpoint`` saves the training state now and then and resumes
+    from the latest saved one (the result equals an uninterrupted run's on the CPU);
+    ``progress_log`` writes progress lines.
     """
     device = resolve_device(device)
     train, validation = data.split("train"), data.split("validation")
@@ -181,86 +206,165 @@ def fit(
     torch.manual_seed(config.seed)
     model.to(device)
     train, validation = train.to(device), validation.to(device)
-    initial = evaluate(model, validation, config.loss)
-    plateau = Plateau(config, initial, cpu_state(model))
-    history = [
-        dict(
-            iteration=0, lr=config.lr, train_loss=None, val_loss=initial["loss"], val_correlation=initial["correlation"]
-        )
-    ]
+    run = Run(model, train, validation, config, checkpoint or Checkpointer(), progress_log)
     bar = progress_bar(total=config.max_iterations, enabled=progress, desc="fit", leave=False)
-    iterations, stop_reason = optimise(model, train, validation, config, plateau, history, bar)
+    bar.update(run.cursor.iteration)
+    stop_reason = run.optimise(bar)
     bar.close()
-    model.load_state_dict(plateau.best_state)
+    model.load_state_dict(run.plateau.best_state)
     model.eval()
+    plateau = run.plateau
     return FitResult(
         state_dict=plateau.best_state,
         best_correlation=plateau.best["correlation"],
         best_loss=plateau.best["loss"],
         best_iteration=plateau.best_iteration,
-        history=history,
-        iterations=iterations,
+        history=run.history,
+        iterations=run.cursor.iteration,
         stop_reason=stop_reason,
     )
 
 
-def optimise(
-    model: Encoder,
-    train: ScanTensors,
-    validation: ScanTensors,
-    config: TrainerConfig,
-    plateau: Plateau,
-    history: list[dict],
-    bar: Any,
-) -> tuple[int, str]:
-    """Adam steps on shuffled training batches, evaluated every ``eval_every`` iterations until the
-    plateau stops training or ``max_iterations`` is reached.
+class Run:
+    """One optimisation of an encoder: Adam steps on shuffled training batches, evaluated every
+    ``eval_every`` iterations until the plateau stops training or ``max_iterations`` is reached;
+    started afresh or from the latest checkpoint of ``checkpoint``.
 
-    Appends one entry per evaluation to ``history``; returns the iterations taken and the stop reason.
+    ``history`` gets one entry per evaluation.
     """
-    order = torch.Generator().manual_seed(config.seed)
-    loss_fn = get_loss(config.loss)
-    batch_size = min(config.batch_size, len(train))
-    eval_every = config.eval_every or math.ceil(len(train) / batch_size)
-    lr = config.lr
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    iteration, running, steps = 0, 0.0, 0
-    model.train()
-    while iteration < config.max_iterations:
-        for batch in train.batches(batch_size, shuffle=True, generator=order):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(_forward(model, batch), batch.responses) + model.regularizer()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fit: training loss became {loss.item()} at iteration {iteration}")
-            loss.backward()
-            optimizer.step()
-            iteration += 1
-            running, steps = running + loss.item(), steps + 1
-            bar.update()
-            if iteration % eval_every and iteration < config.max_iterations:
-                continue
-            scores = evaluate(model, validation, config.loss)
-            history.append(
+
+    def __init__(
+        self,
+        model: Encoder,
+        train: ScanTensors,
+        validation: ScanTensors,
+        config: TrainerConfig,
+        checkpoint: Checkpointer,
+        progress_log: ProgressLog | None,
+    ) -> None:
+        self.model, self.train, self.validation, self.config = model, train, validation, config
+        self.checkpoint, self.progress_log = checkpoint, progress_log
+        self.order = torch.Generator().manual_seed(config.seed)
+        saved = checkpoint.resume()
+        if saved is None:
+            initial = evaluate(model, validation, config.loss)
+            self.plateau = Plateau(config, initial, cpu_state(model))
+            self.history = [
                 dict(
-                    iteration=iteration,
-                    lr=lr,
-                    train_loss=running / steps,
-                    val_loss=scores["loss"],
-                    val_correlation=scores["correlation"],
+                    iteration=0,
+                    lr=config.lr,
+                    train_loss=None,
+                    val_loss=initial["loss"],
+                    val_correlation=initial["correlation"],
                 )
+            ]
+            self.cursor = Cursor(lr=config.lr)
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        else:
+            self.restore(saved)
+        if progress_log is not None:
+            progress_log.start(self.cursor.iteration, config.max_iterations)
+
+    def state(self) -> dict:
+        """Everything the next step depends on (see :mod:`pipeline.checkpoint`)."""
+        plateau = self.plateau
+        return dict(
+            model=cpu_state(self.model),
+            optimizer=self.optimizer.state_dict(),
+            plateau=dict(
+                best=plateau.best,
+                best_state=plateau.best_state,
+                best_iteration=plateau.best_iteration,
+                stalls=plateau.stalls,
+                decays=plateau.decays,
+            ),
+            history=self.history,
+            cursor=vars(self.cursor),
+            rng=rng_state(),
+        )
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a state :meth:`state` returned."""
+        self.model.load_state_dict(saved["model"])
+        self.plateau = Plateau(self.config, **saved["plateau"])
+        self.history = saved["history"]
+        self.cursor = Cursor(**saved["cursor"])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cursor.lr)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"])
+
+    def optimise(self, bar: Any) -> str:
+        """Train until the plateau or ``max_iterations`` stops it; return the stop reason."""
+        config, cursor = self.config, self.cursor
+        loss_fn = get_loss(config.loss)
+        batch_size = min(config.batch_size, len(self.train))
+        eval_every = config.eval_every or math.ceil(len(self.train) / batch_size)
+        self.model.train()
+        while cursor.iteration < config.max_iterations:
+            if cursor.position == 0:
+                cursor.epoch_start = self.order.get_state()
+            elif cursor.epoch_start is not None:  # resumed mid-epoch: the epoch's order again, less the batches taken
+                self.order.set_state(cursor.epoch_start)
+            batches = self.train.batches(batch_size, shuffle=True, generator=self.order)
+            for batch in itertools.islice(batches, cursor.position, None):
+                self.step(loss_fn, batch)
+                bar.update()
+                if cursor.iteration % eval_every == 0 or cursor.iteration >= config.max_iterations:
+                    if self.evaluate(bar) == "stop":
+                        return "patience"
+                if cursor.iteration < config.max_iterations:  # a finished run needs no checkpoint
+                    self.checkpoint.maybe_save(cursor.iteration, self.state)
+                if self.progress_log is not None:
+                    last = self.history[-1]
+                    self.progress_log.update(
+                        cursor.iteration,
+                        loss=self.last_loss,
+                        val_correlation=last["val_correlation"],
+                        val_loss=last["val_loss"],
+                    )
+                if cursor.iteration >= config.max_iterations:
+                    break
+            cursor.position = 0
+        return "max_iterations"
+
+    last_loss: float | None = None
+    """The training loss of the latest step (regularizers included)."""
+
+    def step(self, loss_fn, batch) -> None:
+        """One Adam step on ``batch``."""
+        model, cursor = self.model, self.cursor
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(_forward(model, batch), batch.responses) + model.regularizer()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fit: training loss became {loss.item()} at iteration {cursor.iteration}")
+        loss.backward()
+        self.optimizer.step()
+        self.last_loss = loss.item()
+        cursor.iteration += 1
+        cursor.position += 1
+        cursor.running, cursor.steps = cursor.running + self.last_loss, cursor.steps + 1
+
+    def evaluate(self, bar: Any) -> str:
+        """Score the model on the validation trials, record it and act on the plateau's verdict."""
+        cursor, config = self.cursor, self.config
+        scores = evaluate(self.model, self.validation, config.loss)
+        self.history.append(
+            dict(
+                iteration=cursor.iteration,
+                lr=cursor.lr,
+                train_loss=cursor.running / cursor.steps,
+                val_loss=scores["loss"],
+                val_correlation=scores["correlation"],
             )
-            running, steps = 0.0, 0
-            bar.set_postfix(val_corr=f"{scores['correlation']:.3f}", lr=f"{lr:.0e}")
-            action = plateau.update(scores, iteration, model)
-            if action == "stop":
-                return iteration, "patience"
-            if action == "drop lr":
-                # A stall means the current trajectory overshot: continue from the best state with a
-                # smaller step and fresh Adam moments.
-                model.load_state_dict(plateau.best_state)
-                lr *= config.lr_decay_factor
-                optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-            model.train()
-            if iteration >= config.max_iterations:
-                break
-    return iteration, "max_iterations"
+        )
+        cursor.running, cursor.steps = 0.0, 0
+        bar.set_postfix(val_corr=f"{scores['correlation']:.3f}", lr=f"{cursor.lr:.0e}")
+        action = self.plateau.update(scores, cursor.iteration, self.model)
+        if action == "drop lr":
+            # A stall means the current trajectory overshot: continue from the best state with a
+            # smaller step and fresh Adam moments.
+            self.model.load_state_dict(self.plateau.best_state)
+            cursor.lr *= config.lr_decay_factor
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cursor.lr)
+        self.model.train()
+        return action

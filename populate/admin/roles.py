@@ -24,7 +24,13 @@ PostgreSQL has no schema-name patterns: ``roles create`` grants on the existing 
 makes ``p_admin`` their owner (only owners alter or drop), and sets default privileges for
 tables ``p_admin`` creates later.  Admin login users get ``ALTER ROLE ... SET role = p_admin`` so
 the tables they declare are owned by the role, not by the person.  ``CREATE`` on the database lets
-admins create schemas; PostgreSQL cannot restrict their names to the prefix.
+admins create schemas; an event trigger (:mod:`populate.admin.ownership`) refuses them any schema
+named after another prefix, and ``setup`` refuses a prefix whose schemas someone else owns.
+
+``roles user`` makes new logins only (or sets the password of a login already holding exactly that
+role); :mod:`populate.admin.accounts` says which existing names it refuses.  On PostgreSQL every
+command runs in one transaction; MySQL and MariaDB commit each account statement at once, so a
+failed ``roles user`` drops the account it had just created.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "worker", "member")
-_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
-_HOST = re.compile(r"^[A-Za-z0-9_.%:-]{1,255}$")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_HOST = re.compile(r"[A-Za-z0-9_.%:-]{1,255}")
+"""Matched whole (``fullmatch``): ``$`` would accept a trailing newline."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class RoleSpec:
 
 SPECS = {
     "admin": RoleSpec(owns=True, sees_connections=True),
-    "worker": RoleSpec(writes_computed=True, writes_stages=("operations",), sees_connections=True),
+    "worker": RoleSpec(writes_computed=True, writes_stages=("operations", "checkpoints"), sees_connections=True),
     "member": RoleSpec(),
 }
 """The one description of the roles."""
@@ -239,28 +246,75 @@ def _pg_types(connection, schema: str) -> list[str]:
 # commands
 
 
-def _run(connection, plan: list[str], dry_run: bool, shown: list[str] | None = None) -> list[str]:
+def apply(connection, plan: list[str], shown: list[str] | None = None, undo: dict[int, str] | None = None) -> None:
+    """Run ``plan`` as one change: in one transaction on PostgreSQL; on MySQL/MariaDB, which commit
+    account statements at once, a failure runs ``undo[i]`` for each statement ``i`` that had
+    succeeded, last first, then re-raises.  ``shown`` is what the debug log says (passwords masked)."""
     shown = shown or plan
+    postgresql = connection.adapter.backend == "postgresql"
+    if postgresql:
+        connection.start_transaction()
+    done: list[int] = []
+    try:
+        for i, (statement, text) in enumerate(zip(plan, shown)):
+            log.debug("%s", text)
+            # The drivers interpolate parameters even without any: a literal % must be doubled.
+            connection.query(statement.replace("%", "%%"))
+            done.append(i)
+    except BaseException:
+        if postgresql:
+            _quietly(connection.cancel_transaction)  # a lost connection has rolled back already
+        for i in reversed(done):
+            if undo and i in undo:
+                _quietly(connection.query, undo[i].replace("%", "%%"))
+        raise
+    if postgresql:
+        connection.commit_transaction()
+
+
+def _quietly(action, *args) -> None:
+    """``action(*args)``, logging instead of raising: while undoing, the original error is the one to report."""
+    try:
+        action(*args)
+    except Exception as err:
+        log.warning("while undoing a failed change: %s", " ".join(str(err).split()))
+
+
+def _run(connection, plan: list[str], dry_run: bool, shown: list[str] | None = None, undo=None) -> list[str]:
     if dry_run:
-        return [statement + ";" for statement in shown]
-    for statement, text in zip(plan, shown):
-        log.debug("%s", text)
-        # The drivers interpolate parameters even without any: a literal % must be doubled.
-        connection.query(statement.replace("%", "%%"))
+        return [statement + ";" for statement in shown or plan]
+    apply(connection, plan, shown, undo)
     return [f"{len(plan)} statements executed"]
 
 
 def create(dry_run: bool = False) -> list[str]:
-    """Create the prefix's roles and grant them their privileges; return the SQL (dry run) or a summary."""
+    """Create the prefix's roles and grant them their privileges; return the SQL (dry run) or a summary.
+
+    Refuses (:class:`RolesError`) when a group role's name is taken by a login, or a schema of the
+    prefix is owned by another prefix's admin (:func:`populate.admin.ownership.foreign_owners`).
+    """
+    from populate.admin import accounts, ownership
     from schemas import db
 
     connection = _connection()
     prefix = db.prefix()
+    problem = accounts.group_login_refusal(connection, list(role_names(prefix).values()))
+    problem = problem or next(iter(ownership.foreign_owners(connection, prefix, taking_over=True)), None)
+    if problem:
+        raise RolesError(problem)
     schemas = {name: _tables(connection, name) for name in _prefix_schemas(connection, prefix)}
+    warnings = []
     if connection.adapter.backend == "postgresql":
         database = connection.query("SELECT current_database()").fetchone()[0]
         types = {name: _pg_types(connection, name) for name in schemas}
         plan = postgresql_plan(prefix, schemas, database, types)
+        if ownership.is_superuser(connection):
+            plan = ownership.GUARD_SQL + plan
+        else:
+            warnings.append(
+                "the schema-name guard (an event trigger) needs a superuser: not installed, so admins of other "
+                "prefixes may create this prefix's schemas; `setup` still refuses schemas they own"
+            )
     else:
         plan = mysql_plan(prefix, schemas)
     lines = _run(connection, plan, dry_run)
@@ -268,8 +322,7 @@ def create(dry_run: bool = False) -> list[str]:
         lines.append(
             f"roles {', '.join(role_names(prefix).values())} cover {len(schemas)} schema(s) of prefix {prefix}"
         )
-    lines += [f"warning: {w}" for w in public_grants(connection, prefix)]
-    return lines
+    return lines + [f"warning: {w}" for w in warnings + public_grants(connection, prefix)]
 
 
 def public_grants(connection, prefix: str) -> list[str]:
@@ -295,7 +348,9 @@ def public_grants(connection, prefix: str) -> list[str]:
 
 
 def drop(dry_run: bool = False) -> list[str]:
-    """Drop the prefix's roles (their members lose the privileges)."""
+    """Drop the prefix's roles (their members lose the privileges); on PostgreSQL, once no prefix has
+    an admin role left, the schema-name guard too."""
+    from populate.admin import ownership
     from schemas import db
 
     connection = _connection()
@@ -311,20 +366,25 @@ def drop(dry_run: bool = False) -> list[str]:
                     f"DROP OWNED BY {_pg(name)}",
                     f"DROP ROLE IF EXISTS {_pg(name)}",
                 ]
+        if plan and not dry_run and ownership.is_superuser(connection):
+            plan += [ownership.GUARD_LOCK, ownership.UNGUARD_SQL]
     else:
         plan = [f"DROP ROLE IF EXISTS '{name}'" for name in names.values()]
     return _run(connection, plan, dry_run)
 
 
 def _check_user(name: str, host: str) -> None:
-    if not _USER.match(name):
+    if not _USER.fullmatch(name):
         raise RolesError(f"user name {name!r}: use letters, digits, '_', '.', '-' (at most 32), starting with a letter")
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         raise RolesError(f"--host {host!r} is not a MySQL account host (e.g. %, 10.0.%, 127.0.0.1)")
 
 
 def create_user(name: str, role: str, password: str | None = None, host: str = "%", dry_run: bool = False) -> list[str]:
-    """Create (or update) login user ``name`` holding role ``role`` of the prefix."""
+    """Create login user ``name`` holding role ``role`` of the prefix, or set a new password on a login
+    that holds exactly that role already; any other existing name is refused
+    (:func:`populate.admin.accounts.login_refusal`) before anything changes."""
+    from populate.admin import accounts
     from schemas import db
 
     if role not in ROLES:
@@ -332,47 +392,73 @@ def create_user(name: str, role: str, password: str | None = None, host: str = "
     _check_user(name, host)
     connection = _connection()
     group = role_names(db.prefix())[role]
+    problem = accounts.login_refusal(connection, name, host, group)
+    if problem:
+        raise RolesError(problem)
     generated = password is None
     password = password or secrets.token_urlsafe(18)
-    literal = "'" + password.replace("\\", "\\\\").replace("'", "''") + "'"
-    masked = "'********'"
-    if connection.adapter.backend == "postgresql":
-        exists = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(group,)).fetchall()
-        verb = (
-            "ALTER"
-            if connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall()
-            else "CREATE"
-        )
-        template = [f"{verb} ROLE {_pg(name)} LOGIN PASSWORD {{pw}}", f"GRANT {_pg(group)} TO {_pg(name)}"]
-        if role == "admin":
-            template.append(f"ALTER ROLE {_pg(name)} SET role = {_pg(group)}")
+    if connection.adapter.backend != "postgresql":  # PostgreSQL strings keep backslashes as they are
+        password_sql = password.replace("\\", "\\\\")
     else:
-        exists = (
-            connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND is_role = 'Y'", args=(group,)).fetchall()
-            if _is_mariadb(connection)
-            else connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND host = '%%'", args=(group,)).fetchall()
-        )
-        account = f"'{name}'@'{host}'"
-        default = "FOR" if _is_mariadb(connection) else "TO"
-        template = [
-            f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {{pw}}",
-            f"ALTER USER {account} IDENTIFIED BY {{pw}}",
-            f"GRANT '{group}' TO {account}",
-            f"SET DEFAULT ROLE '{group}' {default} {account}",
-        ]
+        password_sql = password
+    literal = "'" + password_sql.replace("'", "''") + "'"
+    if connection.adapter.backend == "postgresql":
+        exists, template, undo = _pg_user_plan(connection, name, role, group)
+    else:
+        exists, template, undo = _mysql_user_plan(connection, name, host, group)
     if not exists and not dry_run:
         raise RolesError(f"role {group} does not exist; run `python -m populate roles create` first")
     plan = [s.format(pw=literal) for s in template]
-    shown = [s.format(pw=masked) for s in template]
-    lines = _run(connection, plan, dry_run, shown)
+    shown = [s.format(pw="'********'") for s in template]
+    lines = _run(connection, plan, dry_run, shown, undo)
     if not dry_run:
         lines.append(f"user {name} holds role {group}" + (f"; password: {password}" if generated else ""))
     return lines
 
 
+def _pg_user_plan(connection, name: str, role: str, group: str):
+    """(whether ``group`` exists, the statements with a ``{pw}`` field, no undo: one transaction)."""
+    exists = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(group,)).fetchall()
+    known = connection.query("SELECT 1 FROM pg_roles WHERE rolname = %s", args=(name,)).fetchall()
+    template = [
+        f"ALTER ROLE {_pg(name)} PASSWORD {{pw}}" if known else f"CREATE ROLE {_pg(name)} LOGIN PASSWORD {{pw}}",
+        f"GRANT {_pg(group)} TO {_pg(name)}",
+    ]
+    if role == "admin":
+        template.append(f"ALTER ROLE {_pg(name)} SET role = {_pg(group)}")
+    return bool(exists), template, None
+
+
+def _mysql_user_plan(connection, name: str, host: str, group: str):
+    """(whether ``group`` exists, the statements with a ``{pw}`` field, the undo of a new account).
+
+    A new account is created first and dropped again if a later statement fails; an existing one
+    (holding ``group`` already) gets its new password last, after the statements that change nothing.
+    """
+    mariadb = _is_mariadb(connection)
+    exists = (
+        connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND is_role = 'Y'", args=(group,)).fetchall()
+        if mariadb
+        else connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND host = '%%'", args=(group,)).fetchall()
+    )
+    known = connection.query("SELECT 1 FROM mysql.user WHERE user = %s AND host = %s", args=(name, host)).fetchall()
+    account = f"'{name}'@'{host}'"
+    grants = [f"GRANT '{group}' TO {account}", f"SET DEFAULT ROLE '{group}' {'FOR' if mariadb else 'TO'} {account}"]
+    if known:
+        return bool(exists), grants + [f"ALTER USER {account} IDENTIFIED BY {{pw}}"], None
+    return bool(exists), [f"CREATE USER {account} IDENTIFIED BY {{pw}}", *grants], {0: f"DROP USER IF EXISTS {account}"}
+
+
 def drop_user(name: str, host: str = "%", dry_run: bool = False) -> list[str]:
+    """Drop login ``name``: only a plain login holding one role of the prefix (or none that exists)."""
+    from populate.admin import accounts
+    from schemas import db
+
     _check_user(name, host)
     connection = _connection()
+    problems = [accounts.login_refusal(connection, name, host, group) for group in role_names(db.prefix()).values()]
+    if all(problems):
+        raise RolesError(str(problems[0]).replace("`roles user` makes and updates", "`roles drop-user` drops"))
     if connection.adapter.backend == "postgresql":
         plan = [f"DROP ROLE IF EXISTS {_pg(name)}"]
     else:

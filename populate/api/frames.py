@@ -16,7 +16,7 @@ from populate import ingest
 from populate.ingest import scan_name
 from populate.plain import plain
 
-STAGES = tuple(name for name in schemas.STAGES if name != "operations")
+STAGES = tuple(name for name in schemas.STAGES if name not in ("operations", "checkpoints"))
 """The pipeline's result stages (``schemas.<stage>``), upstream first."""
 
 SCAN_KEY = ("animal_id", "session", "scan_idx")

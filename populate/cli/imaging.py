@@ -49,7 +49,16 @@ def _cmd_import_nwb(args) -> None:
 def _cmd_export_nwb(args) -> None:
     from populate import ingest
 
-    print(f"exported scan {args.scan} to {ingest.export_nwb(args.scan, args.out)}")
+    out = ingest.export_nwb(
+        args.scan,
+        args.out,
+        session_start=args.session_start,
+        experimenter=args.experimenter,
+        age=args.age,
+        sex=args.sex,
+        institution=args.institution,
+    )
+    print(f"exported scan {args.scan} to {out}")
 
 
 def simulate_movie(args) -> bool:
@@ -117,4 +126,14 @@ def add_export_kinds(kinds) -> None:
     nwb = kinds.add_parser("nwb", help="write a scan to an NWB file")
     nwb.add_argument("scan", metavar="SCAN", help="animal-session-scan, e.g. 11521-7-2")
     nwb.add_argument("out", metavar="OUT", help="output .nwb file (must not exist)")
+    # what an archive needs and a scan does not record: required, so that no file carries a placeholder
+    nwb.add_argument(
+        "--session-start", required=True, metavar="TIME", help="ISO 8601 with UTC offset, e.g. 2024-03-01T09:30+01:00"
+    )
+    nwb.add_argument(
+        "--experimenter", required=True, action="append", metavar="NAME", help="'Last, First'; repeat for several"
+    )
+    nwb.add_argument("--age", required=True, help="the animal's age, ISO 8601 duration, e.g. P90D (or range P8W/P12W)")
+    nwb.add_argument("--sex", required=True, help="the animal's sex: M, F, U (unknown) or O (other)")
+    nwb.add_argument("--institution", default="", help="where the scan was recorded")
     nwb.set_defaults(handler=_cmd_export_nwb)

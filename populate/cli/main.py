@@ -13,17 +13,21 @@ from typing import Callable
 
 log = logging.getLogger("populate")
 
-TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "demo")
+TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "demo", "configs")
 """Commands that read or write the pipeline's tables: :func:`main` binds them to ``PIPELINE_PREFIX`` first.
 ``setup`` binds while it declares; the worker, scheduler and queue commands bind as they select their
 tables, within the worker's wait for an unreachable server."""
 
 
 def _cmd_setup(args) -> None:
+    import datajoint as dj
+
     import schemas
+    from populate.admin import ownership
     from schemas import db
 
     with db.named_lock("setup"):  # a concurrent setup waits, then finds everything declared
+        ownership.check_setup(dj.conn(), db.prefix())  # never declare into another prefix's schema
         names = schemas.declare_all()
     print(f"declared schemas: {', '.join(names)}")
 
@@ -88,7 +92,7 @@ def _cmd_report(args) -> None:
     folder = Path(args.out).expanduser().parent
     if not folder.is_dir():  # a typo in --out should not create a tree of folders
         raise FileNotFoundError(f"--out {args.out}: folder {folder} does not exist")
-    print(f"report written to {report.write_report(args.out)}")
+    print(f"report written to {report.write_report(args.out, force=args.force)}")
 
 
 def _cmd_demo(args) -> None:
@@ -98,6 +102,8 @@ def _cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from populate.cli import configs as configs_cli
+    from populate.cli import export_model as export_model_cli
     from populate.cli import imaging as imaging_cli
     from populate.cli import operations
 
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sensorium.add_argument("out", metavar="OUT", help="output folder (must not exist or be empty)")
     sensorium.set_defaults(handler=_cmd_export)
     imaging_cli.add_export_kinds(kinds)
+    export_model_cli.add_export_kind(kinds)
 
     sub = command("run", _cmd_run, "populate the computed tables in dependency order, in this process")
     sub.add_argument("--tables", nargs="*", help="only these tables (class names)")
@@ -160,12 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = command("report", _cmd_report, "write one self-contained HTML report of every stage")
-    sub.add_argument("--out", default="report.html", help="output .html file (default report.html)")
+    sub.add_argument(
+        "--out", default="report.html", help="output .html file, which must not exist yet (default report.html)"
+    )
+    sub.add_argument(
+        "--force", action="store_true", help="replace an existing --out file (a symbolic link itself, not its target)"
+    )
 
     sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")
 
     operations.add_commands(command)
+    configs_cli.add_command(command)
     return parser
 
 
@@ -173,15 +186,28 @@ def _quiet_datajoint() -> None:
     """Route DataJoint's messages through our log format, warnings and errors only.
 
     Importing datajoint installs its own handler at INFO (every line would print twice) and warns
-    about a missing ``datajoint.json`` although the pipeline is configured through the environment.
+    about a missing ``datajoint.json`` although the pipeline is configured through the environment;
+    its two-line MariaDB warning becomes one debug line (:func:`populate.work.connection.quiet_mariadb_warning`).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No datajoint.json found")
         import datajoint  # noqa: F401
 
+    from populate.work import connection
+
+    connection.quiet_mariadb_warning()
+
     dj_log = logging.getLogger("datajoint")
     dj_log.handlers.clear()
     dj_log.setLevel(logging.WARNING)
+
+
+def _never_declare() -> None:
+    """Commands other than ``setup`` create no table, also not a lab's own (``--schema-module``): this
+    process is the command's, so its DataJoint default may be set; importing the pipeline sets none."""
+    import datajoint as dj
+
+    dj.config.database.create_tables = False
 
 
 def _settings_message(err: Exception) -> str | None:
@@ -206,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         _quiet_datajoint()  # DataJoint validates DJ_* settings on import
+        if args.command != "setup":
+            _never_declare()
         if args.command in TABLE_COMMANDS:
             import schemas
 

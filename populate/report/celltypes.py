@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from populate import api
 from populate.api import findings
-from populate.report.sections import MAX_CELLTYPE_MODELS, NotComputed, Panel, require
+from populate.report import provenance
+from populate.report.sections import MAX_CELLTYPE_MODELS, NotComputed, Panel, model_label, note_toy, require
 
 
 def cell_types(panel: Panel) -> None:
@@ -25,10 +26,17 @@ def cell_types(panel: Panel) -> None:
         clusters=("cluster", "nunique"),
         clean_fraction=("clean", "mean"),
     )
-    panel.table(summary.drop(columns=["dataset_hash", "trainer_hash"]), "Cell types per rotation-equivariant model")
+    # the code version and size of the model that the types come from (CellTypes stores neither)
+    models = provenance.with_model_provenance(api.models())[[*model_key, "code_version", provenance.TOY]]
+    summary = summary.merge(models, on=model_key, how="left")
+    panel.table(
+        summary.drop(columns=["dataset_hash", "trainer_hash"]),
+        "Cell types per rotation-equivariant model (code_version and toy: the model's)",
+    )
+    note_toy(panel, summary, "models with cell types are")
     panel.note("Cell types, " + findings.cell_types() + ".")
     for _, model in summary.head(MAX_CELLTYPE_MODELS).iterrows():
-        label = f"{model['config_name']} (seed {model['seed']}, {model['model_hash'][:6]})"
+        label = model_label(model)
         filters, orientation, counts = api.cell_type_filters(model)
         panel.figure(
             figures.cell_type_gallery(filters, counts, orientation),
@@ -62,15 +70,26 @@ def _ensemble_cell_types(panel: Panel) -> None:
         return
     units = api.ensemble_cell_types()
     agreement = units.groupby("ensemble_name", as_index=False).agg(
-        units=("unit_id", "size"), mean_agreement=("agreement", "mean")
+        scan=("scan", "first"), units=("unit_id", "size"), mean_agreement=("agreement", "mean")
     )
-    summary = ensembles.merge(agreement, on="ensemble_name", how="left")
-    columns = ["ensemble_name", "scan", "n_models", "n_clusters", "k_source", "ari_clusters", "units", "mean_agreement"]
+    summary = provenance.with_scan_toy_flag(ensembles.merge(agreement, on="ensemble_name", how="left"))
+    columns = [
+        "ensemble_name",
+        "scan",
+        "n_models",
+        "n_clusters",
+        "k_source",
+        "ari_clusters",
+        "units",
+        "mean_agreement",
+        provenance.TOY,
+    ]
     panel.table(
         summary[[c for c in columns if c in summary]],
         "Consensus cell types per ensemble (EnsembleCellTypes): clusters combined over the member models; "
         "agreement is the mean fraction of members that group a unit with the rest of its type",
     )
+    note_toy(panel, summary, "ensembles are")
     for _, ensemble in summary.head(MAX_CELLTYPE_MODELS).iterrows():
         name = ensemble["ensemble_name"]
         rows = units[units["ensemble_name"] == name]

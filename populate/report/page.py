@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
 import jinja2
 
+import pipeline
 from populate import api
+from populate.report import provenance
 from populate.report.celltypes import cell_types
 from populate.report.sections import (
     NotComputed,
@@ -52,6 +55,12 @@ SECTIONS = (
     Section("progress", "Pipeline progress", pipeline_progress),
 )
 SECTION_IDS = tuple(s.id for s in SECTIONS)
+
+VERSIONS_NOTE = (
+    "Trained models and classifiers show the code version (package version and git commit) that trained "
+    "them, in their tables' code_version column; cell types show their model's. The other tables record "
+    "no code version: their rows were computed by some version of the pipeline, not necessarily this one."
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,16 +108,37 @@ def render_report() -> str:
         host=where["host"],
         prefix=db.prefix(),
         generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        code_version=pipeline.code_version(),
+        versions_note=VERSIONS_NOTE,
+        toy_rule=provenance.RULE,
         sections=[_section(section) for section in SECTIONS],
     )
 
 
-def write_report(path: str | Path) -> Path:
-    """Write the report to ``path`` (folders created as needed); returns the resolved path."""
+def write_report(path: str | Path, force: bool = True) -> Path:
+    """Write the report to ``path`` (folders created as needed); returns the resolved path.
+
+    ``force`` False (the ``report`` command without ``--force``) refuses an existing file or symbolic
+    link with :class:`FileExistsError` naming it.  Otherwise the page goes to a new file renamed over
+    ``path``, so a link there is replaced itself, never its target.
+    """
     path = Path(path).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"report path {str(path)!r} should end in .html")
+    if not force and (path.is_symlink() or path.exists()):
+        kind = "a symbolic link" if path.is_symlink() else "an existing file"
+        raise FileExistsError(f"report path {str(path)!r} is {kind}; choose a new path or pass --force to replace it")
     document = render_report()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
+    if not force:
+        with open(path, "x", encoding="utf-8") as out:  # O_EXCL: refuses a file or link made meanwhile
+            out.write(document)
+        return path.resolve()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as out:
+            out.write(document)
+        os.replace(temporary, path)  # replaces a link itself, not its target
+    finally:
+        temporary.unlink(missing_ok=True)
     return path.resolve()

@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import io
 import logging
+import re
 from typing import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ from markupsafe import Markup
 
 from populate import api
 from populate.api import findings
+from populate.report import provenance
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ MAX_TABLE_ROWS = 50
 MAX_CELLTYPE_MODELS = 3
 MAX_MATRICES = 3
 MATRIX_IMAGES = 64
+SHORT_HASH = 8
+_HASH = re.compile(r"[0-9a-f]{32}")
 
 
 class NotComputed(Exception):
@@ -50,7 +54,7 @@ class Panel:
         self.figures += 1
 
     def table(self, frame: pd.DataFrame, caption: str) -> None:
-        shown = frame.head(MAX_TABLE_ROWS)
+        shown = short_hashes(frame.head(MAX_TABLE_ROWS))
         more = f" (first {MAX_TABLE_ROWS} of {len(frame)} rows)" if len(frame) > MAX_TABLE_ROWS else ""
         # pandas escapes the cells and headers itself (escape=True)
         body = shown.to_html(
@@ -62,20 +66,41 @@ class Panel:
         self.blocks.append(dict(kind="note", text=text))
 
 
-def _model_label(row) -> str:
+def short_hashes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every column of 32-digit content hashes cut to their first :data:`SHORT_HASH`
+    digits (enough to tell configs apart on one page; the names say what they are)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, str) and bool(_HASH.fullmatch(v))).all():
+            frame[column] = frame[column].map(lambda v: v[:SHORT_HASH] if isinstance(v, str) else v)
+    return frame
+
+
+def note_toy(panel: Panel, frame: pd.DataFrame, what: str) -> None:
+    """A note of how many rows of ``frame`` are toy-sized (the page header states the rule); none when none is."""
+    text = provenance.toy_note(frame, what)
+    if text:
+        panel.note(text)
+
+
+def model_label(row) -> str:
+    """'demo-rotation (seed 0, 1a2b3c4d)': a model's config name, seed and short hash."""
     name = row["config_name"] or row["core_kind"]
-    return f"{name} (seed {row['seed']}, {row['model_hash'][:6]})"
+    return f"{name} (seed {row['seed']}, {row['model_hash'][:SHORT_HASH]})"
 
 
 def _listing(
     panel: Panel, stage: str, read: Callable[[], pd.DataFrame], missing: str, columns: list[str], caption: str
 ) -> pd.DataFrame:
-    """The stage's main frame, shown as a table; :class:`NotComputed` (saying ``missing``) when empty."""
+    """The stage's main frame, shown as a table; :class:`NotComputed` (saying ``missing``) when empty.
+    ``read`` adds the :mod:`~populate.report.provenance` columns; a note says how many rows are toy-sized."""
     require(stage)
     frame = read()
     if frame.empty:
         raise NotComputed(missing)
     panel.table(frame[columns], caption)
+    note_toy(panel, frame, f"{stage} are")
     return frame
 
 
@@ -137,10 +162,19 @@ def predictive_models(panel: Panel) -> None:
     models = _listing(
         panel,
         "models",
-        api.models,
+        lambda: provenance.with_model_provenance(api.models()),
         "no trained models yet: add training tasks and run `python -m populate run` (or `make demo`)",
-        ["scan", *api.MODEL_LABELS, *api.MODEL_SCORES, "val_correlation", "train_seconds"],
-        "Trained models (test tier; correlations averaged over units)",
+        [
+            "scan",
+            *api.MODEL_LABELS,
+            "model_hash",
+            *api.MODEL_SCORES,
+            "val_correlation",
+            "train_seconds",
+            "code_version",
+            provenance.TOY,
+        ],
+        "Trained models (test tier; correlations averaged over units; code_version: what trained it)",
     )
     panel.note("Rotation-equivariant vs CNN, " + findings.cores() + ".")
     _training_curves(
@@ -160,7 +194,7 @@ def predictive_models(panel: Panel) -> None:
     if scores.empty:
         panel.note("Per-unit scores need the scan's reliability (stats stage).")
         return
-    labels = np.array([_model_label(r) for r in scores.to_dict("records")], dtype=object)
+    labels = np.array([model_label(r) for r in scores.to_dict("records")], dtype=object)
     panel.figure(
         figures.oracle_vs_correlation(scores["oracle"], scores["test_single_trial"], labels),
         "Per-unit single-trial test correlation of every model against the unit's oracle correlation "
@@ -185,7 +219,7 @@ def predictive_models(panel: Panel) -> None:
             panel.figure(
                 figures.unit_comparison(a["test_correlation"], b["test_correlation"], "CNN", "rotation"),
                 f"Scan {scan}: per-unit test correlation of the best rotation-equivariant model, "
-                f"{_model_label(best['rotation'])}, against the best CNN, {_model_label(best['cnn'])}.",
+                f"{model_label(best['rotation'])}, against the best CNN, {model_label(best['cnn'])}.",
             )
         else:
             panel.note(f"Scan {scan}: a rotation-vs-CNN comparison needs a trained model of each core kind.")
@@ -205,6 +239,7 @@ def neural_similarity(panel: Panel) -> None:
     matrices = api.similarities()
     if matrices.empty:
         raise NotComputed("no similarity matrices yet: add a SimilarityTask and run `python -m populate run`")
+    matrices = provenance.with_image_toy_flag(matrices)
     panel.table(
         matrices[
             [
@@ -217,12 +252,14 @@ def neural_similarity(panel: Panel) -> None:
                     "n_scans",
                     "oracle_agreement",
                     "single_trial_agreement",
+                    provenance.TOY,
                 )
                 if c in matrices.columns
             ]
         ],
         "Similarity matrices",
     )
+    note_toy(panel, matrices, "similarity matrices are")
     shown = {}
     for _, row in matrices.head(MAX_MATRICES).iterrows():
         matrix = api.similarity_matrix(row["similarity_name"], MATRIX_IMAGES)
@@ -257,7 +294,7 @@ def _per_evaluation(frame, extra: list[str]):
     columns = ["evaluation_hash", "evaluation", *extra]
     for values, rows in frame.groupby(columns, sort=True, dropna=False):
         named = dict(zip(columns, values))
-        label = f"evaluation {named['evaluation'] or '(unnamed)'} {named['evaluation_hash'][:8]}"
+        label = f"evaluation {named['evaluation'] or '(unnamed)'} {named['evaluation_hash'][:SHORT_HASH]}"
         label += "".join(f", {column} {named[column]}" for column in extra)
         yield label, rows
 
@@ -268,9 +305,11 @@ def classifiers(panel: Panel) -> None:
     trained = _listing(
         panel,
         "classifiers",
-        api.classifiers,
+        lambda: provenance.with_classifier_provenance(api.classifiers()),
         "no trained classifiers yet: add ClassifierTasks and run `python -m populate run`",
         [
+            "config_name",
+            "classifier_hash",
             "control",
             "alpha",
             "width",
@@ -278,9 +317,12 @@ def classifiers(panel: Panel) -> None:
             "clean_accuracy",
             "validation_accuracy",
             "similarity_fidelity",
+            "steps",
             "train_seconds",
+            "code_version",
+            provenance.TOY,
         ],
-        "Trained classifiers",
+        "Trained classifiers (code_version: what trained it)",
     )
     _training_curves(
         panel,
@@ -295,14 +337,13 @@ def classifiers(panel: Panel) -> None:
     )
     levels = api.classifier_robustness()
     if levels.empty:
-        panel.note("Noise robustness is not evaluated yet (NoiseEvaluation).")
+        panel.note(_not_evaluated("NoiseEvaluation", "Noise robustness"))
     for which, rows in _per_evaluation(levels, []):
         panel.figure(
             figures.noise_curves(rows), f"Accuracy under additive noise per control, mean ± SEM over seeds ({which})."
         )
+    _adversarial_state(panel)
     images = api.adversarial()
-    if images.empty:
-        panel.note("Adversarial robustness is not evaluated yet (AdversarialEvaluation).")
     for which, rows in _per_evaluation(images, ["comparison"]):
         for norm in ("l2", "linf"):
             if not np.isfinite(rows[norm].to_numpy(dtype=np.float64)).any():
@@ -332,6 +373,42 @@ def classifiers(panel: Panel) -> None:
         f"similarity against the neural target over {len(s_model)} random stimulus pairs (the pairs of its "
         f"similarity fidelity, r = {row['similarity_fidelity']:.2f}).",
     )
+
+
+def _done(table: str) -> tuple[int, int]:
+    """(done, keys) of a computed table, counted as ``python -m populate status`` counts them."""
+    progress = api.progress()
+    row = progress[progress["table"] == table]
+    return (int(row["done"].iloc[0]), int(row["keys"].iloc[0])) if len(row) else (0, 0)
+
+
+def _not_evaluated(table: str, what: str) -> str:
+    done, keys = _done(table)
+    return f"{what} is not evaluated yet ({table}: {done} of {keys} done; `python -m populate status`)."
+
+
+def _adversarial_state(panel: Panel) -> None:
+    """What the adversarial evaluations hold, as ``status`` counts them: none yet, or done on how many
+    common images (a comparison whose members all misclassify every test image has none to attack)."""
+    summary = api.adversarial_summary()
+    if summary.empty:
+        panel.note(_not_evaluated("AdversarialEvaluation", "Adversarial robustness"))
+        return
+    done, keys = _done("AdversarialEvaluation")
+    columns = ["comparison", "evaluation", "config_name", "control", "alpha", "seed", "n_images"]
+    medians = summary[["median_l2", "median_linf"]].astype(float)  # None -> NaN, shown as a dash
+    panel.table(
+        pd.concat([summary[columns], medians], axis=1),
+        f"Adversarial evaluations ({done} of {keys} done): images attacked per classifier and median minimal "
+        "perturbation",
+    )
+    empty = summary[summary["n_images"].astype(int) == 0]
+    if len(empty):
+        panel.note(
+            f"{len(empty)} of {len(summary)} adversarial evaluations are done but attacked no image: their "
+            "comparison's common set (test images every member classifies correctly) is empty, so there are "
+            "no perturbation sizes to show. Train the classifiers longer, or compare fewer of them."
+        )
 
 
 def pipeline_progress(panel: Panel) -> None:

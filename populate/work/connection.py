@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 
 from populate.work import jobs as queues
 from populate.work import reservation
@@ -13,6 +14,29 @@ from populate.work import reservation
 log = logging.getLogger(__name__)
 
 RECONNECT_MAX_WAIT_S = 30.0
+
+MARIADB_WARNING = "MariaDB is not officially supported by DataJoint"
+"""The start of DataJoint's warning on every MariaDB connection (docs/design.md: best-effort support)."""
+
+
+def quiet_mariadb_warning() -> None:
+    """Log DataJoint's MariaDB warning as one debug line of this module instead of printing it.
+
+    Python prints a warning as two lines (the message, then the source line that raised it), so a
+    one-line error on MariaDB became three.  Other warnings are shown as before.  Idempotent.
+    """
+    shown = warnings.showwarning
+    if getattr(shown, "quiets_mariadb", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if MARIADB_WARNING in str(message):
+            log.debug("%s", " ".join(str(message).split()))
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    showwarning.quiets_mariadb = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
 
 
 class StopRequested(SystemExit):

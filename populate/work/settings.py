@@ -41,13 +41,13 @@ def check_settings(
                 raise error(f"{name} {rule}, got {value}")
 
 
-_DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?")  # matched whole (fullmatch)
 
 
 def device_spec(text: str) -> str:
     """argparse type of ``--device``: ``cpu``, ``auto``, ``cuda`` or ``cuda:N``."""
     value = text.strip().lower()
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, auto, cuda or cuda:N")
     return value
 

@@ -1,5 +1,7 @@
 """``python -m populate status``: every queue's counts, failed and running jobs, and the workers.
 
+A running job shows its make's latest progress line and checkpoint (:mod:`schemas.checkpoints`).
+
 :func:`status` gathers the report (JSON-ready); :func:`format_status` writes it for people.
 """
 
@@ -47,6 +49,7 @@ def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
     now = server_now(connection)
     workers = _heartbeats(connection, now)
     by_process = {(w["host"], w["pid"]): w for w in workers}
+    supervision = _supervision(now)
     report = {"server_time": now.isoformat(), "tables": [], "waiting": [], "errors": [], "running": [], "workers": []}
     for table in tables:
         jobs = queue(table)
@@ -54,7 +57,7 @@ def status(tables: list, max_errors: int = 50, max_waiting: int = 5) -> dict:
         report["tables"].append(counts)
         report["waiting"] += waiting
         report["errors"] += _errors(table, jobs, max_errors)
-        report["running"] += _running(table, jobs, by_process, now)
+        report["running"] += _running(table, jobs, by_process, now, supervision)
     report["workers"] = [_worker_row(w) for w in workers]
     return report
 
@@ -102,12 +105,38 @@ def _errors(table, jobs, max_errors: int) -> list[dict]:
     return errors
 
 
-def _running(table, jobs, by_process: dict, now: datetime) -> list[dict]:
-    """The table's reserved jobs, oldest first, with the worker (by host and pid) that holds each."""
+def _supervision(now: datetime) -> dict[tuple[str, str], dict]:
+    """Each job's latest progress line and checkpoint (:mod:`schemas.checkpoints`), by (table, key hash)."""
+    from schemas import checkpoints
+
+    if not checkpoints.available():  # a database set up before the tables existed
+        return {}
+    found: dict[tuple[str, str], dict] = collections.defaultdict(dict)
+    for row in checkpoints.Progress().to_dicts():
+        found[row["job_table"], row["key_hash"]].update(
+            progress=row["line"], progress_age_s=round((now - row["updated"]).total_seconds(), 1)
+        )
+    for row in checkpoints.Checkpoint().proj("step", "saved").to_dicts():  # not the state itself
+        found[row["job_table"], row["key_hash"]].update(
+            checkpoint_step=row["step"], checkpoint_age_s=round((now - row["saved"]).total_seconds(), 1)
+        )
+    return found
+
+
+SUPERVISION = dict(progress=None, progress_age_s=None, checkpoint_step=None, checkpoint_age_s=None)
+"""A running job's progress fields when it has reported none."""
+
+
+def _running(table, jobs, by_process: dict, now: datetime, supervision: dict) -> list[dict]:
+    """The table's reserved jobs, oldest first, with the worker (by host and pid) that holds each and the
+    job's latest progress line and checkpoint."""
+    from schemas.checkpoints import key_hash
+
     running = []
     for row in jobs.reserved.to_dicts(order_by="reserved_time"):
         key = {k: row[k] for k in jobs.primary_key}
         worker = by_process.get((row["host"], row["pid"]))
+        reported = supervision.get((table.full_table_name, key_hash(key)), {})
         running.append(
             dict(
                 table=table.__name__,
@@ -119,6 +148,7 @@ def _running(table, jobs, by_process: dict, now: datetime) -> list[dict]:
                 elapsed_s=round((now - row["reserved_time"]).total_seconds(), 1) if row["reserved_time"] else None,
                 worker=worker["worker"] if worker else None,
                 heartbeat_age_s=round(worker["heartbeat_age_s"], 1) if worker else None,
+                **{**SUPERVISION, **reported},
             )
         )
     return running
@@ -182,6 +212,13 @@ def format_status(report: dict, tracebacks: bool = True, traceback_lines: int = 
                 f"  {job['table']} {json.dumps(job['key'])} on {job['host']} pid {job['pid']} "
                 f"(connection {job['connection_id']}), {job['elapsed_s']:.0f} s, {beat}"
             )
+            if job["progress"]:
+                lines.append(f"    progress: {job['progress']} ({job['progress_age_s']:.0f} s ago)")
+            if job["checkpoint_step"] is not None:
+                lines.append(
+                    f"    checkpoint: step {job['checkpoint_step']} ({job['checkpoint_age_s']:.0f} s ago); "
+                    "a worker that takes the job over resumes from it"
+                )
     if report["errors"]:
         lines += ["", "errors:"]
         for err in report["errors"]:

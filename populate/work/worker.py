@@ -73,6 +73,20 @@ class Summary:
     reason: str = ""
 
 
+def check_training_settings() -> None:
+    """Refuse, before any job is reserved, checkpoint and progress settings that every training make
+    would refuse (``PIPELINE_CHECKPOINT_MINUTES``, ``PIPELINE_PROGRESS_SECONDS``, ...)."""
+    from pipeline.checkpoint import CheckpointSchedule
+    from pipeline.config import ConfigError
+    from pipeline.training_log import ProgressLog
+
+    try:
+        CheckpointSchedule.from_env(os.environ)
+        ProgressLog.from_env("check")
+    except ConfigError as error:
+        raise WorkerError(str(error)) from None
+
+
 class Worker:
     """Computes jobs of ``tables`` (auto-populated table classes, upstream first) until stopped.
 
@@ -312,6 +326,7 @@ class Worker:
     def run(self) -> Summary:
         """Work until stopped, out of jobs (``max_jobs``) or idle (``idle_exit``); return the tally."""
         self.device = use_device(self.device)
+        check_training_settings()
         from pipeline.device import configure_threads
 
         self.threads = configure_threads(self.threads)

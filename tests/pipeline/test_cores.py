@@ -166,6 +166,7 @@ def equivariance_error(core: Core, x: torch.Tensor, quarter_turns: int, shift: i
         (4, 0, False, "eval", None),
         (8, 0, True, "train", (3, 5, 4)),
         (8, 2, True, "eval", (3, 5, 4)),
+        (16, 0, True, "eval", None),
     ],
 )
 def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm, mode, layer_features):
@@ -189,8 +190,9 @@ def test_core_is_equivariant_to_90_degree_rotations(rotations, skip, batch_norm,
     assert wrong_shift > 0.05
 
 
-def rotation_45_error(core: Core, shift: int, size: int = 65, radius: int = 18) -> float:
-    """RMS of ``core(rot45 x) - rot45(roll(core(x), shift))`` over the output std, on a central disc.
+def rotation_45_error(core: Core, shift: int, size: int = 65, radius: int = 18, degrees: float = 45.0) -> float:
+    """RMS of ``core(rot x) - rot(roll(core(x), shift))`` over the output std, on a central disc, for a
+    rotation by ``degrees`` (45 unless given).
 
     Eval mode with randomised batch-norm parameters and running statistics.  The disc keeps the
     receptive fields (radius 10 for 13, 5, 5 kernels) inside the faded-out input.
@@ -203,8 +205,8 @@ def rotation_45_error(core: Core, shift: int, size: int = 65, radius: int = 18) 
     core.eval()
     with torch.no_grad():
         y = core(torch.tensor(x, dtype=torch.float32)[None, None])
-        y_rot = core(torch.tensor(rotate_maps(x, 45), dtype=torch.float32)[None, None])
-    expected = rotate_maps(roll_rotations(y, shift, core.rotations)[0].numpy(), 45)[:, disc]
+        y_rot = core(torch.tensor(rotate_maps(x, degrees), dtype=torch.float32)[None, None])
+    expected = rotate_maps(roll_rotations(y, shift, core.rotations)[0].numpy(), degrees)[:, disc]
     diff = y_rot[0].numpy()[:, disc] - expected
     signal = expected - expected.mean(axis=1, keepdims=True)
     return float(np.sqrt((diff**2).mean() / (signal**2).mean()))
@@ -227,6 +229,41 @@ def test_core_is_nearly_equivariant_to_45_degree_rotations():
     )
     assert paper_error < 0.5 * cnn_error and paper_error < 0.5 * paper_unshifted
     assert compact_error < 0.05 and compact_error < 0.05 * cnn_error
+
+
+def test_rotated_basis_of_16_rotations_turns_by_22_5_degrees():
+    # the 16-rotation grid: every other rotation is the 8-rotation grid's, and the odd ones are turned by
+    # 22.5 degrees (checked against an interpolating rotation, as for 45 degrees above)
+    basis16, basis8 = rotated_hermite_basis(5, 61, 16), rotated_hermite_basis(5, 61, 8)
+    np.testing.assert_allclose(basis16[::2], basis8, atol=1e-12)
+    c = 30
+    disc = np.hypot(*np.meshgrid(np.arange(61) - c, np.arange(61) - c, indexing="ij")) <= 25
+    scale = np.abs(basis16[1]).max()
+    for r in (1, 3):
+        interpolated = rotate_maps(basis16[r - 1], 22.5)
+        error = np.abs(basis16[r] - interpolated)[:, disc].max() / scale
+        wrong = np.abs(basis16[(r - 2) % 16] - interpolated)[:, disc].max() / scale
+        print(f"\n22.5-degree basis rotation {r - 1} -> {r}: rel. max error {error:.2e} (wrong direction {wrong:.2f})")
+        assert error < 1e-2
+        assert wrong > 0.2
+
+
+def test_16_rotation_core_is_nearly_equivariant_to_its_22_5_degree_step():
+    # a 16-rotation core: turning the input by one step of its grid (22.5 degrees) turns the maps and shifts
+    # the rotation groups by one; the compact basis (rank 3) separates resampling error from the kernel border
+    torch.manual_seed(0)
+    core = build_core(CoreConfig(features=4, rotations=16, hermite_rank=3))
+    assert core.out_channels == 64
+    one_step = rotation_45_error(core, 1, degrees=22.5)
+    unshifted = rotation_45_error(core, 0, degrees=22.5)
+    two_steps = rotation_45_error(core, 2, degrees=45.0)
+    cnn = rotation_45_error(build_core(CoreConfig(kind="cnn", features=64)), 0, degrees=22.5)
+    print(
+        f"\n16 rotations, RMS error / output std: 22.5 degrees {one_step:.3f} (without channel shift "
+        f"{unshifted:.3f}), 45 degrees {two_steps:.3f}, CNN at 22.5 degrees {cnn:.3f}"
+    )
+    assert one_step < 0.05 and one_step < 0.2 * unshifted and one_step < 0.05 * cnn
+    assert two_steps < 0.05
 
 
 def test_batch_norm_statistics_are_shared_across_rotations():

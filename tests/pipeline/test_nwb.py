@@ -15,6 +15,7 @@ from pipeline.data.extraction import ExtractionConfig, InputError, extract  # no
 from pipeline.data.nwb import read_nwb  # noqa: E402
 from pipeline.data.suite2p import read_schedule, read_suite2p  # noqa: E402
 from tests.imaging_fixtures import shared_imaging_folder  # noqa: E402
+from tests.pipeline.test_nwb_archive import SESSION, SESSION_OPTIONS, archive_findings  # noqa: E402
 
 ARRAYS = (
     "images",
@@ -37,17 +38,6 @@ ARRAYS = (
 def imaging():
     """(simulation, paths) of a simulated movie with a fake suite2p folder, shared by the test modules; read-only."""
     return shared_imaging_folder(3)
-
-
-def serious_findings(path) -> list[str]:
-    """nwbinspector findings that are critical or best-practice violations."""
-    from nwbinspector import inspect_nwbfile
-
-    return [
-        f"{m.importance.name} {m.check_function_name}: {m.message}"
-        for m in inspect_nwbfile(nwbfile_path=str(path))
-        if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")
-    ]
 
 
 def assert_same_scan(a, b):
@@ -76,8 +66,8 @@ def test_round_trip_of_a_suite2p_scan_is_exact(db, imaging, tmp_path):
         extraction=dict(signal="dff"),
         um_per_pixel=1.5,
     )
-    out = ingest.export_nwb(ingest.scan_name(key), tmp_path / "scan.nwb")
-    assert serious_findings(out) == []
+    out = ingest.export_nwb(ingest.scan_name(key), tmp_path / "scan.nwb", **SESSION)
+    assert archive_findings(out, tmp_path) == []
     back, inserted = ingest.import_nwb(out, scan="40-1-2")
     assert inserted
     assert_same_scan(recordings.fetch_recording(key), recordings.fetch_recording(back))
@@ -99,8 +89,8 @@ def test_round_trip_of_a_simulated_scan_is_exact(db, tmp_path):
 
     key, _ = ingest.simulate("tiny", seed=5, scan="41-1-1")
     out = tmp_path / "sim.nwb"
-    assert cli.main(["export", "nwb", "41-1-1", str(out)]) == 0
-    assert serious_findings(out) == []
+    assert cli.main(["export", "nwb", "41-1-1", str(out), *SESSION_OPTIONS]) == 0
+    assert archive_findings(out, tmp_path) == []
     assert cli.main(["import", "nwb", str(out), "--scan", "41-1-2"]) == 0
     back = dict(animal_id=41, session=1, scan_idx=2)
     assert not (recordings.Extraction & back)

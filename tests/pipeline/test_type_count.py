@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.celltypes import clustering as celltypes
-from pipeline.celltypes import type_count
+from pipeline.celltypes import ensemble, type_count
 
 R, F = 8, 6
 
@@ -206,3 +206,28 @@ def test_gap_statistic_counts_compact_clusters_and_splits_a_continuum():
     segment = np.outer(rng.uniform(-4, 4, 60), [1, 0, 0, 0, 0]) + 0.3 * rng.normal(size=(60, 5))
     compact = [c + 0.5 * rng.normal(size=(40, 5)) for c in centres[1:3]]
     assert type_count.gap_statistic(np.concatenate([segment, *compact]), list(range(1, 9)))[0] > 3
+
+
+def test_distance_type_count_recovers_whole_step_types():
+    # the averaged-distance criterion (the table's since issue 33) on the whole-step synthetic readouts
+    rng = np.random.default_rng(3)
+    readouts, types = synthetic_ensemble(rng, 5)
+    vectors, distances = ensemble.member_distances(readouts, R, harmonics=None)
+    count = type_count.choose_distance_type_count(distances, vectors, R)
+    assert count.k == 5 and count.labelings == {}
+    assert set(count.consensus) == set(count.candidates.tolist())
+    assert celltypes.adjusted_rand_index(types, count.consensus[5]) > 0.95
+    with pytest.raises(ValueError, match="2 or more models"):
+        type_count.choose_distance_type_count(distances[:1], vectors[:1], R)
+
+
+def test_alignment_shifts_find_sub_step_turns():
+    # band-limited vectors turned by known fractions of a step come back by those shifts (1/8 resolution)
+    rng = np.random.default_rng(4)
+    template = celltypes.band_limited(celltypes.unit_length(rng.normal(size=(1, R * F)), R).reshape(1, -1), R, 2)
+    turns = np.arange(12) * 0.375 % R
+    spectra = celltypes.rotation_spectra(np.repeat(template, 12, axis=0), R)
+    turned = celltypes.rotated(spectra, -turns, R)  # turned forward by `turns`
+    shifts = type_count.alignment_shifts(turned, np.zeros(12, int), R)
+    relative = np.mod(shifts - shifts[0] - turns, R)
+    assert np.allclose(np.minimum(relative, R - relative), 0, atol=1e-9)

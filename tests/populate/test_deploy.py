@@ -347,6 +347,18 @@ def dockerfile_install_steps() -> list[list[str]]:
     return steps
 
 
+def test_the_image_installs_every_extra_but_the_tests():
+    """The package step's extras are pyproject.toml's, less ``test``: the documented stack (import
+    and export of NWB, suite2p, robustness, S3) runs in the image."""
+    import tomllib
+
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    package_step = dockerfile_install_steps()[-1]
+    installed = re.fullmatch(r"\.\[([\w,-]+)\]", package_step[1])
+    assert package_step[0] == "-e" and installed, package_step
+    assert set(installed.group(1).split(",")) == extras - {"test"}
+
+
 @pytest.mark.slow
 def test_dockerfile_install_steps_resolve_in_a_fresh_venv(tmp_path):
     """``pip install --dry-run`` of the Dockerfile's steps: every requirement resolves, and the

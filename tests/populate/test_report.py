@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 
 import numpy as np
@@ -319,6 +320,164 @@ def test_report_with_models_has_figures_for_every_computed_stage(report_file):
     # each model's fraction of oracle beside the oracle, which is called by its name, not a ceiling
     assert "fraction_oracle" in html and "<th>oracle</th>" in html and "oracle_ceiling" not in html
     assert "Ensemble report-rotation: simulated type against consensus type" in html
+
+
+class _Tables(HTMLParser):
+    """Each table of the page: its caption (the <h3> before it), header and rows of cell texts."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self._caption, self._cell, self._row = "", None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h3":
+            self._caption, self._cell = "", "caption"
+        elif tag == "table":
+            self.tables.append(dict(caption=self._caption, header=[], rows=[]))
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell == "caption":
+            self._caption += data
+        elif self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "h3":
+            self._cell = None
+        elif tag in ("td", "th") and self._row is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            table = self.tables[-1]
+            if table["header"]:
+                table["rows"].append(self._row)
+            else:
+                table["header"] = self._row
+            self._row = None
+
+
+def tables(document: str) -> dict[str, pd.DataFrame]:
+    """The page's tables by caption, as frames of cell texts."""
+    parser = _Tables()
+    parser.feed(document)
+    return {t["caption"].strip(): pd.DataFrame(t["rows"], columns=t["header"]) for t in parser.tables}
+
+
+def _table(document: str, caption_start: str) -> pd.DataFrame:
+    found = [frame for caption, frame in tables(document).items() if caption.startswith(caption_start)]
+    assert len(found) == 1, (caption_start, list(tables(document)))
+    return found[0]
+
+
+def test_tables_show_config_names_and_short_hashes(report_file):
+    from populate import api
+
+    html = report_file.read_text()
+    assert not re.search(r"[0-9a-f]{32}", html), "a 32-digit hash reached the page"
+    models = api.models()
+    shown = _table(html, "Trained models")
+    assert set(shown["config_name"]) == {"report-cnn", "report-rotation"}
+    assert set(shown["model_hash"]) == {h[:8] for h in models["model_hash"]}
+    types = _table(html, "Cell types per rotation-equivariant model")
+    assert types["config_name"].tolist() == ["report-rotation"]
+    rotation = models.loc[models["config_name"] == "report-rotation", "model_hash"].iloc[0]
+    assert types["model_hash"].tolist() == [rotation[:8]]
+    assert f"report-rotation (seed 0, {rotation[:8]})" in html  # the figures' captions
+
+
+def test_toy_sized_results_are_marked_by_one_rule(report_file):
+    from populate.report import provenance
+
+    html = report_file.read_text()
+    # the report's models: the tiny preset (500 trials, 40 units), 30 training steps
+    assert _table(html, "Trained models")[provenance.TOY].tolist() == ["yes", "yes"]
+    assert _table(html, "Cell types per rotation-equivariant model")[provenance.TOY].tolist() == ["yes"]
+    text = unescape(html)
+    assert "2 of 2 models are toy-sized" in text and provenance.RULE in text
+    scans = pd.DataFrame(
+        dict(scan=["a", "b", "c", "d"], n_trials=[1000, 999, 5000, 5000], n_units=[100, 8000, 99, 200])
+    )
+    assert provenance.toy_scans(scans) == {"b", "c"}
+
+
+def test_each_result_shows_the_code_version_that_made_it(report_file):
+    import pipeline
+    from schemas.models import TrainedModel
+
+    html = report_file.read_text()
+    assert f'<code class="code-version">{pipeline.code_version()}</code>' in html
+    models = _table(html, "Trained models")
+    stored = {h[:8]: v for h, v in zip(*TrainedModel.to_arrays("model_hash", "code_version"))}
+    assert models["code_version"].tolist() == [stored[h] for h in models["model_hash"]]
+    assert _table(html, "Cell types per rotation-equivariant model")["code_version"].iloc[0] in stored.values()
+    assert "The other tables record no code version" in html
+
+
+def _unseen_class_set():
+    """Two separable classes to train on (dark, bright) and test images all of a third class the
+    networks never see: every classifier misclassifies every test image, so a comparison's common
+    set is empty, as in the quick demo, where chance-level classifiers shared no correct image."""
+    from pipeline.data.cifar import ClassificationSet as Images
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 2
+    train = np.clip(rng.normal((60 + 136 * labels)[:, None, None], 10, (48, 32, 32)), 0, 255).astype(np.uint8)
+    test = rng.integers(0, 256, (12, 32, 32), dtype=np.uint8)
+    return Images(
+        train_images=train,
+        train_labels=labels.astype(np.int64),
+        test_images=test,
+        test_labels=np.full(12, 2, np.int64),
+        class_names=("dark", "bright", "unseen"),
+        source="test: a test class absent from training",
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated_report(report_file, tmp_path_factory):
+    """The report after classifiers were trained and evaluated on a set whose common images are none."""
+    from populate.report.page import write_report
+    from populate.work import run
+    from schemas.classifiers import ClassificationSet, ClassifierTask, ComparisonGroup, EvaluationConfig
+    from schemas.similarity import ImageSet, SimilarityTask
+
+    ImageSet.from_scans("report", [SCAN_KEY])
+    SimilarityTask.add("report-neural", dict(method="model"), image_set="report", ensembles=["report-rotation"])
+    ClassificationSet.add("report-unseen", _unseen_class_set())
+    config = dict(width=4, epochs=2, max_steps_per_epoch=6, batch_size=16, pair_batch=4, n_classes=3, augment=False)
+    tasks = ClassifierTask.add(dict(config, control="none", alpha=0.0), "report-unseen", neural="report-neural")
+    ComparisonGroup.create("report-unseen", tasks)
+    evaluation = dict(noise_images=12, gaussian=(0.0, 0.1), salt_pepper=(0.0,), attack_images=4, attack_schedule=(2, 5))
+    EvaluationConfig.add(evaluation, name="rep")
+    tables = ["PredictedResponses", "Similarity", "TrainedClassifier", "NoiseEvaluation", "CommonImages"]
+    run.populate_all(tables=[*tables, "AdversarialEvaluation"], progress=False)
+    return write_report(tmp_path_factory.mktemp("evaluated") / "report.html")
+
+
+def test_report_states_match_status(evaluated_report):
+    """Acceptance: a table that `status` counts as done is never reported as not evaluated; the
+    adversarial evaluations of an empty common set say so (the quick demo's case)."""
+    from populate import api
+    from schemas.classifiers import AdversarialEvaluation
+
+    assert (AdversarialEvaluation & dict(comparison="report-unseen")).to_arrays("n_images").tolist() == [0]
+    html = evaluated_report.read_text()
+    done = api.progress().set_index("table")["done"]
+    assert done["AdversarialEvaluation"] >= 1 and done["NoiseEvaluation"] >= 1
+    assert "not evaluated yet" not in html
+    assert sections(html)["classifiers"]["data-status"] == "computed"
+    attacked = _table(html, "Adversarial evaluations")
+    mine = attacked[attacked["comparison"] == "report-unseen"]
+    assert mine["n_images"].tolist() == ["0"] and mine["evaluation"].tolist() == ["rep"]
+    total = len(AdversarialEvaluation())
+    assert f"Adversarial evaluations ({total} of {total} done)" in html
+    assert "are done but attacked no image: their comparison's common set" in unescape(html)
+    assert _table(html, "Trained classifiers")["config_name"].notna().all()
 
 
 def test_api_tables_agree_with_the_stored_scores(report_file):

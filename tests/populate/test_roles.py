@@ -246,3 +246,153 @@ def test_admin_of_a_prefix_cannot_touch_a_longer_prefix_beginning_with_it(users,
             .fetchone()[0]
         )
         assert owner == dj.config["database.user"], f"roles create took {neighbour} over for {owner}"
+
+
+# ---------------------------------------------------------------------------------------------
+# `roles user` makes new logins only: every other existing name is refused with nothing changed
+
+
+def _account(name: str) -> list:
+    """Everything about role or account ``name`` that `roles user` could change ([] when there is none)."""
+    import datajoint as dj
+
+    connection = dj.conn()
+    if connection.adapter.backend == "postgresql":
+        queries = [
+            "SELECT r.rolcanlogin, r.rolsuper, r.rolpassword, "
+            "ARRAY(SELECT unnest(s.setconfig) FROM pg_db_role_setting s WHERE s.setrole = r.oid ORDER BY 1), "
+            "ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "WHERE m.member = r.oid ORDER BY 1) FROM pg_authid r WHERE r.rolname = %s"
+        ]
+    else:
+        queries = [
+            "SELECT Host, is_role, authentication_string FROM mysql.user WHERE User = %s ORDER BY Host",
+            "SELECT Host, Role FROM mysql.roles_mapping WHERE User = %s ORDER BY Host, Role",
+        ]
+    rows = [row for query in queries for row in connection.query(query, args=(name,)).fetchall()]
+    return [tuple(row) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def strangers(users):
+    """A group role and a superuser login outside the pipeline's names: {kind: name}."""
+    import datajoint as dj
+
+    from schemas import db as settings
+
+    connection = dj.conn()
+    team, boss = f"{settings.prefix()}_team", f"{settings.prefix()}_boss"
+    if connection.adapter.backend == "postgresql":
+        made = [f'CREATE ROLE "{team}" NOLOGIN', f"CREATE ROLE \"{boss}\" LOGIN SUPERUSER PASSWORD 'x'"]
+        dropped = [f'DROP ROLE IF EXISTS "{name}"' for name in (team, boss)]
+    else:
+        made = [
+            f"CREATE ROLE '{team}'",
+            f"CREATE USER '{boss}'@'127.0.0.1' IDENTIFIED BY 'x'",
+            f"GRANT ALL ON *.* TO '{boss}'@'127.0.0.1' WITH GRANT OPTION",
+        ]
+        dropped = [f"DROP ROLE IF EXISTS '{team}'", f"DROP USER IF EXISTS '{boss}'@'127.0.0.1'"]
+    for statement in made:
+        connection.query(statement)
+    yield {"another group role": team, "another superuser": boss}
+    for statement in dropped:
+        connection.query(statement)
+
+
+def _superuser() -> str:
+    import datajoint as dj
+
+    return dj.config["database.user"] if dj.conn().adapter.backend == "postgresql" else "root"
+
+
+@pytest.mark.parametrize(
+    "kind, role",
+    [
+        ("member group role", "admin"),
+        ("admin group role", "admin"),
+        ("group role of a prefix without roles", "member"),
+        ("another group role", "member"),
+        ("server superuser", "member"),
+        ("another superuser", "worker"),
+        ("login of another role", "admin"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_roles_user_refuses_an_existing_role_and_changes_nothing(users, strangers, capsys, kind, role, dry_run):
+    from populate.cli.main import main as cli
+    from schemas import db as settings
+
+    prefix = settings.prefix()
+    name = (
+        strangers.get(kind)
+        or {
+            "member group role": f"{prefix}_member",
+            "admin group role": f"{prefix}_admin",
+            "group role of a prefix without roles": f"{prefix}_none_admin",
+            "server superuser": _superuser(),
+            "login of another role": f"{prefix}_umember",
+        }[kind]
+    )
+    before = _account(name)
+    argv = ["roles", "user", name, "--role", role, "--password-env", "ROLES_TEST_PASSWORD"]
+    for host in ("%", "127.0.0.1"):
+        code = cli(argv + ["--host", host] + (["--dry-run"] if dry_run else []))
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and name in lines[0], (kind, captured.err)
+        assert "ALTER" not in captured.out and "CREATE" not in captured.out, captured.out
+    assert _account(name) == before, f"roles user changed the {kind} {name}"
+
+
+def test_roles_user_sets_a_new_password_on_a_login_of_the_same_role(users, capsys, monkeypatch):
+    import datajoint as dj
+
+    from schemas import db as settings
+
+    name = f"{settings.prefix()}_umember"
+    host = "127.0.0.1" if dj.conn().adapter.backend == "mysql" else "%"
+    before = _account(name)
+    monkeypatch.setenv("ROLES_TEST_PASSWORD_2", PASSWORD + "-2")
+    argv = ["roles", "user", name, "--role", "member", "--host", host, "--password-env"]
+    try:
+        _run(capsys, *argv, "ROLES_TEST_PASSWORD_2")
+        dj.Connection(dj.config["database.host"], name, PASSWORD + "-2", use_tls=False).close()
+        after = _account(name)
+        assert after != before and len(after) == len(before), "the password was not changed, or more than it"
+    finally:
+        _run(capsys, *argv, "ROLES_TEST_PASSWORD")
+    assert _roles_held(_account(name)) == _roles_held(before) != [], "the login's roles changed"
+
+
+def _roles_held(account: list) -> list:
+    """The roles in an :func:`_account` listing: PostgreSQL's last column, MariaDB's roles_mapping rows."""
+    return [row[-1] for row in account] if len(account) == 1 else [row for row in account if len(row) == 2]
+
+
+def test_a_failed_roles_change_leaves_nothing_behind(db):
+    """`roles user` runs its statements as one change: a later statement failing undoes the first."""
+    import datajoint as dj
+
+    from populate.admin import roles
+    from schemas import db as settings
+
+    connection = dj.conn()
+    name = f"{settings.prefix()}_half"
+    if connection.adapter.backend == "postgresql":
+        plan = [f"CREATE ROLE \"{name}\" LOGIN PASSWORD 'x'", f'GRANT "{name}_no_such_role" TO "{name}"']
+        undo = None
+    else:
+        account = f"'{name}'@'127.0.0.1'"
+        plan = [f"CREATE USER {account} IDENTIFIED BY 'x'", f"GRANT '{name}_no_such_role' TO {account}"]
+        undo = {0: f"DROP USER IF EXISTS {account}"}
+    with pytest.raises(Exception, match="no_such_role|GRANT"):
+        roles.apply(connection, plan, undo=undo)
+    assert _account(name) == [], "the first statement's account survived the failure"
+
+
+@pytest.mark.parametrize("argv", [["bob\n"], ["bob", "--host", "%\n"], ["bob\nx"]])
+def test_names_with_a_newline_are_refused(capsys, argv):
+    from tests.populate.commands import run_cli
+
+    code, out, err = run_cli(capsys, "roles", "user", *argv, "--role", "member", "--dry-run")
+    assert code == 1 and ("user name" in err or "--host" in err), (out, err)

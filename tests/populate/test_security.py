@@ -4,8 +4,9 @@ Each test reproduces one fault or attack (``benchmarks/fault_campaign.py`` injec
 its own tables and prefix: the store collector racing an open import, SQL reaching the server through
 ``--key``, prefix boundaries, decompression bombs, ids the command line cannot address, settings
 errors, concurrent ``setup``/imports, a worker that loses the database while recording a
-failure, dead workers shown busy, and ``report --out`` into a missing folder.  Role grants are
-exercised in ``tests/populate/test_roles.py``.
+failure, dead workers shown busy, ``report --out`` into a missing folder, onto a link or an
+existing file, and DataJoint's MariaDB warning.  Role grants are exercised in
+``tests/populate/test_roles.py``, prefix ownership in ``tests/populate/test_ownership.py``.
 """
 
 from __future__ import annotations
@@ -349,6 +350,54 @@ def test_report_into_a_missing_folder_is_refused(db, tmp_path, capsys):
     code, out, err = run_cli(capsys, "report", "--out", str(target))
     assert code == 1 and "does not exist" in err, (out, err)
     assert not (tmp_path / "no").exists()
+
+
+def test_report_refuses_a_link_or_an_existing_file_unless_forced(db, tmp_path, capsys):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("a file the link points at")
+    link, existing = tmp_path / "link.html", tmp_path / "old.html"
+    link.symlink_to(victim)
+    existing.write_text("last week's report")
+    for path, kind in ((link, "symbolic link"), (existing, "existing file")):
+        code, out, err = run_cli(capsys, "report", "--out", str(path))
+        assert code == 1 and kind in err and str(path) in err and "--force" in err, (out, err)
+    assert victim.read_text() == "a file the link points at" and existing.read_text() == "last week's report"
+    for path in (link, existing):
+        code, out, err = run_cli(capsys, "report", "--out", str(path), "--force")
+        assert code == 0, err
+        assert not path.is_symlink() and path.read_text().lstrip().lower().startswith("<!doctype html")
+    assert victim.read_text() == "a file the link points at", "--force wrote through the link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "notes.txt", "old.html"]
+
+
+def test_the_mariadb_warning_becomes_one_debug_line():
+    """DataJoint warns on every MariaDB connection; the command line logs it once, at debug level."""
+    script = (
+        "import logging, sys, warnings\n"
+        "from populate.work import connection\n"
+        "logging.basicConfig(level=logging.DEBUG if sys.argv[1] == '-v' else logging.INFO, format='%(message)s')\n"
+        "connection.quiet_mariadb_warning(); connection.quiet_mariadb_warning()\n"
+        "for _ in range(2):\n"
+        "    warnings.warn('MariaDB is not officially supported by DataJoint 2.x (server reports 10.11). '\n"
+        "                  'Compatibility is best-effort and may break in future releases.', UserWarning)\n"
+        "warnings.warn('another warning', UserWarning)\n"
+    )
+    for flag, mariadb_lines in (("-v", 1), ("-q", 0)):
+        out = subprocess.run(
+            [sys.executable, "-c", script, flag], cwd=REPO, env=child_env(), capture_output=True, text=True
+        )
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 0, out.stderr
+        assert sum("MariaDB" in line for line in lines) == mariadb_lines, lines
+        assert any("another warning" in line for line in lines), "other warnings are shown as before"
+
+
+def test_a_failing_command_prints_one_line_on_every_server(db):
+    from schemas import db as settings
+
+    out = cli("status", env=child_env(PIPELINE_PREFIX=f"{settings.prefix()}_nothing"))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:"), out.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_cell_types_for_rotation_models_only(trained):
 
 def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
     from pipeline.celltypes import clustering as celltypes
-    from pipeline.celltypes import type_count
+    from pipeline.celltypes import ensemble
     from populate.work import run
     from schemas.models import CellTypes, Ensemble, EnsembleCellTypes, TrainedModel, TrainingTask
 
@@ -150,30 +150,29 @@ def test_ensemble_cell_types_are_the_consensus_of_its_rotation_models(trained):
     assert not Ensemble & dict(ensemble_name="test-bad")
     run.populate_all(tables=["EnsembleCellTypes"], progress=False)
     assert not EnsembleCellTypes & dict(ensemble_name="test-mixed")  # a CNN member has no cell types
+    # the table stores pipeline.celltypes.ensemble.ensemble_types: averaged band-limited distances (issue 33)
+    readouts = {m["seed"]: TrainedModel.load_model(m, device="cpu").feature_weights() for m in members}
     single = (EnsembleCellTypes & dict(ensemble_name="test-single")).fetch1()
     assert single["k_source"] == "fixed" and single["n_models"] == 1
-    own = (CellTypes.Unit & second).to_arrays("cluster", order_by="unit_id")
+    own = ensemble.ensemble_types([readouts[second["seed"]]], 8, n_types=2)  # one model: k = its features
     single_types = (EnsembleCellTypes.Unit & single).to_arrays("cell_type", order_by="unit_id")
-    assert celltypes.adjusted_rand_index(own, single_types) == 1.0
+    assert celltypes.adjusted_rand_index(own.labels, single_types) == 1.0
     row = (EnsembleCellTypes & dict(ensemble_name="test-types")).fetch1()
     assert row["n_models"] == 2 and row["ari_clusters"] is not None
     assert row["k_source"] == "fixed" and row["k_curve"] is None
     consensus, agreement = (EnsembleCellTypes.Unit & row).to_arrays("cell_type", "agreement", order_by="unit_id")
-    labelings = [(CellTypes.Unit & m).to_arrays("cluster", order_by="unit_id") for m in members]
-    expected, expected_agreement = celltypes.consensus_types(labelings, row["n_clusters"])
-    assert celltypes.adjusted_rand_index(expected, consensus) == 1.0
+    expected = ensemble.ensemble_types([readouts[m["seed"]] for m in members], 8, n_types=2)
+    assert celltypes.adjusted_rand_index(expected.labels, consensus) == 1.0
     assert len(consensus) == (CellTypes.Unit & second).to_arrays("cluster").size
-    np.testing.assert_allclose(np.sort(agreement), np.sort(expected_agreement))
+    np.testing.assert_allclose(np.sort(agreement), np.sort(expected.agreement))
 
     chosen = (EnsembleCellTypes & dict(ensemble_name="test-chosen")).fetch1()
-    readouts = [TrainedModel.load_model(m, device="cpu").feature_weights() for m in members]
-    count = type_count.choose_type_count(readouts, 8)
-    assert chosen["k_source"] == "data" and chosen["k_curve"] == count.curve()
+    count = ensemble.ensemble_types([readouts[m["seed"]] for m in members], 8)
+    assert chosen["k_source"] == "data" and chosen["k_curve"] == count.curve
     assert [r["k"] for r in chosen["k_curve"] if r["chosen"]] == [count.k]
     consensus = (EnsembleCellTypes.Unit & chosen).to_arrays("cell_type", order_by="unit_id")
-    expected, _ = celltypes.consensus_types(count.labelings[count.k], count.k)
-    assert celltypes.adjusted_rand_index(expected, consensus) == 1.0
-    assert chosen["n_clusters"] == len(np.unique(expected))
+    assert celltypes.adjusted_rand_index(count.labels, consensus) == 1.0
+    assert chosen["n_clusters"] == len(np.unique(count.labels))
 
 
 def test_results_json(trained, capsys, monkeypatch):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +43,60 @@ def _times(recording: Recording) -> np.ndarray:
     return rank
 
 
+SEXES = ("M", "F", "U", "O")
+"""NWB's sex terms: male, female, unknown, other."""
+
+_ISO_AGE = re.compile(r"P(?=\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(/(P(?=\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?)?)?")
+"""An ISO 8601 duration in years, months, weeks and days, or a range of two (``P8W/P12W``, ``P90D/``)."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What an archive needs to know of the session and is not in a scan: nothing here has a default,
+    so no exported file carries a made-up date, age or experimenter.
+
+    session_start : timezone-aware start of the recording session.
+    experimenter : one or more names, "Last, First".
+    age : the animal's age on that day, ISO 8601 duration (``P90D``) or range (``P8W/P12W``).
+    sex : one of :data:`SEXES`.
+    species : Latin binomial (the scan's ``Animal.species``).
+    institution : where the data were recorded ("" when not given).
+    """
+
+    session_start: datetime.datetime
+    experimenter: tuple[str, ...]
+    age: str
+    sex: str
+    species: str
+    institution: str = ""
+
+    def __post_init__(self) -> None:
+        if self.session_start.tzinfo is None:
+            raise ValueError(f"session start {self.session_start.isoformat()}: give a time zone, e.g. +01:00")
+        if not self.experimenter or not all(name.strip() for name in self.experimenter):
+            raise ValueError("experimenter: give at least one name, e.g. 'Doe, Jane'")
+        if not _ISO_AGE.fullmatch(self.age):
+            raise ValueError(f"age {self.age!r}: expected an ISO 8601 duration such as P90D or a range P8W/P12W")
+        if self.sex not in SEXES:
+            raise ValueError(f"sex {self.sex!r}: expected one of {', '.join(SEXES)}")
+        if not self.species.strip():
+            raise ValueError("species: empty")
+
+
 def write_nwb(
     recording: Recording,
     path: str | Path,
+    session: SessionInfo,
     footprints: Footprints | None = None,
-    session_start: datetime.datetime | None = None,
-    age: str = "P8W/P104W",
     extraction: dict | None = None,
 ) -> Path:
     """Write one scan to a new NWB file (see the package docstring for the layout).
 
-    ``age`` is the animal's ISO 8601 age (or range); scans carry none, so the default says "an
-    adult mouse": give the real age where known.  ``session_start`` defaults to 2000-01-01 UTC
-    (scans carry no date either).  ``extraction`` (the extraction config and source sizes of a scan
-    extracted from imaging) is kept as JSON in the ``comments`` of the trial responses.
+    ``session`` gives the session start, the experimenter and the subject, which scans do not
+    carry.  ``extraction`` (the extraction config and source sizes of a scan extracted from imaging)
+    is kept as JSON in the ``comments`` of the trial responses.  Pixel masks are written only when
+    every unit has pixels (NWB tools cannot read an empty mask); without footprints the ROI table
+    has no mask column.
     """
     from pynwb import NWBHDF5IO
 
@@ -66,7 +108,7 @@ def write_nwb(
     order = np.lexsort((np.arange(recording.n_trials), times))  # time order of the trial files
     t = times[order]
     clock = _clock(t)
-    nwb = _nwb_file(recording, session_start, age)
+    nwb = _nwb_file(recording, session)
     _add_stimuli(nwb, recording, order, clock)
     _add_trials(nwb, recording, order, t)
     _add_units(nwb, recording, footprints, order, clock, extraction)
@@ -76,7 +118,7 @@ def write_nwb(
     return path
 
 
-def _nwb_file(recording: Recording, session_start: datetime.datetime | None, age: str):
+def _nwb_file(recording: Recording, session: SessionInfo):
     """The NWBFile of the scan: identifier derived from the scan's name and source, subject, session."""
     from pynwb import NWBFile
     from pynwb.file import Subject
@@ -84,15 +126,17 @@ def _nwb_file(recording: Recording, session_start: datetime.datetime | None, age
     return NWBFile(
         session_description=f"two-photon scan {recording.scan_name}: natural images, trial responses per unit",
         identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"v1pipeline/{recording.scan_name}/{recording.source}")),
-        session_start_time=session_start or datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc),
+        session_start_time=session.session_start,
         session_id=recording.scan_name,
+        experimenter=list(session.experimenter),
+        institution=session.institution or None,
         experiment_description=recording.source or "scan exported by the v1pipeline",
         keywords=["two-photon calcium imaging", "mouse visual cortex", "natural images"],
         subject=Subject(
             subject_id=str(recording.animal_id),
-            species="Mus musculus",
-            sex="U",
-            age=age,
+            species=session.species,
+            sex=session.sex,
+            age=session.age,
             description=f"animal {recording.animal_id}, session {recording.session}",
         ),
     )
@@ -200,9 +244,20 @@ def _unit_columns(recording: Recording, footprints: Footprints | None) -> dict[s
     return columns
 
 
+def _masks(recording: Recording, footprints: Footprints | None) -> list[np.ndarray] | None:
+    """Each unit's (k, 3) (y, x, weight) pixels, or None when no unit has any; a partial set is refused."""
+    if footprints is None or not any(len(p) for p in footprints.pixels):
+        return None
+    empty = [int(u) for u, p in zip(recording.unit_ids, footprints.pixels) if not len(p)]
+    if empty:
+        raise RecordingError(f"footprints: unit(s) {empty[:10]} have no pixels (NWB has no empty pixel mask)")
+    return [np.asarray(p, np.float32) for p in footprints.pixels]
+
+
 def _plane_segmentation(ophys, plane, recording: Recording, footprints: Footprints | None):
-    """The ROI table: one row per unit, its pixel mask (empty when the footprints are unknown) and
-    the :func:`_unit_columns`."""
+    """The ROI table: one row per unit, its pixel mask (an all-zero image mask when the footprints
+    are unknown: no pixels are invented, and no empty pixel mask is written) and the
+    :func:`_unit_columns`."""
     from pynwb.ophys import ImageSegmentation
 
     segmentation = ImageSegmentation()
@@ -210,16 +265,13 @@ def _plane_segmentation(ophys, plane, recording: Recording, footprints: Footprin
     table = segmentation.create_plane_segmentation(
         name="PlaneSegmentation", description="units of the scan", imaging_plane=plane
     )
-    if footprints is not None:
-        for pixels in footprints.pixels:  # NWB's pixel-mask element is (x, y, weight)
-            table.add_roi(
-                pixel_mask=[(int(y_x_w[1]), int(y_x_w[0]), float(y_x_w[2])) for y_x_w in np.asarray(pixels, np.float32)]
-            )
-    else:  # empty masks: the ROI table needs a mask column to be readable, and no pixels are invented
+    masks = _masks(recording, footprints)
+    if masks is not None:
+        for pixels in masks:  # NWB's pixel-mask element is (x, y, weight)
+            table.add_roi(pixel_mask=[(int(y_x_w[1]), int(y_x_w[0]), float(y_x_w[2])) for y_x_w in pixels])
+    else:  # NWB needs a mask column: all-zero 1x1 image masks claim no pixel (read back as no footprint)
         table.id.extend(list(range(recording.n_units)))
-        table.add_column(
-            "pixel_mask", "ROI footprint: none known", data=[[] for _ in range(recording.n_units)], index=True
-        )
+        table.add_column("image_mask", "ROI footprint: none known (all zero)", data=np.zeros((recording.n_units, 1, 1)))
     # the other columns whole, so that they keep their dtypes (row-wise values become float64)
     for name, (description, values) in _unit_columns(recording, footprints).items():
         values = np.asarray(values)
