@@ -145,7 +145,8 @@ def test_export_nwb_reads_every_array_from_the_bucket(s3, trained, tmp_path):
     from schemas.recordings import fetch_recording
 
     out = tmp_path / "scan.nwb"
-    _ok(s3.cli("export", "nwb", SIMULATED_SCAN, out))
+    session = ("--session-start", "2024-03-01T09:30:00+01:00", "--experimenter", "Doe, Jane", "--age", "P90D")
+    _ok(s3.cli("export", "nwb", SIMULATED_SCAN, out, *session, "--sex", "F"))
     exported, _footprints, info = read_nwb(out)
     stored = fetch_recording(_key(SIMULATED_SCAN))
     assert info["layout"] == "trials"
