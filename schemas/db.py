@@ -128,6 +128,7 @@ def configure() -> None:
         location = store_dir()
         location.mkdir(parents=True, exist_ok=True)
         dj.config.stores[STORE] = {"protocol": "file", "location": str(location)}
+    check_store()
     # dj.config.database.create_tables is left alone: the stage schemas are bound with table creation
     # off unless `setup` asks (schemas.activate), and a lab's own schemas keep DataJoint's default.
     # A private loopback server has no certificates; skip the failing TLS attempt and its warning.
@@ -141,6 +142,32 @@ def is_local_store(name: str | None) -> bool:
     """Whether the DataJoint store ``name`` is a filesystem folder (files can be memory-mapped in place)."""
     spec = dj.config.stores.get(name or STORE) or {}
     return spec.get("protocol") == "file"
+
+
+def check_store(name: str = STORE) -> None:
+    """Refuse an object store that its settings cannot reach, with a one-line :class:`SettingsError`.
+
+    For S3 (MinIO, Ceph, AWS) the bucket must exist and accept the keys, so that a wrong key or a
+    missing bucket stops a command before it writes anything (rather than failing a job at its insert,
+    after the work).  A folder store is created by :func:`configure` and needs no check.
+    """
+    spec = dj.config.stores.get(name) or {}
+    if spec.get("protocol") != "s3":
+        return
+    from datajoint.hash_registry import get_store_backend
+
+    where = f"object store {name!r} (bucket {spec.get('bucket')!r} at {spec.get('endpoint')})"
+    try:
+        get_store_backend(name).fs.ls(spec["bucket"], refresh=True)
+    except FileNotFoundError:
+        raise SettingsError(f"{where}: the bucket does not exist; create it or fix DJ_STORES") from None
+    except PermissionError as err:
+        raise SettingsError(
+            f"{where}: access refused ({' '.join(str(err).split())}); check the secrets "
+            f"stores.{name}.access_key and stores.{name}.secret_key"
+        ) from None
+    except Exception as err:  # botocore's connection errors are not OSErrors
+        raise SettingsError(f"{where}: unreachable ({' '.join(str(err).split())})") from None
 
 
 def backend() -> str:

@@ -195,6 +195,9 @@ def _scan(collector, schemas: list, grace_s: float) -> dict:
     import datajoint as dj
 
     connection = dj.conn()
+    # An object store's client keeps directory listings (s3fs caches every listing it made): without
+    # this, a second scan in one process misses objects written by others since the first.
+    collector.backend.fs.invalidate_cache()
     started = time.time()
     before = horizon(connection, schemas)  # before the references are read
     report = collector.collect(dry_run=True)
