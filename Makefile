@@ -56,7 +56,7 @@ test: $(STAMP) lint
 	else \
 		pg_env=$$(populate/deploy/local_db.sh postgresql); maria_env=$$(populate/deploy/local_db.sh mariadb); \
 		( eval "$$maria_env" && OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider \
-			-m "db and not slow and not cluster" $(PYTEST_ARGS) ) > .local/test-mariadb.log 2>&1 & maria=$$!; \
+			-m "db and not slow and not cluster and not s3" $(PYTEST_ARGS) ) > .local/test-mariadb.log 2>&1 & maria=$$!; \
 		echo "== tests on PostgreSQL (the database tests on MariaDB run alongside)"; \
 		pg_status=0; ( eval "$$pg_env" && OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) ) || pg_status=$$?; \
 		maria_status=0; wait $$maria || maria_status=$$?; \
