@@ -46,12 +46,13 @@ print(json.dumps(dict(summary=bundle.summary(), units=bundle.unit_ids.tolist(), 
 
 def test_exported_bundle_predicts_exactly_like_the_database_model(trained_models, tmp_path, capsys):
     from populate import api
-    from schemas.models import ModelConfig, TrainedModel
+    from schemas.models import DatasetConfig, ModelConfig, TrainedModel
     from schemas.recordings import Scan
 
     key = trained_models["rotation"]
     out = tmp_path / "bundle"
-    assert main(["export", "model", "test-rotation:0", str(out)]) == 0
+    full = {name: key[name] for name in ("model_hash", "dataset_hash", "trainer_hash", "seed")}
+    assert main(["export", "model", json.dumps(full), str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "load.py", "weights.pt"]
     assert len((out / "load.py").read_text().splitlines()) < 25
@@ -82,18 +83,28 @@ def test_exported_bundle_predicts_exactly_like_the_database_model(trained_models
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["dj"] == []
-    assert report["units"] == (Scan.Unit & key).to_arrays("unit_id", order_by="unit_index").tolist()
+    assert report["units"] == (Scan.Unit & (DatasetConfig & key)).to_arrays("unit_id", order_by="unit_index").tolist()
     assert "rotation encoder" in report["summary"]
     rates = np.load(tmp_path / "rates.npy")
     assert rates.shape == expected.shape and np.array_equal(rates, expected)
 
 
 def test_export_names_one_model_or_refuses(trained_models, tmp_path, capsys):
+    from schemas.models import TrainedModel
+
     key = trained_models["cnn"]
-    for text in (key["model_hash"][:8], json.dumps(dict(model_hash=key["model_hash"], seed=0))):
-        out = tmp_path / text[:8].strip('{"')
-        assert main(["export", "model", text, str(out)]) == 0, capsys.readouterr().err
-        assert json.loads((out / "config.json").read_text())["source"]["key"]["model_hash"] == key["model_hash"]
+    full = {name: key[name] for name in ("model_hash", "dataset_hash", "trainer_hash", "seed")}
+    prefix = key["model_hash"][:8]
+    # other tests of the run may train the same tiny config on other scans: a hash prefix names one
+    # model only where one model has it
+    sharing = len(TrainedModel & f"model_hash LIKE '{prefix}%'")
+    assert main(["export", "model", json.dumps(full), str(tmp_path / "full")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["source"]["key"] == full
+    capsys.readouterr()
+    assert main(["export", "model", prefix, str(tmp_path / "prefix")]) == (0 if sharing == 1 else 1)
+    if sharing > 1:
+        assert f"{sharing} trained models match" in capsys.readouterr().err
+        assert not (tmp_path / "prefix").exists()
     capsys.readouterr()
     for text, message in (
         ("no-such-model", "0 trained models match"),
@@ -108,7 +119,7 @@ def test_export_names_one_model_or_refuses(trained_models, tmp_path, capsys):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("x")
-    assert main(["export", "model", "test-cnn", str(busy)]) == 1
+    assert main(["export", "model", json.dumps(full), str(busy)]) == 1
     assert "not an empty folder" in capsys.readouterr().err
     assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
 

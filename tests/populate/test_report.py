@@ -381,13 +381,17 @@ def test_tables_show_config_names_and_short_hashes(report_file):
     assert not re.search(r"[0-9a-f]{32}", html), "a 32-digit hash reached the page"
     models = api.models()
     shown = _table(html, "Trained models")
-    assert set(shown["config_name"]) == {"report-cnn", "report-rotation"}
+    # the run's other tests may have trained models too (and named the same configs first): the
+    # report shows every model, each with its config's name
     assert set(shown["model_hash"]) == {h[:8] for h in models["model_hash"]}
+    mine = models[models["scan"] == SCAN]
+    assert len(mine) == 2 and mine["config_name"].str.len().gt(0).all()
+    assert set(shown.loc[shown["scan"] == SCAN, "config_name"]) == set(mine["config_name"])
     types = _table(html, "Cell types per rotation-equivariant model")
-    assert types["config_name"].tolist() == ["report-rotation"]
-    rotation = models.loc[models["config_name"] == "report-rotation", "model_hash"].iloc[0]
-    assert types["model_hash"].tolist() == [rotation[:8]]
-    assert f"report-rotation (seed 0, {rotation[:8]})" in html  # the figures' captions
+    rotation, name = mine.loc[mine["core_kind"] == "rotation", ["model_hash", "config_name"]].iloc[0]
+    # one row per model: the same config may be trained on other scans of the run
+    assert set(types.loc[types["model_hash"] == rotation[:8], "config_name"]) == {name}
+    assert f"{name} (seed 0, {rotation[:8]})" in html  # the figures' captions
 
 
 def test_toy_sized_results_are_marked_by_one_rule(report_file):
@@ -395,10 +399,13 @@ def test_toy_sized_results_are_marked_by_one_rule(report_file):
 
     html = report_file.read_text()
     # the report's models: the tiny preset (500 trials, 40 units), 30 training steps
-    assert _table(html, "Trained models")[provenance.TOY].tolist() == ["yes", "yes"]
-    assert _table(html, "Cell types per rotation-equivariant model")[provenance.TOY].tolist() == ["yes"]
+    models = _table(html, "Trained models")
+    assert models.loc[models["scan"] == SCAN, provenance.TOY].tolist() == ["yes", "yes"]
+    types = _table(html, "Cell types per rotation-equivariant model")
+    assert provenance.TOY in types and set(types[provenance.TOY]) == {"yes"}  # every model here is toy-sized
     text = unescape(html)
-    assert "2 of 2 models are toy-sized" in text and provenance.RULE in text
+    toy = int((models[provenance.TOY] == "yes").sum())
+    assert f"{toy} of {len(models)} models are toy-sized" in text and provenance.RULE in text
     scans = pd.DataFrame(
         dict(scan=["a", "b", "c", "d"], n_trials=[1000, 999, 5000, 5000], n_units=[100, 8000, 99, 200])
     )
@@ -465,7 +472,8 @@ def test_report_states_match_status(evaluated_report):
     from populate import api
     from schemas.classifiers import AdversarialEvaluation
 
-    assert (AdversarialEvaluation & dict(comparison="report-unseen")).to_arrays("n_images").tolist() == [0]
+    attacked_images = (AdversarialEvaluation & dict(comparison="report-unseen")).to_arrays("n_images")
+    assert len(attacked_images) >= 1 and set(attacked_images.tolist()) == {0}
     html = evaluated_report.read_text()
     done = api.progress().set_index("table")["done"]
     assert done["AdversarialEvaluation"] >= 1 and done["NoiseEvaluation"] >= 1
@@ -473,7 +481,7 @@ def test_report_states_match_status(evaluated_report):
     assert sections(html)["classifiers"]["data-status"] == "computed"
     attacked = _table(html, "Adversarial evaluations")
     mine = attacked[attacked["comparison"] == "report-unseen"]
-    assert mine["n_images"].tolist() == ["0"] and mine["evaluation"].tolist() == ["rep"]
+    assert len(mine) >= 1 and set(mine["n_images"]) == {"0"} and "rep" in mine["evaluation"].tolist()
     total = len(AdversarialEvaluation())
     assert f"Adversarial evaluations ({total} of {total} done)" in html
     assert "are done but attacked no image: their comparison's common set" in unescape(html)
