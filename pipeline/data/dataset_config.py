@@ -7,7 +7,7 @@ import re
 
 from pipeline.config import Config, ConfigError
 
-_SCAN = re.compile(r"^\d+-\d+-\d+$")
+_SCAN = re.compile(r"\d+-\d+-\d+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,7 @@ class DatasetConfig(Config):
     normalization_tiers: tuple[str, ...] = ("train",)
 
     def validate(self) -> None:
-        if not _SCAN.match(self.scan):
+        if not _SCAN.fullmatch(self.scan):
             raise ConfigError(f"scan {self.scan!r} is not written animal-session-scan, e.g. 11521-7-2")
         if len(self.image_shape) != 2 or min(self.image_shape) < 4:
             raise ConfigError(f"image_shape must be (height, width) of at least 4 pixels, got {self.image_shape}")

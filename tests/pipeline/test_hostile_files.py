@@ -310,3 +310,12 @@ def test_a_sensorium_folder_file_over_the_limit_is_refused_by_its_size(tmp_path)
         SensoriumFormatError, match=r"^data/images/0\.npy: 256 MiB decoded exceeds the import limit of 64 MiB"
     ):
         read_sensorium(folder, limits=limits)
+
+
+def test_a_dataset_config_naming_a_scan_with_a_trailing_newline_is_refused():
+    from pipeline.config import ConfigError
+    from pipeline.data.dataset_config import DatasetConfig
+
+    with pytest.raises(ConfigError, match="is not written animal-session-scan"):
+        DatasetConfig.from_dict(dict(scan="1-1-1\n"))
+    assert DatasetConfig.from_dict(dict(scan="1-1-1")).scan == "1-1-1"

@@ -23,7 +23,7 @@ from pipeline.data.sensorium.layout import (
 from pipeline.data.sensorium.npy import NpyParser
 from pipeline.progress import progress_bar
 
-_FOLDER_NAME = re.compile(r"static(\d+)-(\d+)-(\d+)(?:-|$)")
+_FOLDER_NAME = re.compile(r"static(\d+)-(\d+)-(\d+)(?:-|\Z)")
 """A dataset folder named ``static<animal>-<session>-<scan>-...`` carries the scan identity."""
 
 
