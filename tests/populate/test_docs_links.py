@@ -58,3 +58,29 @@ def test_readme_is_short_and_links_each_reader_onwards():
     assert len(readme.encode()) < 12 * 1024
     for doc in ("docs/results.md", "docs/benchmarks.md", "docs/design.md", "docs/running_at_scale.md", "docs/api.md"):
         assert f"]({doc})" in readme, doc
+
+
+def _extras(text: str, where: str) -> set[str]:
+    found = re.findall(r"-e '\.\[([a-z0-9_,]+)\]'", text)
+    assert found, f"{where}: no `pip install -e '.[...]'` found"
+    return set(found[0].split(","))
+
+
+def test_the_readme_installs_what_the_makefile_installs():
+    """The README's install line names the Makefile's extras, and each is an extra of pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    readme = _extras((REPO / "README.md").read_text(), "README.md")
+    makefile = _extras((REPO / "Makefile").read_text(), "Makefile")
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert readme == makefile and readme <= declared, (readme, makefile, declared)
+
+
+def test_the_schema_names_the_docs_give_are_the_code_s():
+    """docs/integrity.md and docs/api.md name schemas as `schemas.db.schema_name` makes them."""
+    from schemas import db
+
+    assert db.schema_name("recordings", of="v1") == "v1__recordings"
+    assert "`{prefix}__{stage}` (`v1__recordings`" in (REPO / "docs" / "integrity.md").read_text()
+    assert "`{prefix}__<stage>`" in (REPO / "docs" / "api.md").read_text()
+    assert db.is_prefix_schema("v1__recordings", of="v1") and not db.is_prefix_schema("v1_test__recordings", of="v1")
