@@ -375,3 +375,53 @@ def test_a_worker_killed_by_slurm_is_requeued_by_the_scheduler_after_the_stale_t
     assert [r["retries"] for r in retry] == [1] and str(reserved["pid"]) in retry[0]["last_reason"], retry
     assert rows_of(wt.Square, 1) == (0, 0)
     assert f"worker {platform.node()} pid {reserved['pid']} died" in (tmp_path / "scheduler.log").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# a classifier training cut short by scancel resumes from its checkpoint on the next task
+
+
+@pytest.fixture(scope="module")
+def classifier_task(trained_models):
+    """A regularized classifier task of 48 steps (``tests.populate.test_resume.CLASSIFIER``) on a
+    model-based similarity and a photo set of its own; the task key."""
+    from schemas.classifiers import ClassifierTask
+    from tests.populate.test_resume import CLASSIFIER, similarity_and_photos
+
+    neural = similarity_and_photos(trained_models["cnn"], "cluster")
+    return ClassifierTask.add(CLASSIFIER, "photos-cluster", neural=neural, name="cluster-resume")[0]
+
+
+def test_a_classifier_cut_by_scancel_at_half_resumes_from_its_checkpoint_on_the_next_task(
+    slurm, classifier_task, tmp_path
+):
+    """Task 0 saves a checkpoint every 20 of the 48 steps.  Once the first is in, the worker is frozen
+    (SIGSTOP to the batch shell, which the worker is), cancelled with SIGTERM as in the scancel test
+    above, and let go: it hands the job back.  Task 1 (%1: it starts once task 0 ended) resumes from
+    that step, and the stored weights equal an uninterrupted run's."""
+    from schemas.checkpoints import Checkpoint, Progress
+    from schemas.classifiers import TrainedClassifier
+    from tests.populate.test_resume import SCHEDULE, classifier_weights_equal_an_uninterrupted_run
+
+    task = classifier_task
+    mine = dict(job_table=TrainedClassifier.full_table_name)
+    worker_args = ("--tables", "TrainedClassifier", "--poll", "0.5", "--heartbeat", "0.5")
+    job_id = submit({**slurm, **SCHEDULE}, tmp_path, "--array=0-1%1", worker_args=worker_args)
+    wait_for(lambda: Checkpoint & mine, timeout=START_S + 120, what="the first checkpoint")
+    scancel(slurm, "--batch", "--signal=STOP", f"{job_id}_0")  # frozen: it cannot finish meanwhile
+    saved = (Checkpoint & mine).fetch1("step")
+    assert 0 < saved < 48 and not TrainedClassifier & task
+    scancel(slurm, "--batch", "--signal=TERM", f"{job_id}_0")
+    scancel(slurm, "--batch", "--signal=CONT", f"{job_id}_0")
+    wait_for(
+        lambda: [j["status"] for j in (TrainedClassifier.jobs & task).to_dicts()] == ["pending"],
+        timeout=2 * STOP_TIMEOUT,
+        what="the classifier's job back in pending",
+    )
+    wait_finished(slurm, job_id, timeout=600)
+    first, later = worker_log(tmp_path, job_id, 0), worker_log(tmp_path, job_id, 1)
+    assert "exits (SIGTERM): 0 done, 0 failed, 1 handed back" in first, first
+    assert f"resuming from the checkpoint at step {saved}" in later, later
+    assert "1 done, 0 failed, 0 handed back" in later, later
+    assert not (Checkpoint & mine) and not (Progress & mine), "the checkpoint goes with the completed job"
+    classifier_weights_equal_an_uninterrupted_run(task)

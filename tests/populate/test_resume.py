@@ -150,33 +150,28 @@ CLASSIFIER = dict(width=8, epochs=8, max_steps_per_epoch=6, batch_size=16, pair_
 """48 steps of a regularized classifier (its stimulus pairs have a generator of their own), saved every 20."""
 
 
-@pytest.fixture(scope="module")
-def neural_similarity(trained_models):
-    """A model-based similarity of the scan's images (an ensemble of the tiny CNN) and a photo set."""
+def similarity_and_photos(model: dict, name: str) -> str:
+    """A model-based similarity of the tiny scan's images (an ensemble of ``model``) named
+    ``{name}-neural`` and a photo set ``photos-{name}``; the similarity's name."""
     from populate import ingest
     from populate.work import run
     from schemas.models import Ensemble
     from schemas.similarity import ImageSet, SimilarityTask
 
-    Ensemble.create("resume", [trained_models["cnn"]])
-    ImageSet.from_scans("resume", [SCAN_KEY])
+    Ensemble.create(name, [model])
+    ImageSet.from_scans(name, [SCAN_KEY])
     config = dict(method="model", block_rows=37, dtype="float32")
-    SimilarityTask.add("resume-neural", config, image_set="resume", ensembles=["resume"])
+    SimilarityTask.add(f"{name}-neural", config, image_set=name, ensembles=[name])
     run.populate_all(tables=["PredictedResponses", "Similarity"], progress=False)
-    ingest.photo_classes(12, 4, name="photos-resume")
-    return "resume-neural"
+    ingest.photo_classes(12, 4, name=f"photos-{name}")
+    return f"{name}-neural"
 
 
-def test_a_classifier_cut_short_resumes_and_equals_an_uninterrupted_run(neural_similarity, tmp_path, capsys):
-    from schemas.classifiers import ClassifierTask, TrainedClassifier
+def classifier_weights_equal_an_uninterrupted_run(task: dict) -> None:
+    """The stored classifier of ``task`` equals the same make run again here, on one thread, in one go."""
+    from schemas.classifiers import TrainedClassifier
 
-    task = ClassifierTask.add(CLASSIFIER, "photos-resume", neural=neural_similarity, name="resume")[0]
-    interrupt_and_resume(tmp_path, capsys, TrainedClassifier, task)
-    line = r"pipeline.training_log: classifier: step \d+/48, epoch \d, loss [\d.]+, validation_accuracy [\d.]+, .* it/s"
-    assert re.search(line, (tmp_path / "worker-0.log").read_text())
     resumed = (TrainedClassifier & task).fetch1()
-
-    # the uninterrupted run: the same make again, in this process on one thread, without checkpoints
     (TrainedClassifier & task).delete_quick()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -192,6 +187,21 @@ def test_a_classifier_cut_short_resumes_and_equals_an_uninterrupted_run(neural_s
             assert np.array_equal(resumed[column][name], value), (column, name)
     assert resumed["clean_accuracy"] == whole["clean_accuracy"]
     assert resumed["similarity_fidelity"] == whole["similarity_fidelity"]
+
+
+@pytest.fixture(scope="module")
+def neural_similarity(trained_models):
+    return similarity_and_photos(trained_models["cnn"], "resume")
+
+
+def test_a_classifier_cut_short_resumes_and_equals_an_uninterrupted_run(neural_similarity, tmp_path, capsys):
+    from schemas.classifiers import ClassifierTask, TrainedClassifier
+
+    task = ClassifierTask.add(CLASSIFIER, "photos-resume", neural=neural_similarity, name="resume")[0]
+    interrupt_and_resume(tmp_path, capsys, TrainedClassifier, task)
+    line = r"pipeline.training_log: classifier: step \d+/48, epoch \d, loss [\d.]+, validation_accuracy [\d.]+, .* it/s"
+    assert re.search(line, (tmp_path / "worker-0.log").read_text())
+    classifier_weights_equal_an_uninterrupted_run(task)
 
 
 def test_a_worker_refuses_bad_checkpoint_settings_before_reserving_anything(db):
