@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import QUICK_TRAINER, tiny_model
+from tests.populate.test_workers import wait_for
 from tests.s3.moto_store import BUCKET
 from tests.sensorium_fixtures import write_fake_sensorium
 
@@ -223,16 +224,6 @@ def test_gc_sees_objects_written_by_another_client_since_its_last_scan(s3):
             client.delete_object(Bucket=BUCKET, Key=f"{s3.location}/{path}")
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_gc_delete_on_s3_keeps_the_objects_of_an_import_held_open(s3, capsys):
     """docs/integrity.md's race on S3: ``gc --delete --grace 0`` while an import has written its objects but
     not committed its rows deletes none of them, and the import then commits a readable scan."""
@@ -271,7 +262,7 @@ def test_gc_delete_on_s3_keeps_the_objects_of_an_import_held_open(s3, capsys):
     )
     try:
         last_insert = "the import to reach its last insert"
-        _wait_for(lambda: any("ground_truth/" in k for k in _scan_objects(s3, key)), 180, last_insert)
+        wait_for(lambda: any("ground_truth/" in k for k in _scan_objects(s3, key)), 180, last_insert)
         time.sleep(0.5)
         written = s3.objects() - existing  # the scan's arrays and its new stimulus images
         code = main(["gc", "--delete", "--grace", "0", "--wait", "0", "--limit", "0"])  # sees the new objects
