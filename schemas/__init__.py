@@ -16,19 +16,25 @@ STAGES = ("recordings", "stats", "models", "similarity", "classifiers", "operati
 """Stage modules in dependency order."""
 
 
-def stage_modules() -> dict:
-    """``{stage: module}`` of every stage in :data:`STAGES` order (importing them binds nothing)."""
-    from schemas import checkpoints, classifiers, models, operations, recordings, similarity, stats
+def stage_modules(upto: str | None = None) -> dict:
+    """``{stage: module}`` of every stage in :data:`STAGES` order, or of those up to ``upto``
+    (importing them binds nothing)."""
+    import importlib
+
     from schemas.binding import load_kept_tables
 
-    modules = (recordings, stats, models, similarity, classifiers, operations, checkpoints)
-    assert tuple(module.__name__.removeprefix("schemas.") for module in modules) == STAGES
-    for module in modules:  # the stage's tables kept in modules of their own are declared too
+    if upto is not None and upto not in STAGES:
+        raise ValueError(f"unknown stage {upto!r}; stages: {', '.join(STAGES)}")
+    chosen = STAGES if upto is None else STAGES[: STAGES.index(upto) + 1]
+    modules = {stage: importlib.import_module(f"schemas.{stage}") for stage in chosen}
+    for module in modules.values():  # the stage's tables kept in modules of their own are declared too
         load_kept_tables(module)
-    return dict(zip(STAGES, modules))
+    return modules
 
 
-def activate(prefix: str | None = None, *, create_tables: bool = False, connection=None) -> list[str]:
+def activate(
+    prefix: str | None = None, *, create_tables: bool = False, connection=None, upto: str | None = None
+) -> list[str]:
     """Bind every stage's tables to ``{prefix}__{stage}``, upstream first; return the schema names bound.
 
     prefix : lower-case words joined by single underscores; default ``PIPELINE_PREFIX`` or ``v1``.
@@ -37,6 +43,9 @@ def activate(prefix: str | None = None, *, create_tables: bool = False, connecti
         never declare).  Without it a stage whose schema does not exist stays unbound, and using its
         tables says to run ``python -m populate setup``.
     connection : a DataJoint connection; default ``dj.conn()`` (DataJoint's ``DJ_*`` settings).
+    upto : bind only the stages up to this one in :data:`STAGES` order (a stage's tables depend on
+        upstream stages only).  An importer that needs ``recordings`` alone then never loads the
+        model stages' torch and scikit-learn (about 400 MB of a 500 MB import budget).
     """
     import datajoint as dj
 
@@ -44,7 +53,7 @@ def activate(prefix: str | None = None, *, create_tables: bool = False, connecti
 
     prefix = db.default_prefix() if prefix is None else db.valid_prefix(prefix)
     db.configure()
-    stage_modules()  # every stage schema exists before any is bound
+    stage_modules(upto)  # every stage schema exists before any is bound
     chosen = binding.Binding(prefix, bool(create_tables), connection or dj.conn())
     return binding.bind_all(chosen, STAGES)
 

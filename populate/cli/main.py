@@ -18,6 +18,10 @@ TABLE_COMMANDS = ("simulate", "import", "export", "run", "results", "report", "d
 ``setup`` binds while it declares; the worker, scheduler and queue commands bind as they select their
 tables, within the worker's wait for an unreachable server."""
 
+RECORDING_IMPORTS = ("sensorium", "suite2p", "nwb")
+"""``import`` kinds that write the recordings stage only: they bind no later stage, so a hostile file's
+import budget is not spent on loading torch."""
+
 
 def _cmd_setup(args) -> None:
     import datajoint as dj
@@ -237,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in TABLE_COMMANDS:
             import schemas
 
-            schemas.activate()
+            recordings_only = args.command == "import" and args.kind in RECORDING_IMPORTS
+            schemas.activate(upto="recordings" if recordings_only else None)
         args.handler(args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

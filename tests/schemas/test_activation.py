@@ -100,3 +100,36 @@ def test_a_missing_stage_stays_unbound_and_says_to_run_setup(db):
     finally:
         schemas.activate(own)
     assert len(Animal()) >= 0
+
+
+_UPTO_SCRIPT = """
+import sys
+
+import schemas
+from schemas.recordings import Animal
+
+names = schemas.activate(upto="recordings")
+len(Animal())  # bound: it answers
+print(names, sorted(m for m in ("torch", "sklearn", "schemas.models") if m in sys.modules))
+"""
+
+
+def test_activating_up_to_a_stage_binds_it_without_loading_later_stages(db):
+    """What ``python -m populate import nwb`` does: the recordings stage alone, no torch or scikit-learn."""
+    from schemas import db as settings
+
+    out = subprocess.run(
+        [sys.executable, "-c", _UPTO_SCRIPT],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-1:] == ["[]"], out.stdout
+    assert f"['{settings.prefix()}__recordings']" in out.stdout, out.stdout
+    with pytest.raises(ValueError, match="unknown stage 'model'"):
+        import schemas
+
+        schemas.activate(upto="model")
