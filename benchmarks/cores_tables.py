@@ -84,7 +84,7 @@ def celltypes_table(record: dict) -> list[str]:
     if "rotation_ensemble_ari_clusters" in record:
         rows.append(
             [
-                f"**consensus of all {n} models** (`EnsembleCellTypes`)",
+                f"**consensus of all {n} models** (co-association, `clustering.consensus_types`)",
                 f"**{record['rotation_ensemble_ari_clusters']:.2f}**",
             ]
         )

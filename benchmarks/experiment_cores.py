@@ -6,7 +6,9 @@ correlation and its fraction of oracle (slope through the origin of the per-unit
 correlation against the per-unit oracle correlation), FEVE, and for the
 rotation-equivariant models the agreement of the recovered cell types with the simulated ones
 (adjusted Rand index; the paper's argmax types, the rotation-invariant clusters of each model, and
-the consensus of all seeds' clusters as ``EnsembleCellTypes`` computes it) and the circular error of
+the co-association consensus of all seeds' clusters (:func:`pipeline.celltypes.clustering.consensus_types`;
+``EnsembleCellTypes`` uses the averaged band-limited distance since issue 33, which
+``benchmarks.experiment_celltypes`` scores)) and the circular error of
 preferred orientations. How the consensus improves with the number of models is drawn in
 ``benchmarks/results/experiment_cores[-tag]-consensus.png``; each unit's single-trial test correlation
 against its oracle, all seeds pooled per core, in ``docs/figures/models-oracle.png`` (a ``--tag``
@@ -164,7 +166,7 @@ def spreads(per_seed: list[dict], configs: dict) -> dict:
 
 
 def consensus_figures(args, clusters: list[np.ndarray], unit_type) -> dict:
-    """The pipeline's EnsembleCellTypes (consensus of the rotation models' clusters) against the truth,
+    """The co-association consensus of the rotation models' clusters against the truth,
     and its ARI for every ensemble size (how many models a consensus needs), drawn to a figure."""
     from pipeline import figures as figures_module
     from pipeline.celltypes import clustering as celltypes

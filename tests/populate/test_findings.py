@@ -153,7 +153,7 @@ def test_the_core_tables_are_written_from_the_same_results_file():
         "| CNN | 0.743 ± 0.015 (0.740, 0.730, 0.760) | 0.87 ± 0.03 | 0.700 ± 0.020 | 119,328 | 1 / 3 |",
         "| one model, rotation-invariant clusters (`CellTypes`) | 0.60 ± 0.10 (0.50 to 0.70) |",
         "| consensus of 2 of the 3 models (all 3 subsets) | 0.74 ± 0.07 (0.59 to 0.85) |",
-        "| **consensus of all 3 models** (`EnsembleCellTypes`) | **0.86** |",
+        "| **consensus of all 3 models** (co-association, `clustering.consensus_types`) | **0.86** |",
         "| median error of the preferred orientation, per model | 11.0 ± 3.7 degrees |",
     ):
         assert row in text, text
