@@ -118,9 +118,40 @@ def _consensus(key: dict) -> dict:
         for r in curve:
             r["ari"] = celltypes.adjusted_rand_index(truth["unit_type"], count.consensus[r["k"]])
         n_types = len(np.unique(truth["unit_type"]))
+        composition = _composition(truth["unit_type"], count.consensus[row["n_clusters"]])
     else:
-        n_types = None
-    return dict(models=row["n_models"], k=row["n_clusters"], ari=row["ari_clusters"], true_k=n_types, k_curve=curve)
+        n_types, composition = None, {}
+    return dict(
+        models=row["n_models"],
+        k=row["n_clusters"],
+        ari=row["ari_clusters"],
+        true_k=n_types,
+        k_curve=curve,
+        **composition,
+    )
+
+
+def _composition(truth: np.ndarray, labels: np.ndarray) -> dict:
+    """Homogeneity and completeness (``sklearn.metrics``) of consensus ``labels`` (n_units,) against the
+    simulated types ``truth`` (n_units,), and per cluster its size, majority type and purity."""
+    from sklearn import metrics
+
+    clusters = []
+    for cluster in np.unique(labels):
+        names, counts = np.unique(truth[labels == cluster], return_counts=True)
+        clusters.append(
+            dict(
+                cluster=int(cluster),
+                units=int(counts.sum()),
+                majority=str(names[np.argmax(counts)]),
+                purity=float(counts.max() / counts.sum()),
+            )
+        )
+    return dict(
+        homogeneity=float(metrics.homogeneity_score(truth, labels)),
+        completeness=float(metrics.completeness_score(truth, labels)),
+        clusters=clusters,
+    )
 
 
 def _figure_path(stem: str, preset: str) -> Path:

@@ -19,12 +19,12 @@ CELL_TYPES_COMMAND = (
     "python -m benchmarks.experiment_cores --cores rotation --features 6 --iterations 1000 "
     "--seeds 0 1 2 3 4 5 6 7 8 9 --tag celltypes10"
 )
-TYPE_COUNT_COMMAND = "python -m benchmarks.experiment_celltypes --parts standard"
+TYPE_COUNT_COMMAND = "python -m benchmarks.experiment_celltypes --parts standard criteria"
 ROBUSTNESS_COMMAND = "python -m benchmarks.experiment_robustness"
 # the results file each command writes (benchmarks.common.save, experiment_robustness.main)
 CORES_FILE = "experiment_cores.json"
 CELL_TYPES_FILE = "experiment_cores-celltypes10.json"
-TYPE_COUNT_FILE = "experiment_celltypes-standard.json"
+TYPE_COUNT_FILE = "experiment_celltypes-standard-criteria.json"
 ROBUSTNESS_FILE = "robustness.json"
 
 
@@ -72,7 +72,7 @@ def cell_types(results: Path | None = None) -> str:
         at_k = (
             f"full experiment ({record['features']} features x {rotations} orientations, {len(record['seeds'])} "
             f"seeds): single models ARI {_spread(record, 'rotation_ari_clusters', 2)}, consensus of the "
-            f"{len(record['seeds'])} models (EnsembleCellTypes) ARI {record['rotation_ensemble_ari_clusters']:.2f} "
+            f"{len(record['seeds'])} models (co-association) ARI {record['rotation_ensemble_ari_clusters']:.2f} "
             f"at k = {record['features']} ({source})"
         )
     record, source = _read(results, TYPE_COUNT_FILE, TYPE_COUNT_COMMAND)
