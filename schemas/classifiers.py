@@ -48,33 +48,61 @@ class ClassificationSet(dj.Manual):
     test_labels: <npy@pipeline>         # (n_test,) int64
     """
 
+    class Validation(dj.Part):
+        definition = """
+        # the set's own validation split; a set without one holds out a fraction of its training images
+        -> master
+        ---
+        validation_images: <npy@pipeline>   # (n_validation, 32, 32) uint8
+        validation_labels: <npy@pipeline>   # (n_validation,) int64
+        """
+
     @classmethod
     def add(cls, name: str, images: Images) -> tuple[dict, bool]:
-        """Insert a classification set; returns (key, inserted). Present already -> not inserted."""
+        """Insert a classification set (and its validation split, if it has one); returns (key, inserted).
+        Present already -> not inserted."""
         key = dict(classification_set=name)
         if cls & key:
             return key, False
-        cls.insert1(
-            dict(
-                key,
-                source=images.source[:1024],
-                n_classes=images.n_classes,
-                class_names=list(images.class_names),
-                train_images=images.train_images,
-                train_labels=images.train_labels,
-                test_images=images.test_images,
-                test_labels=images.test_labels,
-            )
+        row = dict(
+            key,
+            source=images.source[:1024],
+            n_classes=images.n_classes,
+            class_names=list(images.class_names),
+            train_images=images.train_images,
+            train_labels=images.train_labels,
+            test_images=images.test_images,
+            test_labels=images.test_labels,
         )
+        validation = getattr(images, "validation_images", None)
+        with cls.connection.transaction:  # the set and its validation split, or neither
+            cls.insert1(row)
+            if validation is not None:
+                cls.Validation.insert1(
+                    dict(key, validation_images=validation, validation_labels=images.validation_labels)
+                )
         return key, True
+
+    @classmethod
+    def validation_tensors(cls, key) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The set's own validation split as :meth:`tensors` gives a split, or None for a set without one."""
+        part = cls.Validation & key
+        if not part:
+            return None
+        row = part.fetch1()
+        return _as_tensors(row["validation_images"].load(), row["validation_labels"].load())
 
     @classmethod
     def tensors(cls, key, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 1, 32, 32) float images in [0, 1] and (N,) labels of the train or test split."""
         row = (cls & key).fetch1()
-        images = np.asarray(row[f"{split}_images"].load(), dtype=np.float32) / 255.0
-        labels = np.asarray(row[f"{split}_labels"].load(), dtype=np.int64)
-        return torch.from_numpy(images)[:, None], torch.from_numpy(labels)
+        return _as_tensors(row[f"{split}_images"].load(), row[f"{split}_labels"].load())
+
+
+def _as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 32, 32) float32 images in [0, 1] and (N,) int64 labels of stored uint8 images and labels."""
+    pixels = np.asarray(images, dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels)[:, None], torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
 @schema
@@ -212,6 +240,8 @@ class TrainedClassifier(Readiness, dj.Computed):
             device=device,
             checkpoint=checkpoint,
             progress_log=progress_log,
+            validation=ClassificationSet.validation_tensors(key),
+            test=(test_images, test_labels),
         )
         seconds = time.perf_counter() - start
         model, regularizer = classifier.restore(fit, config)

@@ -95,19 +95,19 @@ def learning_rate(config: ClassifierConfig, epoch: int) -> float:
 
 
 def check_training_data(
-    model: ResNet18, train_images: Any, train_labels: Any, config: ClassifierConfig
+    model: ResNet18, train_images: Any, train_labels: Any, config: ClassifierConfig, split: str = "train"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training images (N, C, H, W) float32 and labels (N,) long, checked against ``model`` and ``config``."""
-    x_all = check_images("train_images", train_images, model.in_channels)
+    """Images (N, C, H, W) float32 and labels (N,) long of ``split``, checked against ``model`` and ``config``."""
+    x_all = check_images(f"{split}_images", train_images, model.in_channels)
     y_all = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     if y_all.shape != (len(x_all),):
-        raise ValueError(f"train_labels must have shape ({len(x_all)},), got {tuple(y_all.shape)}")
+        raise ValueError(f"{split}_labels must have shape ({len(x_all)},), got {tuple(y_all.shape)}")
     if len(y_all) and (y_all.min() < 0 or y_all.max() >= config.n_classes):
         raise ValueError(
-            f"train_labels must lie in [0, {config.n_classes}), got [{int(y_all.min())}, {int(y_all.max())}]"
+            f"{split}_labels must lie in [0, {config.n_classes}), got [{int(y_all.min())}, {int(y_all.max())}]"
         )
     if len(x_all) < 2:
-        raise ValueError("need at least 2 training images")
+        raise ValueError(f"need at least 2 {split} images")
     if model.fc.out_features != config.n_classes:
         raise ValueError(f"model has {model.fc.out_features} classes, config says {config.n_classes}")
     return x_all, y_all
@@ -284,6 +284,8 @@ def fit_classifier(
     progress: bool = True,
     checkpoint: Checkpointer | None = None,
     progress_log: ProgressLog | None = None,
+    validation: tuple[Any, Any] | None = None,
+    test: tuple[Any, Any] | None = None,
 ) -> ClassifierFit:
     """Train ``model`` on classification, regularized towards ``similarity`` when ``config.alpha > 0``.
 
@@ -300,6 +302,11 @@ def fit_classifier(
     device : torch device; CUDA when available by default.
     checkpoint : saves the training state now and then and resumes from the latest saved one (the
         result equals an uninterrupted run's on the CPU); progress_log : writes progress lines.
+    validation : (images, labels) of a validation split of the set's own (no source shared with the
+        training images); then no ``holdout_fraction`` of the training images is held out, and early
+        stopping, if any, scores these.
+    test : (images, labels) scored after every epoch into the history (``test_accuracy``) to show
+        convergence; never used to choose anything.
 
     Deterministic on CPU for a given ``config.seed``: data split, batch order, augmentation and pairs
     are drawn from generators seeded by it (the network's initialisation is the caller's; use
@@ -309,7 +316,12 @@ def fit_classifier(
     x_all, y_all = check_training_data(model, train_images, train_labels, config)
     rng = np.random.default_rng(config.seed)
     augment_gen = torch.Generator().manual_seed(config.seed)
-    val_idx, train_idx = holdout_split(rng, len(x_all), config)
+    if validation is None:
+        val_idx, train_idx = holdout_split(rng, len(x_all), config)
+        x_val, y_val = x_all[val_idx], y_all[val_idx]
+    else:
+        train_idx = np.arange(len(x_all))
+        x_val, y_val = check_training_data(model, *validation, config, split="validation")
     x_train = x_all[train_idx].to(device)
     model.to(device).train()
     regularizer = build_regularizer(model, config).to(device).train()
@@ -322,7 +334,8 @@ def fit_classifier(
         x_train, y_all[train_idx].to(device), rng, augment_gen, next_pairs, *epoch_size(len(train_idx), config)
     )
     run = ClassifierRun(model, regularizer, data, config, checkpoint or Checkpointer(), progress_log)
-    history, best = run.train_epochs(x_all[val_idx], y_all[val_idx], progress)
+    scored = None if test is None else check_training_data(model, *test, config, split="test")
+    history, best = run.train_epochs(x_val, y_val, progress, scored)
     model.eval()
     if best is not None:
         model.load_state_dict(best.model_state)
@@ -409,9 +422,10 @@ class ClassifierRun:
             )
 
     def train_epochs(
-        self, x_val: torch.Tensor, y_val: torch.Tensor, progress: bool
+        self, x_val: torch.Tensor, y_val: torch.Tensor, progress: bool, test: tuple | None = None
     ) -> tuple[list[dict[str, Any]], BestEpoch | None]:
-        """The epochs left of ``config.epochs``, each scored on the held-out images (x_val, y_val on CPU).
+        """The epochs left of ``config.epochs``, each scored on the held-out images (x_val, y_val on CPU)
+        and, when given, on the ``test`` images (monitoring only: ``test_accuracy`` in the history).
 
         Returns the history (see :class:`ClassifierFit`) and, with ``patience``, the best epoch.
         """
@@ -437,6 +451,7 @@ class ClassifierRun:
                     "train_accuracy": train_accuracy,
                     "similarity_loss": similarity_loss,
                     "validation_accuracy": val_acc,
+                    **({} if test is None else {"test_accuracy": accuracy(model, *test)}),
                     "layer_weights": self.regularizer.layer_weights(),
                     "seconds": time.perf_counter() - start,
                 }

@@ -50,6 +50,7 @@ CLASSIFIER_CURVE = (
     "train_accuracy",
     "similarity_loss",
     "validation_accuracy",
+    "test_accuracy",
     "seconds",
 )
 
@@ -58,7 +59,8 @@ def classifier_curves(restriction=None) -> pd.DataFrame:
     """The stored per-epoch history of every trained classifier, long form: one row per classifier and
     epoch with its key, control, alpha, width, seed, ``run`` (a label per classifier) and ``epoch``,
     ``lr``, ``steps``, ``train_loss`` (cross-entropy), ``train_accuracy``, ``similarity_loss``
-    (unweighted regularizer loss; NaN for the baseline), ``validation_accuracy`` and ``seconds``."""
+    (unweighted regularizer loss; NaN for the baseline), ``validation_accuracy``, ``test_accuracy`` (NaN
+    for classifiers trained before it was recorded) and ``seconds``."""
     c = stage("classifiers")
     query = restrict(c.TrainedClassifier.proj("history") * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS), restriction)
     return curves(

@@ -331,9 +331,12 @@ def classifiers(panel: Panel) -> None:
         dict(
             train_loss="training loss (cross-entropy)",
             validation_accuracy="validation accuracy (fraction correct)",
+            test_accuracy="test accuracy (fraction correct)",
         ),
         "Classifiers: training curves",
-        "Training loss and held-out accuracy of every classifier after each epoch.",
+        "Training loss, validation accuracy and test accuracy of every classifier after each epoch (the "
+        "test accuracy shows convergence; nothing is chosen on it; classifiers trained before it was "
+        "recorded have none).",
     )
     levels = api.classifier_robustness()
     if levels.empty:

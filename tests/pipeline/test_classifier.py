@@ -8,6 +8,7 @@ import torch
 
 from pipeline.classifier import (
     ClassifierConfig,
+    accuracy,
     augment,
     build_classifier,
     build_regularizer,
@@ -484,3 +485,33 @@ def test_classifier_config_hashes_leave_out_patience_at_its_default():
     assert "patience" not in ClassifierConfig().to_dict()
     assert ClassifierConfig(patience=3).to_dict()["patience"] == 3
     assert ClassifierConfig.from_dict(ClassifierConfig().to_dict()) == ClassifierConfig()
+
+
+def test_a_set_with_its_own_validation_split_trains_on_every_training_image(toy):
+    """With ``validation`` given, no training image is held out (every one is seen, so the batches differ
+    from a holdout run's), the validation accuracy is the given split's, and ``test`` is scored after
+    every epoch without choosing anything: the same run without ``test`` ends with the same weights."""
+    x, y, stimuli, vectors = toy
+    s_neural = vectors @ vectors.T
+    config = _toy_config(epochs=2, max_steps_per_epoch=3, holdout_fraction=0.2)
+    validation, test = (x[:40], y[:40]), (x[40:100], y[40:100])
+    fit_ = fit_classifier(
+        build_classifier(config), x, y, stimuli, s_neural, config, "cpu", False, validation=validation, test=test
+    )
+    plain = fit_classifier(
+        build_classifier(config), x, y, stimuli, s_neural, config, "cpu", False, validation=validation
+    )
+    held_out = fit_classifier(build_classifier(config), x, y, stimuli, s_neural, config, "cpu", False)
+    model = build_classifier(config)
+    model.load_state_dict(fit_.state_dict)
+    images = torch.as_tensor(validation[0])
+    assert fit_.validation_accuracy == accuracy(model, images, torch.as_tensor(validation[1]))
+    assert fit_.history[-1]["test_accuracy"] == accuracy(model, torch.as_tensor(test[0]), torch.as_tensor(test[1]))
+    assert "test_accuracy" not in plain.history[-1]
+    for k, v in fit_.state_dict.items():
+        torch.testing.assert_close(v, plain.state_dict[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, held_out.state_dict[k]) for k, v in fit_.state_dict.items())
+    with pytest.raises(ValueError, match="validation_labels must have shape"):
+        fit_classifier(
+            build_classifier(config), x, y, stimuli, s_neural, config, "cpu", False, validation=(x[:4], y[:3])
+        )
