@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import markdown_table, print_tables
-from populate.api.comparison import ARMS, COMPARISONS, format_ci
+from populate.api.comparison import ARMS, COMPARISONS, format_ci, format_median
 
 
 def _ci(stat: dict | None, digits: int = 3, bold: bool = False, sign: bool = False) -> str:
@@ -27,7 +27,8 @@ def _ordered(arms: dict) -> dict:
 
 
 def arms_tables(summary: dict) -> list[str]:
-    """Every arm: clean accuracy, median distances, fidelity, steps; then accuracy per noise strength."""
+    """Every arm: clean accuracy, median distances (failed attacks beside them), fidelity, steps; then
+    accuracy per noise strength."""
     arms = _ordered(summary["arms"])
     lines = markdown_table(
         ["arm", "clean accuracy", "median L2", "median L∞", "S fidelity", "steps kept"],
@@ -35,8 +36,8 @@ def arms_tables(summary: dict) -> list[str]:
             [
                 _label(c),
                 _ci(a["clean"]),
-                _ci(a["median"].get("l2")),
-                _ci(a["median"].get("linf"), 4),
+                format_median(a, "l2"),
+                format_median(a, "linf", ".4f"),
                 _ci(a.get("fidelity")),
                 ", ".join(str(s) for s in a["steps"]),
             ]

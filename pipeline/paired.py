@@ -26,6 +26,7 @@ class Interval:
     low: float
     high: float
     n: int  # seeds (resampled units)
+    excluded: int = 0  # seeds left out for want of a finite value (bootstrap_mean_of_finite)
 
     @property
     def trustworthy(self) -> bool:
@@ -37,7 +38,8 @@ class Interval:
         return self.low > 0 or self.high < 0
 
     def __str__(self) -> str:
-        return f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        text = f"{self.estimate:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        return text + (f" ({self.excluded} of {self.n + self.excluded} seeds excluded)" if self.excluded else "")
 
 
 def bootstrap_mean(values, n_bootstrap: int = N_BOOTSTRAP, level: float = 0.95, seed: int = 0) -> Interval:
@@ -59,6 +61,22 @@ def bootstrap_mean(values, n_bootstrap: int = N_BOOTSTRAP, level: float = 0.95, 
     means = values[index].mean(axis=1)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(values.mean()), float(low), float(high), len(values))
+
+
+def bootstrap_mean_of_finite(values, **kwargs) -> Interval | None:
+    """:func:`bootstrap_mean` over the finite ``values`` (n,), saying how many were left out.
+
+    A seed without a finite value (NaN: no result; +inf: e.g. a median over images of which half or
+    more kept their class under attack) has no place in a mean, but its exclusion is part of the
+    result: ``Interval.excluded`` counts it.  None when no value is finite.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"values must be a 1-d array, got shape {values.shape}")
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    return dataclasses.replace(bootstrap_mean(values[finite], **kwargs), excluded=int((~finite).sum()))
 
 
 def paired_difference(a, b, **kwargs) -> Interval:

@@ -83,15 +83,35 @@ def classifier_robustness(restriction=None) -> pd.DataFrame:
 def adversarial_summary(restriction=None) -> pd.DataFrame:
     """One row per comparison x evaluation config x evaluated classifier with its control, alpha, seed,
     ``evaluation`` (the config's name), common images attacked, median minimal perturbation
-    (``median_l2``, ``median_linf``; missing when over half the attacks failed) and the step counts
-    where the attacks' median flattened (``l2_flat_steps``, ``linf_flat_steps``)."""
+    (``median_l2``, ``median_linf``; missing when half or more of the attacks failed), the number of
+    images whose attack failed (``l2_failed``, ``linf_failed``: no adversarial within the longest
+    attack; missing where that norm was not attacked) and the step counts where the attacks' median
+    flattened (``l2_flat_steps``, ``linf_flat_steps``)."""
     c = stage("classifiers")
-    query = (
+    query = restrict(
         c.AdversarialEvaluation.proj("n_images", "median_l2", "median_linf", "l2_flat_steps", "linf_flat_steps")
         * c.ClassifierConfig.proj(*_CLASSIFIER_COLUMNS)
-        * _evaluation_names()
+        * _evaluation_names(),
+        restriction,
     )
-    return to_frame(restrict(query, restriction), order_by=["control", "alpha", "seed"])
+    frame = to_frame(query, order_by=["control", "alpha", "seed"])
+    key = list(c.AdversarialEvaluation.primary_key)
+    failed = _failed_attacks(c.AdversarialEvaluation.Image & query.proj(), key)
+    frame = frame.merge(failed, on=key, how="left") if len(failed) else frame.assign(l2_failed=None, linf_failed=None)
+    return frame.astype({"l2_failed": "Int64", "linf_failed": "Int64"})  # counts, missing where not attacked
+
+
+def _failed_attacks(images, key: list[str]) -> pd.DataFrame:
+    """Per adversarial evaluation (``key``), ``l2_failed`` and ``linf_failed``: the images stored
+    without an adversarial (distance null; +inf for :func:`pipeline.classifier.attacks.failure_count`),
+    counted from the per-image rows, so that no table stores anything new; NaN where a norm has none."""
+    frame = to_frame(images.proj("distance"))
+    if frame.empty:
+        return pd.DataFrame(columns=[*key, "l2_failed", "linf_failed"])
+    counts = frame["distance"].isna().groupby([frame[k] for k in [*key, "norm"]]).sum().unstack("norm")
+    counts = counts.reindex(columns=["l2", "linf"]).rename(columns=lambda norm: f"{norm}_failed")
+    counts.columns.name = None
+    return counts.reset_index()
 
 
 def adversarial(restriction=None) -> pd.DataFrame:

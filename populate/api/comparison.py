@@ -114,13 +114,15 @@ def _by_target(query) -> dict:
 
 
 def interval_entry(ci, values: np.ndarray) -> dict:
-    """An interval as a plain dict, with the range of the values it was taken over and whether it is
-    trustworthy (:data:`pipeline.paired.MIN_SEEDS_FOR_INTERVAL` seeds or more)."""
+    """An interval as a plain dict, with the range of the values it was taken over, whether it is
+    trustworthy (:data:`pipeline.paired.MIN_SEEDS_FOR_INTERVAL` seeds or more) and how many seeds
+    were excluded for want of a finite value (``excluded``)."""
     return dict(
         mean=ci.estimate,
         low=ci.low,
         high=ci.high,
         n=ci.n,
+        excluded=ci.excluded,
         excludes_zero=ci.excludes_zero and ci.trustworthy,
         trustworthy=ci.trustworthy,
         min=float(np.min(values)),
@@ -128,18 +130,36 @@ def interval_entry(ci, values: np.ndarray) -> dict:
     )
 
 
+def finite_interval(values) -> dict | None:
+    """:func:`interval_entry` of the mean over the finite ``values`` (n_seeds,)
+    (:func:`pipeline.paired.bootstrap_mean_of_finite`); where none is finite, an entry without a mean
+    that still counts the excluded seeds; None for no seeds at all."""
+    from pipeline import paired
+
+    values = np.asarray(values, dtype=np.float64)
+    ci = paired.bootstrap_mean_of_finite(values)
+    if ci is None:
+        return dict(mean=None, n=0, excluded=len(values)) if len(values) else None
+    return interval_entry(ci, values[np.isfinite(values)])
+
+
+def attack_failures(distances) -> dict:
+    """Images without an adversarial (+inf) among those attacked (not NaN) in an arm's
+    (n_seeds, n_images) distances: ``failed``, ``attacked`` (totals over seeds) and ``per_seed``."""
+    from pipeline.classifier.attacks import failure_count
+
+    distances = np.asarray(distances, dtype=np.float64)
+    per_seed = np.atleast_1d(failure_count(distances)).astype(int)
+    return dict(failed=int(per_seed.sum()), attacked=int((~np.isnan(distances)).sum()), per_seed=per_seed.tolist())
+
+
 def analyse(data: dict) -> dict:
-    """Per arm mean and CI, and the paired differences, of every metric (see :mod:`pipeline.paired`)."""
+    """Per arm mean and CI, and the paired differences, of every metric (see :mod:`pipeline.paired`);
+    a seed without a finite value is left out of a mean and counted in its entry's ``excluded``, and
+    each arm's ``failed`` counts, per norm, the images whose attack failed."""
     from pipeline import paired
 
     arms = data["arms"]
-
-    def interval(values) -> dict:
-        values = np.asarray(values, dtype=np.float64)
-        values = values[np.isfinite(values)]
-        if not len(values):
-            return None
-        return interval_entry(paired.bootstrap_mean(values), values)
 
     def seed_medians(arm, norm):
         return np.median(np.asarray(arm["distances"][norm]["distance"], dtype=np.float64), axis=1)
@@ -148,21 +168,24 @@ def analyse(data: dict) -> dict:
     for control, arm in arms.items():
         entry = dict(
             seeds=arm["seeds"],
-            clean=interval(arm["clean"]),
+            clean=finite_interval(arm["clean"]),
             steps=arm["steps"],
-            fidelity=interval(arm["fidelity"]),
+            fidelity=finite_interval(arm["fidelity"]),
             noise={},
             median={},
+            failed={},
             invariance={},
         )
         for kind, noise in arm["noise"].items():
             acc = np.asarray(noise["accuracy"])
-            entry["noise"][kind] = {f"{s:g}": interval(acc[:, k]) for k, s in enumerate(noise["strengths"])}
+            entry["noise"][kind] = {f"{s:g}": finite_interval(acc[:, k]) for k, s in enumerate(noise["strengths"])}
         for norm in arm["distances"]:
             if arm["distances"][norm]["images"]:
-                entry["median"][norm] = interval(seed_medians(arm, norm))
+                entry["median"][norm] = finite_interval(seed_medians(arm, norm))
+                entry["failed"][norm] = attack_failures(arm["distances"][norm]["distance"])
         inv = np.asarray(arm["invariance"]["correlation"])
-        entry["invariance"] = {f"{s:g}": interval(inv[:, k]) for k, s in enumerate(arm["invariance"]["noise_std"])}
+        stds = arm["invariance"]["noise_std"]
+        entry["invariance"] = {f"{s:g}": finite_interval(inv[:, k]) for k, s in enumerate(stds)}
         summary[control] = entry
 
     differences = {}
@@ -175,11 +198,9 @@ def analyse(data: dict) -> dict:
         ib = [B["seeds"].index(s) for s in seeds]
 
         def diff(x, y):
-            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-            ok = np.isfinite(x) & np.isfinite(y)
-            if not ok.any():
-                return None
-            return interval_entry(paired.paired_difference(x[ok], y[ok]), x[ok] - y[ok])
+            # a seed pair without two finite values is excluded, and counted (``excluded``)
+            with np.errstate(invalid="ignore"):
+                return finite_interval(np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64))
 
         entry = dict(clean=diff(np.asarray(A["clean"])[ia], np.asarray(B["clean"])[ib]), noise={}, median={})
         for kind in A["noise"]:
@@ -213,12 +234,28 @@ def plain(value):
 
 def format_ci(ci: dict | None, spec: str = ".3f") -> str:
     """``mean [low, high]`` of a :mod:`pipeline.paired` summary; with too few seeds for a CI, the range
-    over seeds, marked as such."""
-    if ci is None or ci.get("mean") is None:
+    over seeds, marked as such; seeds excluded for want of a finite value are counted beside it."""
+    if ci is None:
         return "n/a"
+    excluded = ci.get("excluded", 0)
+    note = f" ({excluded} of {ci['n'] + excluded} seeds excluded: no finite value)" if excluded else ""
+    if ci.get("mean") is None:
+        return "n/a" + note
     if not ci["trustworthy"]:
-        return f"{ci['mean']:{spec}} (seeds {ci['min']:{spec}} to {ci['max']:{spec}})"
-    return f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]"
+        return f"{ci['mean']:{spec}} (seeds {ci['min']:{spec}} to {ci['max']:{spec}})" + note
+    return f"{ci['mean']:{spec}} [{ci['low']:{spec}}, {ci['high']:{spec}}]" + note
+
+
+def format_failures(failed: dict | None) -> str:
+    """``failed k of n`` images (over all seeds) of an :func:`attack_failures` entry; empty without one
+    (a summary written before failures were counted)."""
+    return f"failed {failed['failed']} of {failed['attacked']}" if failed else ""
+
+
+def format_median(arm: dict, norm: str, spec: str = ".3f") -> str:
+    """An arm's median distance of ``norm`` with its CI, and the failed attacks beside it."""
+    failures = format_failures(arm.get("failed", {}).get(norm))
+    return format_ci(arm["median"].get(norm), spec) + (f" ({failures})" if failures else "")
 
 
 def report(summary: dict) -> None:
@@ -239,7 +276,7 @@ def report(summary: dict) -> None:
     for control, arm in summary["arms"].items():
         print(
             f"{ARMS.get(control, control)} ({len(arm['seeds'])} seeds): clean {fmt(arm['clean'])}; "
-            f"median L2 {fmt(arm['median'].get('l2'))}; median Linf {fmt(arm['median'].get('linf'), '.4f')}; "
+            f"median L2 {format_median(arm, 'l2')}; median Linf {format_median(arm, 'linf', '.4f')}; "
             f"steps {arm['steps']}"
         )
         for kind, levels in arm["noise"].items():

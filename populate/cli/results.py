@@ -62,7 +62,9 @@ def classifiers(evaluation: str | Mapping | None = None) -> list[dict]:
     which = ["evaluation_hash", "evaluation"]
     evaluated = pd.concat([levels[key + which], attacks[key + which]]).drop_duplicates()
     frame = frame.merge(evaluated, on=key, how="left")
-    summary = attacks[[*key, "evaluation_hash", "comparison", "n_images", "median_l2", "median_linf"]]
+    summary = attacks[
+        [*key, "evaluation_hash", "comparison", "n_images", "median_l2", "l2_failed", "median_linf", "linf_failed"]
+    ]
     frame = frame.merge(summary, on=[*key, "evaluation_hash"], how="left")
     noise: dict[tuple, dict[str, list]] = {}
     for row in records(levels):
@@ -90,7 +92,8 @@ def _evaluation_hashes(evaluation: str | Mapping) -> list[str]:
 
 def classifier_summary(evaluation: str | Mapping | None = None) -> list[dict]:
     """Per evaluation config, comparison and control (mean ± SEM over seeds): clean accuracy,
-    Gaussian-noise accuracies, median perturbation.  ``evaluation`` as for :func:`classifiers`."""
+    Gaussian-noise accuracies, median perturbation with the failed attacks beside it (images without
+    an adversarial, summed over seeds).  ``evaluation`` as for :func:`classifiers`."""
     groups: dict[tuple, list[dict]] = {}
     for row in classifiers(evaluation):
         groups.setdefault((row["evaluation"], row["comparison"], row["control"]), []).append(row)
@@ -102,6 +105,13 @@ def classifier_summary(evaluation: str | Mapping | None = None) -> list[dict]:
         sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
         return f"{values.mean():.3f}±{sem:.3f}"
 
+    def failures(rows, norm) -> str:
+        counted = [r for r in rows if r.get(f"{norm}_failed") is not None]
+        if not counted:
+            return ""
+        failed = sum(int(r[f"{norm}_failed"]) for r in counted)
+        return f" (failed {failed} of {sum(int(r['n_images']) for r in counted)})"
+
     table = []
     for (name, comparison, control), rows in groups.items():
         line = dict(evaluation=name, comparison=comparison, control=control, seeds=len(rows))
@@ -111,8 +121,8 @@ def classifier_summary(evaluation: str | Mapping | None = None) -> list[dict]:
             if i % 2 == 1 or level["strength"] == 0:
                 continue  # every other strength keeps the table readable
             line[f"gauss {level['strength']:.2f}"] = mean_sem(r["noise"]["gaussian"][i]["accuracy"] for r in rows)
-        line["median L2"] = mean_sem(r["median_l2"] for r in rows)
-        line["median Linf"] = mean_sem(r["median_linf"] for r in rows)
+        for norm, name in (("l2", "median L2"), ("linf", "median Linf")):
+            line[name] = mean_sem(r[f"median_{norm}"] for r in rows) + failures(rows, norm)
         line["S fidelity"] = mean_sem(r["similarity_fidelity"] for r in rows)
         table.append(line)
     return table
@@ -146,7 +156,9 @@ TEXT_COLUMNS = {
         "seed",
         "clean_accuracy",
         "median_l2",
+        "l2_failed",
         "median_linf",
+        "linf_failed",
         "similarity_fidelity",
     ),
 }

@@ -399,11 +399,17 @@ def _adversarial_state(panel: Panel) -> None:
         return
     done, keys = _done("AdversarialEvaluation")
     columns = ["comparison", "evaluation", "config_name", "control", "alpha", "seed", "n_images"]
-    medians = summary[["median_l2", "median_linf"]].astype(float)  # None -> NaN, shown as a dash
+    # None -> NaN, shown as a dash; each median beside the number of images whose attack failed
+    medians = summary[["median_l2", "l2_failed", "median_linf", "linf_failed"]].astype(
+        {"median_l2": float, "median_linf": float}
+    )
+    for failed in ("l2_failed", "linf_failed"):  # whole numbers, a dash where the norm was not attacked
+        medians[failed] = medians[failed].map(lambda n: "–" if pd.isna(n) else str(int(n)))
     panel.table(
         pd.concat([summary[columns], medians], axis=1),
-        f"Adversarial evaluations ({done} of {keys} done): images attacked per classifier and median minimal "
-        "perturbation",
+        f"Adversarial evaluations ({done} of {keys} done): images attacked per classifier, median minimal "
+        "perturbation and the number of images whose attack failed (no adversarial found; the median is "
+        "missing once half or more failed)",
     )
     empty = summary[summary["n_images"].astype(int) == 0]
     if len(empty):

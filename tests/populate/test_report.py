@@ -482,6 +482,7 @@ def test_report_states_match_status(evaluated_report):
     attacked = _table(html, "Adversarial evaluations")
     mine = attacked[attacked["comparison"] == "report-unseen"]
     assert len(mine) >= 1 and set(mine["n_images"]) == {"0"} and "rep" in mine["evaluation"].tolist()
+    assert set(mine["l2_failed"]) == set(mine["linf_failed"]) == {"–"}  # no image attacked, none failed
     total = len(AdversarialEvaluation())
     assert f"Adversarial evaluations ({total} of {total} done)" in html
     assert "are done but attacked no image: their comparison's common set" in unescape(html)

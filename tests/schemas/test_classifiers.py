@@ -263,16 +263,21 @@ def test_arms_are_attacked_on_the_same_images(comparison):
     correct = np.stack([(predict(TrainedClassifier.load_model(t), images) == labels).numpy() for t in tasks])
     np.testing.assert_array_equal(common, np.flatnonzero(correct.all(axis=0))[: TINY_EVALUATION["attack_images"]])
     assert len(common) >= 4 and not correct.all()  # the common set is a real restriction, and not empty
+    from populate import api
+
     found = dict(l2=0, linf=0)
     for task in tasks:
         member = dict(task, **key)
         summary = (AdversarialEvaluation & member).fetch1()
         assert summary["n_images"] == len(common)
+        shown = api.adversarial_summary(member)  # the failed attacks beside the medians
+        assert len(shown) == 1
         for norm in ("l2", "linf"):
             rows = (AdversarialEvaluation.Image & member & dict(norm=norm)).to_dicts(order_by="image_index")
             np.testing.assert_array_equal([r["image_index"] for r in rows], common)
             distances = np.array([np.inf if r["distance"] is None else r["distance"] for r in rows])
             found[norm] += np.isfinite(distances).sum()
+            assert shown[f"{norm}_failed"].iloc[0] == np.isposinf(distances).sum()
             median = np.median(distances)  # +inf when over half the images kept their class: stored as null
             assert summary[f"median_{norm}"] == (pytest.approx(median) if np.isfinite(median) else None)
             curve = (AdversarialEvaluation.Convergence & member & dict(norm=norm)).to_arrays(
