@@ -48,6 +48,8 @@ class ClassificationSet:
     test_labels : (N_test,) int64.
     class_names : tuple of str, one per class.
     source : str, where the set came from (e.g. ``"cifar10:/data/cifar-10-batches-py"``).
+    validation_images : (N_val, 32, 32) uint8, or None when the set has no validation split.
+    validation_labels : (N_val,) int64, or None; given together with ``validation_images``.
     """
 
     train_images: np.ndarray
@@ -56,6 +58,8 @@ class ClassificationSet:
     test_labels: np.ndarray
     class_names: tuple[str, ...]
     source: str
+    validation_images: np.ndarray | None = None
+    validation_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
@@ -63,7 +67,9 @@ class ClassificationSet:
             raise ValueError(f"class_names must be non-empty strings, got {self.class_names!r}")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"class_names must be unique, got {self.class_names!r}")
-        for split in ("train", "test"):
+        if (self.validation_images is None) != (self.validation_labels is None):
+            raise ValueError("validation_images and validation_labels must be given together or not at all")
+        for split in self.splits:
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
             if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -82,6 +88,11 @@ class ClassificationSet:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits the set holds: ``("train", "validation", "test")`` or ``("train", "test")``."""
+        return ("train", "test") if self.validation_images is None else ("train", "validation", "test")
 
 
 def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
