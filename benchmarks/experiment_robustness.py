@@ -50,7 +50,7 @@ def settings(quick: bool) -> dict:
     if quick:
         return dict(
             preset="tiny",
-            photos=(30, 10),
+            shapes=(30, 10, 10),
             model_iterations=40,
             model_seeds=(0,),
             classifier=dict(
@@ -77,7 +77,7 @@ def settings(quick: bool) -> dict:
         )
     return dict(
         preset="demo",
-        photos=(400, 100),
+        shapes=(400, 50, 100),  # per class: train, validation, test
         model_iterations=400,
         model_seeds=(0, 1),
         # width 8 (a step costs about a third of width 16's), 50-step epochs, early stopping with
@@ -107,7 +107,7 @@ def declare(args, sizes: dict) -> dict:
     from schemas.similarity import ImageSet, SimilarityTask
 
     scan, _ = ingest.simulate(sizes["preset"], seed=0, scan=SCAN)
-    ingest.photo_classes(*sizes["photos"], name="photos")
+    ingest.shapes_classes(*sizes["shapes"], name="shapes")
     kernels = (9, 5, 5) if not args.quick else (5, 3)
     model = dict(
         core=dict(
@@ -141,7 +141,7 @@ def declare(args, sizes: dict) -> dict:
             config["width"] = args.width
         tasks += ClassifierTask.add(
             config,
-            classification_set="photos",
+            classification_set="shapes",
             neural="robustness-neural",
             seeds=args.seeds,
             target="robustness-lowpass" if control == "lowpass" else None,

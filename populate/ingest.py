@@ -147,6 +147,20 @@ def photo_classes(n_train_per_class: int, n_test_per_class: int, seed: int = 0, 
     return ClassificationSet.add(name, photo_classification_set(n_train_per_class, n_test_per_class, seed))
 
 
+def shapes_classes(
+    n_train_per_class: int, n_validation_per_class: int, n_test_per_class: int, seed: int = 0, name: str = "shapes"
+):
+    """Insert the shapes classification set (:mod:`pipeline.data.shapes`, with its own validation split);
+    returns (key, inserted)."""
+    from pipeline.data.shapes import shapes_classification_set
+    from schemas.classifiers import ClassificationSet
+
+    if ClassificationSet & dict(classification_set=name):
+        return dict(classification_set=name), False
+    images = shapes_classification_set(n_train_per_class, n_validation_per_class, n_test_per_class, seed)
+    return ClassificationSet.add(name, images)
+
+
 def _insert_extracted(
     traces,
     schedule,

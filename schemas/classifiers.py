@@ -11,6 +11,7 @@ import torch
 import pipeline
 from pipeline import classifier
 from pipeline import similarity as sim
+from pipeline.data import sources
 from pipeline.data.cifar import ClassificationSet as Images
 from pipeline.device import resolve_device
 from pipeline.models import denoise
@@ -19,7 +20,7 @@ from schemas.binding import StageSchema, tables_kept_in
 from schemas.configs import ConfigTable, atomic, config_definition
 from schemas.models import Seed
 from schemas.readiness import Readiness, require
-from schemas.similarity import Similarity, SimilarityConfig, SimilarityTask, task_images
+from schemas.similarity import Similarity, SimilarityConfig, SimilarityTask, stimulus_photographs, task_images
 
 schema = StageSchema("classifiers")
 
@@ -150,6 +151,8 @@ class ClassifierTask(dj.Manual):
                     f"control {settings.control!r} needs a {CONTROL_METHODS[settings.control]!r} "
                     f"similarity as target, got {target!r}"
                 )
+        if target is not None:
+            _check_disjoint(classification_set, target)
         keys = []
         with atomic(cls().connection):  # no config row is left behind when a task insert fails
             base = dict(
@@ -163,6 +166,22 @@ class ClassifierTask(dj.Manual):
                 cls.insert1(dict(key, target_name=target), skip_duplicates=True)
                 keys.append(key)
         return keys
+
+
+def _check_disjoint(classification_set: str, target: str) -> None:
+    """Refuse a regularized classifier whose stimuli share a source with its classification images: the
+    regularized arm would see test content the baseline never sees (:mod:`pipeline.data.sources`)."""
+    key = dict(classification_set=classification_set)
+    if not ClassificationSet & key:
+        raise LookupError(f"classification set {classification_set!r} is not in ClassificationSet")
+    source = (ClassificationSet & key).fetch1("source")
+    shared = sources.shared_photographs(source, stimulus_photographs(target))
+    if shared:
+        raise ValueError(
+            f"classification set {classification_set!r} and the stimuli of similarity {target!r} are cut from "
+            f"the same photographs ({', '.join(shared)}): a regularized classifier would train on its test "
+            "images' source; use a set with no shared source (e.g. the shapes task)"
+        )
 
 
 def _method(similarity_name: str) -> str:

@@ -9,6 +9,7 @@ import datajoint as dj
 import numpy as np
 
 from pipeline import similarity as sim
+from pipeline.data import sources
 from pipeline.device import resolve_device
 from pipeline.models import denoise
 from pipeline.similarity.settings import IMAGE_METHODS, SimilaritySettings
@@ -23,7 +24,7 @@ from schemas.models import (
     load_scan_tensors,
 )
 from schemas.readiness import Readiness, require
-from schemas.recordings import Scan, StimulusImage
+from schemas.recordings import GroundTruth, Scan, StimulusImage
 from schemas.stats import Normalization, Reliability
 
 schema = StageSchema("similarity")
@@ -162,6 +163,17 @@ def task_images(similarity_name: str) -> np.ndarray:
     """(n_images, H, W) grey-level images of a similarity task's image set, in row order."""
     task = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1()
     return ImageSet.images(dict(image_set=task["image_set"]))
+
+
+def stimulus_photographs(similarity_name: str) -> frozenset[str]:
+    """Names of the bundled photographs a similarity task's stimulus images were cut from: the
+    simulator's when any of its images was shown in a simulated scan (one with ``GroundTruth``), none
+    known otherwise (recorded scans show images from elsewhere)."""
+    task = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1()
+    images = (ImageSet.Member & dict(image_set=task["image_set"])).proj("image_hash")
+    if GroundTruth & (Scan.Image & images).proj():
+        return sources.simulated_stimulus_photographs()
+    return frozenset()
 
 
 def _ensemble_scan(ensemble_key) -> dict:

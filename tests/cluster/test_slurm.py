@@ -384,12 +384,12 @@ def test_a_worker_killed_by_slurm_is_requeued_by_the_scheduler_after_the_stale_t
 @pytest.fixture(scope="module")
 def classifier_task(trained_models):
     """A regularized classifier task of 48 steps (``tests.populate.test_resume.CLASSIFIER``) on a
-    model-based similarity and a photo set of its own; the task key."""
+    model-based similarity and a shapes set of its own; the task key."""
     from schemas.classifiers import ClassifierTask
-    from tests.populate.test_resume import CLASSIFIER, similarity_and_photos
+    from tests.populate.test_resume import CLASSIFIER, similarity_and_shapes
 
-    neural = similarity_and_photos(trained_models["cnn"], "cluster")
-    return ClassifierTask.add(CLASSIFIER, "photos-cluster", neural=neural, name="cluster-resume")[0]
+    neural = similarity_and_shapes(trained_models["cnn"], "cluster")
+    return ClassifierTask.add(CLASSIFIER, "shapes-cluster", neural=neural, name="cluster-resume")[0]
 
 
 def test_a_classifier_cut_by_scancel_at_half_resumes_from_its_checkpoint_on_the_next_task(

@@ -173,10 +173,10 @@ def test_worker_device_cpu_is_obeyed_by_every_make(trained_models, tmp_path):
         "device-neural", dict(method="model", block_rows=64, dtype="float32"), image_set="device", ensembles=["device"]
     )
     worker("PredictedResponses", "Similarity")
-    ingest.photo_classes(12, 4, name="photos-device")
+    ingest.shapes_classes(12, 4, 4, name="shapes-device")
     classifier = ClassifierTask.add(
         dict(width=4, epochs=1, max_steps_per_epoch=3, batch_size=16, pair_batch=4, alpha=5.0),
-        "photos-device",
+        "shapes-device",
         neural="device-neural",
         seeds=(0,),
     )[0]

@@ -150,9 +150,9 @@ CLASSIFIER = dict(width=8, epochs=8, max_steps_per_epoch=6, batch_size=16, pair_
 """48 steps of a regularized classifier (its stimulus pairs have a generator of their own), saved every 20."""
 
 
-def similarity_and_photos(model: dict, name: str) -> str:
+def similarity_and_shapes(model: dict, name: str) -> str:
     """A model-based similarity of the tiny scan's images (an ensemble of ``model``) named
-    ``{name}-neural`` and a photo set ``photos-{name}``; the similarity's name."""
+    ``{name}-neural`` and a shapes set ``shapes-{name}``; the similarity's name."""
     from populate import ingest
     from populate.work import run
     from schemas.models import Ensemble
@@ -163,7 +163,7 @@ def similarity_and_photos(model: dict, name: str) -> str:
     config = dict(method="model", block_rows=37, dtype="float32")
     SimilarityTask.add(f"{name}-neural", config, image_set=name, ensembles=[name])
     run.populate_all(tables=["PredictedResponses", "Similarity"], progress=False)
-    ingest.photo_classes(12, 4, name=f"photos-{name}")
+    ingest.shapes_classes(12, 4, 4, name=f"shapes-{name}")
     return f"{name}-neural"
 
 
@@ -191,13 +191,13 @@ def classifier_weights_equal_an_uninterrupted_run(task: dict) -> None:
 
 @pytest.fixture(scope="module")
 def neural_similarity(trained_models):
-    return similarity_and_photos(trained_models["cnn"], "resume")
+    return similarity_and_shapes(trained_models["cnn"], "resume")
 
 
 def test_a_classifier_cut_short_resumes_and_equals_an_uninterrupted_run(neural_similarity, tmp_path, capsys):
     from schemas.classifiers import ClassifierTask, TrainedClassifier
 
-    task = ClassifierTask.add(CLASSIFIER, "photos-resume", neural=neural_similarity, name="resume")[0]
+    task = ClassifierTask.add(CLASSIFIER, "shapes-resume", neural=neural_similarity, name="resume")[0]
     interrupt_and_resume(tmp_path, capsys, TrainedClassifier, task)
     line = r"pipeline.training_log: classifier: step \d+/48, epoch \d, loss [\d.]+, validation_accuracy [\d.]+, .* it/s"
     assert re.search(line, (tmp_path / "worker-0.log").read_text())

@@ -111,13 +111,13 @@ def classifiers(similarity):
     from populate.work import run
     from schemas.classifiers import ClassifierTask, EvaluationConfig
 
-    ingest.photo_classes(12, 4, name="photos-test")
+    ingest.shapes_classes(12, 4, 4, name="shapes-test")
     tasks = {}
     targets = {"single_trial": "test-single", "pixel": "test-pixel"}
     for control in ("none", "neural", "shuffled", "single_trial", "pixel"):
         config = dict(TINY_CLASSIFIER, control=control, alpha=0.0 if control == "none" else 20.0)
         tasks[control] = ClassifierTask.add(
-            config, "photos-test", neural=similarity, seeds=(0,), target=targets.get(control)
+            config, "shapes-test", neural=similarity, seeds=(0,), target=targets.get(control)
         )[0]
     EvaluationConfig.add(TINY_EVALUATION)
     run.populate_all(tables=EVALUATED, progress=False)
@@ -129,12 +129,41 @@ def test_classifier_task_validation(similarity, row_counts):
 
     before = row_counts()
     with pytest.raises(ValueError, match="pixel"):
-        ClassifierTask.add(dict(TINY_CLASSIFIER, control="pixel"), "photos-test", neural=similarity, target=similarity)
+        ClassifierTask.add(dict(TINY_CLASSIFIER, control="pixel"), "shapes-test", neural=similarity, target=similarity)
     with pytest.raises(ValueError, match="not model-based"):
-        ClassifierTask.add(dict(TINY_CLASSIFIER, control="neural"), "photos-test", neural="test-pixel")
+        ClassifierTask.add(dict(TINY_CLASSIFIER, control="neural"), "shapes-test", neural="test-pixel")
     with pytest.raises(ValueError, match="seed"):
-        ClassifierTask.add(dict(TINY_CLASSIFIER, control="neural", seed=4), "photos-test", neural=similarity)
+        ClassifierTask.add(dict(TINY_CLASSIFIER, control="neural", seed=4), "shapes-test", neural=similarity)
     assert row_counts() == before
+
+
+def test_a_regularized_classifier_on_the_photographs_of_its_stimuli_is_refused(similarity, row_counts):
+    """The simulated scan's stimuli are cut from the bundled photographs the photograph set's test crops
+    come from: a regularized arm would train on its test images' source.  The baseline may use the set."""
+    from populate import ingest
+    from schemas.classifiers import ClassifierTask
+
+    ingest.photo_classes(4, 2, name="photos-overlap")
+    before = row_counts()
+    for control in ("neural", "shuffled"):
+        with pytest.raises(ValueError, match=r"'photos-overlap' and the stimuli of similarity .* same photographs"):
+            ClassifierTask.add(dict(TINY_CLASSIFIER, control=control), "photos-overlap", neural=similarity)
+    assert row_counts() == before
+    assert ClassifierTask.add(dict(TINY_CLASSIFIER, control="none", alpha=0.0), "photos-overlap", neural=similarity)
+
+
+def test_a_set_with_its_own_validation_split_is_stored_and_trained_on(classifiers):
+    """The shapes set keeps its validation split (a part of its own), and the test accuracy recorded
+    after the last epoch is the stored clean accuracy (no early stopping: the last epoch's weights)."""
+    from schemas.classifiers import ClassificationSet, TrainedClassifier
+
+    images, labels = ClassificationSet.validation_tensors(dict(classification_set="shapes-test"))
+    assert images.shape == (40, 1, 32, 32) and sorted(np.bincount(labels.numpy())) == [4] * 10
+    assert ClassificationSet.validation_tensors(dict(classification_set="no-such-set")) is None
+    for key in classifiers.values():
+        row = (TrainedClassifier & key).fetch1()
+        assert row["history"][-1]["test_accuracy"] == row["clean_accuracy"]
+        assert row["validation_accuracy"] == row["history"][-1]["validation_accuracy"] is not None
 
 
 def test_classifiers_are_trained_and_evaluated(classifiers, capsys):

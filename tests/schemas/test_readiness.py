@@ -120,13 +120,13 @@ def test_a_task_list_declared_ahead_waits_stage_by_stage(task):
     ImageSet.from_scans("readiness", [SCAN_KEY])
     SimilarityTask.add("readiness-neural", dict(method="model"), image_set="readiness", ensembles=["readiness"])
     SimilarityTask.add("readiness-pixel", dict(method="pixel"), image_set="readiness")
-    ingest.photo_classes(4, 2, name="photos-readiness")
+    ingest.shapes_classes(4, 2, 2, name="shapes-readiness")
     [neural] = ClassifierTask.add(
-        dict(width=4, epochs=1, control="neural", alpha=1.0), "photos-readiness", neural="readiness-neural"
+        dict(width=4, epochs=1, control="neural", alpha=1.0), "shapes-readiness", neural="readiness-neural"
     )
     [pixel] = ClassifierTask.add(
         dict(width=4, epochs=1, control="pixel", alpha=1.0),
-        "photos-readiness",
+        "shapes-readiness",
         neural="readiness-neural",
         target="readiness-pixel",
     )
