@@ -76,6 +76,11 @@ class ClassificationSet(dj.Manual):
             test_labels=images.test_labels,
         )
         validation = getattr(images, "validation_images", None)
+        if validation is not None and not cls.Validation().is_declared:
+            raise LookupError(
+                f"classification set {name!r} has a validation split, but this database has no "
+                "ClassificationSet.Validation table yet: run `python -m populate setup` (it adds what is missing)"
+            )
         with cls.connection.transaction:  # the set and its validation split, or neither
             cls.insert1(row)
             if validation is not None:
@@ -86,7 +91,10 @@ class ClassificationSet(dj.Manual):
 
     @classmethod
     def validation_tensors(cls, key) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The set's own validation split as :meth:`tensors` gives a split, or None for a set without one."""
+        """The set's own validation split as :meth:`tensors` gives a split, or None for a set without one
+        (every set of a database made before the split existed: its table is then not declared)."""
+        if not cls.Validation().is_declared:
+            return None
         part = cls.Validation & key
         if not part:
             return None

@@ -420,3 +420,31 @@ def test_results_keep_evaluation_configs_apart(comparison, capsys):
     assert len(noise) == len({c.rstrip(".").split()[-1] for c in noise})  # one figure per config
     perturbation = [c for c in captions if c.startswith("Minimal adversarial perturbation")]
     assert perturbation and all("comparison" in c and "second" not in c for c in perturbation)
+
+
+def test_a_database_made_before_the_validation_split_reads_and_upgrades_with_setup(db):
+    """In a database whose ClassificationSet.Validation table was never declared (made before it existed,
+    here by dropping it), no set has its own split, adding a set with one says to run setup, and setup
+    adds the table."""
+    import schemas
+    from populate import ingest
+    from schemas import db as settings
+    from schemas.classifiers import ClassificationSet
+
+    own = settings.prefix()
+    older = f"{own}_older"
+    try:
+        schemas.declare_all(older)
+        ClassificationSet.Validation.drop_quick()
+        assert not ClassificationSet.Validation().is_declared
+        assert ClassificationSet.validation_tensors(dict(classification_set="shapes-older")) is None
+        with pytest.raises(LookupError, match="run `python -m populate setup`"):
+            ingest.shapes_classes(2, 1, 1, name="shapes-older")
+        assert len(ClassificationSet()) == 0
+        schemas.declare_all(older)
+        ingest.shapes_classes(2, 1, 1, name="shapes-older")
+        images, _ = ClassificationSet.validation_tensors(dict(classification_set="shapes-older"))
+        assert images.shape == (10, 1, 32, 32)
+    finally:
+        schemas.activate(own)
+        schemas.drop_all(older)
