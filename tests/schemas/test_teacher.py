@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.schemas.test_classifiers import TINY_CLASSIFIER, TINY_EVALUATION, similarity  # noqa: F401 (fixture)
+from tests.schemas.test_classifiers import TINY_CLASSIFIER, TINY_EVALUATION
 
 TEACHER = dict(TINY_CLASSIFIER, control="none", alpha=0.0, noise_std=0.2)
 
@@ -16,7 +16,7 @@ def _ready(table) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def teacher(similarity):  # noqa: F811 (the fixture imported above)
+def teacher(similarity):
     """A teacher, its similarity over the scan's image set and a student; checked as each becomes ready."""
     from populate import ingest
     from populate.work import run
