@@ -146,7 +146,7 @@ class TargetInvariance(Readiness, dj.Computed):
     @property
     def candidates(self):
         # the targets that have values for new images (not the recorded single trials)
-        methods = SimilarityConfig & "method in ('model', 'pixel', 'lowpass')"
+        methods = SimilarityConfig & "method in ('model', 'pixel', 'lowpass', 'teacher')"
         return (SimilarityTask & methods).proj() * EvaluationConfig.proj()
 
     def inputs(self) -> dict:

@@ -30,8 +30,11 @@ CONTROL_METHODS = {
     "single_trial": "single_trial",
     "pixel": "pixel",
     "lowpass": "lowpass",
+    "teacher": "teacher",
 }
-"""Similarity method each control trains towards; "none" trains towards nothing."""
+"""Similarity method each control trains towards; "none" trains towards nothing.  A "teacher" target is
+a trained classifier's layer similarity (:class:`SimilarityTeacher`); training waits until it is computed,
+which waits until the teacher is trained."""
 
 
 @schema
@@ -321,6 +324,7 @@ KEPT_TABLES = {
         "EvaluationConfig",
         "NoiseEvaluation",
         "TargetInvariance",
-    )
+    ),
+    "schemas.teacher": ("SimilarityTeacher",),
 }
 __getattr__ = tables_kept_in(__name__, KEPT_TABLES)

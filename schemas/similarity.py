@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from pathlib import Path
 
@@ -148,6 +149,11 @@ class SimilarityTask(dj.Manual):
     @classmethod
     def add(cls, name: str, config: dict, image_set: str, ensembles: list[str] = ()) -> dict:
         settings = SimilarityConfig.validated(config)
+        if settings.method == "teacher":
+            raise ValueError(
+                f"similarity {name!r}: a teacher similarity names its teacher classifier: "
+                "add it with schemas.classifiers.SimilarityTeacher.add"
+            )
         if settings.method not in IMAGE_METHODS and not ensembles:
             raise ValueError(f"similarity {name!r}: method {settings.method!r} needs at least one ensemble")
         key = dict(similarity_name=name)
@@ -157,6 +163,13 @@ class SimilarityTask(dj.Manual):
             cls.insert1(dict(key, **SimilarityConfig.add(settings), image_set=image_set))
             cls.Ensemble.insert(dict(key, ensemble_name=e) for e in ensembles)
         return key
+
+
+def teacher_tables():
+    """:mod:`schemas.teacher`, imported on first use: a "teacher" similarity is a classifier's (a table of
+    the downstream classifiers stage), whose module imports this one, so this one cannot import it
+    when it loads."""
+    return importlib.import_module("schemas.teacher")
 
 
 def task_images(similarity_name: str) -> np.ndarray:
@@ -200,14 +213,16 @@ def target_vectors(similarity_name: str, images: np.ndarray) -> list[np.ndarray]
     """Per scan, (N, d) unit-norm population vectors of a target for arbitrary (N, H, W) grey-level images.
 
     What :class:`Similarity` computes for its image set, for other images (e.g. noisy copies): the
-    ensembles' predicted responses weighted like the stored similarity ("model"), or the (low-pass
-    filtered) pixels ("pixel", "lowpass").  Single-trial targets are recorded responses, which have
-    no value for new images: that is an error.
+    ensembles' predicted responses weighted like the stored similarity ("model"), the (low-pass
+    filtered) pixels ("pixel", "lowpass") or the teacher's layers, one entry per layer ("teacher").
+    Single-trial targets are recorded responses, which have no value for new images: that is an error.
     """
     task = (SimilarityTask & dict(similarity_name=similarity_name)).fetch1()
     settings = SimilarityConfig.load(task)
     if settings.method in IMAGE_METHODS:
         return [sim.pixel_vectors(images, settings.pixel_sigma)]
+    if settings.method == "teacher":
+        return teacher_tables().teacher_vectors(similarity_name, images, settings)
     if settings.method != "model":
         raise ValueError(f"similarity {similarity_name!r}: method {settings.method!r} has no values for new images")
     ensembles = (SimilarityTask.Ensemble & task).keys()
@@ -247,13 +262,18 @@ class Similarity(Readiness, dj.Computed):
     def inputs(self) -> dict:
         # Every ensemble of a task needs its predictions of the task's images and its scan's
         # reliability (unit weights); a pixel task has no ensembles and is ready at once.
+        # A teacher task needs its teacher trained (a database made before teachers existed has none).
         tasks = SimilarityTask.proj()
-        return {
+        inputs = {
             "PredictedResponses of every ensemble": tasks
             - (SimilarityTask.Ensemble - (PredictedResponses * SimilarityTask.proj("image_set"))).proj(),
             "Reliability of every ensemble's scan": tasks
             - (SimilarityTask.Ensemble - ensembles_with_scan(Reliability)).proj(),
         }
+        untrained = teacher_tables().untrained_teachers()
+        if untrained is not None:
+            inputs["TrainedClassifier (teacher)"] = tasks - untrained
+        return inputs
 
     def make(self, key):
         task = (SimilarityTask & key).fetch1()
@@ -268,6 +288,8 @@ class Similarity(Readiness, dj.Computed):
                 store = sim.pixel_similarity(
                     ImageSet.images(task).astype(np.float32), out, lowpass_sigma=settings.pixel_sigma, **write
                 )
+            elif settings.method == "teacher":
+                store = teacher_tables().teacher_similarity(key, ImageSet.images(task), settings, out, **write)
             else:
                 scales = _unit_scales(task, ensembles) if settings.scale_units else [None] * len(ensembles)
                 if settings.method == "model":

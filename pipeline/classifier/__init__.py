@@ -3,7 +3,8 @@
 Modules: ``config`` (training settings), ``resnet`` (the network), ``regularizer`` (the similarity
 loss), ``batches`` (images and stimulus pairs of a step), ``step`` (one optimizer update),
 ``train`` (the training run), ``measure`` (accuracy and similarity fidelity), ``robustness``,
-``attacks``, ``invariance`` and ``evaluation`` (what a trained classifier is tested on),
+``attacks``, ``invariance`` and ``evaluation`` (what a trained classifier is tested on), ``teacher``
+(the layer similarity of a trained network as a target, and its noise invariance),
 ``baselines`` (what a task's trivial classifiers reach) and ``alpha_rule`` (the similarity weight an arm
 is compared at).
 """

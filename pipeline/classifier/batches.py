@@ -1,5 +1,9 @@
 """The batches of one classifier training step: checked images, augmentation, stimulus pairs.
 
+Augmentation (:func:`augment_batch`) changes the classification images only: random crop and flip,
+then, with ``noise_std``, Gaussian pixel noise.  The stimulus images enter the similarity loss as
+they are.
+
 The stimulus pairs of a step are either the paper's ``pair_batch`` independent random pairs of
 distinct images (``2 * pair_batch`` images through the network) or, with ``pair_images = n``, every
 one of the ``n (n - 1) / 2`` pairs among ``n`` distinct random images.  Both estimate the same loss,
@@ -53,6 +57,33 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
     # (B, H, W, C) after advanced indexing on dims 0, 2, 3
     crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return standard_layout(crops.permute(0, 3, 1, 2))
+
+
+def add_training_noise(images: torch.Tensor, generator: torch.Generator, max_std: float) -> torch.Tensor:
+    """``images`` (B, C, H, W) in [0, 1] plus Gaussian noise whose std is drawn per image uniformly
+    from [0, ``max_std``], clipped to [0, 1].
+
+    Stds and noise are drawn on CPU from ``generator`` (reproducible on any device).  Hand-written
+    rather than :func:`pipeline.classifier.robustness.add_noise`, which takes one std for the batch.
+    """
+    b = len(images)
+    std = torch.rand(b, generator=generator) * max_std
+    noise = torch.randn(images.shape, generator=generator) * std.view(b, *([1] * (images.ndim - 1)))
+    return (images + noise.to(images.device, images.dtype)).clamp_(0, 1)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, config: ClassifierConfig) -> torch.Tensor:
+    """The augmented classification batch of one step: :func:`augment` when ``config.augment``, then
+    :func:`add_training_noise` when ``config.noise_std`` is set.
+
+    Without noise the generator draws exactly what :func:`augment` alone draws, so runs configured
+    before ``noise_std`` existed see the same images.
+    """
+    if config.augment:
+        images = augment(images, generator)
+    if config.noise_std is not None:
+        images = add_training_noise(images, generator, config.noise_std)
+    return images
 
 
 def pair_lookup(similarity: Any, n_stimuli: int) -> PairLookup:

@@ -17,7 +17,7 @@ class ClassifierConfig(Config):
     n_classes: int = 10
     layers: tuple[str, ...] = FEATURE_LAYERS  # layers entering S_model
     alpha: float = 20.0  # weight of the similarity loss; 0 = unregularized baseline
-    control: Literal["none", "neural", "shuffled", "single_trial", "pixel", "lowpass"] = "neural"
+    control: Literal["none", "neural", "shuffled", "single_trial", "pixel", "lowpass", "teacher"] = "neural"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -40,6 +40,11 @@ class ClassifierConfig(Config):
     # stimulus images per step whose every pair enters the similarity loss; None: ``pair_batch``
     # independent pairs, as in the paper
     pair_images: Optional[int] = omitted_at_default(None)
+    # Gaussian-noise augmentation of the classification images (never of the stimulus images): each
+    # training image gets noise of a std drawn uniformly from [0, noise_std] (image range [0, 1]),
+    # after the crop and flip, clipped to [0, 1]; None: no noise.  The upper bound of the robustness
+    # experiment and its teacher train with it.
+    noise_std: Optional[float] = omitted_at_default(None)
 
     def validate(self) -> None:
         if not self.layers:
@@ -71,6 +76,8 @@ class ClassifierConfig(Config):
             )
         if self.pair_images is not None and self.pair_images < 2:
             raise ConfigError(f"pair_images must be >= 2 or None, got {self.pair_images}")
+        if self.noise_std is not None and not 0 < self.noise_std <= 1:
+            raise ConfigError(f"noise_std must be in (0, 1] or None, got {self.noise_std}")
         if not 0 <= self.running_momentum < 1 or not 0 < self.clamp_eps < 1:
             raise ConfigError("need 0 <= running_momentum < 1 and 0 < clamp_eps < 1")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.checkpoint import Checkpointer, rng_state, set_rng_state
-from pipeline.classifier.batches import PairBatch, PairLookup, augment, check_images, pair_lookup, step_pairs
+from pipeline.classifier.batches import PairBatch, PairLookup, augment_batch, check_images, pair_lookup, step_pairs
 from pipeline.classifier.config import ClassifierConfig
 from pipeline.classifier.measure import accuracy
 from pipeline.classifier.regularizer import SimilarityRegularizer
@@ -247,8 +247,7 @@ def train_epoch(
     for step in range(tally.step, data.steps):
         idx = torch.as_tensor(batches[step * data.batch_size : (step + 1) * data.batch_size], device=data.images.device)
         x, y = data.images[idx], data.labels[idx]
-        if config.augment:
-            x = augment(x, data.augment_generator)
+        x = augment_batch(x, data.augment_generator, config)
         pairs = data.next_pairs() if data.next_pairs is not None else None
         logits, ce, sim = training_step(model, regularizer, optimizer, x, y, pairs, config)
         tally.ce_sum += ce * len(y)

@@ -265,3 +265,17 @@ def test_similarity_settings_hashes_leave_out_lowpass_sigma_at_its_default():
     assert SimilaritySettings().hash == "a72494cfb4f2c2c68eb0506d75e015b1"
     assert SimilaritySettings(method="pixel").hash == "e137657baa68c5409e7658109dc0e4c2"
     assert SimilaritySettings(method="lowpass", lowpass_sigma=2.0).hash != SimilaritySettings(method="lowpass").hash
+
+
+def test_teacher_layers_stay_out_of_the_hash_at_their_default_and_are_checked():
+    from pipeline.classifier.teacher import TEACHER_LAYERS
+    from pipeline.config import ConfigError
+    from pipeline.similarity.settings import SimilaritySettings
+
+    teacher = SimilaritySettings(method="teacher")
+    assert teacher.teacher_layers == TEACHER_LAYERS == ("layer3",) and "teacher_layers" not in teacher.to_dict()
+    both = SimilaritySettings.from_dict(dict(method="teacher", teacher_layers=["layer2", "layer3"]))
+    assert both.to_dict()["teacher_layers"] == ["layer2", "layer3"] and both.hash != teacher.hash
+    for bad in ([], ["layer3", "layer3"], ["fc"]):
+        with pytest.raises(ConfigError, match="teacher_layers"):
+            SimilaritySettings.from_dict(dict(method="teacher", teacher_layers=bad))
