@@ -86,6 +86,16 @@ def fit_and_select(
     return BaselineScore(float(models[best].score(x["test"], y["test"])), best, validation)
 
 
+SPLITS = ("train", "validation", "test")
+
+
+def _named(arrays: tuple[np.ndarray, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{split: (images, labels)}`` of six arrays: train images, train labels, validation ..., test ..."""
+    if len(arrays) != 2 * len(SPLITS):
+        raise ValueError(f"expected images and labels of {', '.join(SPLITS)} (6 arrays), got {len(arrays)}")
+    return {split: (arrays[2 * i], arrays[2 * i + 1]) for i, split in enumerate(SPLITS)}
+
+
 def histogram_accuracy(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -98,32 +108,14 @@ def histogram_accuracy(
     """Test accuracy of logistic regression on each image's 32-bin grey-level histogram.
 
     Images are (N, 32, 32) uint8 (any (N, H, W) works), labels (N,) int64."""
-    splits = {
-        "train": (train_images, train_labels),
-        "validation": (validation_images, validation_labels),
-        "test": (test_images, test_labels),
-    }
-    return fit_and_select(grey_histograms, splits, c_grid)
+    arrays = (train_images, train_labels, validation_images, validation_labels, test_images, test_labels)
+    return fit_and_select(grey_histograms, _named(arrays), c_grid)
 
 
-def linear_pixel_accuracy(
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    validation_images: np.ndarray,
-    validation_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
-    c_grid: tuple[float, ...] = PIXEL_C_GRID,
-) -> BaselineScore:
-    """Test accuracy of logistic regression on standardised pixels (a linear classifier).
-
-    Images are (N, 32, 32) uint8 (any (N, H, W) works), labels (N,) int64."""
-    splits = {
-        "train": (train_images, train_labels),
-        "validation": (validation_images, validation_labels),
-        "test": (test_images, test_labels),
-    }
-    return fit_and_select(pixel_features, splits, c_grid)
+def linear_pixel_accuracy(*arrays: np.ndarray, c_grid: tuple[float, ...] = PIXEL_C_GRID) -> BaselineScore:
+    """Test accuracy of logistic regression on standardised pixels (a linear classifier); the six arrays
+    as :func:`histogram_accuracy` takes them."""
+    return fit_and_select(pixel_features, _named(arrays), c_grid)
 
 
 def task_baselines(data: ClassificationSet) -> dict[str, BaselineScore]:
