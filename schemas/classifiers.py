@@ -78,7 +78,7 @@ class ClassificationSet(dj.Manual):
             test_images=images.test_images,
             test_labels=images.test_labels,
         )
-        validation = getattr(images, "validation_images", None)
+        validation = images.validation_images
         if validation is not None and not cls.Validation().is_declared:
             raise LookupError(
                 f"classification set {name!r} has a validation split, but this database has no "

@@ -103,6 +103,7 @@ def histogram_accuracy(
     validation_labels: np.ndarray,
     test_images: np.ndarray,
     test_labels: np.ndarray,
+    *,
     c_grid: tuple[float, ...] = HISTOGRAM_C_GRID,
 ) -> BaselineScore:
     """Test accuracy of logistic regression on each image's 32-bin grey-level histogram.
@@ -118,16 +119,14 @@ def linear_pixel_accuracy(*arrays: np.ndarray, c_grid: tuple[float, ...] = PIXEL
     return fit_and_select(pixel_features, _named(arrays), c_grid)
 
 
-def task_baselines(data: ClassificationSet) -> dict[str, BaselineScore]:
-    """Both baselines of a set with a validation split: ``{"histogram": ..., "linear_pixels": ...}``."""
+def set_arrays(data: ClassificationSet) -> tuple[np.ndarray, ...]:
+    """The six arrays :func:`histogram_accuracy` takes, from a set with a validation split."""
     if data.validation_images is None or data.validation_labels is None:
         raise ValueError(f"{data.source}: the baselines choose C on a validation split, and this set has none")
-    splits = (
-        data.train_images,
-        data.train_labels,
-        data.validation_images,
-        data.validation_labels,
-        data.test_images,
-        data.test_labels,
-    )
-    return {"histogram": histogram_accuracy(*splits), "linear_pixels": linear_pixel_accuracy(*splits)}
+    return tuple(getattr(data, f"{split}_{kind}") for split in SPLITS for kind in ("images", "labels"))
+
+
+def task_baselines(data: ClassificationSet) -> dict[str, BaselineScore]:
+    """Both baselines of a set with a validation split: ``{"histogram": ..., "linear_pixels": ...}``."""
+    arrays = set_arrays(data)
+    return {"histogram": histogram_accuracy(*arrays), "linear_pixels": linear_pixel_accuracy(*arrays)}

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.data.cifar import IMAGE_SIDE, ClassificationSet
 from pipeline.data.images import PatchSpec, Photograph, cut_patches, source_photographs
+from pipeline.data.sources import PHOTO_SET_PREFIX
 
 MIN_CROP_SIDE = 32
 MAX_CROP_SIDE = 48
@@ -128,5 +129,5 @@ def photo_classification_set(
         test_images=images[~is_train],
         test_labels=labels[~is_train],
         class_names=class_names,
-        source=f"photos:{','.join(class_names)}:seed={seed}",
+        source=f"{PHOTO_SET_PREFIX}{','.join(class_names)}:seed={seed}",  # parsed by sources.classification_photographs
     )

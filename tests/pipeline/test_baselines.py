@@ -10,20 +10,10 @@ from pipeline.classifier.baselines import (
     grey_histograms,
     histogram_accuracy,
     linear_pixel_accuracy,
+    set_arrays,
     task_baselines,
 )
 from pipeline.data.shapes import shapes_classification_set
-
-
-def split_args(data) -> tuple:
-    return (
-        data.train_images,
-        data.train_labels,
-        data.validation_images,
-        data.validation_labels,
-        data.test_images,
-        data.test_labels,
-    )
 
 
 def test_grey_histograms_agree_with_numpy_histogram_per_image():
@@ -59,7 +49,7 @@ def test_each_baseline_solves_the_cue_it_can_see(baseline, kind):
 
 def test_c_is_chosen_on_validation_and_test_labels_do_not_change_the_choice():
     data = shapes_classification_set(20, 10, 10, seed=0)
-    args = list(split_args(data))
+    args = list(set_arrays(data))
     score = histogram_accuracy(*args)
     assert score.C == max(score.validation_accuracy, key=lambda c: (score.validation_accuracy[c], -c))
     args[5] = np.random.default_rng(0).permutation(args[5])
