@@ -19,12 +19,20 @@ class IngestError(ValueError):
     """Input that cannot be imported as it is."""
 
 
-def check_ids(recording) -> None:
-    """Refuse ids the database columns cannot hold or the command line cannot address.
+def check_ids(recording, file: str | Path | None = None) -> None:
+    """Refuse ids the database columns cannot hold or the command line cannot address; the error
+    names ``file``, the file the ids were read from, when given.
 
     Scan ids (``animal_id``, ``session``, ``scan_idx``) are written ``animal-session-scan`` with
     non-negative numbers; they and unit ids are int32 columns, trial and image ids int64.
     """
+    try:
+        _check_ids(recording)
+    except IngestError as e:
+        raise IngestError(f"{file}: {e}" if file is not None else str(e)) from None
+
+
+def _check_ids(recording) -> None:
     import numpy as np
 
     for name, value in recording.scan_key.items():
@@ -110,7 +118,7 @@ def import_sensorium(path: str | Path) -> tuple[dict, bool]:
 
     recording = read_sensorium(path, limits=import_budget().limits)
     recording.source = recording.source or Path(path).name
-    check_ids(recording)
+    check_ids(recording, path)
     image_id_name = next((n for n in IMAGE_ID_NAMES if n in recording.extra_trial_arrays), IMAGE_ID_NAMES[0])
     return _insert_once(recording.scan_key, lambda: recordings.insert_recording(recording, image_id_name=image_id_name))
 
@@ -303,7 +311,7 @@ def import_nwb(
         config = ExtractionConfig.from_dict(info["config"])
         um_per_pixel = float(info.get("um_per_pixel", um_per_pixel))
     recording.source = recording.source or f"nwb:{Path(path).name}"
-    check_ids(recording)
+    check_ids(recording, path)
     if recordings.scan_exists(recording.scan_key):
         return recording.scan_key, False
     has_rois = len(footprints) and any(len(p) for p in footprints.pixels)

@@ -3,14 +3,26 @@ naming the file, nothing is inserted, and the import's peak memory stays under 5
 
 The peak is ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a fresh process whose only
 child is the import command, so no other child of the test run counts.  The files are built small
-(compressed zeros, unallocated HDF5 datasets) and declare gigabytes."""
+(compressed zeros, unallocated HDF5 datasets) and declare gigabytes.
+
+Each measured peak, with the error line, is merged into ``.local/import_limits.json`` under the
+server it ran on, or into the file ``IMPORT_LIMITS`` names: the committed
+``benchmarks/results/import_limits.json`` (quoted by docs/integrity.md) comes from
+``IMPORT_LIMITS=benchmarks/results/import_limits.json python -m pytest tests/populate/test_import_limits.py``
+run on each server, so that a test run leaves the tracked file alone."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import platform
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -28,6 +40,11 @@ from tests.populate.commands import REPO, child_env
 MiB = 2**20
 PEAK_LIMIT = 500 * 10**6
 """The issue's bound: under 500 MB at peak."""
+
+RESULTS = REPO / os.environ.get("IMPORT_LIMITS", ".local/import_limits.json")
+MEASURED_BY = (
+    "IMPORT_LIMITS=benchmarks/results/import_limits.json python -m pytest tests/populate/test_import_limits.py"
+)
 
 MEASURE = """
 import resource, subprocess, sys
@@ -52,6 +69,48 @@ def import_measured(*args: str) -> tuple[int, str, int]:
     last = result.stdout.strip().splitlines()[-1].split()
     assert last[0] == "peak_rss_kib", result.stdout
     return result.returncode, result.stderr, int(last[1]) * 1024  # Linux reports kibibytes
+
+
+def server() -> tuple[str, str]:
+    """(name, version) of the test server: ``postgresql``, ``mariadb`` or ``mysql``."""
+    import datajoint as dj
+
+    version = str(dj.conn().query("SELECT version()").fetchone()[0])
+    backend = os.environ.get("DJ_BACKEND", "mysql")
+    return ("mariadb" if "mariadb" in version.lower() else backend), version
+
+
+def record(kind: str, peak: int, error: str, tmp_path: Path) -> None:
+    """Merge the peak RSS and the error line of ``kind`` into :data:`RESULTS`, under this run's server.
+
+    The two servers' passes of ``make test`` run at once: the file is locked while it is read and
+    rewritten.  Temporary paths in the error are replaced, so the committed file names none of this machine."""
+    name, version = server()
+    error = error.replace(str(tmp_path), "<tmp_path>").replace(tempfile.gettempdir(), "<tmp>")
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        data = json.loads(text) if text.strip() else {}
+        data["measured_by"] = MEASURED_BY
+        data["machine"] = f"{os.cpu_count()} CPUs, {platform.machine()}, {memory:.0f} GiB memory"
+        entries = data.setdefault(name, {})
+        entries["server"] = version
+        entries[kind] = dict(
+            peak_rss_mb=round(peak / 1e6), error=error, date=datetime.now(timezone.utc).isoformat(timespec="seconds")
+        )
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def one_error(code: int, err: str) -> str:
+    """The one ``error:`` line of a failed command (DataJoint may warn before it)."""
+    errors = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and err.strip().endswith(errors[0]), err
+    return errors[0]
 
 
 def bomb_sensorium_zip(tmp_path: Path) -> Path:
@@ -105,12 +164,29 @@ def test_a_hostile_file_is_refused_in_little_memory_with_no_rows(db, tmp_path, r
     assert path.stat().st_size < 3 * MiB, "the hostile file should be small"
     before = row_counts()
     code, err, peak = import_measured(*args)
-    errors = [line for line in err.strip().splitlines() if line.startswith("error: ")]
-    assert code == 1 and len(errors) == 1 and err.strip().endswith(errors[0]), err  # DataJoint may warn before it
-    assert re.search(pattern, errors[0]), errors[0]
-    print(f"{kind}: peak RSS {peak / 1e6:.0f} MB; {errors[0]}")  # shown with -s, for docs/integrity.md
+    error = one_error(code, err)
+    assert re.search(pattern, error), error
+    record(kind, peak, error, tmp_path)
     assert peak < PEAK_LIMIT, f"peak RSS {peak / 1e6:.0f} MB"
     assert row_counts() == before
+
+
+@pytest.mark.parametrize("importer", ["sensorium", "suite2p", "nwb"])
+def test_the_baseline_a_refused_import_of_a_missing_file(db, tmp_path, importer):
+    """The peak of the same command refused before it reads anything: what the interpreter, DataJoint,
+    the recordings tables and the importer's modules take, against which the hostile files' peaks are read."""
+    from tests.imaging_fixtures import shared_imaging_folder
+
+    missing = tmp_path / "missing"
+    extra = []
+    if importer == "suite2p":
+        _, paths = shared_imaging_folder(3)
+        extra = ["--stimuli", str(paths["stimuli"]), "--images", str(paths["images"]), "--scan", "35-1-3"]
+    code, err, peak = import_measured(importer, str(missing), *extra)
+    error = one_error(code, err)
+    assert str(missing) in error, error
+    record(f"baseline: {importer} of a missing file", peak, error, tmp_path)
+    assert peak < PEAK_LIMIT, f"peak RSS {peak / 1e6:.0f} MB"
 
 
 def test_a_pickled_payload_in_a_collaborators_folder_runs_nothing(db, tmp_path, row_counts):
@@ -124,10 +200,12 @@ def test_a_pickled_payload_in_a_collaborators_folder_runs_nothing(db, tmp_path, 
     marker = tmp_path / "ran"
     plant_payload(folder / "plane0", "stat.npy", marker)
     before = row_counts()
-    code, err, _ = import_measured(
+    code, err, peak = import_measured(
         "suite2p", str(folder), "--stimuli", str(paths["stimuli"]), "--images", str(paths["images"]), "--scan", "35-1-2"
     )
-    assert code == 1 and "stat.npy: stat: refused: refusing to load global" in err, err
+    error = one_error(code, err)
+    assert re.search(r"plane0/stat\.npy: stat: refused: refusing to load global (posix|os)\.system", error), error
+    record("suite2p stat.npy pickling os.system", peak, error, tmp_path)
     assert not marker.exists()
     assert row_counts() == before
 
@@ -140,6 +218,8 @@ def test_an_nwb_session_id_out_of_range_is_refused_like_any_import(db, tmp_path,
         del f["general/session_id"]
         f["general/session_id"] = "99999999999-1-1"
     before = row_counts()
-    code, err, _ = import_measured("nwb", str(path))
-    assert code == 1 and "animal_id 99999999999: scan ids must be between 0 and 2147483647" in err, err
+    code, err, peak = import_measured("nwb", str(path))
+    error = one_error(code, err)
+    assert error == f"error: {path}: animal_id 99999999999: scan ids must be between 0 and 2147483647", error
+    record("NWB session_id 99999999999-1-1", peak, error, tmp_path)
     assert row_counts() == before
