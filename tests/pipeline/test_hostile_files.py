@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -199,6 +200,53 @@ def test_external_links_virtual_datasets_and_other_drivers_are_refused(tmp_path)
         InputError, match=r"family0\.nwb: file: not a readable NWB file \(HDF5 file with the default driver"
     ):
         read_nwb(tmp_path / "family0.nwb")
+
+    # the split driver is HDF5's multi driver with two member files (h5py can write no other multi layout)
+    with h5py.File(tmp_path / "split.nwb", "w", driver="split") as f:
+        f["data"] = np.zeros(1000, np.float32)
+    for member, why in (("split.nwb-m.h5", "multi driver should be used"), ("split.nwb-r.h5", "signature not found")):
+        with pytest.raises(InputError, match=rf"{re.escape(member)}: file: not a readable NWB file \(.*{why}"):
+            read_nwb(tmp_path / member)
+
+
+def test_an_nwb_dataset_over_the_memory_limits_is_refused_before_it_is_read(tmp_path):
+    """An exported file whose first stimulus image is an unallocated 64 MiB dataset: under a 32 MiB
+    per-array or total limit it is refused naming the file and the dataset, and Python's allocations
+    stay far below its size; under a 64 MiB limit the same file is read (then refused for its shapes)."""
+    import tracemalloc
+
+    import h5py
+
+    from pipeline.data.nwb import read_nwb
+
+    path = exported_nwb(tmp_path / "large.nwb")
+    with h5py.File(path, "r") as f:
+        image = sorted(f["stimulus/templates/StimulusImages"])[0]
+    replace_dataset(
+        path,
+        f"stimulus/templates/StimulusImages/{image}",
+        lambda f, name, shape, dtype: f.create_dataset(
+            name, shape=(8192, 8192), dtype="uint8", chunks=(1024, 1024), compression="gzip"
+        ),
+    )
+    field = rf"large\.nwb: stimulus_template/StimulusImages/{image}: "
+
+    def peak_of(limits: ImportLimits, match: str) -> int:
+        tracemalloc.start()  # numpy reports its array buffers to tracemalloc
+        try:
+            with pytest.raises(InputError, match=match) as e:
+                read_nwb(path, budget=Budget(limits))
+            assert "\n" not in str(e.value)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    per_array = rf"{field}64 MiB decoded exceeds the import limit of 32 MiB per array \(PIPELINE_IMPORT_MAX_FILE_MB\)"
+    assert peak_of(ImportLimits(32 * MiB, 2**40), per_array) < 16 * MiB
+    total = rf"{field}the import's arrays exceed the import limit of 32 MiB decoded in all \(PIPELINE_IMPORT_MAX_GB\)"
+    assert peak_of(ImportLimits(2**40, 32 * MiB), total) < 16 * MiB
+    shapes = r"large\.nwb: stimulus_template/StimulusImages: images of different shapes"
+    assert peak_of(ImportLimits(64 * MiB, 2**40), shapes) >= 64 * MiB
 
 
 def test_unallocated_datasets_are_refused_before_anything_is_read(tmp_path):
