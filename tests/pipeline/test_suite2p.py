@@ -226,7 +226,8 @@ def test_a_model_trains_on_a_suite2p_scan(db, imaging):
 
 @pytest.mark.slow
 def test_real_suite2p_on_a_simulated_movie(tmp_path):
-    """Movie -> suite2p (registration, detection, extraction, deconvolution) -> scan, against ground truth."""
+    """Movie -> suite2p (registration, detection, extraction, deconvolution) -> scan, against ground
+    truth; suite2p's pickles unpickle as with numpy's full unpickler.  Marked slow: not in CI."""
     pytest.importorskip("suite2p")
     from pipeline.data.movie import MovieConfig, match_rois, simulate_movie, write_movie_folder
     from pipeline.data.simulate import SimulationConfig
@@ -248,6 +249,27 @@ def test_real_suite2p_on_a_simulated_movie(tmp_path):
     truth = sim.recording.responses[np.argsort(sim.onset_frames, kind="stable")]
     r = [np.corrcoef(recording.responses[:, match[u]], truth[:, u])[0, 1] for u in np.flatnonzero(match >= 0)]
     assert np.median(r) > 0.8, np.round(r, 2)
+    assert_unpickled_as_numpy_does(tmp_path / "suite2p")
+
+
+def assert_unpickled_as_numpy_does(folder) -> None:
+    """Every ``ops.npy`` and ``stat.npy`` of a real suite2p output reads through the array-only
+    unpickler to the objects numpy's full unpickler builds: equal types, and equal bytes when both are
+    pickled again.  ``allow_pickle=True`` is safe here: the files were written by suite2p in this test."""
+    import functools
+    import pickle
+
+    from pipeline.data.limits import Budget
+    from pipeline.data.safe_load import read_pickled_npy
+    from pipeline.data.suite2p import plane_folders
+
+    for plane in plane_folders(folder):
+        for name in ("ops.npy", "stat.npy"):
+            path = plane / name
+            ours = read_pickled_npy(path, Budget(), functools.partial(InputError, path, name))
+            numpys = np.load(path, allow_pickle=True)
+            assert type(ours) is type(numpys) and ours.dtype == numpys.dtype and ours.shape == numpys.shape
+            assert pickle.dumps(ours, protocol=4) == pickle.dumps(numpys, protocol=4), path
 
 
 def test_simulate_movie_command_writes_the_lab_files(tmp_path, capsys):
