@@ -34,6 +34,7 @@ from pipeline.data.limits import Budget
 from pipeline.data.safe_load import charge_pickle, read_npy, read_npz, read_pickled_npy
 
 TRACE_FILES = ("F.npy", "Fneu.npy", "spks.npy")
+INT64 = np.iinfo(np.int64)  # ids are stored as 64-bit signed integers
 
 
 def plane_folders(folder: Path) -> list[Path]:
@@ -243,9 +244,12 @@ def read_schedule(
         for i, row in enumerate(rows):
             text = (row.get(name) or "").strip()
             try:
-                values.append(int(text))
+                value = int(text)
             except ValueError:
                 raise InputError(stimuli, name, f"row {i + 1}: {text!r} is not an integer (wrong dtype)") from None
+            if not INT64.min <= value <= INT64.max:
+                raise InputError(stimuli, name, f"row {i + 1}: {text!r} is outside the 64-bit integer range")
+            values.append(value)
         return np.array(values, np.int64)
 
     onset = integers("onset_frame")
@@ -265,6 +269,8 @@ def read_schedule(
         raise InputError(
             images, "image_ids", f"shape {ids.shape} dtype {ids.dtype}, expected ({len(pixels)},) integers"
         )
+    if ids.size and ids.dtype.kind == "u" and ids.max() > INT64.max:
+        raise InputError(images, "image_ids", f"id {ids.max()} is outside the 64-bit signed integer range")
     if len(np.unique(ids)) != len(ids):
         raise InputError(images, "image_ids", "duplicate image ids")
     behaviour, files = {}, {"onset_frame": str(stimuli), "image_id": str(stimuli), "tier": str(stimuli)}

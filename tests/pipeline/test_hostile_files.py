@@ -283,6 +283,28 @@ def test_an_npz_declaring_gigabytes_is_refused_at_its_header(imaging, tmp_path):
         read_schedule(paths["stimuli"], images)
 
 
+def test_ids_past_the_64_bit_range_are_refused_naming_the_file(imaging, tmp_path):
+    """A stimulus-table id past int64 and a uint64 image id past int64 would overflow or turn negative
+    when stored; each is refused naming the file, the field and the row or id."""
+    _, paths = imaging
+    table = paths["stimuli"].read_text().splitlines()
+    header, first = table[0].split(","), table[1].split(",")
+    first[header.index("image_id")] = "99999999999999999999"
+    stimuli = tmp_path / "stimuli.csv"
+    stimuli.write_text("\n".join([table[0], ",".join(first), *table[2:]]) + "\n")
+    with pytest.raises(InputError, match=r"stimuli\.csv: image_id: row 1: '99999999999999999999' is outside"):
+        read_schedule(stimuli, paths["images"])
+
+    with np.load(paths["images"]) as data:
+        pixels = data["images"]
+    ids = np.arange(len(pixels), dtype=np.uint64)
+    ids[-1] = np.iinfo(np.uint64).max
+    images = tmp_path / "images.npz"
+    np.savez(images, images=pixels, image_ids=ids)
+    with pytest.raises(InputError, match=r"images\.npz: image_ids: id 18446744073709551615 is outside"):
+        read_schedule(paths["stimuli"], images)
+
+
 def test_a_npy_header_declaring_more_than_its_file_is_refused(imaging, tmp_path):
     import shutil
 
