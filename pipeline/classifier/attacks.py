@@ -211,8 +211,15 @@ def failure_count(distances: np.ndarray) -> np.ndarray:
 
 def median_curve(distances: np.ndarray) -> np.ndarray:
     """(len(schedule),) median over images of each schedule row (+inf counts as larger than any, so a
-    row is +inf, stored as null, once half or more of its images failed: :func:`failure_count`)."""
-    return np.median(np.asarray(distances, dtype=np.float64), axis=1)
+    row is +inf, stored as null, once half or more of its images failed: :func:`failure_count`).
+    Over no images (a comparison without common images) every row is NaN, without numpy's
+    empty-slice warning."""
+    distances = np.asarray(distances, dtype=np.float64)
+    if distances.ndim != 2:
+        raise ValueError(f"distances (len(schedule), n_images) expected, got shape {distances.shape}")
+    if distances.shape[1] == 0:
+        return np.full(len(distances), np.nan)
+    return np.median(distances, axis=1)
 
 
 def flattening_step(schedule: Sequence[int], medians: Sequence[float], tolerance: float = 0.02) -> int:

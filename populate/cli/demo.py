@@ -5,20 +5,30 @@ a rotation-equivariant core of 6 features x 8 orientations against a CNN of 48 c
 data, trainer and budget, two seeds each.  The one cut from the experiment is the trainer budget
 (fewer iterations, equal for both cores), so the comparison stays matched.  Next to each figure the
 summary prints what the full experiment found and the command that reproduces it.
+
+Toy-sized results (the quick demo's) are marked by the report's rule (:mod:`populate.report.provenance`).
+``--record FILE`` writes the whole run's wall time, code version, CPUs and date to a JSON file
+(``make demo``: :data:`RECORD_FILE`), only for a full run that computed every stage itself.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import json
 import logging
 import os
 import statistics
 import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
 
 from populate import api, ingest
 from populate.api import findings
 from populate.api.comparison import EVALUATION_GRID
 from populate.cli import results
+from populate.report import provenance
 from populate.work import run
 
 log = logging.getLogger(__name__)
@@ -85,24 +95,83 @@ def evaluation_config(quick: bool) -> dict:
             invariance_pairs=500,
         )
     # The experiment's evaluation (benchmarks/experiment_robustness.py) on fewer images, to keep the
-    # demo near 15 minutes on 2 cores: 500 noise images (accuracy SE about 0.02) and 10 common attack
-    # images (the attacks' schedules cost about 3.5 s per image and width-16 model on 2 cores).
+    # demo short on 2 cores (its time: RECORD_FILE): 500 noise images (accuracy SE about 0.02) and 10
+    # common attack images (the attacks' schedules cost about 3.5 s per image and width-16 model on 2 cores).
     return dict(noise_images=500, attack_images=10, **EVALUATION_GRID)
 
 
-def main(quick: bool = False, seeds=None, classifier_seeds=(0, 1), report_path: str = "report.html") -> None:
-    start = time.monotonic()
-    declare_tasks(quick, seeds, classifier_seeds)
-    _populate()
+RECORD_FILE = "benchmarks/results/demo.json"
+"""Where ``make demo`` records the run (``--record``); README.md and docs/results.md quote its time."""
+
+
+def main(
+    quick: bool = False,
+    seeds=None,
+    classifier_seeds=(0, 1),
+    report_path: str = "report.html",
+    record: str | None = None,
+) -> None:
+    """The whole demo; with ``record``, its wall time is written there (:func:`record_run`) when it
+    was a full run from a database without the demo's scan (else a line says why not)."""
+    if record and not Path(record).parent.is_dir():  # found before the run, not after it
+        raise FileNotFoundError(f"--record {record}: folder {Path(record).parent} does not exist")
+    start, load = time.monotonic(), os.getloadavg()[0]
+    fresh = declare_tasks(quick, seeds, classifier_seeds)
+    added = _populate()
     summary(time.monotonic() - start, quick)
     from populate.report.page import write_report
 
     path = write_report(report_path)
     print(f"report of every stage: {path}")
+    if record:
+        skipped = "a --quick run" if quick else None if fresh else "the database already held the demo's scan"
+        _record(record, skipped, time.monotonic() - start, load, added)
 
 
-def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> None:
+def _record(path: str, skipped: str | None, seconds: float, load: float, added: dict[str, int]) -> None:
+    if skipped:
+        print(f"wall time not recorded in {path}: {skipped}")
+        return
+    from schemas import db
+
+    written = record_run(path, seconds, load, added, db.backend())
+    print(f"wall time recorded in {path}: {written['wall_minutes']} min")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def record_run(path: str | Path, seconds: float, load_at_start: float, added: dict[str, int], backend: str) -> dict:
+    """Write the demo's record to ``path`` (JSON) and return it: ``wall_seconds`` and ``wall_minutes``
+    from declaring the tasks to the written report (all of ``python -m populate demo`` but its imports),
+    ``code_version`` (package and git commit), ``cpus`` (usable), the torch threads, the 1-minute load
+    average at the start (other work on the machine), the database ``backend``, the UTC date and the
+    rows each stage added."""
+    import torch
+
+    from pipeline import code_version
+
+    record = dict(
+        command="python -m populate demo",
+        wall_seconds=round(seconds, 1),
+        wall_minutes=round(seconds / 60, 1),
+        code_version=code_version(),
+        cpus=usable_cpus(),
+        torch_threads=torch.get_num_threads(),
+        load_average_at_start=round(load_at_start, 2),
+        backend=backend,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        populated=added,
+    )
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> bool:
     """The demo's data and every task of every stage, before anything is computed (idempotent).
+    True when this call inserted the demo's scan, so that every stage downstream of it is computed anew.
 
     ``seeds`` of the predictive models: default :data:`MODEL_SEEDS`, one seed with ``quick``.
 
@@ -115,8 +184,8 @@ def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> N
 
     seeds = seeds if seeds is not None else (0,) if quick else MODEL_SEEDS
     preset = "tiny" if quick else "demo"
-    key, inserted = ingest.simulate(preset, seed=0, scan=SCAN)
-    print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if inserted else 'already present'})")
+    key, fresh = ingest.simulate(preset, seed=0, scan=SCAN)
+    print(f"[data] scan {SCAN}: simulated '{preset}' preset ({'inserted' if fresh else 'already present'})")
     _, inserted = ingest.shapes_classes(*((30, 10, 10) if quick else (400, 50, 100)), name="shapes")
     state = "inserted" if inserted else "already present"
     print(f"[data] classification set 'shapes': ten shapes on procedural backgrounds ({state})")
@@ -152,6 +221,7 @@ def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> N
         )
     ComparisonGroup.create("demo", classifiers, description="the demo's classifiers: attacked on common images")
     EvaluationConfig.add(evaluation_config(quick), name="demo")
+    return fresh
 
 
 # A stage that hangs (e.g. a CPU kernel deadlock) ends the demo with every thread's stack instead of
@@ -159,8 +229,8 @@ def declare_tasks(quick: bool = False, seeds=None, classifier_seeds=(0, 1)) -> N
 STAGE_TIMEOUT_S = float(os.environ.get("PIPELINE_STAGE_TIMEOUT", 1800))
 
 
-def _populate() -> None:
-    """Every stage, upstream first, each under the stage timeout."""
+def _populate() -> dict[str, int]:
+    """Every stage, upstream first, each under the stage timeout; returns the rows each added."""
     from populate.work.jobs import select_tables
 
     added = {}
@@ -171,12 +241,37 @@ def _populate() -> None:
         finally:
             faulthandler.cancel_dump_traceback_later()
     print("[populate] " + ", ".join(f"{table}: +{n}" for table, n in added.items()))
+    return added
+
+
+TOY_MARK = "[toy]"
+"""Ends a printed line whose result is toy-sized (:data:`populate.report.provenance.RULE`)."""
+
+
+def toy_frames() -> dict[str, pd.DataFrame]:
+    """The models, similarity matrices and classifiers, each row flagged in column ``toy`` by the
+    report's rule (:mod:`populate.report.provenance`)."""
+    frames = dict(
+        models=(api.models(), provenance.with_model_provenance),
+        similarity=(api.similarities(), provenance.with_image_toy_flag),
+        classifiers=(api.classifiers(), provenance.with_classifier_provenance),
+    )
+    return {name: frame.assign(toy="") if frame.empty else flag(frame) for name, (frame, flag) in frames.items()}
+
+
+def _toy(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame[provenance.TOY] == "yes"]
 
 
 def summary(seconds: float, quick: bool = False) -> None:
     from schemas.stats import Reliability
 
+    flagged = toy_frames()
     print()
+    if any(len(_toy(frame)) for frame in flagged.values()):
+        print(f"== Toy-sized results are marked 'yes' in column 'toy' or {TOY_MARK} (the report's rule)")
+        print(provenance.RULE)
+        print()
     print("== Response reliability (test repeats)")
     for row in Reliability.to_dicts():
         print(
@@ -186,16 +281,16 @@ def summary(seconds: float, quick: bool = False) -> None:
         )
     print()
     print("== Predictive models (test tier)")
-    rows = results.models()
+    rows = results.records(flagged["models"])
     results.print_rows(
         rows,
         as_json=False,
-        columns=(*api.MODEL_LABELS, *api.MODEL_SCORES, "train_seconds"),
+        columns=(*api.MODEL_LABELS, *api.MODEL_SCORES, "train_seconds", provenance.TOY),
     )
     _print_core_comparison(rows)
-    _print_celltypes()
-    _print_similarity()
-    _print_classifiers(quick)
+    _print_celltypes(flagged["models"])
+    _print_similarity(flagged["similarity"])
+    _print_classifiers(quick, flagged["classifiers"])
     print()
     print(f"demo finished in {seconds / 60:.1f} min")
 
@@ -229,32 +324,43 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _print_celltypes() -> None:
-    from schemas.models import CellTypes, EnsembleCellTypes
+def _mark(toy: bool) -> str:
+    return f" {TOY_MARK}" if toy else ""
+
+
+def _print_celltypes(models: pd.DataFrame) -> None:
+    from schemas.models import CellTypes, EnsembleCellTypes, TrainedModel
 
     rows = CellTypes.to_dicts()
     if not rows:
         return
+    # a model's cell types are as toy-sized as it is; a consensus as its scan
+    toy_models = {tuple(row) for row in _toy(models)[TrainedModel.primary_key].itertuples(index=False)}
+    units = api.ensemble_cell_types()
+    toy_ensembles = set(units.loc[units["scan"].isin(provenance.toy_scans(api.scans())), "ensemble_name"])
     print()
     print("== Functional cell types (rotation-equivariant models)")
     for row in rows:
+        toy = tuple(row[k] for k in TrainedModel.primary_key) in toy_models
         print(
             f"model {row['model_hash'][:8]} seed {row['seed']}: {row['n_types']} types used, "
             f"{row['n_clusters']} clusters, clean {_fmt(row['clean_fraction'])}; agreement with simulated "
             f"types: ARI {_fmt(row['ari_types'])} (argmax types), {_fmt(row['ari_clusters'])} (clusters); "
-            f"median orientation error {_fmt(row['orientation_error'], '.1f')} deg"
+            f"median orientation error {_fmt(row['orientation_error'], '.1f')} deg{_mark(toy)}"
         )
     for row in EnsembleCellTypes.to_dicts():
         print(
             f"consensus of ensemble '{row['ensemble_name']}' ({row['n_models']} models, EnsembleCellTypes): "
             f"{row['n_clusters']} types, ARI {_fmt(row['ari_clusters'])} with the simulated types"
+            f"{_mark(row['ensemble_name'] in toy_ensembles)}"
         )
     print(f"  {findings.cell_types()}")
 
 
-def _print_similarity() -> None:
+def _print_similarity(matrices: pd.DataFrame) -> None:
     from schemas.similarity import Similarity
 
+    toy = set(_toy(matrices)["similarity_name"]) if len(matrices) else set()
     print()
     print("== Neural similarity")
     for row in Similarity.to_dicts():
@@ -270,11 +376,11 @@ def _print_similarity() -> None:
         )
         print(
             f"{row['similarity_name']}: {row['n_images']} images, {row['n_images'] * (row['n_images'] - 1) // 2} "
-            f"pairs, {row['n_scans']} scan(s){extra}"
+            f"pairs, {row['n_scans']} scan(s){extra}{_mark(row['similarity_name'] in toy)}"
         )
 
 
-def _print_classifiers(quick: bool) -> None:
+def _print_classifiers(quick: bool, classifiers: pd.DataFrame) -> None:
     from populate.api import comparison
     from schemas.classifiers import EvaluationConfig
 
@@ -283,6 +389,8 @@ def _print_classifiers(quick: bool) -> None:
     print()
     print("== Classifiers (shapes set): clean accuracy, accuracy under Gaussian noise, adversarial robustness")
     results.print_rows(results.classifier_summary(evaluation), as_json=False)
+    if len(_toy(classifiers)):
+        print(f"{len(_toy(classifiers))} of {len(classifiers)} classifiers are toy-sized {TOY_MARK}")
     print()
     print("== Paired comparison (comparison 'demo': the same seeds, noise and common attack images for every arm)")
     summary = comparison.analyse(comparison.collect(dict(comparison=dict(comparison="demo"), evaluation=evaluation)))

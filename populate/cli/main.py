@@ -102,7 +102,7 @@ def _cmd_report(args) -> None:
 def _cmd_demo(args) -> None:
     from populate.cli import demo
 
-    demo.main(quick=args.quick)
+    demo.main(quick=args.quick, record=args.record)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("demo", _cmd_demo, "run the whole pipeline on the embedded default data and print a summary")
     sub.add_argument("--quick", action="store_true", help="the tiny preset and short trainings (for tests)")
+    sub.add_argument(
+        "--record",
+        metavar="FILE",
+        help="write the run's wall time, code version, CPUs and date to this JSON file (a full run from a "
+        "database without the demo's data only; `make demo` writes benchmarks/results/demo.json)",
+    )
 
     operations.add_commands(command)
     configs_cli.add_command(command)

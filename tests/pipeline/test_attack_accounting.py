@@ -3,6 +3,8 @@ attack cross-checks FMN (models whose minimal perturbations are known exactly)."
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,24 @@ def test_a_forced_carlini_wagner_failure_is_recorded_as_a_failure():
     assert np.isposinf(distances).all()
     np.testing.assert_array_equal(attacks.failure_count(distances), [6, 6])
     assert finite_or(attacks.median_curve(distances)[-1], None) is None  # stored median: null
+
+
+def test_a_median_over_no_images_is_null_without_a_warning():
+    """A comparison without common images attacks none: each norm's curve is NaN (stored as null) and
+    flat at the schedule's end, and numpy's "Mean of empty slice" warning, which the quick demo printed
+    once per norm and classifier, is not raised."""
+    schedule = (2, 5)
+    images, labels = torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.int64)
+    distances = attacks.minimal_perturbations(BlindButForBlack(), images, labels, "l2", schedule)
+    assert distances.shape == (2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        medians = attacks.median_curve(distances)
+        assert attacks.flattening_step(schedule, medians) == 5
+    assert medians.shape == (2,) and np.isnan(medians).all()
+    assert finite_or(medians[-1], None) is None
+    with pytest.raises(ValueError, match="distances"):
+        attacks.median_curve(np.zeros(3))
 
 
 @pytest.mark.parametrize("norm, method", METHODS)

@@ -81,3 +81,14 @@ def test_render_writes_outputs_figures_and_hash_without_machine_paths(tmp_path, 
     assert len(figures) == 1 and (page.parent / figures[0]).read_bytes().startswith(b"\x89PNG")
     assert "run top to bottom against a test" in text
     shutil.rmtree(page.parent)
+
+
+def test_the_notebooks_lab_table_is_the_tested_one():
+    """The notebook's ``MyAnalysis`` is the class of tests/lab_analysis.py (run on every server by
+    tests/schemas/test_lab_tables.py, and shown in docs/api.md) to the character."""
+    notebook = json.loads(render.NOTEBOOK.read_text(encoding="utf-8"))
+    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    (cell,) = [c for c in code if "class MyAnalysis(dj.Computed)" in c]
+    shown = cell.split("@schema\n")[1].split("\n\n\nMyAnalysis.populate()")[0]
+    tested = (REPO / "tests" / "lab_analysis.py").read_text().split("@schema\n")[1]
+    assert shown.strip() == tested.strip()
