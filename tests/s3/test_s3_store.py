@@ -3,7 +3,8 @@ docker-compose.yml configures MinIO (``DJ_STORES`` plus the keys in DataJoint's 
 
 Covers import (Sensorium, suite2p), ``TrainedModel`` populate and ``load_model`` (exact round trip),
 ``Scan.responses()``, ``export nwb``, the report, ``gc`` (dry run, ``--delete`` by object counts, the
-open-import race of docs/integrity.md), and the one-line refusal of a wrong key or a missing bucket.
+open-import race of docs/integrity.md), the one-line refusal of a wrong key or a missing bucket, and a
+training's checkpoints in the bucket (saved, resumed from by the next worker, then collected by ``gc``).
 The tests of this module run in order and build on each other's rows.
 """
 
