@@ -3,8 +3,13 @@
 Each test submits ``populate/deploy/slurm_worker.sbatch`` through ``slurm_submit.sh`` as the README
 does (``--gres= --export=ALL,WORKER_DEVICE=cpu``), with this run's database, prefix and store in the
 exported environment, this interpreter as ``PYTHON`` and this checkout on ``PYTHONPATH``.  The
-workers serve the worker test tables (``tests.worker_tables``) or ``TrainedModel``; the tests read
-the job tables, the workers' SLURM logs and SLURM's own job states.
+workers serve the quick demo's whole task list, the worker test tables (``tests.worker_tables``),
+``TrainedModel`` or ``TrainedClassifier``; the tests read the job tables, the workers' SLURM logs and
+SLURM's own job states.
+
+Each test's pytest timeout is the sum of its waits plus :data:`SETTLE_S`, above the suite's 300 s: a
+machine too slow for a wait fails that test (the wait's message names it) instead of the thread
+timeout ending the whole run.
 
 The times from ``sbatch`` to the first job reserved and from ``scancel`` to the job back in pending
 are written to ``.local/slurm_timings.json``, or to the file ``SLURM_TIMINGS`` names: the committed
@@ -28,7 +33,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, tiny_model
-from tests.populate.commands import child_env, cli
+from tests.populate.commands import child_env
 from tests.populate.test_workers import job, makes, rows_of, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -39,6 +44,18 @@ WORKTEST = ("--schema-module", "tests.worker_tables", "--poll", "0.2", "--heartb
 # Workers stop within this after SIGTERM: below the local cluster's KillWait (15 s), as the sbatch file asks.
 STOP_TIMEOUT = 10
 START_S = 180  # a worker's start under SLURM on a busy two-core machine: job launch, imports, connection
+FINISH_S = 600  # an array job of these tests to its end
+# What a test does beyond its waits: module fixtures (a scan imported, models trained), reference
+# runs in the test process, child commands.
+SETTLE_S = 300
+RESERVED_S = 30  # a make logged to its job row seen reserved
+LIMITED_S = 240  # a --time=2 job to its end (SLURM would kill it at 120 s)
+CHECKPOINT_S = 120  # a started classifier training to its first checkpoint
+
+
+def limit(*waits: float) -> int:
+    """A test's pytest timeout: the sum of its waits, plus :data:`SETTLE_S`."""
+    return int(sum(waits) + SETTLE_S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +161,9 @@ def holding(slurm, job_id: str, table, item: int, tmp_path) -> dict:
         return (table.__name__, item) in {(t, i) for t, i, _ in makes(tmp_path)}
 
     wait_for(started, timeout=START_S, what=f"{table.__name__} make")
-    return wait_for(lambda: (j := job(table, item)) and j["status"] == "reserved" and j, what="reservation")
+    return wait_for(
+        lambda: (j := job(table, item)) and j["status"] == "reserved" and j, timeout=RESERVED_S, what="reservation"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,27 +186,65 @@ def test_a_second_start_while_the_cluster_runs_starts_nothing(slurm):
 
 
 # ---------------------------------------------------------------------------------------------
-# four workers drain a task list
+# four workers drain the quick demo's task list
+
+DEMO_IDLE_S = 20  # a worker waits this long for upstream work of the others before it leaves
+# every stage of the quick demo computes something
+DEMO_STAGES = (
+    "Reliability",
+    "Normalization",
+    "TrainedModel",
+    "CellTypes",
+    "PredictedResponses",
+    "Similarity",
+    "TrainedClassifier",
+    "NoiseEvaluation",
+    "AdversarialEvaluation",
+)
 
 
-def test_an_array_of_four_workers_drains_the_task_list(slurm, fresh, tmp_path):
-    wt = fresh
-    values = np.random.default_rng(0).normal(size=24)
-    wt.Item.insert(dict(item=i, value=float(v), seconds=0.2) for i, v in enumerate(values))
+@pytest.fixture
+def quick_demo(db):
+    """The quick demo's data and every task of every stage (``demo.declare_tasks(quick=True)``), nothing
+    computed, under a prefix of its own (``{run prefix}_demo``); this process's tables are bound to it
+    until the test ends.  Its store is this run's (``PIPELINE_STORE_DIR``), as the workers'."""
+    import schemas
+    from populate.cli import demo
+    from tests.conftest import PREFIX
+
+    prefix = f"{PREFIX}_demo"
+    schemas.declare_all(prefix)
+    try:
+        demo.declare_tasks(quick=True)
+        yield prefix
+    finally:
+        schemas.drop_all(prefix)
+        schemas.activate(PREFIX)
+
+
+@pytest.mark.timeout(limit(START_S, FINISH_S))
+def test_an_array_of_four_workers_drains_the_quick_demo(slurm, quick_demo, tmp_path):
+    from populate.work.jobs import queue, select_tables
+    from populate.work.status import status
+
+    tables = select_tables()
 
     def started() -> bool:
-        return bool(makes(tmp_path) or wt.Square.jobs & "status='reserved'" or wt.Cube.jobs & "status='reserved'")
+        return any(queue(t) & "status='reserved'" or t() for t in tables)
 
     submitted = time.monotonic()
-    job_id = submit(slurm, tmp_path, "--array=0-3", worker_args=WORKTEST, idle_exit=5)
+    env = {**slurm, "PIPELINE_PREFIX": quick_demo}
+    minutes = f"--time={FINISH_S // 60 + 5}"  # SLURM ends the tasks only after the wait below has given up
+    job_id = submit(env, tmp_path, "--array=0-3", minutes, worker_args=("--poll", "1"), idle_exit=DEMO_IDLE_S)
     wait_for(started, timeout=START_S, what="the first job reserved")
     record_timing(
         slurm,
         "sbatch_to_first_reserved",
         time.monotonic() - submitted,
-        "slurm_submit.sh --array=0-3 to the first job table row reserved (or make logged), polled every 0.1 s",
+        "slurm_submit.sh --array=0-3 to the first job of the quick demo's task list reserved (or its row in), "
+        "polled every 0.1 s",
     )
-    wait_finished(slurm, job_id, timeout=600)
+    wait_finished(slurm, job_id, timeout=FINISH_S)
     submitted_at, started_at = (
         datetime.fromisoformat(job_field(slurm, f"{job_id}_0", f)) for f in ("SubmitTime", "StartTime")
     )
@@ -201,18 +258,20 @@ def test_an_array_of_four_workers_drains_the_task_list(slurm, fresh, tmp_path):
     logs = [worker_log(tmp_path, job_id, i) for i in range(4)]
     assert [job_state(slurm, f"{job_id}_{i}") for i in range(4)] == ["COMPLETED"] * 4, logs
     for text in logs:
-        assert re.search(r"exits \(idle for 5 s\): \d+ done, 0 failed, 0 handed back", text), text
-    assert len({pid for *_, pid in makes(tmp_path)}) > 1, "the work should be shared between the array's tasks"
-    for table in ("Square", "Cube"):
-        items = sorted(i for t, i, _ in makes(tmp_path) if t == table)
-        assert items == list(range(len(values))), f"{table}: each key must be computed exactly once"
-    np.testing.assert_allclose(sorted(wt.Square().to_arrays("square")), sorted(values**2))
+        pattern = rf"exits \(idle for {DEMO_IDLE_S} s\): \d+ done, 0 failed, 0 handed back, 0 not ready"
+        assert re.search(pattern, text), text
+    computed = [len(re.findall(r" done in [\d.]+ s", text)) for text in logs]
+    assert sum(n > 0 for n in computed) > 1, f"the work should be shared between the array's tasks: {computed}"
 
-    report = json.loads(cli("status", "--json", *WORKTEST[:2]).stdout)
+    report = status(tables)
     assert report["errors"] == [], report["errors"]
-    for row in report["tables"]:
-        assert row["done"] == row["keys"] == len(values), row
-        assert row["pending"] == row["reserved"] == row["error"] == 0, row
+    rows = {row["table"]: row for row in report["tables"]}
+    for row in rows.values():
+        assert row["done"] == row["keys"], row
+        assert row["waiting"] == row["pending"] == row["reserved"] == row["error"] == row["ignore"] == 0, row
+    assert all(rows[name]["done"] > 0 for name in DEMO_STAGES), rows
+    assert sum(computed) == sum(row["done"] for row in rows.values()), "every key computed exactly once"
+    print(f"quick demo drained by four SLURM workers: {sum(computed)} makes, {computed} per task")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +323,7 @@ def undisturbed(key) -> dict:
     return fitted
 
 
+@pytest.mark.timeout(limit(START_S, 2 * STOP_TIMEOUT, FINISH_S))
 def test_scancel_hands_the_training_back_at_once_and_a_later_task_completes_it(slurm, training, tmp_path):
     """scancel --batch --signal=TERM signals the batch shell alone, as a time limit's B:TERM does: the
     worker receives it only because the script execs it.  (A plain scancel signals every process of
@@ -293,12 +353,11 @@ def test_scancel_hands_the_training_back_at_once_and_a_later_task_completes_it(s
     )
     assert not TrainedModel & training
 
-    wait_finished(slurm, job_id, timeout=600)
+    wait_finished(slurm, job_id, timeout=FINISH_S)
     first, later = worker_log(tmp_path, job_id, 0), worker_log(tmp_path, job_id, 1)
     assert "exits (SIGTERM): 0 done, 0 failed, 1 handed back" in first, first
     assert re.search(r"TrainedModel \{.*\} done in", later) and "1 done, 0 failed, 0 handed back" in later, later
     assert training_job(training) is None
-    # Where training resumes from a checkpoint, `later` shows the resumed iteration: assert it here.
 
     stored = (TrainedModel & training).fetch1()
     reference = undisturbed(training)
@@ -313,6 +372,7 @@ def test_scancel_hands_the_training_back_at_once_and_a_later_task_completes_it(s
 # the time limit, and SIGKILL
 
 
+@pytest.mark.timeout(limit(START_S, RESERVED_S, LIMITED_S))
 def test_a_time_limit_signal_hands_the_job_back_before_slurm_kills_the_worker(slurm, fresh, tmp_path):
     """--time=2 with --signal=B:TERM@30.  slurmctld checks time limits every 30 s and sends the signal
     at the first check within 30 + 30 s of the limit: 60-90 s into this job, leaving a busy machine a
@@ -323,7 +383,7 @@ def test_a_time_limit_signal_hands_the_job_back_before_slurm_kills_the_worker(sl
     options = ("--array=0", "--time=2", "--signal=B:TERM@30")
     job_id = submit(slurm, tmp_path, *options, worker_args=(*WORKTEST, "--tables", "Square"))
     holding(slurm, job_id, wt.Square, 1, tmp_path)
-    wait_finished(slurm, job_id, timeout=240)
+    wait_finished(slurm, job_id, timeout=LIMITED_S)
 
     text = worker_log(tmp_path, job_id, 0)
     assert "exits (SIGTERM): 0 done, 0 failed, 1 handed back" in text, text
@@ -332,6 +392,7 @@ def test_a_time_limit_signal_hands_the_job_back_before_slurm_kills_the_worker(sl
     assert job(wt.Square, 1)["status"] == "pending" and rows_of(wt.Square, 1) == (0, 0)
 
 
+@pytest.mark.timeout(limit(START_S, RESERVED_S, START_S, 60, 60))
 def test_a_worker_killed_by_slurm_is_requeued_by_the_scheduler_after_the_stale_timeout(slurm, fresh, tmp_path):
     wt = fresh
     wt.Item.insert1(dict(item=1, value=3.0, seconds=600))
@@ -392,6 +453,7 @@ def classifier_task(trained_models):
     return ClassifierTask.add(CLASSIFIER, "shapes-cluster", neural=neural, name="cluster-resume")[0]
 
 
+@pytest.mark.timeout(limit(START_S + CHECKPOINT_S, 2 * STOP_TIMEOUT, FINISH_S))
 def test_a_classifier_cut_by_scancel_at_half_resumes_from_its_checkpoint_on_the_next_task(
     slurm, classifier_task, tmp_path
 ):
@@ -407,7 +469,7 @@ def test_a_classifier_cut_by_scancel_at_half_resumes_from_its_checkpoint_on_the_
     mine = dict(job_table=TrainedClassifier.full_table_name)
     worker_args = ("--tables", "TrainedClassifier", "--poll", "0.5", "--heartbeat", "0.5")
     job_id = submit({**slurm, **SCHEDULE}, tmp_path, "--array=0-1%1", worker_args=worker_args)
-    wait_for(lambda: Checkpoint & mine, timeout=START_S + 120, what="the first checkpoint")
+    wait_for(lambda: Checkpoint & mine, timeout=START_S + CHECKPOINT_S, what="the first checkpoint")
     scancel(slurm, "--batch", "--signal=STOP", f"{job_id}_0")  # frozen: it cannot finish meanwhile
     saved = (Checkpoint & mine).fetch1("step")
     assert 0 < saved < 48 and not TrainedClassifier & task
@@ -418,7 +480,7 @@ def test_a_classifier_cut_by_scancel_at_half_resumes_from_its_checkpoint_on_the_
         timeout=2 * STOP_TIMEOUT,
         what="the classifier's job back in pending",
     )
-    wait_finished(slurm, job_id, timeout=600)
+    wait_finished(slurm, job_id, timeout=FINISH_S)
     first, later = worker_log(tmp_path, job_id, 0), worker_log(tmp_path, job_id, 1)
     assert "exits (SIGTERM): 0 done, 0 failed, 1 handed back" in first, first
     assert f"resuming from the checkpoint at step {saved}" in later, later

@@ -3,7 +3,8 @@ docker-compose.yml configures MinIO (``DJ_STORES`` plus the keys in DataJoint's 
 
 Covers import (Sensorium, suite2p), ``TrainedModel`` populate and ``load_model`` (exact round trip),
 ``Scan.responses()``, ``export nwb``, the report, ``gc`` (dry run, ``--delete`` by object counts, the
-open-import race of docs/integrity.md), and the one-line refusal of a wrong key or a missing bucket.
+open-import race of docs/integrity.md), the one-line refusal of a wrong key or a missing bucket, and a
+training's checkpoints in the bucket (saved, resumed from by the next worker, then collected by ``gc``).
 The tests of this module run in order and build on each other's rows.
 """
 
@@ -327,3 +328,83 @@ def test_a_wrong_key_or_a_missing_bucket_is_refused_in_one_line_and_writes_nothi
         dj.config.stores[db.STORE] = good
     assert row_counts() == rows
     assert s3.objects() == objects
+
+
+# ---------------------------------------------------------------------------------------------
+# a training's checkpoints in the bucket: saved, resumed from, then collected by gc
+
+
+def _start_worker(s3, log_path) -> subprocess.Popen:
+    """A ``TrainedModel`` worker configured as compose runs one, on one thread, saving checkpoints every 20 steps."""
+    from tests.populate.test_resume import SCHEDULE
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "populate", "worker", "--tables", "TrainedModel", "--threads", "1", "--poll", "0.2"]
+        + ["--heartbeat", "0.3", "--idle-exit", "1"],
+        cwd=s3.project,
+        env=s3.env(**SCHEDULE),
+        stdout=open(log_path, "w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_training_checkpoints_to_the_bucket_resumes_from_it_and_gc_deletes_the_spent_checkpoints(
+    s3, trained, tmp_path
+):
+    """A worker saves a checkpoint of a 100-step training into the bucket; frozen there and stopped by
+    SIGTERM, it hands the job back.  A second worker resumes from that step, and the result equals an
+    uninterrupted run's.  Every checkpoint object is then unreferenced, and ``gc --delete`` removes them."""
+    import signal
+
+    from schemas.checkpoints import Checkpoint
+    from schemas.models import TrainedModel, TrainingTask
+    from tests.populate.test_resume import TINY, TRAINER, reference_fit
+
+    # The gc test deleted the model of this task: a TrainedModel worker would train it again first.
+    (TrainingTask & trained[0]).delete(prompt=False)
+    dataset = dict(scan=SIMULATED_SCAN, image_shape=(18, 32))
+    task = TrainingTask.add(model=TINY, dataset=dataset, trainer=TRAINER, seeds=(0,), name="s3-resume")[0]
+    mine = dict(job_table=TrainedModel.full_table_name)
+    checkpoints = f"{s3.location}/_hash/{s3.prefix}__checkpoints/"
+    first = _start_worker(s3, tmp_path / "worker-0.log")
+    try:
+        wait_for(lambda: Checkpoint & mine, timeout=180, what="the first checkpoint")
+        first.send_signal(signal.SIGSTOP)  # frozen mid-training: it cannot finish meanwhile
+        saved = (Checkpoint & mine).fetch1("step")
+        assert any(k.startswith(checkpoints) for k in s3.objects()), "the checkpoint is an object in the bucket"
+        first.send_signal(signal.SIGTERM)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.wait(60)
+    text = (tmp_path / "worker-0.log").read_text()
+    assert first.returncode == 0 and "back to pending" in text, text
+    assert 0 < saved < TRAINER["max_iterations"] and not TrainedModel & task
+
+    second = _start_worker(s3, tmp_path / "worker-1.log")
+    second.wait(240)
+    text = (tmp_path / "worker-1.log").read_text()
+    assert second.returncode == 0 and f"resuming from the checkpoint at step {saved}" in text, text
+    assert not Checkpoint & mine, "the checkpoint row goes with the completed job"
+    stored, whole = (TrainedModel & task).fetch1(), reference_fit(task)
+    assert stored["iterations"] == whole.fit.iterations == TRAINER["max_iterations"]
+    assert stored["history"] == whole.fit.history
+    for name, value in whole.fit.state_dict.items():
+        assert np.array_equal(stored["weights"][name], value.numpy()), name
+
+    # Saved every 20 steps but the last: 4 states, each replaced by the next or deleted with the job.
+    before = s3.objects()
+    spent = {k for k in before if k.startswith(checkpoints)}
+    assert len(spent) >= 4, spent
+    listed = {f"{s3.location}/{path}" for path in _listed(_gc(s3, "--grace", "0"))}
+    assert spent <= listed, spent - listed
+    deleted = _gc(s3, "--delete", "--grace", "0", "--wait", "60")
+    after = s3.objects()
+    removed = before - after
+    assert after <= before and removed <= listed, "gc deleted a referenced object"
+    # As in the gc test above: a transaction held open elsewhere on a shared server keeps hash-addressed
+    # orphans, and gc says so.
+    held = spent - removed
+    assert not held or f"{len(held)} orphan(s) kept: {len(held)} open transaction" in deleted, deleted
+    print(f"checkpoint objects: {len(spent)} before gc --delete, {len(held)} after; all: {len(before)} -> {len(after)}")
+    assert (TrainedModel & task).fetch1("weights").keys() == whole.fit.state_dict.keys(), "the result still reads"
