@@ -26,6 +26,12 @@ TINY_EVALUATION = dict(
 )
 EVALUATED = ["TrainedClassifier", "NoiseEvaluation", "TargetInvariance", "CommonImages", "AdversarialEvaluation"]
 
+# The module's ``classifiers`` fixture trains five classifiers and runs every evaluation (attacks
+# included) inside the first test that asks for it: about 14 s on an idle 2-core machine, but over
+# the suite's 300 s per-test limit twice when the two database passes shared the cores with other
+# torch work.  The limit is there to end hangs, so these tests get a longer one.
+pytestmark = pytest.mark.timeout(900)
+
 
 def test_stored_similarity_equals_a_dense_computation(similarity):
     from pipeline.models import denoise
