@@ -1,7 +1,9 @@
 """Markdown tables of a robustness experiment's results file, as docs/results.md shows them.
 
-``python -m benchmarks.robustness_tables benchmarks/results/robustness.json`` prints them;
-``benchmarks.experiment_robustness`` writes them beside its results file (``robustness[-tag].md``).
+``python -m benchmarks.robustness_tables benchmarks/results/robustness-compare.json`` prints them;
+``benchmarks.experiment_robustness`` writes them beside each part's results file
+(``robustness-{part}[-tag].md``).  A results file of the earlier one-part experiment (no ``part``) gives
+its arms, differences, invariance and convergence tables.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ import numpy as np
 
 from benchmarks.common import markdown_table, print_tables
 from populate.api.comparison import ARMS, COMPARISONS, format_ci, format_median
+from populate.api.endpoints import format_test, invariance_text
+
+SHALLOW = {"histogram": "grey-level histogram", "linear_pixels": "linear on pixels"}
+"""Label of each shallow baseline of the task (:func:`pipeline.classifier.baselines.task_baselines`)."""
 
 
 def _ci(stat: dict | None, digits: int = 3, bold: bool = False, sign: bool = False) -> str:
@@ -117,13 +123,114 @@ def convergence_lines(data: dict) -> list[str]:
     return lines + [""]
 
 
-def markdown(results: dict) -> str:
-    summary, data = results["summary"], results["data"]
+def comparison_lines(summary: dict, data: dict) -> list[str]:
+    """Every arm, the paired differences (bootstrap), the noise invariance and the attacks' convergence."""
     lines = ["Every arm (mean [95 % CI] over seeds)", ""] + arms_tables(summary)
     lines += ["Paired differences (mean [95 % CI] over seed pairs)", ""] + difference_tables(summary)
     lines += ["Noise invariance", ""] + invariance_table(summary)
-    lines += ["Convergence of the attacks", ""] + convergence_lines(data)
-    return "\n".join(lines)
+    return lines + ["Convergence of the attacks", ""] + convergence_lines(data)
+
+
+def _value(value, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def task_lines(results: dict) -> list[str]:
+    """The task's registered conditions, its shallow baselines, convergence per seed and the noise curves."""
+    criteria = results["criteria"]
+    lines = ["The task's registered conditions", ""] + markdown_table(
+        ["condition", "value", "threshold", "met"],
+        [
+            [name.replace("_", " "), _value(c["value"]), f"{c['threshold']:g}", "yes" if c["met"] else "**no**"]
+            for name, c in criteria.items()
+            if "met" in c
+        ],
+    )
+    clean = [r["clean"] for r in results["baseline"]]
+    rows = [["ResNet baseline", " / ".join(_value(c) for c in clean), "-"]]
+    rows += [
+        [f"{SHALLOW[name]} (logistic regression)", _value(b["test_accuracy"]), f"{b['C']:g}"]
+        for name, b in results["baselines"].items()
+    ]
+    lines += ["Clean test accuracy (per seed)", ""] + markdown_table(["classifier", "test accuracy", "C"], rows)
+    lines += ["Test accuracy over the last epochs", ""] + markdown_table(
+        ["seed", "last epochs", "moved (max - min)"],
+        [[str(c["seed"]), ", ".join(_value(a) for a in c["last"]), _value(c["moved"])] for c in results["convergence"]],
+    )
+    for kind, curve in results["noise"].items():
+        means = np.nanmean(np.asarray(curve["accuracy"], dtype=float), axis=0)
+        lines += [f"{kind} noise: baseline accuracy (mean over seeds; chance {results['chance']:g})", ""]
+        lines += markdown_table([f"{s:g}" for s in curve["strengths"]], [[_value(m) for m in means]])
+    return lines
+
+
+def sweep_lines(results: dict) -> list[str]:
+    """Every alpha of every arm (means over seeds; the chosen alpha in bold), the choice and the invariance."""
+    chosen = results["chosen"]
+    rows = []
+    for arm, by_alpha in results["means"].items():
+        for alpha, m in by_alpha.items():
+            mark = "**" if chosen.get(arm) is not None and float(alpha) == chosen[arm] else ""
+            rows.append(
+                [_label(arm), f"{mark}{alpha}{mark}", str(len(m["seeds"])), _value(m["validation"]), _value(m["clean"]),
+                 _value(m["relative"])]
+            )  # fmt: skip
+    lines = ["The sweep (means over seeds)", ""] + markdown_table(
+        ["arm", "alpha", "seeds", "validation accuracy", "test accuracy", "relative accuracy, Gaussian 0.1"], rows
+    )
+    lines += [
+        f"- {_label(arm)}: " + (f"alpha {alpha:g}" if alpha is not None else "**no admissible alpha**")
+        + f" (largest within {results['tolerance']:g} of the baseline's validation accuracy)"
+        for arm, alpha in chosen.items()
+    ] + [""]  # fmt: skip
+    invariance = results["invariance"]
+    stds = sorted({s for levels in invariance.values() for s in levels}, key=float)
+    lines += ["Noise invariance of the similarity (r of clean with noisy pairs)", ""]
+    lines += markdown_table(
+        ["representation", *(f"std {s}" for s in stds)],
+        [[name, *(_value(levels.get(s)) for s in stds)] for name, levels in invariance.items()],
+    )
+    return lines
+
+
+def endpoint_lines(tests: dict) -> list[str]:
+    """Per question the primary endpoint with its verdict, then the Holm-corrected secondary endpoints."""
+    lines = []
+    for name, entry in tests["questions"].items():
+        if "untestable" in entry:
+            lines += [f"- {name}: not tested ({entry['untestable']})", ""]
+            continue
+        primary = entry["primary"]
+        rows = [["**primary**: relative accuracy, Gaussian 0.1", format_test(primary), primary.get("verdict", "-"),
+                 _value(primary.get("detectable"))]]  # fmt: skip
+        rows += [[test, format_test(value), "-", "-"] for test, value in entry["secondary"].items()]
+        lines += [f"{name}: {_label(entry['arm'])} - {_label(entry['reference'])} (paired t over seeds)", ""]
+        lines += markdown_table(["endpoint", "difference [95 % CI], p", "verdict", "detectable (80 %)"], rows)
+        if "invariance" in entry:
+            lines += [f"- {invariance_text(entry)}", ""]
+    lines += [f"- upper bound - baseline, primary endpoint: {format_test(tests['upper_bound'])}", ""]
+    weights = tests["layer_weights"]
+    layers = list(next(iter(weights.values()), {}))
+    lines += ["Learned layer weights (softmax of gamma, mean over seeds)", ""]
+    return lines + markdown_table(
+        ["arm", *layers], [[_label(arm), *(f"{w[k]:.2f}" for k in layers)] for arm, w in weights.items()]
+    )
+
+
+def markdown(results: dict) -> str:
+    """The tables of one results file: a part of the experiment (``part``) or the earlier one-part one."""
+    part, body = results.get("part"), results.get("results")
+    if part == "task":
+        return "\n".join(task_lines(body))
+    if part == "sweep":
+        return "\n".join(sweep_lines(body))
+    if part == "compare":
+        alphas = ", ".join(
+            f"{_label(a)} {v:g}" if v is not None else f"{_label(a)}: none" for a, v in body["alphas"].items()
+        )
+        lines = [f"Alphas from the sweep: {alphas}", ""] + endpoint_lines(body["endpoints"])
+        return "\n".join(lines + comparison_lines(body["summary"], body["data"]))
+    return "\n".join(comparison_lines(results["summary"], results["data"]))
 
 
 def main(argv=None) -> None:

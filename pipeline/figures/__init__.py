@@ -32,10 +32,13 @@ from pipeline.figures.models import (  # noqa: E402
 )
 from pipeline.figures.progress import PROGRESS_COLORS, PROGRESS_STATES, populate_progress  # noqa: E402
 from pipeline.figures.robustness import (  # noqa: E402
+    accuracy_tradeoff,
     attack_convergence,
+    dose_response,
     noise_curves,
     noise_curves_ci,
     perturbation_distributions,
+    task_overview,
 )
 from pipeline.figures.similarity import similarity_matrix, similarity_scatter  # noqa: E402
 from pipeline.figures.training import training_curves  # noqa: E402
@@ -43,10 +46,12 @@ from pipeline.figures.training import training_curves  # noqa: E402
 __all__ = [
     "PROGRESS_COLORS",
     "PROGRESS_STATES",
+    "accuracy_tradeoff",
     "attack_convergence",
     "cell_type_confusion",
     "cell_type_gallery",
     "consensus_curve",
+    "dose_response",
     "feve_distributions",
     "noise_curves",
     "noise_curves_ci",
@@ -57,6 +62,7 @@ __all__ = [
     "score_histograms",
     "similarity_matrix",
     "similarity_scatter",
+    "task_overview",
     "training_curves",
     "type_count_curve",
     "unit_comparison",

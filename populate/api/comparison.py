@@ -15,10 +15,20 @@ ARMS = {
     "neural": "neural",
     "shuffled": "shuffled",
     "lowpass": "positive control",
+    "teacher": "positive control (teacher)",
+    "augmented": "noise-augmented (upper bound)",
     "single_trial": "single trial",
     "pixel": "pixel",
 }
-COMPARISONS = (("neural", "none"), ("neural", "shuffled"), ("lowpass", "none"))
+"""Label of each arm: a classifier's control, or "augmented" for an unregularized one trained with noise
+augmentation (:func:`arm_name`)."""
+COMPARISONS = (
+    ("neural", "none"),
+    ("neural", "shuffled"),
+    ("lowpass", "none"),
+    ("teacher", "none"),
+    ("augmented", "none"),
+)
 
 EVALUATION_GRID = dict(
     gaussian=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3),
@@ -37,8 +47,15 @@ EVALUATION_GRID = dict(
 grid and differ only in how many images they evaluate and attack."""
 
 
+def arm_name(control: str, config: dict) -> str:
+    """The arm of a classifier: its control, or "augmented" for the baseline's control trained with Gaussian
+    noise (``ClassifierConfig.noise_std``), which is the upper bound, not a baseline."""
+    return "augmented" if control == "none" and config.get("noise_std") is not None else control
+
+
 def collect(keys: dict) -> dict:
-    """Every result of the comparison, as plain arrays per arm (rows ordered by seed)."""
+    """Every result of the comparison, as plain arrays per arm (rows ordered by seed; arms by
+    :func:`arm_name`), with each classifier's target and learned layer weights."""
     from schemas.classifiers import (
         AdversarialEvaluation,
         ClassifierConfig,
@@ -50,11 +67,23 @@ def collect(keys: dict) -> dict:
     )
 
     members = ComparisonGroup.Member & keys["comparison"]
-    trained = (TrainedClassifier * ClassifierConfig.proj("control") & members).to_dicts(order_by=["control", "seed"])
+    query = TrainedClassifier * ClassifierConfig.proj("control", "config") * ClassifierTask.proj("target_name")
+    trained = (query & members).to_dicts(order_by=["control", "seed"])
     arms: dict[str, dict] = {}
     for row in trained:
         arm = arms.setdefault(
-            row["control"], dict(seeds=[], clean=[], validation=[], steps=[], fidelity=[], history=[], task=[])
+            arm_name(row["control"], row["config"]),
+            dict(
+                seeds=[],
+                clean=[],
+                validation=[],
+                steps=[],
+                fidelity=[],
+                history=[],
+                task=[],
+                target=[],
+                layer_weights=[],
+            ),
         )
         arm["seeds"].append(row["seed"])
         arm["clean"].append(row["clean_accuracy"])
@@ -63,6 +92,8 @@ def collect(keys: dict) -> dict:
         arm["fidelity"].append(row["similarity_fidelity"])
         arm["history"].append([h["validation_accuracy"] for h in row["history"]])
         arm["task"].append({k: row[k] for k in TrainedClassifier.primary_key})
+        arm["target"].append(row["target_name"])
+        arm["layer_weights"].append(row["layer_weights"])
     for arm in arms.values():
         restriction = [dict(t, **keys["evaluation"]) for t in arm["task"]]
         levels = (NoiseEvaluation.Level & restriction).to_dicts()

@@ -20,12 +20,12 @@ CELL_TYPES_COMMAND = (
     "--seeds 0 1 2 3 4 5 6 7 8 9 --tag celltypes10"
 )
 TYPE_COUNT_COMMAND = "python -m benchmarks.experiment_celltypes --parts standard criteria"
-ROBUSTNESS_COMMAND = "python -m benchmarks.experiment_robustness"
+ROBUSTNESS_COMMAND = "python -m benchmarks.experiment_robustness --part compare"
 # the results file each command writes (benchmarks.common.save, experiment_robustness.main)
 CORES_FILE = "experiment_cores.json"
 CELL_TYPES_FILE = "experiment_cores-celltypes10.json"
 TYPE_COUNT_FILE = "experiment_celltypes-standard-criteria.json"
-ROBUSTNESS_FILE = "robustness.json"
+ROBUSTNESS_FILE = "robustness-compare.json"
 
 
 def _shown(path: Path) -> str:
@@ -89,40 +89,28 @@ def cell_types(results: Path | None = None) -> str:
 
 
 def robustness(results: Path | None = None) -> str:
-    """The paired differences of the robustness experiment: neural - baseline in clean and noisy accuracy and
-    minimal L2 perturbation, and which differences' 95 % CIs exclude 0 (experiment_robustness)."""
-    from populate.api.comparison import ARMS, format_ci
+    """The registered questions of the robustness experiment: per question the primary endpoint's paired
+    difference (relative accuracy at Gaussian std 0.1) with its 95 % interval and verdict, at the alphas the
+    sweep chose (experiment_robustness --part compare)."""
+    from populate.api.comparison import ARMS
+    from populate.api.endpoints import format_test
 
     record, source = _read(results, ROBUSTNESS_FILE, ROBUSTNESS_COMMAND)
     if record is None:
         return source
-    summary, settings = record["summary"], record["summary"]["settings"]
-    classifier, evaluation = settings["classifier"], settings["evaluation"]
-    neural = summary["differences"]["neural - none"]
-    gaussian = neural["noise"]["gaussian"]
-    strongest = max(gaussian, key=float)
-    excluding = [
-        f"{ARMS.get(a, a)} - {ARMS.get(b, b)} {measure}"
-        for name, difference in summary["differences"].items()
-        for a, b in [name.split(" - ")]
-        for measure, stat in _measures(difference)
-        if stat and stat.get("excludes_zero")
-    ]
+    settings, body = record["settings"], record["results"]
+    answers = []
+    for name, question in body["endpoints"]["questions"].items():
+        if "untestable" in question:
+            answers.append(f"{name}: not tested ({question['untestable']})")
+            continue
+        primary = question["primary"]
+        arms = f"{ARMS.get(question['arm'], question['arm'])} - {ARMS.get(question['reference'])}"
+        answers.append(f"{name}, {arms}: {format_test(primary)}, {primary.get('verdict', 'no verdict')}")
+    alphas = ", ".join(f"{arm} {'none admissible' if a is None else f'{a:g}'}" for arm, a in body["alphas"].items())
+    schedule = settings["classifier"]
     return (
-        f"full experiment ({len(summary['arms'])} arms x {len(settings['seeds'])} seeds, width "
-        f"{classifier['width']}, early stopping (patience {classifier['patience']}), "
-        f"{evaluation['attack_images']} common images): neural - baseline clean accuracy "
-        f"{format_ci(neural['clean'], '+.3f')}, Gaussian {strongest} {format_ci(gaussian[strongest], '+.3f')}, "
-        f"median L2 ({evaluation['l2_attack']}) {format_ci(neural['median'].get('l2'), '+.2f')}; differences "
-        f"whose 95 % CI excludes 0: {', '.join(excluding) or 'none'} ({source})"
+        f"full experiment ({len(body['data']['arms'])} arms x {len(settings['compare_seeds'])} seeds, width "
+        f"{schedule['width']}, {schedule['epochs']} epochs for every arm; alpha chosen on validation: {alphas}); "
+        f"relative accuracy at Gaussian std 0.1, paired difference: {'; '.join(answers)} ({source})"
     )
-
-
-def _measures(difference: dict):
-    """(name, interval) of every measure of one paired difference: clean, each noise strength, each norm."""
-    yield "clean accuracy", difference["clean"]
-    for kind, levels in difference["noise"].items():
-        for strength, stat in levels.items():
-            yield f"{kind} {strength}", stat
-    for norm, stat in difference["median"].items():
-        yield f"median {norm}", stat

@@ -76,34 +76,29 @@ def test_cores_and_cell_types_quote_the_numbers_of_their_files(tmp_path):
     assert "writes it" not in quote
 
 
-def test_robustness_quotes_the_paired_differences_of_its_file(tmp_path):
-    neural_none = dict(
-        clean=_interval(-0.098, -0.121, -0.071, excludes_zero=True),
-        noise=dict(gaussian={"0": _interval(-0.1, -0.12, -0.07), "0.3": _interval(0.026, -0.0004, 0.052)}),
-        median=dict(l2=_interval(-0.03, -0.25, 0.26)),
-    )
-    neural_shuffled = dict(
-        clean=_interval(0.01, -0.02, 0.03), noise=dict(gaussian={}), median=dict(l2=_interval(0.2, 0.1, 0.3, True))
-    )
-    summary = dict(
-        arms=dict.fromkeys(("none", "neural", "shuffled", "lowpass"), {}),
-        differences={"neural - none": neural_none, "neural - shuffled": neural_shuffled},
-        settings=dict(
-            seeds=[0, 1, 2, 3, 4],
-            classifier=dict(width=8, patience=3),
-            evaluation=dict(attack_images=100, l2_attack="cw"),
+def test_robustness_quotes_each_questions_primary_endpoint_of_its_file(tmp_path):
+    primary = dict(n=8, mean=0.041, sd=0.02, low=0.024, high=0.058, t=5.8, p=0.0007, excluded=0, verdict="positive")
+    questions = {
+        "positive control": dict(arm="teacher", reference="none", primary=primary),
+        "neural": dict(arm="neural", reference="none", untestable="no neural arm"),
+    }
+    record = dict(
+        part="compare",
+        settings=dict(compare_seeds=list(range(8)), classifier=dict(width=8, epochs=16)),
+        results=dict(
+            alphas=dict(neural=None, teacher=2.0),
+            endpoints=dict(questions=questions),
+            data=dict(arms=dict.fromkeys(("none", "augmented", "teacher"), {})),
         ),
     )
-    _write(tmp_path, findings.ROBUSTNESS_FILE, dict(summary=summary, data={}))
+    _write(tmp_path, findings.ROBUSTNESS_FILE, record)
     quote = findings.robustness(tmp_path)
     for text in (
-        "4 arms x 5 seeds",
-        "width 8",
-        "100 common images",
-        "clean accuracy -0.098 [-0.121, -0.071]",
-        "Gaussian 0.3 +0.026 [-0.000, +0.052]",
-        "median L2 (cw) -0.03 [-0.25, +0.26]",
-        "neural - baseline clean accuracy, neural - shuffled median l2",
+        "3 arms x 8 seeds",
+        "width 8, 16 epochs for every arm",
+        "alpha chosen on validation: neural none admissible, teacher 2",
+        "positive control (teacher) - baseline: +0.041 [+0.024, +0.058], p = 0.0007 (n = 8), positive",
+        "neural: not tested (no neural arm)",
         findings.ROBUSTNESS_FILE,
     ):
         assert text in quote, quote
