@@ -364,7 +364,8 @@ def test_a_training_checkpoints_to_the_bucket_resumes_from_it_and_gc_deletes_the
     # The gc test deleted the model of this task: a TrainedModel worker would train it again first.
     (TrainingTask & trained[0]).delete(prompt=False)
     dataset = dict(scan=SIMULATED_SCAN, image_shape=(18, 32))
-    task = TrainingTask.add(model=TINY, dataset=dataset, trainer=TRAINER, seeds=(0,), name="s3-resume")[0]
+    trainer = dict(TRAINER, max_iterations=100, patience=100)  # running_at_scale.md counts its checkpoints
+    task = TrainingTask.add(model=TINY, dataset=dataset, trainer=trainer, seeds=(0,), name="s3-resume")[0]
     mine = dict(job_table=TrainedModel.full_table_name)
     checkpoints = f"{s3.location}/_hash/{s3.prefix}__checkpoints/"
     first = _start_worker(s3, tmp_path / "worker-0.log")
