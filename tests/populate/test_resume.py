@@ -61,20 +61,16 @@ def start_worker(tmp_path, table: str, *args) -> tuple[subprocess.Popen, object]
 
 
 def reference_fit(task: dict):
-    """The same training, uninterrupted, in this process (one thread, as the workers)."""
+    """The same training (the task's own configs), uninterrupted, in this process (one thread, as the workers)."""
     from pipeline.models import experiment
-    from pipeline.models.encoder import ModelConfig
-    from pipeline.models.training import TrainerConfig
-    from schemas.models import DatasetConfig, load_scan_tensors
+    from schemas.models import DatasetConfig, ModelConfig, TrainerConfig, load_scan_tensors
 
     dataset = DatasetConfig.load(task)
     data = load_scan_tensors(dataset.scan_key, dataset.image_shape)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return experiment.run(
-            ModelConfig.from_dict(TINY), TrainerConfig.from_dict(TRAINER), data, seed=task["seed"], progress=False
-        )
+        return experiment.run(ModelConfig.load(task), TrainerConfig.load(task), data, seed=task["seed"], progress=False)
     finally:
         torch.set_num_threads(threads)
 

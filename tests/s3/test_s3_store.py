@@ -380,7 +380,7 @@ def test_a_training_checkpoints_to_the_bucket_resumes_from_it_and_gc_deletes_the
         first.wait(60)
     text = (tmp_path / "worker-0.log").read_text()
     assert first.returncode == 0 and "back to pending" in text, text
-    assert 0 < saved < TRAINER["max_iterations"] and not TrainedModel & task
+    assert 0 < saved < trainer["max_iterations"] and not TrainedModel & task
 
     second = _start_worker(s3, tmp_path / "worker-1.log")
     second.wait(240)
@@ -388,7 +388,7 @@ def test_a_training_checkpoints_to_the_bucket_resumes_from_it_and_gc_deletes_the
     assert second.returncode == 0 and f"resuming from the checkpoint at step {saved}" in text, text
     assert not Checkpoint & mine, "the checkpoint row goes with the completed job"
     stored, whole = (TrainedModel & task).fetch1(), reference_fit(task)
-    assert stored["iterations"] == whole.fit.iterations == TRAINER["max_iterations"]
+    assert stored["iterations"] == whole.fit.iterations == trainer["max_iterations"]
     assert stored["history"] == whole.fit.history
     for name, value in whole.fit.state_dict.items():
         assert np.array_equal(stored["weights"][name], value.numpy()), name
