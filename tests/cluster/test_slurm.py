@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, tiny_model
-from tests.populate.commands import child_env
+from tests.populate.commands import assert_quick_demo_complete, child_env
 from tests.populate.test_workers import job, makes, rows_of, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -189,18 +189,6 @@ def test_a_second_start_while_the_cluster_runs_starts_nothing(slurm):
 # four workers drain the quick demo's task list
 
 DEMO_IDLE_S = 20  # a worker waits this long for upstream work of the others before it leaves
-# every stage of the quick demo computes something
-DEMO_STAGES = (
-    "Reliability",
-    "Normalization",
-    "TrainedModel",
-    "CellTypes",
-    "PredictedResponses",
-    "Similarity",
-    "TrainedClassifier",
-    "NoiseEvaluation",
-    "AdversarialEvaluation",
-)
 
 
 @pytest.fixture
@@ -263,13 +251,7 @@ def test_an_array_of_four_workers_drains_the_quick_demo(slurm, quick_demo, tmp_p
     computed = [len(re.findall(r" done in [\d.]+ s", text)) for text in logs]
     assert sum(n > 0 for n in computed) > 1, f"the work should be shared between the array's tasks: {computed}"
 
-    report = status(tables)
-    assert report["errors"] == [], report["errors"]
-    rows = {row["table"]: row for row in report["tables"]}
-    for row in rows.values():
-        assert row["done"] == row["keys"], row
-        assert row["waiting"] == row["pending"] == row["reserved"] == row["error"] == row["ignore"] == 0, row
-    assert all(rows[name]["done"] > 0 for name in DEMO_STAGES), rows
+    rows = assert_quick_demo_complete(status(tables))
     assert sum(computed) == sum(row["done"] for row in rows.values()), "every key computed exactly once"
     print(f"quick demo drained by four SLURM workers: {sum(computed)} makes, {computed} per task")
 

@@ -41,3 +41,30 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
         code = exit.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+# Every stage in which the quick demo computes something.
+QUICK_DEMO_STAGES = (
+    "Reliability",
+    "Normalization",
+    "TrainedModel",
+    "CellTypes",
+    "PredictedResponses",
+    "Similarity",
+    "TrainedClassifier",
+    "NoiseEvaluation",
+    "AdversarialEvaluation",
+)
+
+
+def assert_quick_demo_complete(report: dict) -> dict:
+    """Check a ``status`` report (``populate.work.status.status`` or ``status --json``) of a drained
+    quick-demo task list: no errors, every table complete with nothing queued, and every stage of
+    :data:`QUICK_DEMO_STAGES` computed something.  Returns the rows by table name."""
+    assert report["errors"] == [], report["errors"]
+    rows = {row["table"]: row for row in report["tables"]}
+    for row in rows.values():
+        assert row["done"] == row["keys"], row
+        assert row["waiting"] == row["pending"] == row["reserved"] == row["error"] == row["ignore"] == 0, row
+    assert all(rows[name]["done"] > 0 for name in QUICK_DEMO_STAGES), rows
+    return rows

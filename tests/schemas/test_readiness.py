@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.conftest import QUICK_TRAINER, REPO, tiny_model
+from tests.populate.commands import assert_quick_demo_complete
 
 SCAN = "3-1-1"
 SCAN_KEY = dict(animal_id=3, session=1, scan_idx=1)
@@ -222,26 +223,7 @@ def test_four_workers_started_together_finish_the_demo_without_errors(db, tmp_pa
         text = [(tmp_path / f"worker-{i}.log").read_text() for i in range(4)]
         assert [w.returncode for w in workers] == [0] * 4, text
 
-        report = json.loads(_cli(env, "status", "--json").stdout)
-        assert report["errors"] == [], report["errors"]
-        tables = {t["table"]: t for t in report["tables"]}
-        for row in tables.values():
-            assert row["done"] == row["keys"], row
-            assert row["waiting"] == row["pending"] == row["reserved"] == row["error"] == 0, row
-        assert all(
-            tables[name]["done"] > 0
-            for name in (
-                "Reliability",
-                "Normalization",
-                "TrainedModel",
-                "CellTypes",
-                "PredictedResponses",
-                "Similarity",
-                "TrainedClassifier",
-                "NoiseEvaluation",
-                "AdversarialEvaluation",
-            )
-        ), tables
+        tables = assert_quick_demo_complete(json.loads(_cli(env, "status", "--json").stdout))
         # Nothing was reserved before its inputs existed: no make found one missing.
         assert all(", 0 not ready" in t for t in text), text
         makes = {line for t in text for line in t.splitlines() if " done in " in line}
