@@ -138,27 +138,23 @@ def _record(path: str, skipped: str | None, seconds: float, load: float, added: 
     print(f"wall time recorded in {path}: {written['wall_minutes']} min")
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the system has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def record_run(path: str | Path, seconds: float, load_at_start: float, added: dict[str, int], backend: str) -> dict:
     """Write the demo's record to ``path`` (JSON) and return it: ``wall_seconds`` and ``wall_minutes``
     from declaring the tasks to the written report (all of ``python -m populate demo`` but its imports),
-    ``code_version`` (package and git commit), ``cpus`` (usable), the torch threads, the 1-minute load
-    average at the start (other work on the machine), the database ``backend``, the UTC date and the
-    rows each stage added."""
+    ``code_version`` (package and git commit), ``cpus`` (:func:`pipeline.device.cpu_limit`), the torch
+    threads, the 1-minute load average at the start (other work on the machine), the database
+    ``backend``, the UTC date and the rows each stage added."""
     import torch
 
     from pipeline import code_version
+    from pipeline.device import cpu_limit
 
     record = dict(
         command="python -m populate demo",
         wall_seconds=round(seconds, 1),
         wall_minutes=round(seconds / 60, 1),
         code_version=code_version(),
-        cpus=usable_cpus(),
+        cpus=cpu_limit(),
         torch_threads=torch.get_num_threads(),
         load_average_at_start=round(load_at_start, 2),
         backend=backend,
