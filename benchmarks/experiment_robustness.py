@@ -228,8 +228,8 @@ def declare_arm(sizes: dict, common: dict, arm: str, seeds, alpha: float = 0.0) 
 def work(threads: int, poll: float = 5.0) -> None:
     """One worker: populate every table (DataJoint's job reservations) until nothing is left to do.
 
-    Several run side by side; a pass that adds nothing while another worker still holds a job waits
-    and looks again, because that job's result can make downstream keys ready.
+    Several run side by side; a pass that adds nothing waits and looks again until :func:`finished`,
+    because another worker's job can make downstream keys ready.
     """
     from pipeline.device import configure_threads
     from populate.work.jobs import select_tables
@@ -249,10 +249,19 @@ def work(threads: int, poll: float = 5.0) -> None:
                     f"({time.monotonic() - start:.0f} s)",
                     flush=True,
                 )
-        if not added and not any(len(table.jobs.reserved) for table in tables):
+        if not added and finished(tables):
             return
         if not added:
             time.sleep(poll)
+
+
+def finished(tables) -> bool:
+    """Whether no job is running and every computable key is stored or has failed.  Asking only for
+    running jobs would let a worker stop in the moment between another's insert and its next
+    reservation, and leave the rest of the part to one process."""
+    if any(len(table.jobs.reserved) for table in tables):
+        return False
+    return all(len(table.key_source - table) <= len(table.jobs.errors) for table in tables)
 
 
 def populate(workers: int) -> None:
